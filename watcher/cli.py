@@ -1,0 +1,352 @@
+"""The `watcher` command: registries, polls, events and the long-running worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import yaml
+from sqlalchemy import select
+
+from watcher import bus, registries
+from watcher.db import session_scope
+from watcher.errors import InputError, RegistryError, StateError, WatcherError
+from watcher.events import stream_entry
+from watcher.forms import build_spec, expand_env
+from watcher.history import parse_since, recent_events
+from watcher.models import Registry
+from watcher.pollers import PROVIDERS, poller_for
+from watcher.polling import PollResult, poll
+from watcher.relay import relay
+from watcher.settings import get_settings
+from watcher.spec import RegistrySpec, format_interval
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly(func: Callable[P, R]) -> Callable[P, R]:
+    """Expected failures become one line on stderr and exit 1: never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except WatcherError as exc:
+            click.echo(f"watcher: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="watcher")
+def main() -> None:
+    """Watch container registries and emit one CloudEvent per tag change onto a Redis stream."""
+
+
+# ---- registry ------------------------------------------------------------------------------------
+@main.group()
+def registry() -> None:
+    """Register, inspect, test and remove registries."""
+
+
+def credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    secret = " (a value, @FILE, or - for stdin)"
+    options = [
+        click.option("--username", help="user, service-principal id, or robot account" + secret),
+        click.option("--password", help="password or access token" + secret),
+        click.option("--access-key", help="AWS access key id (ecr)" + secret),
+        click.option("--secret-key", help="AWS secret access key (ecr)" + secret),
+        click.option("--region", help="AWS region (ecr)"),
+        click.option("--tenant-id", help="Azure AD tenant (acr)"),
+        click.option("--client-id", help="Azure AD application id (acr)"),
+        click.option("--client-secret", help="Azure AD client secret (acr)" + secret),
+        click.option("--project-id", help="Google Cloud project (gcr)"),
+        click.option("--json-key", help="Google service-account JSON key (gcr)" + secret),
+        click.option("--namespace", help="Docker Hub user or organisation (dockerhub)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@registry.command("add")
+@click.argument("name")
+@click.option("--provider", required=True, help="kind of registry: " + ", ".join(sorted(PROVIDERS)))
+@click.option("--url", help="registry URL, e.g. https://harbor.example.com")
+@credential_options
+@click.option("--interval", default="5m", show_default=True, help="how often to poll: 30s, 5m, 1h, 1d")
+@click.option("--repository", "repositories", multiple=True, help="repository glob to watch (repeatable)")
+@click.option("--include-tags", help="only tags matching this regex")
+@click.option("--exclude-tags", help="skip tags matching this regex")
+@click.option("--emit-existing", is_flag=True, help="the first poll emits every existing tag as added")
+@click.option("--max-concurrency", type=int, help="requests in flight to this registry at once")
+@click.option("--rate-limit", type=float, help="requests per second to this registry at most")
+@click.option("--no-verify", is_flag=True, help="save without testing the connection")
+@friendly
+def registry_add(name: str, no_verify: bool, **values: Any) -> None:
+    """Register a registry after testing that it can be listed."""
+    spec = build_spec({"name": name, **values})
+    with session_scope() as session:
+        if session.scalar(select(Registry.id).where(Registry.name == name)) is not None:
+            raise InputError(f"registry {name!r} already exists: remove it first, or use `watcher registry apply`")
+    if not no_verify:
+        verify(spec)
+    with session_scope() as session:
+        registries.save(session, spec)
+    click.echo(
+        f"added registry {name!r} ({spec.provider}, {spec.url}), polled every {format_interval(spec.interval_seconds)}"
+    )
+
+
+def verify(spec: RegistrySpec) -> None:
+    """Ping, authenticate and list: raises the precise RegistryError, named for the registry."""
+
+    async def run() -> None:
+        poller = poller_for(spec)
+        try:
+            await poller.verify()
+        finally:
+            await poller.aclose()
+
+    try:
+        asyncio.run(run())
+    except RegistryError as exc:
+        exc.registry = spec.name
+        raise
+
+
+@registry.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def registry_list(as_json: bool) -> None:
+    """List registered registries."""
+    with session_scope() as session:
+        rows = [registries.describe(session, r) for r in session.scalars(select(Registry).order_by(Registry.name))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no registries: add one with `watcher registry add`")
+        return
+    click.echo(f"{'NAME':20} {'PROVIDER':9} {'INTERVAL':8} {'REPOS':>6} {'TAGS':>6} {'LAST POLL':10} URL")
+    for r in rows:
+        last = r["last_poll"]["outcome"] if r["last_poll"] else "never"
+        click.echo(
+            f"{r['name']:20} {r['provider']:9} {r['interval']:8} {r['repositories']:>6} {r['tags']:>6} "
+            f"{last:10} {r['url']}"
+        )
+
+
+@registry.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def registry_show(name: str, as_json: bool) -> None:
+    """Show one registry (secrets are shown only as `set`)."""
+    with session_scope() as session:
+        info = registries.describe(session, registries.find(session, name))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@registry.command("test")
+@click.argument("name")
+@friendly
+def registry_test(name: str) -> None:
+    """Test the connection, credentials and listing permission of a registered registry."""
+    with session_scope() as session:
+        spec = registries.spec_of(registries.find(session, name))
+    verify(spec)
+    click.echo(f"registry {name!r}: reachable, credentials accepted, listing permitted")
+
+
+@registry.command("remove")
+@click.argument("name")
+@friendly
+def registry_remove(name: str) -> None:
+    """Forget a registry and its snapshot (its event history stays)."""
+    with session_scope() as session:
+        registries.remove(session, name)
+    click.echo(f"removed registry {name!r}")
+
+
+@registry.command("apply")
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-verify", is_flag=True, help="save without testing the connections")
+@friendly
+def registry_apply(path: Path, no_verify: bool) -> None:
+    """Create or update registries from a YAML file; all are checked before any is saved."""
+    specs = load_specs(path)
+    if not no_verify:
+        for spec in specs:
+            verify(spec)
+    with session_scope() as session:
+        outcomes = [(spec.name, registries.save(session, spec)[1]) for spec in specs]
+    for name, outcome in outcomes:
+        click.echo(f"{outcome} registry {name!r}")
+
+
+def load_specs(path: Path) -> list[RegistrySpec]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    entries = document.get("registries") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InputError(
+            f"{path}: expected a top-level `registries:` list of mappings (see config/registries.example.yaml)"
+        )
+    specs = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}: registry #{number} ({entry.get('name', '?')})"
+        specs.append(build_spec({k: expand_env(v, where) for k, v in entry.items()}, stdin_allowed=False))
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{path}: registry {duplicates[0]!r} appears twice")
+    return specs
+
+
+# ---- poll ----------------------------------------------------------------------------------------
+@main.command("poll")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def poll_command(name: str, as_json: bool) -> None:
+    """Poll one registry now, in this process, and publish what changed."""
+    result = poll(name)
+    try:
+        relay(bus.connect())
+    except StateError as exc:
+        raise StateError(
+            f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"
+        ) from None
+    report(result, as_json)
+
+
+def report(result: PollResult, as_json: bool) -> None:
+    entries = [stream_entry(e) for e in result.events]
+    if as_json:
+        summary = {
+            "registry": result.registry,
+            "baseline": result.baseline,
+            "repositories": result.repositories,
+            "tags": result.tags,
+            "requests": result.requests,
+            "events": [{k: v for k, v in e.items() if k != "cloudevent"} for e in entries],
+        }
+        click.echo(json.dumps(summary))
+        return
+    what = "baseline recorded, " if result.baseline else ""
+    click.echo(
+        f"registry {result.registry!r}: {what}{result.repositories} repositories, {result.tags} tags, "
+        f"{len(entries)} events, {result.requests} requests"
+    )
+    for e in entries:
+        click.echo(line_of(e))
+
+
+def line_of(entry: dict[str, str]) -> str:
+    moved = f" (was {entry['previous_digest']})" if entry.get("previous_digest") else ""
+    return (
+        f"{entry['detected_at']} {entry['change']:7} {entry['registry']} "
+        f"{entry['repository']}:{entry['tag']} {entry['digest']}{moved}"
+    )
+
+
+# ---- events --------------------------------------------------------------------------------------
+@main.group("events", invoke_without_command=True)
+@click.option("--registry", "registry_name", help="only this registry")
+@click.option("--repository", help="only this repository")
+@click.option("--since", help="only events detected at or after this ISO 8601 time")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="newest N events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.pass_context
+@friendly
+def events(
+    ctx: click.Context, registry_name: str | None, repository: str | None, since: str | None, limit: int, as_json: bool
+) -> None:
+    """Show the event history (oldest first), or follow the stream with `events tail`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    since_at = parse_since(since) if since else None
+    with session_scope() as session:
+        rows = recent_events(session, registry=registry_name, repository=repository, since=since_at, limit=limit)
+        entries = [stream_entry(e) for e in rows]
+    for entry in entries:
+        click.echo(json.dumps(entry) if as_json else line_of(entry))
+
+
+@events.command("tail")
+@click.option("--group", help="consumer group: members share the stream, abandoned entries are claimed")
+@click.option("--consumer", help="this member's name in the group (default: host:pid)")
+@click.option("--count", type=click.IntRange(min=1), help="stop after this many events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--claim-idle", default=60, show_default=True, help="seconds before another member's entry is claimed")
+@friendly
+def events_tail(group: str | None, consumer: str | None, count: int | None, as_json: bool, claim_idle: int) -> None:
+    """Follow the event stream as it grows."""
+    from watcher.consumer import read_group, read_live
+
+    settings = get_settings()
+    client = bus.connect()
+    stream = settings.events_stream
+    seen = 0
+
+    def keep_going() -> bool:
+        return count is None or seen < count
+
+    consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+    entries = (
+        read_group(client, stream, group, consumer, claim_idle_ms=claim_idle * 1000, keep_going=keep_going)
+        if group
+        else read_live(client, stream, keep_going=keep_going)
+    )
+    try:
+        for entry_id, fields in entries:
+            click.echo(json.dumps({"stream_id": entry_id, **fields}) if as_json else line_of(fields))
+            if group:
+                client.xack(stream, group, entry_id)
+            seen += 1
+            if not keep_going():
+                break
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- run -----------------------------------------------------------------------------------------
+@main.command("run")
+@click.option("--concurrency", type=int, help="worker processes (default: number of CPUs)")
+@click.option("--loglevel", default="INFO", show_default=True)
+@friendly
+def run(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker with the beat scheduler embedded: the long-running job."""
+    from watcher.tasks.app import make_app
+
+    app = make_app()
+    data_dir = Path(get_settings().data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["worker", "--beat", f"--loglevel={loglevel}", f"--schedule={data_dir / 'celerybeat-schedule'}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    app.worker_main(argv)

@@ -1,0 +1,132 @@
+"""The state database: registries, repositories, tag snapshots, the event history (the outbox) and polls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, and comparisons must agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Registry(Base):
+    """One registered registry: how to reach it, what to watch, and when it is next due."""
+
+    __tablename__ = "registries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    url: Mapped[str] = mapped_column(String(500))
+    credentials: Mapped[str] = mapped_column(Text, default="")  # Fernet token of a JSON object
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    interval_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    emit_existing: Mapped[bool] = mapped_column(Boolean, default=False)
+    baselined: Mapped[bool] = mapped_column(Boolean, default=False)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("registry_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(500))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Tag(Base):
+    """One row of a repository's snapshot: the tag and the digest it pointed at when last listed."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("repository_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(100))
+    pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Event(Base):
+    """The full history of changes, and the outbox the relay publishes from (published_at IS NULL)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_unpublished", "published_at", "id"),
+        Index("ix_events_registry_repo", "registry", "repository"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # detection order
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    registry_id: Mapped[int | None] = mapped_column(ForeignKey("registries.id", ondelete="SET NULL"), nullable=True)
+    registry_name: Mapped[str] = mapped_column("registry", String(200))
+    repository: Mapped[str] = mapped_column(String(500))
+    tag: Mapped[str] = mapped_column(String(200))
+    change: Mapped[str] = mapped_column(String(10))
+    digest: Mapped[str] = mapped_column(String(100))
+    previous_digest: Mapped[str] = mapped_column(String(100), default="")
+    pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cloudevent: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    stream_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class PollRun(Base):
+    """One poll of one registry: when, how it ended, and what it cost."""
+
+    __tablename__ = "poll_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20), default="running")  # running | ok | failed
+    error: Mapped[str] = mapped_column(Text, default="")
+    repositories: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,148 @@
+"""The one OCI Distribution client: ping, catalog, tag lists and manifest digests, paginated and limited.
+
+Every provider talks to its registry through this client; providers add only credentials and, where their
+own API is cheaper, their own listing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from watcher import errors
+from watcher.auth import CredentialSource, RegistryAuth
+from watcher.http import HostLimits, make_client, requests_made, status_error, translate
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+PAGE_SIZE = 1000
+MAX_PAGES = 100_000
+
+
+class OciClient:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: CredentialSource | None = None,
+        *,
+        limits: HostLimits | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = RegistryAuth(credentials)
+        self._client = make_client(self.base_url, limits or HostLimits(), auth=self.auth, verify=verify)
+
+    @property
+    def requests(self) -> int:
+        return requests_made(self._client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise translate(exc, what) from None
+
+    async def ping(self) -> None:
+        """GET /v2/: the registry answers, speaks Distribution v2, and accepts our credentials."""
+        response = await self._send("GET", "/v2/", "ping /v2/")
+        if response.status_code != 200:
+            raise status_error(response, "ping /v2/")
+
+    async def _pages(self, path: str, what: str) -> AsyncIterator[dict[str, Any]]:
+        """Each JSON page of a paginated listing, following `Link: <...>; rel="next"`."""
+        url: str | None = f"{path}?n={PAGE_SIZE}"
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen or len(seen) >= MAX_PAGES:
+                raise errors.BadResponseError(f"{what}: pagination loops at {url}")
+            seen.add(url)
+            response = await self._send("GET", url, what)
+            if response.status_code != 200:
+                raise status_error(response, what)
+            yield _json_object(response, what)
+            url = next_link(response, self.base_url)
+
+    async def catalog(self) -> list[str]:
+        names: list[str] = []
+        async for page in self._pages("/v2/_catalog", "catalog"):
+            repos = page.get("repositories") or []
+            if not isinstance(repos, list):
+                raise errors.BadResponseError("catalog: 'repositories' is not a list")
+            names.extend(str(r) for r in repos)
+        return names
+
+    async def tag_pages(self, repository: str) -> list[dict[str, Any]] | None:
+        """The raw pages of a tag list (providers read extensions such as GCR's `manifest` map);
+        None when the repository does not exist (any more)."""
+        what = f"tags of {repository}"
+        pages: list[dict[str, Any]] = []
+        try:
+            async for page in self._pages(f"/v2/{repository}/tags/list", what):
+                pages.append(page)
+        except errors.ScopeError:
+            return None
+        return pages
+
+    async def tags(self, repository: str) -> list[str] | None:
+        pages = await self.tag_pages(repository)
+        if pages is None:
+            return None
+        tags: list[str] = []
+        for page in pages:
+            page_tags = page.get("tags") or []
+            if not isinstance(page_tags, list):
+                raise errors.BadResponseError(f"tags of {repository}: 'tags' is not a list")
+            tags.extend(str(t) for t in page_tags)
+        return tags
+
+    async def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest a tag points at, by HEAD (which registries do not count as a pull); None if gone."""
+        what = f"manifest {repository}:{reference}"
+        headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+        url = f"/v2/{repository}/manifests/{reference}"
+        response = await self._send("HEAD", url, what, headers=headers)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise status_error(response, what)
+        digest = response.headers.get("docker-content-digest")
+        if digest:
+            return digest
+        response = await self._send("GET", url, what, headers=headers)  # registries that omit the header
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise status_error(response, what)
+        return response.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+
+def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise errors.BadResponseError(f"{what}: the body is not a JSON object")
+    return body
+
+
+def next_link(response: httpx.Response, base_url: str) -> str | None:
+    """The `rel="next"` target of a Link header, made absolute against the registry."""
+    for link in response.headers.get_list("link"):
+        for part in link.split(","):
+            target, _, params = part.partition(";")
+            if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+                return urljoin(base_url + "/", target.strip().strip("<>"))
+    return None

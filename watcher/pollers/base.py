@@ -1,0 +1,121 @@
+"""What every provider is: a way to list one registry into a Listing, and to check it can.
+
+The base class owns concurrency and scoping; a provider supplies credentials, repository discovery and
+tag listing. `verify` is what `registry add` and `registry test` run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from watcher.diff import Listing, TagState
+from watcher.errors import InputError
+from watcher.http import HostLimits
+from watcher.scope import Scope
+from watcher.spec import RegistrySpec
+
+TagFilter = Callable[[str], bool]
+T = TypeVar("T")
+#: options that only some providers take
+PROVIDER_OPTIONS = ("namespace", "region", "project_id")
+
+
+class Poller:
+    provider: ClassVar[str]
+    #: credential fields this provider accepts (CLI option names with '_' for '-')
+    credential_fields: ClassVar[tuple[str, ...]] = ()
+    #: of those, the ones never shown
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+    #: provider-specific, non-secret options
+    option_fields: ClassVar[tuple[str, ...]] = ()
+    default_limits: ClassVar[HostLimits] = HostLimits()
+    default_url: ClassVar[str] = ""
+
+    def __init__(self, spec: RegistrySpec) -> None:
+        self.spec = spec
+        self.limits = limits_for(spec, self.default_limits)
+
+    # -- validation -------------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, spec: RegistrySpec) -> None:
+        """Reject what this provider cannot use; subclasses add what they require."""
+        given = [*spec.credentials, *(k for k in PROVIDER_OPTIONS if spec.options.get(k))]
+        for key in given:
+            if key not in cls.credential_fields + cls.option_fields:
+                raise InputError(
+                    f"registry {spec.name!r}: --{key.replace('_', '-')} is not used by provider {cls.provider}"
+                )
+
+    @classmethod
+    def require_pair(cls, spec: RegistrySpec, first: str, second: str) -> None:
+        has = [bool(spec.credentials.get(first)), bool(spec.credentials.get(second))]
+        if any(has) and not all(has):
+            missing = second if has[0] else first
+            raise InputError(
+                f"registry {spec.name!r}: --{missing.replace('_', '-')} is missing "
+                f"(--{first.replace('_', '-')} and --{second.replace('_', '-')} go together)"
+            )
+
+    # -- listing ------------------------------------------------------------------------------------
+    async def verify(self) -> None:
+        """Reachable, credentials accepted, listing permitted: raise the precise RegistryError if not."""
+        repos = await self.discover(Scope.from_options(self.spec.options))
+        if repos:
+            await self.tags(repos[0], lambda _tag: False)
+
+    async def repositories(self) -> list[str]:
+        raise NotImplementedError
+
+    async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
+        """The wanted tags of one repository with their digests; None if the repository is gone."""
+        raise NotImplementedError
+
+    async def discover(self, scope: Scope) -> list[str]:
+        literal = scope.literal_repositories()
+        if literal is not None:
+            return literal
+        return sorted(r for r in await self.repositories() if scope.wants_repository(r))
+
+    async def listing(self, scope: Scope) -> Listing:
+        """The whole registry in scope, listed concurrently; any failure fails the whole listing."""
+        repos = await self.discover(scope)
+        listed = await gather_all([self.tags(repo, scope.wants_tag) for repo in repos])
+        return {repo: tags for repo, tags in zip(repos, listed, strict=True) if tags}
+
+    @property
+    def requests(self) -> int:
+        return 0
+
+    async def aclose(self) -> None:
+        return None
+
+
+def limits_for(spec: RegistrySpec, default: HostLimits) -> HostLimits:
+    """The provider's default limits, overridden by the registry's own `max_concurrency`/`rate_limit`."""
+    opts: dict[str, Any] = spec.options
+    return HostLimits(
+        max_concurrency=int(opts.get("max_concurrency") or default.max_concurrency),
+        requests_per_second=float(opts.get("rate_limit") or default.requests_per_second),
+        retries=default.retries,
+        backoff_seconds=default.backoff_seconds,
+        max_wait_seconds=default.max_wait_seconds,
+        timeout_seconds=default.timeout_seconds,
+    )
+
+
+async def gather_all(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except ExceptionGroup as group_error:
+        raise first_error(group_error) from None
+    return [t.result() for t in tasks]
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure inside a task group (the others were cancelled because of it)."""
+    first = group.exceptions[0]
+    return first_error(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,105 @@
+"""Registered registries: saving, loading, removing, and their public (secret-free) description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from watcher import vault
+from watcher.errors import NotFoundError
+from watcher.models import PollRun, Registry, Repository, Tag
+from watcher.pollers import provider_class
+from watcher.spec import RegistrySpec, format_interval
+
+
+def find(session: Session, name: str) -> Registry:
+    row = session.scalar(select(Registry).where(Registry.name == name))
+    if row is None:
+        raise NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
+    return row
+
+
+def spec_of(row: Registry) -> RegistrySpec:
+    return RegistrySpec(
+        name=row.name,
+        provider=row.provider,
+        url=row.url,
+        credentials=vault.decrypt(row.credentials),
+        options=dict(row.options or {}),
+        interval_seconds=row.interval_seconds,
+        emit_existing=row.emit_existing,
+    )
+
+
+def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
+    """Create or update; returns the row and `created`, `updated` or `unchanged`.
+
+    Pointing a registry at another provider or URL starts it over: its snapshot is dropped and the next
+    poll records a new baseline, instead of reporting the difference between two registries as events.
+    """
+    row = session.scalar(select(Registry).where(Registry.name == spec.name))
+    if row is None:
+        row = Registry(name=spec.name, revision=0, baselined=False)
+        session.add(row)
+        outcome = "created"
+    elif spec_of(row) == spec:
+        return row, "unchanged"
+    else:
+        outcome = "updated"
+        if (row.provider, row.url) != (spec.provider, spec.url):
+            session.execute(delete(Repository).where(Repository.registry_id == row.id))
+            row.baselined = False
+    row.provider = spec.provider
+    row.url = spec.url
+    row.credentials = vault.encrypt(spec.credentials)
+    row.options = spec.options
+    row.interval_seconds = spec.interval_seconds
+    row.emit_existing = spec.emit_existing
+    session.flush()
+    return row, outcome
+
+
+def remove(session: Session, name: str) -> None:
+    """Forget a registry and its snapshot; its event history stays for dashboards."""
+    session.delete(find(session, name))
+
+
+def describe(session: Session, row: Registry) -> dict[str, Any]:
+    """Everything about a registry that may be shown: secrets appear only as `set`."""
+    cls = provider_class(row.provider)
+    creds = vault.decrypt(row.credentials)
+    shown = {key: ("set" if key in cls.secret_fields else value) for key, value in sorted(creds.items())}
+    last = session.scalar(select(PollRun).where(PollRun.registry_id == row.id).order_by(PollRun.id.desc()).limit(1))
+    counts = session.execute(
+        select(func.count(func.distinct(Repository.id)), func.count(Tag.id))
+        .select_from(Repository)
+        .join(Tag, Tag.repository_id == Repository.id, isouter=True)
+        .where(Repository.registry_id == row.id)
+    ).one()
+    return {
+        "name": row.name,
+        "provider": row.provider,
+        "url": row.url,
+        "interval": format_interval(row.interval_seconds),
+        "credentials": shown,
+        "options": dict(row.options or {}),
+        "emit_existing": row.emit_existing,
+        "baselined": row.baselined,
+        "repositories": counts[0],
+        "tags": counts[1],
+        "next_poll_at": row.next_poll_at.isoformat() if row.next_poll_at else None,
+        "last_poll": None
+        if last is None
+        else {
+            "started_at": last.started_at.isoformat(),
+            "finished_at": last.finished_at.isoformat() if last.finished_at else None,
+            "outcome": last.outcome,
+            "error": last.error,
+            "repositories": last.repositories,
+            "tags": last.tags,
+            "events": last.events,
+            "requests": last.requests,
+        },
+    }
