@@ -1,0 +1,112 @@
+"""Shared fixtures: each test gets its own data dir, database, stream key and secret key.
+
+Databases: SQLite in the test's tmp dir, or (the `db` fixture's `postgresql` param) a PostgreSQL database
+created for this test run on the machine's server. Redis: the machine's server at 127.0.0.1:6379 with a
+key prefix unique to the run and test; tests that break Redis start their own server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine
+
+from watcher.cli import main
+from watcher.db import get_engine
+from watcher.settings import Settings, get_settings
+
+pytest_plugins = ["tests.support.fixtures"]
+
+RUN_ID = secrets.token_hex(4)
+PG_ADMIN_URL = os.environ.get("WATCHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("WATCHER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PG_DATABASE = f"watcher_test_{RUN_ID}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own, dropped at the end."""
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{PG_DATABASE}"
+    get_engine.cache_clear()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
+
+
+@dataclass
+class Watcher:
+    """One isolated watcher installation: its settings, database and Redis, and its CLI."""
+
+    settings: Settings
+    data_dir: Path
+    redis: redis.Redis
+
+    @property
+    def engine(self) -> Engine:
+        return get_engine()
+
+    @property
+    def stream(self) -> str:
+        return self.settings.events_stream
+
+    def cli(self, *args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+    def stream_entries(self) -> list[dict[str, str]]:
+        return [fields for _, fields in self.redis.xrange(self.stream)]  # type: ignore[union-attr]
+
+    def env(self) -> dict[str, str]:
+        """The environment a `watcher` subprocess needs to be this installation."""
+        return {k: v for k, v in os.environ.items() if k.startswith("WATCHER_")} | {
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+        }
+
+
+def _reset_postgres(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite"])
+def db(request: pytest.FixtureRequest) -> str:
+    """The database kind; tests parametrize it with `@pytest.mark.parametrize("db", [...], indirect=True)`."""
+    return str(request.param)
+
+
+@pytest.fixture
+def watcher(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Watcher]:
+    data_dir = tmp_path / "data"
+    stream = f"watcher-test:{RUN_ID}:{secrets.token_hex(4)}:events"
+    monkeypatch.setenv("WATCHER_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("WATCHER_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("WATCHER_EVENTS_STREAM", stream)
+    monkeypatch.setenv("WATCHER_SECRET_KEY", secrets.token_urlsafe(24))
+    if db == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        _reset_postgres(url)
+        monkeypatch.setenv("WATCHER_DATABASE_URL", url)
+    else:
+        monkeypatch.setenv("WATCHER_DATABASE_URL", f"sqlite:///{tmp_path / 'watcher.db'}")
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield Watcher(get_settings(), data_dir, client)
+    for key in client.scan_iter(f"{stream}*"):
+        client.delete(key)
+    get_engine().dispose()
+    get_engine.cache_clear()
+    get_settings.cache_clear()

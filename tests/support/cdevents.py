@@ -1,0 +1,40 @@
+"""Validation of emitted events against the official CloudEvents shape and CDEvents 0.5.1 schemas."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+SCHEMAS = Path(__file__).parent.parent / "data" / "cdevents-0.5.1"
+TYPES = {
+    "dev.cdevents.artifact.published.0.3.0": "artifactpublished.json",
+    "dev.cdevents.artifact.deleted.0.2.0": "artifactdeleted.json",
+}
+
+
+@cache
+def _registry() -> Registry:
+    resources = []
+    for path in [*SCHEMAS.glob("*.json"), *(SCHEMAS / "links").glob("*.json")]:
+        schema = json.loads(path.read_text())
+        if "$id" in schema:
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
+def validate_cloudevent(document: dict[str, Any]) -> None:
+    """Raise if the CloudEvent envelope or its CDEvent payload is not what the contract promises."""
+    for key in ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"):
+        assert key in document, f"cloudevent lacks {key}"
+    assert document["specversion"] == "1.0"
+    assert document["datacontenttype"] == "application/json"
+    cdevent = document["data"]
+    assert cdevent["context"]["type"] == document["type"]
+    assert cdevent["context"]["id"] == document["id"]
+    schema = json.loads((SCHEMAS / TYPES[document["type"]]).read_text())
+    Draft202012Validator(schema, registry=_registry(), format_checker=FormatChecker()).validate(cdevent)

@@ -1,0 +1,126 @@
+"""A forwarding proxy in front of a real registry that injects the failures real networks produce.
+
+Not a fake: every request it does not break is answered by the real registry behind it. Rules match a
+request path by regex and either answer with a status, answer with a malformed body, or drop the
+connection without answering — optionally only after letting the first N matching requests through.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
+
+import httpx
+
+Action = Literal["status", "malformed", "drop"]
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+
+
+@dataclass
+class Rule:
+    pattern: re.Pattern[str]
+    action: Action
+    status: int = 500
+    after: int = 0  # let this many matching requests through first
+    headers: dict[str, str] | None = None
+    seen: int = 0
+
+
+class FaultProxy:
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.rules: list[Rule] = []
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._http = httpx.Client(timeout=30)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                proxy._handle(self)
+
+            do_HEAD = do_GET
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def add(
+        self,
+        path_regex: str,
+        action: Action,
+        *,
+        status: int = 500,
+        after: int = 0,
+        headers: dict[str, str] | None = None,
+    ) -> Rule:
+        rule = Rule(re.compile(path_regex), action, status, after, headers)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._http.close()
+
+    def _match(self, path: str) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.pattern.search(path):
+                    rule.seen += 1
+                    if rule.seen > rule.after:
+                        return rule
+        return None
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.requests.append((handler.command, handler.path))
+        rule = self._match(handler.path)
+        if rule is not None and rule.action == "drop":
+            handler.close_connection = True
+            handler.connection.close()
+            return
+        if rule is not None:
+            body = (
+                b'{"repositories": ["trunc'
+                if rule.action == "malformed"
+                else b'{"errors":[{"code":"INJECTED","message":"injected"}]}'
+            )
+            handler.send_response(200 if rule.action == "malformed" else rule.status)
+            for key, value in (rule.headers or {}).items():
+                handler.send_header(key, value)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            if handler.command != "HEAD":
+                handler.wfile.write(body)
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        upstream = self._http.request(handler.command, self.target + handler.path, headers=headers)
+        handler.send_response(upstream.status_code)
+        for key, value in upstream.headers.items():
+            if key.lower() not in HOP_BY_HOP:
+                handler.send_header(key, value)
+        handler.send_header(
+            "Content-Length",
+            str(len(upstream.content)) if handler.command != "HEAD" else upstream.headers.get("content-length", "0"),
+        )
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(upstream.content)
