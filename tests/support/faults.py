@@ -8,6 +8,7 @@ connection without answering — optionally only after letting the first N match
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,8 +30,15 @@ class Rule:
     seen: int = 0
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients hanging up on a broken answer is the point here, not news."""
+
+
 class FaultProxy:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, tls_cert: tuple[str, str] | None = None) -> None:
         self.target = target.rstrip("/")
         self.rules: list[Rule] = []
         self.requests: list[tuple[str, str]] = []
@@ -49,10 +57,16 @@ class FaultProxy:
 
             do_HEAD = do_GET
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "http"
+        if tls_cert is not None:  # serve TLS with a certificate the client does not trust
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls_cert)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
