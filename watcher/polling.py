@@ -26,7 +26,7 @@ from watcher.registries import find, spec_of
 from watcher.scope import Scope
 from watcher.spec import RegistrySpec
 
-LEASE = timedelta(minutes=15)
+LEASE = timedelta(minutes=5)  # a crashed poller's claim lapses; the revision check still guards commits
 
 
 class Busy(WatcherError):
@@ -63,12 +63,12 @@ def poll(name: str, *, engine: Engine | None = None, owner: str | None = None) -
         run_id = run.id
     try:
         listing, requests = asyncio.run(_list(spec))
+        return _commit(engine, spec, registry_id, revision, run_id, owner, listing, requests)
     except BaseException as exc:
         _finish_failed(engine, registry_id, run_id, owner, exc)
         if isinstance(exc, RegistryError):
             exc.registry = name
         raise
-    return _commit(engine, spec, registry_id, revision, run_id, owner, listing, requests)
 
 
 async def _list(spec: RegistrySpec) -> tuple[Listing, int]:
