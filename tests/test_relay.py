@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import Watcher
+from tests.conftest import REDIS_URL, Watcher
 from tests.support.redis_server import RedisServer
 from watcher import polling, registries
 from watcher.db import session_scope
@@ -77,18 +77,8 @@ def test_a_relay_that_dies_after_appending_resends_nothing(watcher: Watcher) -> 
 
 def test_concurrent_relays_never_duplicate(watcher: Watcher) -> None:
     ids = record(watcher, 600)
-    threads = [
-        threading.Thread(
-            target=relay,
-            args=(
-                redis.Redis.from_url(
-                    watcher.redis.connection_pool.connection_kwargs and "redis://127.0.0.1:6379/0",
-                    decode_responses=True,
-                ),
-            ),
-        )
-        for _ in range(4)
-    ]
+    clients = [redis.Redis.from_url(REDIS_URL, decode_responses=True) for _ in range(4)]
+    threads = [threading.Thread(target=relay, args=(client,)) for client in clients]
     for t in threads:
         t.start()
     for t in threads:
