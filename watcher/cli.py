@@ -23,7 +23,7 @@ from watcher.events import stream_entry
 from watcher.forms import build_spec, expand_env
 from watcher.history import parse_since, recent_events
 from watcher.models import Registry
-from watcher.pollers import PROVIDERS, poller_for
+from watcher.pollers import PROVIDER_NAMES, poller_for
 from watcher.polling import PollResult, poll
 from watcher.relay import relay
 from watcher.settings import get_settings
@@ -81,7 +81,7 @@ def credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @registry.command("add")
 @click.argument("name")
-@click.option("--provider", required=True, help="kind of registry: " + ", ".join(sorted(PROVIDERS)))
+@click.option("--provider", required=True, help="kind of registry: " + ", ".join(PROVIDER_NAMES))
 @click.option("--url", help="registry URL, e.g. https://harbor.example.com")
 @credential_options
 @click.option("--interval", default="5m", show_default=True, help="how often to poll: 30s, 5m, 1h, 1d")

@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,6 +56,8 @@ def get_engine(url: str | None = None) -> Engine:
     engine = _make_engine(url)
     try:
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":  # workers starting together migrate one at a time
+                conn.execute(text("SELECT pg_advisory_xact_lock(7365123)"))
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")

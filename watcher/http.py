@@ -3,7 +3,9 @@
 Limits live here rather than in each call (the lesson of regclient's reghttp): a bounded number of
 requests in flight per host, an optional requests-per-second cap, `Retry-After` honoured on 429/503,
 exponential backoff on 5xx and dropped connections for idempotent requests, and a slow-down when a
-registry announces (`RateLimit-Remaining`) that its quota is nearly spent.
+server announces that its quota is nearly spent (`RateLimit-Remaining: N;w=S` from registries,
+`X-RateLimit-Remaining` with `X-RateLimit-Reset` from Docker Hub's API). Waits the server asks for hold
+every request to the host, not just the one that was told.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from watcher import errors
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD"})
+LOW_QUOTA = 10  # below this many requests left in the window, spread the rest over it
 
 
 @dataclass(frozen=True)
@@ -42,19 +45,27 @@ class LimitedTransport(httpx.AsyncBaseTransport):
         self._inner = inner
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.max_concurrency)
-        self._next_start = 0.0
+        self._next_start = 0.0  # monotonic time the next request may start
+        self._quota_gap = 0.0  # spacing between starts while the announced quota is low ...
+        self._quota_until = 0.0  # ... until its window resets
         self._pace = asyncio.Lock()
         self.requests = 0
 
     async def _wait_turn(self) -> None:
-        if self._limits.requests_per_second <= 0:
-            return
         async with self._pace:
             now = time.monotonic()
             start = max(now, self._next_start)
-            self._next_start = start + 1.0 / self._limits.requests_per_second
+            self._next_start = start + self._gap(start)
         if start > now:
             await asyncio.sleep(start - now)
+
+    def _gap(self, at: float) -> float:
+        rate_gap = 1.0 / self._limits.requests_per_second if self._limits.requests_per_second > 0 else 0.0
+        return max(rate_gap, self._quota_gap if at < self._quota_until else 0.0)
+
+    def _pause(self, seconds: float) -> None:
+        """No request to this host starts for `seconds` (capped): the server asked the whole client to wait."""
+        self._next_start = max(self._next_start, time.monotonic() + min(seconds, self._limits.max_wait_seconds))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         attempts = self._limits.retries + 1 if request.method in IDEMPOTENT else 1
@@ -72,9 +83,12 @@ class LimitedTransport(httpx.AsyncBaseTransport):
                     continue
             if response.status_code in RETRYABLE_STATUS and not last:
                 await response.aclose()
-                await asyncio.sleep(self._wait_for(response, attempt))
+                delay = self._wait_for(response, attempt)
+                if response.status_code == 429:
+                    self._pause(delay)  # the quota is the host's: hold the other requests too
+                await asyncio.sleep(delay)
                 continue
-            await self._respect_quota(response)
+            self._respect_quota(response)
             return response
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
 
@@ -88,30 +102,53 @@ class LimitedTransport(httpx.AsyncBaseTransport):
             return min(self._limits.max_wait_seconds, told)
         return self._backoff(attempt)
 
-    async def _respect_quota(self, response: httpx.Response) -> None:
+    def _respect_quota(self, response: httpx.Response) -> None:
         """Spread the remaining quota over the window instead of running into a 429."""
-        remaining = response.headers.get("ratelimit-remaining")
-        if remaining is None:
+        quota = quota_left(response.headers)
+        if quota is None:
             return
-        try:
-            left, _, window = remaining.partition(";w=")
-            left_n = int(left)
-            window_s = int(window) if window else 0
-        except ValueError:
-            return
-        if left_n <= 0:
-            await asyncio.sleep(min(self._limits.max_wait_seconds, max(window_s, 1)))
-        elif left_n < 10 and window_s:
-            await asyncio.sleep(min(self._limits.max_wait_seconds, window_s / left_n))
+        left, window = quota
+        if left <= 0:
+            self._pause(max(window, 1.0))
+        elif left < LOW_QUOTA and window > 0:
+            self._quota_gap = min(self._limits.max_wait_seconds, window / left)
+            self._quota_until = time.monotonic() + min(window, self._limits.max_wait_seconds)  # re-armed per answer
+            self._pause(self._quota_gap)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
+def quota_left(headers: Mapping[str, str]) -> tuple[int, float] | None:
+    """(requests left, seconds until the window resets) as the server announced them, if it did."""
+    try:
+        remaining = headers.get("ratelimit-remaining")
+        if remaining is not None:  # registries: `76;w=21600`
+            left, _, window = remaining.partition(";w=")
+            return int(left), float(window) if window else 0.0
+        remaining = headers.get("x-ratelimit-remaining")
+        if remaining is not None:  # Docker Hub's API: a count, and the reset as a unix time
+            return int(remaining), _seconds_until(headers.get("x-ratelimit-reset")) or 0.0
+    except ValueError:
+        return None
+    return None
+
+
+def _seconds_until(value: str | None) -> float | None:
+    """Seconds from now to a unix time (or a plain number of seconds, if the value is that small)."""
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if number is None:
+        return None
+    return max(0.0, number - time.time()) if number > 1e9 else max(0.0, number)
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after")
     if value is None:
-        return None
+        return _seconds_until(headers.get("x-retry-after"))  # Docker Hub before 2025: a unix time
     try:
         return max(0.0, float(value))
     except ValueError:

@@ -1,0 +1,68 @@
+"""Embedded defaults: with nothing configured, the watcher runs on SQLite and a bundled Redis server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from tests.support.fixtures import RegistryEnv
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry: RegistryEnv, unique_repo: str) -> None:
+    registry.client.push_image(f"{unique_repo}/app", "v1")
+    added = run(
+        tmp_path,
+        "registry",
+        "add",
+        "local",
+        "--provider",
+        "oci",
+        "--url",
+        registry.url,
+        "--repository",
+        f"{unique_repo}/*",
+    )
+    assert added.returncode == 0, added.stderr
+    assert run(tmp_path, "poll", "local").returncode == 0
+    registry.client.push_image(f"{unique_repo}/app", "v2")
+    polled = run(tmp_path, "poll", "local")
+    assert polled.returncode == 0, polled.stderr
+    assert "1 events" in polled.stdout
+
+    data = tmp_path / ".watcher"
+    assert (data / "watcher.db").exists() and (data / "appendonly.aof").exists()
+    sock = data / "redis.sock"
+    try:
+        redis.Redis(unix_socket_path=str(sock)).ping()
+        still_running = True
+    except (redis.ConnectionError, FileNotFoundError):
+        still_running = False
+    assert not still_running, "the embedded Redis outlived the command that started it"
+
+    # A later process finds the event on the stream the embedded server persisted.
+    tail = run(tmp_path, "events", "--json")
+    assert tail.returncode == 0 and '"tag": "v2"' in tail.stdout
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from watcher import bus; c = bus.connect(); print([f['tag'] for _, f in c.xrange('watcher:events')])",
+        ],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.stdout.strip() == "['v2']", check.stderr

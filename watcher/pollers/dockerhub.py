@@ -1,0 +1,314 @@
+"""`--provider dockerhub`: Docker Hub, listed through Hub's own API; the registry only for what it lacks.
+
+Docker Hub's registry has no catalog, so a namespace (a user or an organisation) is listed through the Hub
+API: `GET /v2/repositories/NS/` names its repositories and `GET /v2/namespaces/NS/repositories/REPO/tags`
+gives each tag with its digest and last push time. A tag the API gives without a digest is resolved with a
+manifest `HEAD` on the registry, which Docker Hub does not count as a pull (a `GET` would).
+
+The API's bearer token comes from `POST /v2/auth/token` (the deprecated `/v2/users/login` where that route
+is missing), is cached until shortly before it expires, and a 401 logs in again once; a second 401 is a
+credentials error, never a loop. `WATCHER_DOCKERHUB_API_URL` points the poller at another Hub API
+(tests, mirrors); the registry is the registry's URL (`https://registry.hub.docker.com` by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from watcher import errors
+from watcher.diff import TagState
+from watcher.errors import InputError
+from watcher.http import HostLimits, make_client, requests_made, translate
+from watcher.pollers.base import TagFilter, gather_all
+from watcher.pollers.oci import OciPoller
+from watcher.scope import Scope
+from watcher.spec import RegistrySpec
+
+API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
+DEFAULT_API_URL = "https://hub.docker.com"
+PAGE_SIZE = 100  # the API's maximum
+MAX_PAGES = 10_000
+LISTING_ATTEMPTS = 2  # a listing that changed while it was paged through is read once more
+TOKEN_LIFETIME_SECONDS = 600.0  # what Hub documents for /v2/auth/token, when the token does not say
+TOKEN_MARGIN_SECONDS = 60.0
+_STATUS_ERRORS: dict[int, type[errors.RegistryError]] = {
+    401: errors.AuthError,
+    403: errors.PermissionError_,
+    404: errors.ScopeError,
+    429: errors.RateLimitedError,
+}
+
+
+class DockerHubPoller(OciPoller):
+    provider: ClassVar[str] = "dockerhub"
+    credential_fields: ClassVar[tuple[str, ...]] = ("username", "password")
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"password"})
+    option_fields: ClassVar[tuple[str, ...]] = ("namespace",)
+    default_url: ClassVar[str] = "https://registry.hub.docker.com"
+    default_limits: ClassVar[HostLimits] = HostLimits(max_concurrency=4)
+
+    def __init__(self, spec: RegistrySpec) -> None:
+        super().__init__(spec)
+        self.namespace = str(spec.options.get("namespace") or spec.credentials.get("username") or "")
+        username, password = spec.credentials.get("username"), spec.credentials.get("password")
+        login = (username, password) if username and password else None
+        self.api = HubApi(os.environ.get(API_URL_ENV) or DEFAULT_API_URL, login, self.limits)
+
+    @classmethod
+    def validate(cls, spec: RegistrySpec) -> None:
+        super().validate(spec)
+        if not spec.options.get("namespace") and not spec.credentials.get("username"):
+            raise InputError(
+                f"registry {spec.name!r}: --namespace is missing: name the Docker Hub user or organisation "
+                "to watch (anonymous access lists its public repositories), or give --username"
+            )
+
+    async def verify(self) -> None:
+        """Credentials, namespace and listing through the API; then the registry the HEADs go to."""
+        await self.api.token()
+        repos = await self.discover(Scope.from_options(self.spec.options))
+        await self.client.ping()
+        if repos:
+            await self.tags(repos[0], lambda _tag: False)
+
+    async def repositories(self) -> list[str]:
+        path = f"/v2/repositories/{quote(self.namespace, safe='')}/"
+        what = f"repositories of namespace {self.namespace!r}"
+        entries = await self.api.listing(path, what, missing=f"namespace {self.namespace!r} not found")
+        return [f"{self.namespace}/{e['name']}" for e in entries or []]
+
+    async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
+        namespace, _, name = repository.rpartition("/")
+        namespace = namespace or self.namespace
+        path = f"/v2/namespaces/{quote(namespace, safe='')}/repositories/{quote(name, safe='')}/tags"
+        entries = await self.api.listing(path, f"tags of {repository}")
+        if entries is None:
+            return None
+        states: dict[str, TagState] = {}
+        unresolved: list[tuple[str, datetime | None]] = []
+        for entry in entries:
+            tag = entry["name"]
+            if not wanted(tag):
+                continue
+            pushed_at = parse_time(entry.get("tag_last_pushed")) or parse_time(entry.get("last_updated"))
+            digest = entry.get("digest")
+            if isinstance(digest, str) and ":" in digest:
+                states[tag] = TagState(digest, pushed_at)
+            else:
+                unresolved.append((tag, pushed_at))
+        path_in_registry = f"{namespace}/{name}"
+        digests = await gather_all([self.client.manifest_digest(path_in_registry, tag) for tag, _ in unresolved])
+        for (tag, pushed_at), found in zip(unresolved, digests, strict=True):
+            if found:  # None: the tag went away between the API's answer and the HEAD
+                states[tag] = TagState(found, pushed_at)
+        return states
+
+    @property
+    def requests(self) -> int:
+        return self.client.requests + self.api.requests
+
+    async def aclose(self) -> None:
+        try:
+            await self.api.aclose()
+        finally:
+            await super().aclose()
+
+
+class HubApi:
+    """Docker Hub's own API: a cached bearer token (one fresh login on a 401) and paginated listings."""
+
+    def __init__(self, base_url: str, login: tuple[str, str] | None, limits: HostLimits) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._login = login
+        self._client = make_client(self.base_url, limits)
+        self._token: str | None = None
+        self._fresh_until = 0.0
+        self._lock = asyncio.Lock()
+        self.logins = 0
+
+    @property
+    def requests(self) -> int:
+        return requests_made(self._client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise translate(exc, what) from None
+
+    # -- authentication -------------------------------------------------------------------------------
+    async def token(self, refused: str | None = None) -> str | None:
+        """The bearer token: logs in when there is none yet, it is about to expire, or `refused` was it."""
+        if self._login is None:
+            return None
+        async with self._lock:  # concurrent listings share one login
+            if self._token is None or self._token == refused or time.monotonic() >= self._fresh_until:
+                self._token = None
+                token = await self._log_in(*self._login)
+                self._token, self._fresh_until = token, time.monotonic() + usable_seconds(token)
+            return self._token
+
+    async def _log_in(self, username: str, secret: str) -> str:
+        what = "login to the Docker Hub API"
+        response = await self._send("POST", "/v2/auth/token", what, json={"identifier": username, "secret": secret})
+        if response.status_code in (404, 405):  # an API without the new route: the deprecated one
+            body = {"username": username, "password": secret}
+            response = await self._send("POST", "/v2/users/login", what, json=body)
+        if response.status_code != 200:
+            raise login_error(response, what)
+        answer = json_object(response, what)
+        token = answer.get("access_token") or answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise errors.BadResponseError(f"{what}: the answer holds no token")
+        self.logins += 1
+        return token
+
+    async def get(self, url: str, what: str) -> httpx.Response:
+        """GET with the bearer token; a 401 logs in again once, and a second 401 is the answer."""
+        token = await self.token()
+        response = await self._send("GET", url, what, headers=bearer(token))
+        if response.status_code == 401 and token is not None:
+            await response.aclose()
+            token = await self.token(refused=token)
+            response = await self._send("GET", url, what, headers=bearer(token))
+        return response
+
+    # -- listings -------------------------------------------------------------------------------------
+    async def listing(self, path: str, what: str, *, missing: str | None = None) -> list[dict[str, Any]] | None:
+        """Every entry of a paginated listing, each with a `name`; None on 404 unless `missing` says why.
+
+        Hub pages by offset: a push or delete while the pages are read can shift an entry past us. The
+        envelope's `count` catches that (it changes, or the names do not add up); the listing is then read
+        once more, and a second mismatch fails it rather than report a tag as gone.
+        """
+        for _attempt in range(LISTING_ATTEMPTS):
+            read = await self._read_pages(path, what)
+            if read is None and missing is not None:
+                raise errors.ScopeError(missing)
+            if read is None:
+                return None
+            entries, consistent = read
+            if consistent:
+                return entries
+        raise errors.BadResponseError(f"{what}: the listing kept changing while it was read; try again")
+
+    async def _read_pages(self, path: str, what: str) -> tuple[list[dict[str, Any]], bool] | None:
+        """The entries and whether they add up; None when the first page is a 404 (nothing there)."""
+        url: str | None = f"{path}?page_size={PAGE_SIZE}"
+        seen: set[str] = set()
+        entries: list[dict[str, Any]] = []
+        counts: set[object] = set()
+        while url is not None:
+            if url in seen or len(seen) >= MAX_PAGES:
+                raise errors.BadResponseError(f"{what}: pagination loops at {url}")
+            seen.add(url)
+            response = await self.get(url, what)
+            if response.status_code == 404:  # first page: gone; a later one: the listing shrank under us
+                return None if not entries and len(seen) == 1 else (entries, False)
+            if response.status_code != 200:
+                raise status_error(response, what)
+            page = json_object(response, what)
+            entries.extend(page_results(page, what))
+            counts.add(page.get("count"))
+            url = self._next(page.get("next"))
+        names = {e["name"] for e in entries}
+        count = next(iter(counts))
+        consistent = len(counts) == 1 and len(names) == len(entries) and (count is None or count == len(names))
+        return entries, consistent
+
+    def _next(self, link: object) -> str | None:
+        """The next page, kept on the API's own host (the bearer token goes nowhere else)."""
+        if not isinstance(link, str) or not link:
+            return None
+        parts = urlsplit(link)
+        base = urlsplit(self.base_url)
+        if parts.netloc and (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            return f"{parts.path}?{parts.query}" if parts.query else parts.path
+        return link
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def usable_seconds(token: str) -> float:
+    """How long to use a token: its JWT `exp` (or Hub's documented 10 minutes), less a margin."""
+    lifetime = TOKEN_LIFETIME_SECONDS
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        lifetime = float(claims["exp"]) - time.time()
+    except (IndexError, ValueError, KeyError, TypeError):
+        pass
+    return max(lifetime - TOKEN_MARGIN_SECONDS, lifetime / 2, 0.0)
+
+
+def page_results(page: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    results = page.get("results")
+    if not isinstance(results, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) for r in results
+    ):
+        raise errors.BadResponseError(f"{what}: 'results' is not a list of named entries")
+    return results
+
+
+def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise errors.BadResponseError(f"{what}: the body is not a JSON object")
+    return body
+
+
+def hub_detail(response: httpx.Response) -> str:
+    """Hub's own words for a failure (`detail` or `message`), one short line."""
+    try:
+        body = json.loads(response.content)
+        text = body.get("detail") or body.get("message") or ""
+    except (ValueError, AttributeError):
+        return ""
+    return " ".join(str(text).split())[:200]
+
+
+def status_error(response: httpx.Response, what: str) -> errors.RegistryError:
+    detail = hub_detail(response)
+    kind = _STATUS_ERRORS.get(response.status_code, errors.BadResponseError)
+    return kind(f"{what}: HTTP {response.status_code}" + (f" ({detail})" if detail else ""))
+
+
+def login_error(response: httpx.Response, what: str) -> errors.RegistryError:
+    if response.status_code in (400, 401):
+        try:
+            two_factor = bool(json.loads(response.content).get("login_2fa_token"))
+        except (ValueError, AttributeError):
+            two_factor = False
+        hint = "; the account uses two-factor authentication: log in with a personal access token" if two_factor else ""
+        return errors.AuthError(f"{what}: HTTP {response.status_code} ({hub_detail(response) or 'refused'}){hint}")
+    return status_error(response, what)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 time from the API as an aware datetime; None when absent, zero or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.year <= 1:  # Go's zero time: "never"
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,333 @@
+"""`--provider ecr`: AWS Elastic Container Registry, listed through the ECR API with boto3.
+
+`DescribeRepositories` finds the repositories and `DescribeImages` gives every tagged image's digest, tags
+and push time, up to 1000 images per call: a poll makes no manifest requests and needs no registry token,
+so there is no 12-hour token to expire. Every call is signed with the current credentials, which boto3
+takes from `--access-key`/`--secret-key` or else from its default chain (environment, profile, web
+identity, instance role) and refreshes itself when they are temporary.
+
+boto3 is synchronous: each call runs in a worker thread, at most `max_concurrency` at a time and paced to
+`rate_limit`; botocore's standard retry mode backs off on throttling and dropped connections. Its errors
+become watcher's, one line each. The account (`registryId`) and region come from the registry URL;
+boto3's `AWS_ENDPOINT_URL_ECR` still decides where the calls go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import boto3
+from botocore import exceptions as boto
+from botocore.config import Config
+
+from watcher import errors
+from watcher.diff import TagState
+from watcher.errors import InputError
+from watcher.http import HostLimits
+from watcher.pollers.base import Poller, TagFilter
+from watcher.scope import Scope
+from watcher.spec import RegistrySpec
+
+URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"
+REGION = r"[a-z]{2,4}(?:-[a-z]+)+-\d+"
+_URL = re.compile(
+    rf"^https://(?P<account>\d{{12}})\.dkr\.ecr(?P<fips>-fips)?\.(?P<region>{REGION})\.amazonaws\.com(?:\.cn)?$"
+)
+_REGION = re.compile(rf"^{REGION}$")
+PAGE_SIZE = 1000  # the most DescribeRepositories and DescribeImages return per call
+
+AUTH_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+    }
+)
+DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
+THROTTLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+    }
+)
+#: the default chain found credentials but could not use them
+CREDENTIAL_ERRORS = (
+    boto.PartialCredentialsError,
+    boto.CredentialRetrievalError,
+    boto.TokenRetrievalError,
+    boto.SSOError,
+    boto.ProfileNotFound,
+)
+_ACTION = re.compile(r"perform: (\S+)")
+_PRINCIPAL_ACCOUNT = re.compile(r"arn:aws[\w-]*:(?:iam|sts)::(\d{12}):")
+
+
+class RepositoryGone(errors.ScopeError):
+    """The repository does not exist (any more): `tags()` reports that as None, not as a failure."""
+
+
+def parse_url(url: str) -> tuple[str, str, bool] | None:
+    """(account, region, fips) of an ECR registry URL, or None if the URL is not one."""
+    match = _URL.match(url.lower())
+    if match is None:
+        return None
+    return match["account"], match["region"], bool(match["fips"])
+
+
+class EcrPoller(Poller):
+    provider: ClassVar[str] = "ecr"
+    credential_fields: ClassVar[tuple[str, ...]] = ("access_key", "secret_key")
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"secret_key"})
+    option_fields: ClassVar[tuple[str, ...]] = ("region",)
+    # ECR throttles per account and region, shared with every other tool: stay polite by default.
+    default_limits: ClassVar[HostLimits] = HostLimits(max_concurrency=8, requests_per_second=20.0)
+
+    def __init__(self, spec: RegistrySpec) -> None:
+        super().__init__(spec)
+        parsed = parse_url(spec.url)
+        if parsed is None:  # validate() rejects this before a poller is ever made
+            raise InputError(bad_url_message(spec))
+        self.account, url_region, self.fips = parsed
+        self.region: str = spec.options.get("region") or url_region
+        self._slots = asyncio.Semaphore(self.limits.max_concurrency)
+        self._pace = asyncio.Lock()
+        self._next_start = 0.0
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._calls = 0
+
+    # -- validation -------------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, spec: RegistrySpec) -> None:
+        super().validate(spec)
+        cls.require_pair(spec, "access_key", "secret_key")
+        parsed = parse_url(spec.url)
+        if parsed is None:
+            raise InputError(bad_url_message(spec))
+        region = spec.options.get("region")
+        if region and not _REGION.match(region):
+            raise InputError(f"registry {spec.name!r}: --region {region!r} is not an AWS region (e.g. eu-west-1)")
+        if region and region != parsed[1]:
+            raise InputError(
+                f"registry {spec.name!r}: --region {region} does not match the URL's region {parsed[1]}: "
+                "an ECR registry lives in the region its URL names"
+            )
+
+    # -- the boto3 client ---------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The ECR client, made on first use (in a worker thread: loading botocore's models takes a while)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> Any:
+        creds = self.spec.credentials
+        session = boto3.session.Session(
+            aws_access_key_id=creds.get("access_key") or None,
+            aws_secret_access_key=creds.get("secret_key") or None,
+            region_name=self.region,
+        )
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": self.limits.retries + 1},
+            connect_timeout=min(10.0, self.limits.timeout_seconds),
+            read_timeout=self.limits.timeout_seconds,
+            max_pool_connections=self.limits.max_concurrency,
+            use_fips_endpoint=self.fips,
+            user_agent_appid="watcher",
+        )
+        return session.client("ecr", config=config)
+
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One ECR API call, within this registry's concurrency and rate limits."""
+        async with self._slots:
+            await self._wait_turn()
+            self._calls += 1
+            return await asyncio.to_thread(self._invoke, operation, params)
+
+    def _invoke(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = getattr(self.client, operation)(**params)
+        except (boto.ClientError, boto.BotoCoreError) as exc:
+            raise self.translate(exc, params.get("repositoryName")) from exc
+        return result
+
+    async def _wait_turn(self) -> None:
+        if self.limits.requests_per_second <= 0:
+            return
+        async with self._pace:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self.limits.requests_per_second
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    # -- listing ------------------------------------------------------------------------------------
+    async def verify(self) -> None:
+        """One page of repositories (credentials, permission, account), then one image page of the first."""
+        scope = Scope.from_options(self.spec.options)
+        first = await self._call("describe_repositories", registryId=self.account, maxResults=1)
+        literal = scope.literal_repositories()
+        if literal is not None:
+            repos = literal
+        elif not scope.repositories:
+            repos = [r["repositoryName"] for r in first.get("repositories", [])]
+        else:
+            repos = await self.discover(scope)
+        if repos:
+            # a named repository that does not exist yet is not an error: it may be created later
+            with contextlib.suppress(RepositoryGone):
+                await self._call("describe_images", registryId=self.account, repositoryName=repos[0], maxResults=1)
+
+    async def repositories(self) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            page = await self._call("describe_repositories", **self._page(token))
+            names.extend(r["repositoryName"] for r in page.get("repositories", []))
+            token = page.get("nextToken")
+            if not token:
+                return names
+
+    async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
+        """Every wanted tag with its image's digest and push time; untagged images are skipped."""
+        found: dict[str, TagState] = {}
+        token: str | None = None
+        while True:
+            params = self._page(token) | {"repositoryName": repository, "filter": {"tagStatus": "TAGGED"}}
+            try:
+                page = await self._call("describe_images", **params)
+            except RepositoryGone:
+                return None
+            for image in page.get("imageDetails", []):
+                state = TagState(image["imageDigest"], as_utc(image.get("imagePushedAt")))
+                found.update({tag: state for tag in image.get("imageTags") or () if wanted(tag)})
+            token = page.get("nextToken")
+            if not token:
+                return found
+
+    def _page(self, token: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"registryId": self.account, "maxResults": PAGE_SIZE}
+        if token:
+            params["nextToken"] = token
+        return params
+
+    @property
+    def requests(self) -> int:
+        return self._calls
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            self._client.close()  # its connection pool
+
+    # -- errors -------------------------------------------------------------------------------------
+    def translate(self, exc: Exception, repository: str | None = None) -> errors.RegistryError:
+        """A botocore failure as one of watcher's errors, in one line that never carries a secret."""
+        if isinstance(exc, boto.ClientError):
+            return self._client_error(exc, repository)
+        return self._botocore_error(exc)
+
+    def _client_error(self, exc: boto.ClientError, repository: str | None) -> errors.RegistryError:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = first_line(str(error.get("Message", "")))
+        operation = exc.operation_name
+        if code == "RepositoryNotFoundException":
+            return RepositoryGone(f"repository {repository!r} does not exist in account {self.account} ({self.region})")
+        if code == "InvalidSignatureException" or code == "SignatureDoesNotMatch":
+            return errors.AuthError(f"the secret key does not match the access key ({code})")
+        if code in AUTH_CODES:
+            return errors.AuthError(f"AWS refused the credentials ({code}: {message})")
+        if code in DENIED_CODES:
+            return self._denied(message, operation)
+        if code in THROTTLE_CODES:
+            return errors.RateLimitedError(f"AWS throttled {operation} ({code}), still after retrying")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return errors.BadResponseError(f"{operation} failed: {code or f'HTTP {status}'}: {message}".rstrip(": "))
+
+    def _denied(self, message: str, operation: str) -> errors.RegistryError:
+        """Missing permission; or, when the credentials belong to another account, probably a wrong account id."""
+        action_match = _ACTION.search(message)
+        action = action_match[1] if action_match else f"ecr:{operation}"
+        principal = _PRINCIPAL_ACCOUNT.search(message)
+        if principal and principal[1] != self.account:
+            return errors.ScopeError(
+                f"account {self.account} (from the URL) does not let these credentials (account {principal[1]}) "
+                f"call {action}: check the account id in the URL, or the registry's cross-account policy"
+            )
+        return errors.PermissionError_(
+            f"these credentials may not call {action} in account {self.account} ({self.region}): "
+            "grant it in their IAM policy"
+        )
+
+    def _botocore_error(self, exc: Exception) -> errors.RegistryError:
+        text = first_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, boto.SSLError):
+            return errors.TLSError(text)
+        if isinstance(exc, boto.NoCredentialsError):
+            return errors.AuthError(
+                "no AWS credentials found: give --access-key and --secret-key, or set up the default "
+                "credential chain (environment, profile, web identity, instance role)"
+            )
+        if isinstance(exc, CREDENTIAL_ERRORS):
+            return errors.AuthError(text)
+        if isinstance(exc, boto.ReadTimeoutError):
+            return errors.UnreachableError(f"{text} (timed out)")
+        if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
+            return self._unreachable(exc, text)
+        if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):
+            return errors.UnreachableError(text)
+        return errors.BadResponseError(text)
+
+    def _unreachable(self, exc: Exception, text: str) -> errors.RegistryError:
+        """An AWS endpoint that cannot be reached in a region AWS does not know means the region is wrong."""
+        endpoint = str(getattr(exc, "kwargs", {}).get("endpoint_url", ""))
+        aws_host = re.search(r"\.amazonaws\.com(\.cn)?(:\d+)?/?$", endpoint) is not None
+        if aws_host and not known_region(self.region):
+            return errors.ScopeError(
+                f"region {self.region!r} is probably wrong: AWS has no ECR endpoint there ({text})"
+            )
+        return errors.UnreachableError(text)
+
+
+def known_region(region: str) -> bool:
+    """Whether this botocore knows ECR in `region` (a newer region than botocore is still possible)."""
+    session = boto3.session.Session()
+    return any(
+        region in session.get_available_regions("ecr", partition_name=partition)
+        for partition in session.get_available_partitions()
+    )
+
+
+def as_utc(value: Any) -> datetime | None:
+    """ECR's push time (botocore gives local time) as an aware UTC datetime."""
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def bad_url_message(spec: RegistrySpec) -> str:
+    return f"registry {spec.name!r}: URL {spec.url!r} is not an ECR registry: use {URL_SHAPE}"
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
