@@ -341,9 +341,8 @@ def events_tail(group: str | None, consumer: str | None, count: int | None, as_j
 @friendly
 def run(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker with the beat scheduler embedded: the long-running job."""
-    from watcher.tasks.app import make_app
+    from watcher.tasks import app
 
-    app = make_app()
     data_dir = Path(get_settings().data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = ["worker", "--beat", f"--loglevel={loglevel}", f"--schedule={data_dir / 'celerybeat-schedule'}"]
