@@ -2,17 +2,20 @@
 
 Discovery through `/v2/_catalog` (skipped when the repositories are named literally), tags through
 `/tags/list`, digests through `HEAD` on each manifest. Providers whose registry speaks the same protocol
-subclass this and add credentials or a cheaper listing.
+subclass this and add credentials or a cheaper listing. A registry that turns out to be a Harbor (one
+request per poll asks) is listed through Harbor's own API instead: see `watcher.pollers.harbor`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from watcher import errors
 from watcher.auth import CredentialSource, StaticCredentials
 from watcher.diff import TagState
 from watcher.oci import OciClient
 from watcher.pollers.base import Poller, TagFilter, gather_all
+from watcher.pollers.harbor import HarborListing
 from watcher.spec import RegistrySpec
 
 
@@ -24,6 +27,12 @@ class OciPoller(Poller):
     def __init__(self, spec: RegistrySpec) -> None:
         super().__init__(spec)
         self.client = OciClient(self.registry_url(), self.credential_source(), limits=self.limits)
+        # only `--provider oci` may be a Harbor; the clouds built on this class never are
+        self.harbor = (
+            HarborListing(self.registry_url(), self.credential_source(), self.limits)
+            if self.provider == OciPoller.provider
+            else None
+        )
 
     @classmethod
     def validate(cls, spec: RegistrySpec) -> None:
@@ -43,10 +52,25 @@ class OciPoller(Poller):
         await self.client.ping()
         await super().verify()
 
+    async def _harbor(self) -> HarborListing | None:
+        """Harbor's API when this registry is a Harbor that accepts our credentials, else None."""
+        if self.harbor is not None and await self.harbor.active():
+            return self.harbor
+        return None
+
     async def repositories(self) -> list[str]:
+        harbor = await self._harbor()
+        if harbor is not None:
+            return await harbor.repositories()
         return await self.client.catalog()
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
+        harbor = await self._harbor()
+        if harbor is not None:
+            try:
+                return await harbor.tags(repository, wanted)
+            except errors.PermissionError_:
+                pass  # a robot allowed to pull but not to list artifacts: the generic path still works
         names = await self.client.tags(repository)
         if names is None:
             return None
@@ -56,7 +80,11 @@ class OciPoller(Poller):
 
     @property
     def requests(self) -> int:
-        return self.client.requests
+        return self.client.requests + (self.harbor.requests if self.harbor is not None else 0)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        try:
+            if self.harbor is not None:
+                await self.harbor.aclose()
+        finally:
+            await self.client.aclose()

@@ -1,0 +1,220 @@
+"""Harbor's own REST API (v2.0) as the listing of `--provider oci`, when the registry is a Harbor.
+
+Harbor is an OCI registry, so the generic path works with it, but Harbor's API is cheaper and richer:
+
+* `GET /api/v2.0/projects/{p}/repositories/{r}/artifacts?with_tag=true` gives every artifact of a
+  repository with its digest, its tags and their push times, 100 artifacts a request, where the generic
+  path needs one tag list plus one manifest HEAD per tag and learns no push time;
+* `GET /api/v2.0/projects` and `.../projects/{p}/repositories` find repositories for robot accounts,
+  which Harbor's `/v2/_catalog` refuses to anyone but a system administrator.
+
+Whether a registry is a Harbor is asked once per poll with one anonymous `GET /api/v2.0/systeminfo`
+(Harbor answers it to anyone; other registries answer 404). Harbor does not refuse wrong Basic
+credentials on its API: it serves the request as anonymous, with the public projects only. A poll must
+never read "not allowed to see" as "deleted", so before listing, the credentials are checked with
+`GET /api/v2.0/users/current` (401 when they were not accepted; 412 for a robot account, which is fine).
+Lists are paged (`page`, `page_size` at most 100, `X-Total-Count`, `Link: <...>; rel="next"`); a list
+that changes while it is paged is read again once, then the poll fails rather than miss a tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from watcher import errors
+from watcher.auth import CredentialSource
+from watcher.diff import TagState
+from watcher.http import HostLimits, make_client, requests_made, status_error, translate
+from watcher.oci import next_link
+from watcher.pollers.base import TagFilter, gather_all
+
+API = "/api/v2.0"
+PAGE_SIZE = 100  # Harbor's maximum page_size
+MAX_PAGES = 10_000
+READS_OF_A_CHANGING_LIST = 2
+ROBOT_WITHOUT_USER_RECORD = 412  # /users/current answers a robot account with 412 Precondition Failed
+
+
+class HarborListing:
+    """Repositories and tags of a Harbor through its API; `active()` says whether to use it at all."""
+
+    def __init__(self, base_url: str, credentials: CredentialSource | None, limits: HostLimits) -> None:
+        self._credentials = credentials
+        self._client = make_client(base_url.rstrip("/"), limits)
+        self._lock = asyncio.Lock()
+        self._active: bool | None = None
+
+    @property
+    def requests(self) -> int:
+        return requests_made(self._client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- detection ----------------------------------------------------------------------------------
+    async def active(self) -> bool:
+        """True when the registry is a Harbor that accepts our credentials; asked once, then remembered."""
+        async with self._lock:
+            if self._active is None:
+                harbor = await self._is_harbor()
+                if harbor:
+                    await self._check_credentials()
+                self._active = harbor
+            return self._active
+
+    async def _is_harbor(self) -> bool:
+        """One anonymous request; any answer but Harbor's system info means "use the generic path"."""
+        what = f"GET {API}/systeminfo"
+        try:
+            response = await self._client.get(f"{API}/systeminfo")
+        except httpx.HTTPError as exc:
+            raise translate(exc, what) from None  # unreachable is unreachable, Harbor or not
+        if response.status_code != 200:
+            return False
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            return False
+        return isinstance(body, dict) and ("harbor_version" in body or "auth_mode" in body)
+
+    async def _check_credentials(self) -> None:
+        """Harbor serves refused credentials as anonymous; ask it outright whether it knows us."""
+        if self._login() is None:
+            return  # anonymous by choice: Harbor shows the public projects, as it should
+        what = f"Harbor login check (GET {API}/users/current)"
+        response = await self._get(f"{API}/users/current", what)
+        if response.status_code not in (200, ROBOT_WITHOUT_USER_RECORD):
+            raise status_error(response, what)
+
+    # -- listing ------------------------------------------------------------------------------------
+    async def repositories(self) -> list[str]:
+        """Every repository of every project these credentials may see (public ones included)."""
+        projects = await self._paged(f"{API}/projects", "Harbor projects", {"with_detail": "false"})
+        names = [_text(project, "name", "Harbor projects") for project in projects]
+        listed = await gather_all([self._repositories_of(name) for name in names])
+        return sorted(repo for repos in listed for repo in repos)
+
+    async def _repositories_of(self, project: str) -> list[str]:
+        what = f"Harbor repositories of project {project}"
+        items = await self._paged(f"{API}/projects/{_segment(project)}/repositories", what, {})
+        return [_text(item, "name", what) for item in items]  # full names: "project/repo"
+
+    async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
+        """Wanted tags with digest and push time; None when Harbor holds no artifact there (any more)."""
+        project, _, name = repository.partition("/")
+        if not name:
+            return None  # every Harbor repository lives in a project
+        what = f"Harbor artifacts of {repository}"
+        # a repository name with '/' must be URL-encoded twice (a/b -> a%252Fb): Harbor decodes it twice
+        path = f"{API}/projects/{_segment(project)}/repositories/{_segment(_segment(name))}/artifacts"
+        artifacts = await self._paged(path, what, {"with_tag": "true"})
+        if not artifacts:
+            return None
+        found: dict[str, TagState] = {}
+        for artifact in artifacts:
+            digest = _text(artifact, "digest", what)
+            pushed = push_time(artifact.get("push_time"))
+            for tag in _list(artifact.get("tags"), what):
+                tag_name = _text(tag, "name", what)
+                if wanted(tag_name):
+                    # the tag's own push time says when it was pushed or moved here; the artifact's is the fallback
+                    found[tag_name] = TagState(digest, push_time(tag.get("push_time")) or pushed)
+        return found
+
+    # -- paging -------------------------------------------------------------------------------------
+    async def _paged(self, path: str, what: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Every item of a paged list; read again once if it changed while paged, then a bad response."""
+        for _ in range(READS_OF_A_CHANGING_LIST):
+            items, steady = await self._read_pages(path, what, params)
+            if steady:
+                return items
+        raise errors.BadResponseError(f"{what}: the list kept changing while it was paged; the next poll retries")
+
+    async def _read_pages(self, path: str, what: str, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
+        """The items of all pages, and whether the total stayed what the first page announced."""
+        items: list[dict[str, Any]] = []
+        totals: set[int] = set()
+        for page in range(1, MAX_PAGES + 1):
+            query = {**params, "page": str(page), "page_size": str(PAGE_SIZE)}
+            response = await self._get(path, what, query)
+            if response.status_code != 200:
+                raise status_error(response, what)
+            batch = _page_items(response, what)
+            items.extend(batch)
+            total = _total_count(response, what)
+            if total is not None:
+                totals.add(total)
+            if not batch or next_link(response, str(self._client.base_url)) is None:
+                steady = len(totals) <= 1 and all(total == len(items) for total in totals)
+                return items, steady
+        raise errors.BadResponseError(f"{what}: more than {MAX_PAGES} pages")
+
+    async def _get(self, path: str, what: str, params: dict[str, str] | None = None) -> httpx.Response:
+        login = self._login()
+        auth = httpx.BasicAuth(*login) if login is not None else None
+        try:
+            return await self._client.get(path, params=params, auth=auth)
+        except httpx.HTTPError as exc:
+            raise translate(exc, what) from None
+
+    def _login(self) -> tuple[str, str] | None:
+        return self._credentials.get() if self._credentials is not None else None
+
+
+def push_time(value: object) -> datetime | None:
+    """An RFC 3339 time as Harbor writes it; None for a missing value or Go's zero time (year 1)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.year <= 1:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _page_items(response: httpx.Response, what: str) -> list[dict[str, Any]]:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
+    items = _list(body, what)
+    if not all(isinstance(item, dict) for item in items):
+        raise errors.BadResponseError(f"{what}: an item is not a JSON object")
+    return items
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if value is None:
+        return []  # Go writes an empty list as null
+    if not isinstance(value, list):
+        raise errors.BadResponseError(f"{what}: expected a JSON list")
+    return value
+
+
+def _text(item: object, key: str, what: str) -> str:
+    value = item.get(key) if isinstance(item, dict) else None
+    if not isinstance(value, str) or not value:
+        raise errors.BadResponseError(f"{what}: an item has no {key!r}")
+    return value
+
+
+def _total_count(response: httpx.Response, what: str) -> int | None:
+    value = response.headers.get("x-total-count")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise errors.BadResponseError(f"{what}: X-Total-Count is not a number") from None
