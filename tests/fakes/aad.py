@@ -25,13 +25,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import trustme
+
+from tests.support.servers import QuietServer
 
 Handler = Callable[["Request"], "Reply"]
 
@@ -70,9 +72,7 @@ class TlsServer:
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
         handler = _handler_class(handle)
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
+        class Server(QuietServer):
             def finish_request(self, request: Any, client_address: Any) -> None:
                 try:
                     tls = context.wrap_socket(request, server_side=True)

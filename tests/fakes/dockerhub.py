@@ -42,11 +42,13 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.servers import QuietServer
 
 _TAGS = re.compile(r"^/v2/(?:namespaces/([^/]+)/repositories|repositories/([^/]+))/([^/]+)/tags/?$")
 _REPOS = re.compile(r"^/v2/repositories/([^/]+)/?$")
@@ -107,7 +109,7 @@ class FakeDockerHub:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._window = (0, 0)  # (window start, requests used in it)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import httpx
+
+from tests.support.servers import QuietServer
 
 __all__ = ["FakeGcr"]
 
@@ -48,7 +50,7 @@ class FakeGcr:
         self.uploaded_ms: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=10.0)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

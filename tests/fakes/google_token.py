@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.servers import QuietServer
 
 __all__ = ["GOOGLE_TOKEN_URL", "JWT_BEARER", "FakeGoogleTokenServer", "ServiceAccount", "rsa_key"]
 
@@ -107,7 +109,7 @@ class FakeGoogleTokenServer:
         self.revoked: set[str] = set()
         self._keys: dict[str, dict[str, rsa.RSAPublicKey]] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
         self.token_uri = f"http://127.0.0.1:{self.port}/token"

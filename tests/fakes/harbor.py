@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
@@ -49,6 +49,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 import httpx
 
 from tests.support.registry import ALL_MANIFEST_TYPES, OCI_INDEX, RegistryClient
+from tests.support.servers import QuietServer
 
 API = "/api/v2.0"
 HARBOR_VERSION = "v2.11.0-fake"
@@ -124,7 +125,7 @@ class FakeHarbor:
         login = registry_login or (None, None)
         self._upstream = RegistryClient(self.target, username=login[0], password=login[1])
         self._http = httpx.Client(timeout=30)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

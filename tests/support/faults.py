@@ -11,10 +11,12 @@ import re
 import ssl
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal
 
 import httpx
+
+from tests.support.servers import QuietServer
 
 Action = Literal["status", "malformed", "drop"]
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
@@ -28,13 +30,6 @@ class Rule:
     after: int = 0  # let this many matching requests through first
     headers: dict[str, str] | None = None
     seen: int = 0
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """Clients hanging up on a broken answer is the point here, not news."""
 
 
 class FaultProxy:
