@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -205,21 +206,30 @@ def translate(exc: httpx.HTTPError, what: str) -> errors.RegistryError:
 
 def status_error(response: httpx.Response, what: str) -> errors.RegistryError:
     """A non-success response as one of watcher's errors."""
-    code = response.status_code
     detail = registry_error_detail(response)
-    text = f"{what}: HTTP {code}" + (f" ({detail})" if detail else "")
-    challenge = response.headers.get("www-authenticate", "")
+    text = f"{what}: HTTP {response.status_code}" + (f" ({detail})" if detail else "")
+    return error_for_status(response.status_code, text, response.headers.get("www-authenticate", ""))
+
+
+def error_for_status(code: int, text: str, challenge: str = "") -> errors.RegistryError:
+    """The error a registry means by an HTTP status (a 401 for a token without the scope is a permission)."""
     if code == 401 and "insufficient_scope" in challenge:
         return errors.PermissionError_(text)
-    if code == 401:
-        return errors.AuthError(text)
-    if code == 403:
-        return errors.PermissionError_(text)
-    if code == 404:
-        return errors.ScopeError(text)
-    if code == 429:
-        return errors.RateLimitedError(text)
-    return errors.BadResponseError(text)
+    kinds: dict[int, type[errors.RegistryError]] = {
+        401: errors.AuthError,
+        403: errors.PermissionError_,
+        404: errors.ScopeError,
+        429: errors.RateLimitedError,
+    }
+    return kinds.get(code, errors.BadResponseError)(text)
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    """One request whose transport failures arrive as watcher's errors; `what` names it in messages."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise translate(exc, what) from None
 
 
 def registry_error_detail(response: httpx.Response) -> str:

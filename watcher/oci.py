@@ -16,7 +16,7 @@ import httpx
 
 from watcher import errors
 from watcher.auth import CredentialSource, RegistryAuth
-from watcher.http import HostLimits, make_client, requests_made, status_error, translate
+from watcher.http import HostLimits, make_client, requests_made, send, status_error
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -49,10 +49,7 @@ class OciClient:
         await self._client.aclose()
 
     async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise translate(exc, what) from None
+        return await send(self._client, method, url, what, **kwargs)
 
     async def ping(self) -> None:
         """GET /v2/: the registry answers, speaks Distribution v2, and accepts our credentials."""

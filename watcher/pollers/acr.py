@@ -41,7 +41,7 @@ from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.http import HostLimits
+from watcher.http import HostLimits, error_for_status
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.spec import RegistrySpec
@@ -334,18 +334,10 @@ def _status_error(exc: HttpResponseError, what: str) -> errors.RegistryError:
         what = f"{what}: ACR refused to issue an access token (/oauth2/token)"
     detail = _acr_error_detail(exc)
     text = f"{what}: HTTP {code}" + (f" ({detail})" if detail else "")
-    if isinstance(exc, ResourceNotFoundError) or code == 404:
-        return errors.ScopeError(text)
+    if isinstance(exc, ResourceNotFoundError):
+        code = 404
     challenge = str(getattr(exc.response, "headers", {}).get("WWW-Authenticate", ""))
-    if code == 401 and "insufficient_scope" in challenge:
-        return errors.PermissionError_(text)
-    if code == 401:
-        return errors.AuthError(text)
-    if code == 403:
-        return errors.PermissionError_(text)
-    if code == 429:
-        return errors.RateLimitedError(text)
-    return errors.BadResponseError(text)
+    return error_for_status(code or 0, text, challenge)
 
 
 def _acr_error_detail(exc: HttpResponseError) -> str:

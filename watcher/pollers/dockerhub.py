@@ -27,7 +27,7 @@ import httpx
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.http import HostLimits, make_client, requests_made, translate
+from watcher.http import HostLimits, make_client, requests_made, send
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.scope import Scope
@@ -143,10 +143,7 @@ class HubApi:
         await self._client.aclose()
 
     async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise translate(exc, what) from None
+        return await send(self._client, method, url, what, **kwargs)
 
     # -- authentication -------------------------------------------------------------------------------
     async def token(self, refused: str | None = None) -> str | None:
