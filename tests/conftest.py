@@ -63,6 +63,10 @@ class Watcher:
     def cli(self, *args: str, input: str | None = None) -> Result:
         return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
+    def add_registry(self, name: str, url: str, *extra: str, provider: str = "oci", input: str | None = None) -> Result:
+        """`watcher registry add NAME --provider PROVIDER --url URL EXTRA...`; the caller checks the result."""
+        return self.cli("registry", "add", name, "--provider", provider, "--url", url, *extra, input=input)
+
     def stream_entries(self) -> list[dict[str, str]]:
         return [fields for _, fields in self.redis.xrange(self.stream)]  # type: ignore[union-attr]
 

@@ -65,12 +65,12 @@ def test_bad_input_is_one_line_and_saves_nothing(watcher: Watcher, args: list[st
 
 
 def test_a_bad_name_is_refused(watcher: Watcher) -> None:
-    one_line_error(watcher.cli("registry", "add", "no spaces", "--provider", "oci", "--url", "https://h"), "name")
+    one_line_error(watcher.add_registry("no spaces", "https://h"), "name")
 
 
 def test_a_duplicate_name_is_refused(watcher: Watcher, registry: RegistryEnv) -> None:
-    assert watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", registry.url).exit_code == 0
-    one_line_error(watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", registry.url), "already exists")
+    assert watcher.add_registry("r1", registry.url).exit_code == 0
+    one_line_error(watcher.add_registry("r1", registry.url), "already exists")
 
 
 def test_unknown_registry_names_are_one_line(watcher: Watcher) -> None:
@@ -85,35 +85,21 @@ def test_unknown_registry_names_are_one_line(watcher: Watcher) -> None:
 
 # ---- connection tests at add time --------------------------------------------------------------------
 def test_wrong_credentials_are_refused_and_never_echoed(watcher: Watcher, basic_registry: RegistryEnv) -> None:
-    result = watcher.cli(
-        "registry",
-        "add",
-        "r1",
-        "--provider",
-        "oci",
-        "--url",
-        basic_registry.url,
-        "--username",
-        "alice",
-        "--password",
-        "wrong-" + PASSWORD,
-    )
+    result = watcher.add_registry("r1", basic_registry.url, "--username", "alice", "--password", "wrong-" + PASSWORD)
     one_line_error(result, "registry 'r1'", "credentials refused")
     assert PASSWORD not in result.output
     nothing_saved(watcher)
 
 
 def test_missing_credentials_on_a_private_registry(watcher: Watcher, token_registry: RegistryEnv) -> None:
-    result = watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", token_registry.url)
+    result = watcher.add_registry("r1", token_registry.url)
     one_line_error(result, "registry 'r1'", "credentials refused")
     nothing_saved(watcher)
 
 
 def test_unreachable_host(watcher: Watcher) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    one_line_error(
-        watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", url), "registry 'r1'", "unreachable"
-    )
+    one_line_error(watcher.add_registry("r1", url), "registry 'r1'", "unreachable")
     nothing_saved(watcher)
 
 
@@ -124,7 +110,7 @@ def test_untrusted_tls_certificate(watcher: Watcher, registry: RegistryEnv, tmp_
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     tls = FaultProxy(registry.url, tls_cert=(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")))
     try:
-        result = watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", tls.url)
+        result = watcher.add_registry("r1", tls.url)
     finally:
         tls.close()
     one_line_error(result, "registry 'r1'", "TLS")
@@ -145,7 +131,7 @@ def test_untrusted_tls_certificate(watcher: Watcher, registry: RegistryEnv, tmp_
 def test_http_failures_when_listing(watcher: Watcher, proxy: FaultProxy, status: int, cause: str) -> None:
     proxy.add(r"^/v2/_catalog", "status", status=status, headers={"Retry-After": "0"})
     one_line_error(
-        watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", proxy.url),
+        watcher.add_registry("r1", proxy.url),
         "registry 'r1'",
         cause,
         str(status),
@@ -155,9 +141,7 @@ def test_http_failures_when_listing(watcher: Watcher, proxy: FaultProxy, status:
 
 def test_a_malformed_body(watcher: Watcher, proxy: FaultProxy) -> None:
     proxy.add(r"^/v2/_catalog", "malformed")
-    one_line_error(
-        watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", proxy.url), "bad response", "not JSON"
-    )
+    one_line_error(watcher.add_registry("r1", proxy.url), "bad response", "not JSON")
     nothing_saved(watcher)
 
 
@@ -165,10 +149,7 @@ def test_a_malformed_body(watcher: Watcher, proxy: FaultProxy) -> None:
 def baseline(watcher: Watcher, url: str, registry: RegistryEnv, scope: str) -> None:
     for repo in ("a", "b", "c"):
         registry.client.push_image(f"{scope}/{repo}", "v1")
-    assert (
-        watcher.cli("registry", "add", "r1", "--provider", "oci", "--url", url, "--repository", f"{scope}/*").exit_code
-        == 0
-    )
+    assert watcher.add_registry("r1", url, "--repository", f"{scope}/*").exit_code == 0
     assert watcher.cli("poll", "r1").exit_code == 0
 
 

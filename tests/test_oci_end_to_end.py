@@ -15,9 +15,7 @@ from watcher.models import Event, Tag
 
 def add(watcher: Watcher, env: RegistryEnv, scope: str, *extra: str) -> None:
     creds = ["--username", env.username, "--password", env.password] if env.username and env.password else []
-    result = watcher.cli(
-        "registry", "add", "r1", "--provider", "oci", "--url", env.url, "--repository", f"{scope}/*", *creds, *extra
-    )
+    result = watcher.add_registry("r1", env.url, "--repository", f"{scope}/*", *creds, *extra)
     assert result.exit_code == 0, result.output
 
 
@@ -85,21 +83,8 @@ def test_tag_filters_and_literal_repositories(watcher: Watcher, registry, unique
     repo = f"{unique_repo}/app"
     for tag in ("v1.0.0", "v1.1.0-rc1", "latest", "sha-abc"):
         registry.client.push_image(repo, tag)
-    result = watcher.cli(
-        "registry",
-        "add",
-        "r1",
-        "--provider",
-        "oci",
-        "--url",
-        registry.url,
-        "--repository",
-        repo,
-        "--include-tags",
-        r"^v\d",
-        "--exclude-tags",
-        "-rc",
-        "--emit-existing",
+    result = watcher.add_registry(
+        "r1", registry.url, "--repository", repo, "--include-tags", r"^v\d", "--exclude-tags", "-rc", "--emit-existing"
     )
     assert result.exit_code == 0, result.output
     report = poll(watcher)

@@ -110,12 +110,7 @@ def test_events_wait_in_the_outbox_while_redis_is_down(
     watcher: Watcher, own_redis: RedisServer, registry, unique_repo: str
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
-    assert (
-        watcher.cli(
-            "registry", "add", "r1", "--provider", "oci", "--url", registry.url, "--repository", f"{unique_repo}/*"
-        ).exit_code
-        == 0
-    )
+    assert watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*").exit_code == 0
     assert watcher.cli("poll", "r1").exit_code == 0
     for tag in ("v2", "v3"):
         registry.client.push_image(f"{unique_repo}/app", tag)
@@ -137,12 +132,7 @@ def test_a_crash_before_the_commit_loses_nothing(
     watcher: Watcher, registry, unique_repo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
-    assert (
-        watcher.cli(
-            "registry", "add", "r1", "--provider", "oci", "--url", registry.url, "--repository", f"{unique_repo}/*"
-        ).exit_code
-        == 0
-    )
+    assert watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*").exit_code == 0
     assert watcher.cli("poll", "r1").exit_code == 0
     registry.client.push_image(f"{unique_repo}/app", "v2")
 

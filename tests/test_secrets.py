@@ -21,13 +21,8 @@ def test_a_password_is_stored_encrypted_and_never_shown(
     secret_file = tmp_path / "password"
     secret_file.write_text(PASSWORD + "\n")
     outputs = [
-        watcher.cli(
-            "registry",
-            "add",
+        watcher.add_registry(
             "r1",
-            "--provider",
-            "oci",
-            "--url",
             basic_registry.url,
             "--username",
             "alice",
@@ -60,19 +55,8 @@ def test_a_password_is_stored_encrypted_and_never_shown(
 
 
 def test_a_password_from_standard_input(watcher: Watcher, basic_registry: RegistryEnv) -> None:
-    result = watcher.cli(
-        "registry",
-        "add",
-        "r1",
-        "--provider",
-        "oci",
-        "--url",
-        basic_registry.url,
-        "--username",
-        "alice",
-        "--password",
-        "-",
-        input=PASSWORD + "\n",
+    result = watcher.add_registry(
+        "r1", basic_registry.url, "--username", "alice", "--password", "-", input=PASSWORD + "\n"
     )
     assert result.exit_code == 0, result.output
     assert watcher.cli("registry", "test", "r1").exit_code == 0
@@ -83,19 +67,7 @@ def test_another_secret_key_cannot_read_the_credentials(
 ) -> None:
     from watcher.settings import get_settings
 
-    add = watcher.cli(
-        "registry",
-        "add",
-        "r1",
-        "--provider",
-        "oci",
-        "--url",
-        basic_registry.url,
-        "--username",
-        "alice",
-        "--password",
-        PASSWORD,
-    )
+    add = watcher.add_registry("r1", basic_registry.url, "--username", "alice", "--password", PASSWORD)
     assert add.exit_code == 0
     monkeypatch.setenv("WATCHER_SECRET_KEY", "a-different-key")
     get_settings.cache_clear()
@@ -111,19 +83,7 @@ def test_a_generated_key_is_private_to_its_owner(
 
     monkeypatch.delenv("WATCHER_SECRET_KEY")
     get_settings.cache_clear()
-    add = watcher.cli(
-        "registry",
-        "add",
-        "r1",
-        "--provider",
-        "oci",
-        "--url",
-        basic_registry.url,
-        "--username",
-        "alice",
-        "--password",
-        PASSWORD,
-    )
+    add = watcher.add_registry("r1", basic_registry.url, "--username", "alice", "--password", PASSWORD)
     assert add.exit_code == 0, add.output
     key = watcher.data_dir / "secret.key"
     assert key.stat().st_mode & 0o777 == 0o600

@@ -58,19 +58,7 @@ def test_beat_dispatches_polls_and_events_reach_the_stream(
     watcher: Watcher, registry, unique_repo: str, start_worker
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
-    add = watcher.cli(
-        "registry",
-        "add",
-        "r1",
-        "--provider",
-        "oci",
-        "--url",
-        registry.url,
-        "--repository",
-        f"{unique_repo}/*",
-        "--interval",
-        "2s",
-    )
+    add = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--interval", "2s")
     assert add.exit_code == 0, add.output
     start_worker("w1")
     assert wait_for(lambda: any(r.outcome == "ok" for r in poll_runs(watcher)), 60), "no poll was dispatched"
@@ -84,18 +72,8 @@ def test_two_workers_poll_each_registry_once_per_interval(
     interval = 3
     for name in ("a", "b"):
         registry.client.push_image(f"{unique_repo}/{name}/app", "v1")
-        add = watcher.cli(
-            "registry",
-            "add",
-            name,
-            "--provider",
-            "oci",
-            "--url",
-            registry.url,
-            "--repository",
-            f"{unique_repo}/{name}/*",
-            "--interval",
-            f"{interval}s",
+        add = watcher.add_registry(
+            name, registry.url, "--repository", f"{unique_repo}/{name}/*", "--interval", f"{interval}s"
         )
         assert add.exit_code == 0, add.output
     start_worker("w1")

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trustme
 
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 Handler = Callable[["Request"], "Reply"]
 
@@ -60,39 +59,13 @@ class Reply:
     headers: dict[str, str] | None = None
 
 
-class TlsServer:
-    """A threaded HTTPS/1.1 server on 127.0.0.1 whose certificate is issued by a test CA.
-
-    The TLS handshake happens in each connection's own thread, so a client that rejects the certificate
-    cannot stall the server.
-    """
+class TlsServer(BackgroundServer):
+    """A threaded HTTPS/1.1 server on 127.0.0.1 whose certificate is issued by a test CA; `handle` answers."""
 
     def __init__(self, ca: trustme.CA, handle: Handler) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-        handler = _handler_class(handle)
-
-        class Server(QuietServer):
-            def finish_request(self, request: Any, client_address: Any) -> None:
-                try:
-                    tls = context.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    return  # the client refused our certificate, or hung up
-                handler(tls, client_address, self)
-
-        self._server = Server(("127.0.0.1", 0), handler)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_handler_class(handle), name="fake-tls", tls=context)
 
 
 def _handler_class(handle: Handler) -> type[BaseHTTPRequestHandler]:
@@ -142,7 +115,7 @@ class IssuedToken:
     audience: str
 
 
-class FakeAad:
+class FakeAad(TlsServer):
     """FAKE Azure AD authority: knows service principals (tenant, client id -> secret), issues tokens."""
 
     def __init__(self, ca: trustme.CA) -> None:
@@ -150,11 +123,7 @@ class FakeAad:
         self._issued: dict[str, IssuedToken] = {}
         self._lock = threading.Lock()
         self.token_requests = 0
-        self._server = TlsServer(ca, self._handle)
-
-    @property
-    def url(self) -> str:
-        return self._server.url
+        super().__init__(ca, self._handle)
 
     def add_app(self, tenant: str, client_id: str, client_secret: str) -> None:
         self._apps[(tenant, client_id)] = client_secret
@@ -163,15 +132,6 @@ class FakeAad:
         """The audience an access token was issued for, None if this authority never issued it."""
         issued = self._issued.get(token)
         return issued.audience if issued else None
-
-    def close(self) -> None:
-        self._server.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
 
     # -- wire ---------------------------------------------------------------------------------------------
     def _handle(self, request: Request) -> Reply:

@@ -31,8 +31,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, unquote
 
 import trustme
@@ -66,7 +65,7 @@ def parse_acr_time(text: str) -> datetime:
     return datetime.strptime(text[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
 
 
-class FakeAcr:
+class FakeAcr(TlsServer):
     """FAKE ACR registry; its tokens come from a `FakeAad`'s access tokens."""
 
     def __init__(self, ca: trustme.CA, aad: FakeAad, *, page_size: int = 2) -> None:
@@ -79,24 +78,11 @@ class FakeAcr:
         self._refresh_tokens: set[str] = set()
         self._access_tokens: dict[str, str] = {}  # token -> scope
         self._lock = threading.RLock()
-        self._server = TlsServer(ca, self._handle)
-
-    @property
-    def url(self) -> str:
-        return self._server.url
+        super().__init__(ca, self._handle)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.port}"
-
-    def close(self) -> None:
-        self._server.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
+        return f"127.0.0.1:{self.port}"
 
     # -- content, changed by tests ---------------------------------------------------------------------
     def push(self, repository: str, tag: str, content: str | None = None) -> str:

@@ -44,11 +44,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 _TAGS = re.compile(r"^/v2/(?:namespaces/([^/]+)/repositories|repositories/([^/]+))/([^/]+)/tags/?$")
 _REPOS = re.compile(r"^/v2/repositories/([^/]+)/?$")
@@ -81,7 +80,7 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class FakeDockerHub:
+class FakeDockerHub(BackgroundServer):
     """The fake Hub API on a free loopback port, served from a thread; reads a real registry's storage."""
 
     def __init__(
@@ -109,33 +108,9 @@ class FakeDockerHub:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._window = (0, 0)  # (window start, requests used in it)
         self._lock = threading.Lock()
-        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self.port: int = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-hub-{self.port}", daemon=True
-        )
-        self._thread.start()
-        self._closed = False
+        super().__init__(_handler_for(self), name="fake-hub")
 
-    # -- lifecycle and knobs --------------------------------------------------------------------------
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
+    # -- knobs ----------------------------------------------------------------------------------------
     def throttle(self, path_regex: str, times: int = 1, retry_after: str = "1") -> None:
         """The next `times` requests whose path matches get 429 with this `Retry-After`."""
         with self._lock:

@@ -20,13 +20,12 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 __all__ = ["FakeGcr"]
 
@@ -41,7 +40,7 @@ _MANIFEST_TYPES = ", ".join(
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "accept-encoding"}
 
 
-class FakeGcr:
+class FakeGcr(BackgroundServer):
     def __init__(self, upstream: str, *, millis_as_int: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
         self.millis_as_int = millis_as_int
@@ -50,33 +49,11 @@ class FakeGcr:
         self.uploaded_ms: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=10.0)
-        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self.port: int = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._serve, name=f"fake-gcr-{self.port}", daemon=True)
-        self._thread.start()
-        self._closed = False
-
-    def _serve(self) -> None:
-        self._httpd.serve_forever(poll_interval=0.05)  # a short poll: close() returns at once
+        super().__init__(_handler_for(self), name="fake-gcr")
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        super().close()
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def count(self, method: str, fragment: str) -> int:
         with self._lock:

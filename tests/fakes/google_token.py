@@ -20,15 +20,14 @@ import time
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 __all__ = ["GOOGLE_TOKEN_URL", "JWT_BEARER", "FakeGoogleTokenServer", "ServiceAccount", "rsa_key"]
 
@@ -92,7 +91,7 @@ class Issued:
     expires_at: float
 
 
-class FakeGoogleTokenServer:
+class FakeGoogleTokenServer(BackgroundServer):
     """The fake endpoint on a free loopback port, served from a thread.
 
     `register` an account's public key first. `hits` counts every POST; `issued` lists the access tokens
@@ -109,13 +108,8 @@ class FakeGoogleTokenServer:
         self.revoked: set[str] = set()
         self._keys: dict[str, dict[str, rsa.RSAPublicKey]] = {}
         self._lock = threading.Lock()
-        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self.port: int = self._httpd.server_address[1]
-        self.token_uri = f"http://127.0.0.1:{self.port}/token"
-        self._thread = threading.Thread(target=self._serve, name=f"fake-google-{self.port}", daemon=True)
-        self._thread.start()
-        self._closed = False
+        super().__init__(_handler_for(self), name="fake-google")
+        self.token_uri = f"{self.url}/token"
 
     def register(self, account: ServiceAccount) -> None:
         with self._lock:
@@ -130,25 +124,6 @@ class FakeGoogleTokenServer:
     def revoke_all(self) -> None:
         with self._lock:
             self.revoked.update(i.token for i in self.issued)
-
-    def _serve(self) -> None:
-        self._httpd.serve_forever(poll_interval=0.05)  # a short poll: close() returns at once
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- the grant --------------------------------------------------------------------------------
     def grant(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:

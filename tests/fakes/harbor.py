@@ -42,14 +42,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import httpx
 
 from tests.support.registry import ALL_MANIFEST_TYPES, OCI_INDEX, RegistryClient
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 API = "/api/v2.0"
 HARBOR_VERSION = "v2.11.0-fake"
@@ -100,7 +99,7 @@ class HarborError(Exception):
         self.answer = Answer(status, {"errors": [{"code": code, "message": message}]})
 
 
-class FakeHarbor:
+class FakeHarbor(BackgroundServer):
     """The fake; `registry_url` (and its admin login, if it has one) is the real registry behind it."""
 
     def __init__(
@@ -125,32 +124,13 @@ class FakeHarbor:
         login = registry_login or (None, None)
         self._upstream = RegistryClient(self.target, username=login[0], password=login[1])
         self._http = httpx.Client(timeout=30)
-        self._server = QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"fake-harbor-{self.port}", daemon=True)
-        self._thread.start()
-        self._closed = False
+        super().__init__(_handler_for(self), name="fake-harbor")
 
     # -- lifecycle and test helpers -----------------------------------------------------------------
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().close()
         self._http.close()
         self._upstream.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def grant(self, account: str, project: str, *actions: str) -> None:
         """Restrict `account` to what it is granted (the first grant turns "everything" off)."""

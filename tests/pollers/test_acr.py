@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trustme
+from click.testing import Result
 
 from tests.conftest import Watcher
 from tests.fakes.aad import FakeAad, write_ca
@@ -93,6 +94,11 @@ def aad_args(secret: str = CLIENT_SECRET) -> list[str]:
     return ["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--client-secret", secret]
 
 
+def add_aad(watcher: Watcher, url: str) -> Result:
+    """`registry add acr-aad` with the service principal's AAD credentials."""
+    return watcher.add_registry("acr-aad", url, *aad_args(), provider="acr")
+
+
 def poll_json(watcher: Watcher, name: str) -> dict[str, Any]:
     result = watcher.cli("poll", name, "--json")
     assert result.exit_code == 0, result.stderr
@@ -121,11 +127,17 @@ def test_basic_credentials_poll_push_retag_delete(
     client = token_registry.client
     v1 = client.push_image(unique_repo, "v1", seed="one")
     old = client.push_image(unique_repo, "old", seed="old")
-    added = watcher.cli(
-        "registry", "add", "acr-basic", "--provider", "acr", "--url", token_registry.url,
-        "--username", token_registry.username or "", "--password", token_registry.password or "",
-        "--repository", f"{unique_repo}*",
-    )  # fmt: skip
+    added = watcher.add_registry(
+        "acr-basic",
+        token_registry.url,
+        "--username",
+        token_registry.username or "",
+        "--password",
+        token_registry.password or "",
+        "--repository",
+        f"{unique_repo}*",
+        provider="acr",
+    )
     assert added.exit_code == 0, added.stderr
     baseline = poll_json(watcher, "acr-basic")
     assert baseline["baseline"] and baseline["events"] == [] and baseline["tags"] == 2
@@ -147,10 +159,15 @@ def test_basic_credentials_poll_push_retag_delete(
 
 
 def test_basic_wrong_password_is_refused_in_one_line(watcher: Watcher, token_registry: RegistryEnv) -> None:
-    result = watcher.cli(
-        "registry", "add", "acr-bad", "--provider", "acr", "--url", token_registry.url,
-        "--username", token_registry.username or "", "--password", "wrong-Passw0rd",
-    )  # fmt: skip
+    result = watcher.add_registry(
+        "acr-bad",
+        token_registry.url,
+        "--username",
+        token_registry.username or "",
+        "--password",
+        "wrong-Passw0rd",
+        provider="acr",
+    )
     one_line_error(result, "acr-bad", "credentials refused", "wrong-Passw0rd")
     assert watcher.cli("registry", "list", "--json").stdout.strip() == "[]"
 
@@ -161,7 +178,7 @@ def test_aad_poll_push_retag_delete_with_pushed_at(watcher: Watcher, azure: Fake
     base = acr.push("base", "latest")
     for name in ("ci/a", "ci/b"):
         acr.push(name, "1")
-    added = watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url, *aad_args())
+    added = add_aad(watcher, acr.url)
     assert added.exit_code == 0, added.stderr
     baseline = poll_json(watcher, "acr-aad")
     assert baseline["baseline"] and baseline["events"] == []
@@ -194,7 +211,7 @@ def test_aad_poll_push_retag_delete_with_pushed_at(watcher: Watcher, azure: Fake
 
 def test_aad_secret_is_never_shown(watcher: Watcher, azure: FakeAad, acr: FakeAcr) -> None:
     acr.push("app", "v1")
-    assert watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url, *aad_args()).exit_code == 0
+    assert add_aad(watcher, acr.url).exit_code == 0
     shown = watcher.cli("registry", "show", "acr-aad", "--json")
     assert json.loads(shown.stdout)["credentials"]["client_secret"] == "set"
     assert json.loads(shown.stdout)["credentials"]["tenant_id"] == TENANT
@@ -219,10 +236,17 @@ def test_aad_wrong_client_secret_is_refused_in_one_line(
 
 
 def test_aad_unknown_tenant_is_refused(watcher: Watcher, azure: FakeAad, acr: FakeAcr) -> None:
-    result = watcher.cli(
-        "registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url,
-        "--tenant-id", "no-such-tenant", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-    )  # fmt: skip
+    result = watcher.add_registry(
+        "acr-aad",
+        acr.url,
+        "--tenant-id",
+        "no-such-tenant",
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret",
+        CLIENT_SECRET,
+        provider="acr",
+    )
     line = one_line_error(result, "acr-aad", "credentials refused", CLIENT_SECRET)
     assert "no-such-tenant" in line and "tenant id" in line
 
@@ -230,7 +254,7 @@ def test_aad_unknown_tenant_is_refused(watcher: Watcher, azure: FakeAad, acr: Fa
 def test_aad_catalog_forbidden_is_permission_missing(watcher: Watcher, azure: FakeAad, acr: FakeAcr) -> None:
     acr.push("app", "v1")
     acr.deny("/acr/v1/_catalog")
-    result = watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url, *aad_args())
+    result = add_aad(watcher, acr.url)
     line = one_line_error(result, "acr-aad", "permission missing", CLIENT_SECRET)
     assert "HTTP 403" in line and "DENIED" in line
 
@@ -238,7 +262,7 @@ def test_aad_catalog_forbidden_is_permission_missing(watcher: Watcher, azure: Fa
 def test_aad_identity_without_a_role_is_permission_missing(watcher: Watcher, azure: FakeAad, acr: FakeAcr) -> None:
     acr.push("app", "v1")
     acr.grant_nothing()
-    result = watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url, *aad_args())
+    result = add_aad(watcher, acr.url)
     line = one_line_error(result, "acr-aad", "permission missing", CLIENT_SECRET)
     assert "catalog: HTTP 401" in line
 
@@ -248,7 +272,7 @@ def test_aad_untrusted_certificate_is_a_tls_error(
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")  # the system CAs only
     started = time.monotonic()
-    result = watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url, *aad_args())
+    result = add_aad(watcher, acr.url)
     line = one_line_error(result, "acr-aad", "TLS error", CLIENT_SECRET)
     assert "CERTIFICATE_VERIFY_FAILED" in line
     assert time.monotonic() - started < 3  # a certificate problem is not retried
@@ -257,7 +281,7 @@ def test_aad_untrusted_certificate_is_a_tls_error(
 def test_aad_unreachable_registry(watcher: Watcher, azure: FakeAad, monkeypatch: pytest.MonkeyPatch) -> None:
     fast_failures(monkeypatch)
     url = f"https://127.0.0.1:{free_port()}"
-    result = watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", url, *aad_args())
+    result = add_aad(watcher, url)
     line = one_line_error(result, "acr-aad", "unreachable", CLIENT_SECRET)
     assert "Connection refused" in line
 
@@ -267,7 +291,7 @@ def test_aad_unreachable_authority(
 ) -> None:
     fast_failures(monkeypatch)
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", f"https://127.0.0.1:{free_port()}")
-    result = watcher.cli("registry", "add", "acr-aad", "--provider", "acr", "--url", acr.url, *aad_args())
+    result = add_aad(watcher, acr.url)
     line = one_line_error(result, "acr-aad", "unreachable", CLIENT_SECRET)
     assert "Azure AD" in line
 
@@ -279,14 +303,14 @@ def test_default_credential_chain_reads_the_environment(
     monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
     monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
-    added = watcher.cli("registry", "add", "acr-env", "--provider", "acr", "--url", acr.url)
+    added = watcher.add_registry("acr-env", acr.url, provider="acr")
     assert added.exit_code == 0, added.stderr
     assert poll_json(watcher, "acr-env")["tags"] == 1
     assert azure.token_requests >= 1
 
 
 def test_no_credentials_anywhere_says_so(watcher: Watcher, azure: FakeAad, acr: FakeAcr) -> None:
-    result = watcher.cli("registry", "add", "acr-none", "--provider", "acr", "--url", acr.url)
+    result = watcher.add_registry("acr-none", acr.url, provider="acr")
     line = one_line_error(result, "acr-none", "credentials refused")
     assert "no credential found" in line
 
@@ -386,12 +410,12 @@ def test_meter_spaces_requests_by_the_rate_limit() -> None:
     ],
 )
 def test_credential_combinations_are_checked(watcher: Watcher, args: list[str], message: str) -> None:
-    result = watcher.cli("registry", "add", "x", "--provider", "acr", "--url", "https://x.azurecr.io", *args)
+    result = watcher.add_registry("x", "https://x.azurecr.io", *args, provider="acr")
     assert result.exit_code == 1
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "hidden-value" not in result.output
 
 
 def test_azure_ad_needs_https(watcher: Watcher) -> None:
-    result = watcher.cli("registry", "add", "x", "--provider", "acr", "--url", "http://x.azurecr.io", *aad_args())
+    result = watcher.add_registry("x", "http://x.azurecr.io", *aad_args(), provider="acr")
     assert result.exit_code == 1 and "needs an https:// URL" in result.stderr

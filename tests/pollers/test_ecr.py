@@ -62,7 +62,7 @@ def ecr(moto: MotoServer, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Ecr
 # ---- helpers ---------------------------------------------------------------------------------------
 def add(watcher: Watcher, name: str, *extra: str, keys: bool = True, url: str = REGISTRY_URL) -> Any:
     creds = ["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY] if keys else []
-    return watcher.cli("registry", "add", name, "--provider", "ecr", "--url", url, *creds, *extra)
+    return watcher.add_registry(name, url, *creds, *extra, provider="ecr")
 
 
 def poll(watcher: Watcher, name: str) -> dict[str, Any]:

@@ -108,20 +108,7 @@ def key_file(tmp_path: Path, account: ServiceAccount, google: FakeGoogleTokenSer
 
 def add(watcher: Watcher, url: str, key: Path | str, *extra: str, project: str = PROJECT) -> Result:
     json_key = f"@{key}" if isinstance(key, Path) else key
-    return watcher.cli(
-        "registry",
-        "add",
-        "g",
-        "--provider",
-        "gcr",
-        "--url",
-        url,
-        "--project-id",
-        project,
-        "--json-key",
-        json_key,
-        *extra,
-    )
+    return watcher.add_registry("g", url, "--project-id", project, "--json-key", json_key, *extra, provider="gcr")
 
 
 def poll(watcher: Watcher) -> dict[str, Any]:

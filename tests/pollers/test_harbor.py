@@ -46,20 +46,7 @@ def pusher(harbor: FakeHarbor) -> Iterator[RegistryClient]:
 def add(watcher: Watcher, tmp_path: Path, url: str, *extra: str, password: str = SECRET) -> Result:
     secret = tmp_path / "robot.secret"
     secret.write_text(password)
-    return watcher.cli(
-        "registry",
-        "add",
-        "h",
-        "--provider",
-        "oci",
-        "--url",
-        url,
-        "--username",
-        ROBOT,
-        "--password",
-        f"@{secret}",
-        *extra,
-    )
+    return watcher.add_registry("h", url, "--username", ROBOT, "--password", f"@{secret}", *extra)
 
 
 def poll(watcher: Watcher, name: str = "h") -> dict:
@@ -145,7 +132,7 @@ def test_harbor_costs_fewer_requests_than_a_head_per_tag(
         for tag in ("v1", "v2", "v3", "v4"):
             pusher.push_image(repo, tag)
     assert add(watcher, tmp_path, harbor.url, "--emit-existing").exit_code == 0
-    plain = watcher.cli("registry", "add", "plain", "--provider", "oci", "--url", backing.url, "--emit-existing")
+    plain = watcher.add_registry("plain", backing.url, "--emit-existing")
     assert plain.exit_code == 0, plain.output
     harbor.reset()
 
@@ -164,9 +151,7 @@ def test_harbor_costs_fewer_requests_than_a_head_per_tag(
 def test_a_plain_registry_is_listed_the_generic_way(watcher: Watcher, registry: RegistryEnv, unique_repo: str) -> None:
     repo = f"{unique_repo}/app"
     registry.client.push_image(repo, "v1")
-    result = watcher.cli(
-        "registry", "add", "h", "--provider", "oci", "--url", registry.url, "--repository", repo, "--emit-existing"
-    )
+    result = watcher.add_registry("h", registry.url, "--repository", repo, "--emit-existing")
     assert result.exit_code == 0, result.output
     report = poll(watcher)
     assert changes(report) == [("added", repo, "v1")]

@@ -16,7 +16,7 @@ from typing import Literal
 
 import httpx
 
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 Action = Literal["status", "malformed", "drop"]
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
@@ -32,7 +32,7 @@ class Rule:
     seen: int = 0
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     def __init__(self, target: str, *, tls_cert: tuple[str, str] | None = None) -> None:
         self.target = target.rstrip("/")
         self.rules: list[Rule] = []
@@ -52,18 +52,11 @@ class FaultProxy:
 
             do_HEAD = do_GET
 
-        self._server = QuietServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        scheme = "http"
+        context = None
         if tls_cert is not None:  # serve TLS with a certificate the client does not trust
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls_cert)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        super().__init__(Handler, name="fault-proxy", tls=context)
 
     def add(
         self,
@@ -84,8 +77,7 @@ class FaultProxy:
             self.rules.clear()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().close()
         self._http.close()
 
     def _match(self, path: str) -> Rule | None:

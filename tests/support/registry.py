@@ -28,11 +28,12 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal
 
 import bcrypt
 import httpx
+
+from tests.support.servers import ClosesOnExit
 
 if TYPE_CHECKING:
     from tests.support.token_server import TokenServer
@@ -100,7 +101,7 @@ def _stop_all() -> None:
         server.stop()
 
 
-class RegistryServer:
+class RegistryServer(ClosesOnExit):
     """``docker-registry serve`` in a subprocess, on ``127.0.0.1:<port>``.
 
     Starts on construction and waits until ``/v2/`` answers.  ``stop()`` and
@@ -282,17 +283,6 @@ class RegistryServer:
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RegistryServer({self.url}, mode={self.mode}, running={self.running})"
 
@@ -327,7 +317,7 @@ def _image_blobs(seed: str, platform: str) -> tuple[bytes, bytes]:
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode(), layer
 
 
-class RegistryClient:
+class RegistryClient(ClosesOnExit):
     """Minimal test-side registry client (push, retag, delete, inspect).
 
     Authentication is lazy, like real clients: a request goes out with what
@@ -356,17 +346,6 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- transport and auth ------------------------------------------------
 

@@ -38,8 +38,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -48,7 +47,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.support.servers import QuietServer
+from tests.support.servers import BackgroundServer
 
 __all__ = ["Grant", "TokenRequest", "TokenServer", "parse_scope"]
 
@@ -125,7 +124,7 @@ def _make_signing_cert() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
-class TokenServer:
+class TokenServer(BackgroundServer):
     """Docker token-auth server on a free loopback port, served from a thread.
 
     ``users`` maps usernames to passwords; ``check`` is a fallback callback for
@@ -157,36 +156,10 @@ class TokenServer:
         self._key, self._cert = _make_signing_cert()
         self.cert_pem: bytes = self._cert.public_bytes(serialization.Encoding.PEM)
         self._x5c = [base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()]
-        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self.port: int = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(_handler_for(self), name="token-server")
         self.realm = f"{self.url}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"token-server-{self.port}", daemon=True)
-        self._thread.start()
-        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop serving and release the port (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def reset(self) -> None:
         """Forget counted tokens and recorded requests (per-test isolation)."""
