@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -68,7 +69,8 @@ class Watcher:
         return self.cli("registry", "add", name, "--provider", provider, "--url", url, *extra, input=input)
 
     def stream_entries(self) -> list[dict[str, str]]:
-        return [fields for _, fields in self.redis.xrange(self.stream)]  # type: ignore[union-attr]
+        entries: Any = self.redis.xrange(self.stream)
+        return [fields for _, fields in entries]
 
     def env(self) -> dict[str, str]:
         """The environment a `watcher` subprocess needs to be this installation."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +30,7 @@ def test_apply_creates_updates_and_reads_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("REG_PASSWORD", PASSWORD)
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "name": "private",
             "provider": "oci",

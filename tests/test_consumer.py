@@ -51,6 +51,7 @@ def test_live_tail_prints_only_new_events(watcher: Watcher) -> None:
     for attempt in range(60):  # append until the tail, once it is listening, has seen one
         with session_scope(watcher.engine) as session:
             registry_id = session.scalar(select(Registry.id))
+            assert registry_id is not None
             change = Change(ChangeKind.REMOVED, "team/app", f"late{attempt}", "sha256:" + "0" * 64)
             session.add(new_event(registry_id, "r1", "https://registry.example.com", change, utcnow()))
         relay(watcher.redis)

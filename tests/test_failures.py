@@ -11,7 +11,7 @@ import trustme
 from sqlalchemy import func, select
 
 from tests.conftest import Watcher
-from tests.support.faults import FaultProxy
+from tests.support.faults import Action, FaultProxy
 from tests.support.fixtures import PASSWORD, RegistryEnv
 from tests.support.registry import free_port
 from watcher.models import Event, Registry
@@ -166,7 +166,7 @@ def snapshot(watcher: Watcher) -> str:
     ],
 )
 def test_a_failed_poll_changes_nothing_and_emits_nothing(
-    watcher: Watcher, registry: RegistryEnv, proxy: FaultProxy, unique_repo: str, path: str, action: str, cause: str
+    watcher: Watcher, registry: RegistryEnv, proxy: FaultProxy, unique_repo: str, path: str, action: Action, cause: str
 ) -> None:
     baseline(watcher, proxy.url, registry, unique_repo)
     registry.client.push_image(f"{unique_repo}/a", "v2")
