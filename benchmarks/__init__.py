@@ -1,0 +1,1 @@
+"""Benchmarks that need the real registry and a watcher installation; see README.md."""
