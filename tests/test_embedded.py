@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -42,13 +44,7 @@ def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry:
 
     data = tmp_path / ".watcher"
     assert (data / "watcher.db").exists() and (data / "appendonly.aof").exists()
-    sock = data / "redis.sock"
-    try:
-        redis.Redis(unix_socket_path=str(sock)).ping()
-        still_running = True
-    except (redis.ConnectionError, FileNotFoundError):
-        still_running = False
-    assert not still_running, "the embedded Redis outlived the command that started it"
+    assert not answers(data / "redis.sock"), "the embedded Redis outlived the command that started it"
 
     # A later process finds the event on the stream the embedded server persisted.
     tail = run(tmp_path, "events", "--json")
@@ -66,3 +62,51 @@ def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry:
         timeout=60,
     )
     assert check.stdout.strip() == "['v2']", check.stderr
+
+
+def test_run_on_embedded_defaults_polls_and_stops_its_redis(
+    tmp_path: Path, registry: RegistryEnv, unique_repo: str
+) -> None:
+    registry.client.push_image(f"{unique_repo}/app", "v1")
+    scope = f"{unique_repo}/*"
+    added = run(
+        tmp_path,
+        "registry",
+        "add",
+        "local",
+        "--provider",
+        "oci",
+        "--url",
+        registry.url,
+        "--repository",
+        scope,
+        "--interval",
+        "1s",
+    )
+    assert added.returncode == 0, added.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while "1 tags, 0 events (baseline)" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.25)
+            assert "(baseline)" in log.read_text(), log.read_text()[-2000:]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+    assert not answers(tmp_path / ".watcher" / "redis.sock"), "watcher run left its embedded Redis running"
+
+
+def answers(sock: Path) -> bool:
+    try:
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=2).ping())
+    except (redis.ConnectionError, FileNotFoundError):
+        return False

@@ -40,6 +40,7 @@ def celery_broker_url(settings: Settings | None = None) -> str:
 
 
 CLIENT_NAME = f"watcher-{os.getpid()}"
+_started: list[Path] = []  # embedded servers this process started
 
 
 def connect(settings: Settings | None = None) -> redis.Redis:
@@ -77,7 +78,8 @@ def ensure_embedded(settings: Settings) -> None:
         if time.monotonic() > deadline:
             raise StateError(f"the embedded Redis did not start: see {data / 'redis.log'}")
         time.sleep(0.05)
-    atexit.register(_stop_if_alone, sock)
+    _started.append(sock)
+    atexit.register(stop_started, only_if_alone=True)
 
 
 def _answers(sock: Path) -> bool:
@@ -89,12 +91,15 @@ def _answers(sock: Path) -> bool:
         return False
 
 
-def _stop_if_alone(sock: Path) -> None:
-    """Shut the embedded server down (saving) if this process started it and no one else uses it."""
-    try:
-        client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5, client_name=CLIENT_NAME)
-        others = [c for c in client.client_list() if c.get("name") != CLIENT_NAME]
-        if not others:
-            client.shutdown(save=True)
-    except redis.RedisError:
-        pass
+def stop_started(*, only_if_alone: bool) -> None:
+    """Shut down (saving) the embedded server this process started. A short command leaves it to whoever
+    still uses it; `watcher run`, which owns it for its workers' lifetime, stops it when it ends."""
+    while _started:
+        sock = _started.pop()
+        try:
+            client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5, client_name=CLIENT_NAME)
+            others = [c for c in client.client_list() if c.get("name") != CLIENT_NAME]
+            if not (only_if_alone and others):
+                client.shutdown(save=True)
+        except redis.RedisError:
+            pass

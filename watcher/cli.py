@@ -348,4 +348,7 @@ def run(concurrency: int | None, loglevel: str) -> None:
     argv = ["worker", "--beat", f"--loglevel={loglevel}", f"--schedule={data_dir / 'celerybeat-schedule'}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    app.worker_main(argv)
+    try:
+        app.worker_main(argv)
+    finally:
+        bus.stop_started(only_if_alone=False)
