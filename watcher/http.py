@@ -174,25 +174,8 @@ def _tls_context(verify: bool | str, _cert_file: str | None, _cert_dir: str | No
     return httpx.create_ssl_context(verify=verify, trust_env=True)
 
 
-def make_client(
-    base_url: str, limits: HostLimits, *, auth: httpx.Auth | None = None, verify: bool | str = True
-) -> httpx.AsyncClient:
-    """One pooled async client per registry host, wrapped in that host's limits."""
-    pool = httpx.Limits(max_connections=limits.max_concurrency, max_keepalive_connections=limits.max_concurrency)
-    inner = httpx.AsyncHTTPTransport(verify=tls_context(verify), limits=pool, retries=0)
-    return httpx.AsyncClient(
-        base_url=base_url,
-        transport=LimitedTransport(inner, limits),
-        auth=auth,
-        timeout=httpx.Timeout(limits.timeout_seconds),
-        follow_redirects=True,
-        headers={"User-Agent": "watcher/0.1"},
-    )
-
-
-def requests_made(client: httpx.AsyncClient) -> int:
-    transport = client._transport
-    return transport.requests if isinstance(transport, LimitedTransport) else 0
+def _pool(limits: HostLimits) -> httpx.Limits:
+    return httpx.Limits(max_connections=limits.max_concurrency, max_keepalive_connections=limits.max_concurrency)
 
 
 def _is_tls(exc: BaseException) -> bool:
@@ -237,14 +220,6 @@ def error_for_status(code: int, text: str, challenge: str = "") -> errors.Regist
     return kinds.get(code, errors.BadResponseError)(text)
 
 
-async def send(client: httpx.AsyncClient, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
-    """One request whose transport failures arrive as watcher's errors; `what` names it in messages."""
-    try:
-        return await client.request(method, url, **kwargs)
-    except httpx.HTTPError as exc:
-        raise translate(exc, what) from None
-
-
 def registry_error_detail(response: httpx.Response) -> str:
     """The first `errors[].code: message` of a Distribution error body, if there is one."""
     try:
@@ -257,3 +232,39 @@ def registry_error_detail(response: httpx.Response) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
+class ApiClient:
+    """One host's pooled client within its limits, its transport failures arriving as watcher's errors:
+    what the OCI client and every provider's own API wrapper are built on."""
+
+    def __init__(
+        self, base_url: str, limits: HostLimits, *, auth: httpx.Auth | None = None, verify: bool | str = True
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._transport = LimitedTransport(
+            httpx.AsyncHTTPTransport(verify=tls_context(verify), limits=_pool(limits), retries=0), limits
+        )
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            transport=self._transport,
+            auth=auth,
+            timeout=httpx.Timeout(limits.timeout_seconds),
+            follow_redirects=True,
+            headers={"User-Agent": "watcher/0.1"},
+        )
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far, retries included."""
+        return self._transport.requests
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        """One request; `what` names it in error messages."""
+        try:
+            return await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise translate(exc, what) from None

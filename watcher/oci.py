@@ -16,7 +16,7 @@ import httpx
 
 from watcher import errors
 from watcher.auth import CredentialSource, RegistryAuth
-from watcher.http import HostLimits, make_client, requests_made, send, status_error
+from watcher.http import ApiClient, HostLimits, status_error
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -28,7 +28,7 @@ PAGE_SIZE = 1000
 MAX_PAGES = 100_000
 
 
-class OciClient:
+class OciClient(ApiClient):
     def __init__(
         self,
         base_url: str,
@@ -37,19 +37,8 @@ class OciClient:
         limits: HostLimits | None = None,
         verify: bool | str = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
         self.auth = RegistryAuth(credentials)
-        self._client = make_client(self.base_url, limits or HostLimits(), auth=self.auth, verify=verify)
-
-    @property
-    def requests(self) -> int:
-        return requests_made(self._client)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
-        return await send(self._client, method, url, what, **kwargs)
+        super().__init__(base_url, limits or HostLimits(), auth=self.auth, verify=verify)
 
     async def ping(self) -> None:
         """GET /v2/: the registry answers, speaks Distribution v2, and accepts our credentials."""

@@ -27,7 +27,7 @@ import httpx
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.http import HostLimits, make_client, requests_made, send
+from watcher.http import ApiClient, HostLimits
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.scope import Scope
@@ -123,27 +123,16 @@ class DockerHubPoller(OciPoller):
             await super().aclose()
 
 
-class HubApi:
+class HubApi(ApiClient):
     """Docker Hub's own API: a cached bearer token (one fresh login on a 401) and paginated listings."""
 
     def __init__(self, base_url: str, login: tuple[str, str] | None, limits: HostLimits) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, limits)
         self._login = login
-        self._client = make_client(self.base_url, limits)
         self._token: str | None = None
         self._fresh_until = 0.0
         self._lock = asyncio.Lock()
         self.logins = 0
-
-    @property
-    def requests(self) -> int:
-        return requests_made(self._client)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _send(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
-        return await send(self._client, method, url, what, **kwargs)
 
     # -- authentication -------------------------------------------------------------------------------
     async def token(self, refused: str | None = None) -> str | None:

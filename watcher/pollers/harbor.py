@@ -30,7 +30,7 @@ import httpx
 from watcher import errors
 from watcher.auth import CredentialSource
 from watcher.diff import TagState
-from watcher.http import HostLimits, make_client, requests_made, status_error, translate
+from watcher.http import ApiClient, HostLimits, status_error
 from watcher.oci import next_link
 from watcher.pollers.base import TagFilter, gather_all
 
@@ -41,21 +41,14 @@ READS_OF_A_CHANGING_LIST = 2
 ROBOT_WITHOUT_USER_RECORD = 412  # /users/current answers a robot account with 412 Precondition Failed
 
 
-class HarborListing:
+class HarborListing(ApiClient):
     """Repositories and tags of a Harbor through its API; `active()` says whether to use it at all."""
 
     def __init__(self, base_url: str, credentials: CredentialSource | None, limits: HostLimits) -> None:
+        super().__init__(base_url, limits)
         self._credentials = credentials
-        self._client = make_client(base_url.rstrip("/"), limits)
         self._lock = asyncio.Lock()
         self._active: bool | None = None
-
-    @property
-    def requests(self) -> int:
-        return requests_made(self._client)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     # -- detection ----------------------------------------------------------------------------------
     async def active(self) -> bool:
@@ -70,11 +63,8 @@ class HarborListing:
 
     async def _is_harbor(self) -> bool:
         """One anonymous request; any answer but Harbor's system info means "use the generic path"."""
-        what = f"GET {API}/systeminfo"
-        try:
-            response = await self._client.get(f"{API}/systeminfo")
-        except httpx.HTTPError as exc:
-            raise translate(exc, what) from None  # unreachable is unreachable, Harbor or not
+        # unreachable is unreachable, Harbor or not: that error is raised, not taken for "not Harbor"
+        response = await self._send("GET", f"{API}/systeminfo", f"GET {API}/systeminfo")
         if response.status_code != 200:
             return False
         try:
@@ -150,7 +140,7 @@ class HarborListing:
             total = _total_count(response, what)
             if total is not None:
                 totals.add(total)
-            if not batch or next_link(response, str(self._client.base_url)) is None:
+            if not batch or next_link(response, self.base_url) is None:
                 steady = len(totals) <= 1 and all(total == len(items) for total in totals)
                 return items, steady
         raise errors.BadResponseError(f"{what}: more than {MAX_PAGES} pages")
@@ -158,10 +148,7 @@ class HarborListing:
     async def _get(self, path: str, what: str, params: dict[str, str] | None = None) -> httpx.Response:
         login = self._login()
         auth = httpx.BasicAuth(*login) if login is not None else None
-        try:
-            return await self._client.get(path, params=params, auth=auth)
-        except httpx.HTTPError as exc:
-            raise translate(exc, what) from None
+        return await self._send("GET", path, what, params=params, auth=auth)
 
     def _login(self) -> tuple[str, str] | None:
         return self._credentials.get() if self._credentials is not None else None
