@@ -197,3 +197,19 @@ def test_a_registry_stopped_and_restarted_invents_no_removal(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["events"] == []
     assert watcher.stream_entries() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["registry", "add", "r1", "--url", "https://h"], "Missing option '--provider'"),
+        (["registry", "add", "r1", "--provider", "oci", "--max-concurrency", "many"], "'many' is not a valid integer"),
+        (["registry", "frobnicate"], "No such command 'frobnicate'"),
+        (["events", "--limit", "0"], "--limit"),
+    ],
+)
+def test_usage_mistakes_are_one_line_too(watcher: Watcher, args: list[str], needle: str) -> None:
+    result = watcher.cli(*args)
+    assert result.exit_code == 2
+    line = one_line_error(result, needle)
+    assert line.startswith("watcher: ") and line.endswith("--help`)")

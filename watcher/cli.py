@@ -7,7 +7,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -47,7 +47,31 @@ def friendly(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-@click.group()
+class WatcherGroup(click.Group):
+    """Usage mistakes, like every other expected failure, are one line on stderr (exit 2)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "watcher"
+            click.echo(f"watcher: {exc.format_message().rstrip('.')} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("watcher: aborted", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
+@click.group(cls=WatcherGroup)
 @click.version_option(package_name="watcher")
 def main() -> None:
     """Watch container registries and emit one CloudEvent per tag change onto a Redis stream."""
