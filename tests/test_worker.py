@@ -23,7 +23,7 @@ def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[[str], s
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run", "--concurrency", "2", "--loglevel", "INFO"],
-            env=watcher.env() | {"WATCHER_DATA_DIR": str(tmp_path / name)},
+            env=watcher.env(),  # every worker shares the one installation: data dir, database, Redis
             stdout=log,
             stderr=subprocess.STDOUT,
         )

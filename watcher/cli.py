@@ -367,9 +367,7 @@ def run(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker with the beat scheduler embedded: the long-running job."""
     from watcher.tasks import app
 
-    data_dir = Path(get_settings().data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["worker", "--beat", f"--loglevel={loglevel}", f"--schedule={data_dir / 'celerybeat-schedule'}"]
+    argv = ["worker", "--beat", f"--loglevel={loglevel}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     try:

@@ -28,6 +28,9 @@ def make_app() -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         timezone="UTC",
+        # the schedule is two fixed ticks; the real schedule lives in the database, so beat keeps nothing
+        # on disk and any number of `watcher run` processes can share a data dir
+        beat_scheduler="celery.beat:Scheduler",
         beat_schedule={
             "dispatch-due-registries": {"task": "watcher.tick", "schedule": TICK_SECONDS},
             "relay-outbox": {"task": "watcher.relay", "schedule": RELAY_SWEEP_SECONDS},
