@@ -48,6 +48,7 @@ def unpublished(watcher: Watcher) -> int:
         return conn.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_events_go_out_once_in_detection_order(watcher: Watcher) -> None:
     ids = record(watcher, 1200)  # more than one batch
     assert relay(watcher.redis) == 1200
@@ -57,6 +58,7 @@ def test_events_go_out_once_in_detection_order(watcher: Watcher) -> None:
     assert len(watcher.stream_entries()) == 1200
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_a_relay_that_dies_after_appending_resends_nothing(watcher: Watcher) -> None:
     ids = record(watcher, 30)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import Watcher
@@ -22,6 +23,7 @@ def test_next_slot_keeps_the_grid() -> None:
     assert next_slot(T0, 60, T0 + timedelta(seconds=185)) == T0 + timedelta(seconds=240)  # missed slots are skipped
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_a_due_registry_is_claimed_once(watcher: Watcher) -> None:
     with session_scope(watcher.engine) as session:
         for name, interval in (("fast", 10), ("slow", 3600)):
