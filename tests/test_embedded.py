@@ -21,10 +21,9 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry: RegistryEnv, unique_repo: str) -> None:
-    registry.client.push_image(f"{unique_repo}/app", "v1")
-    added = run(
-        tmp_path,
+def add_local(cwd: Path, registry: RegistryEnv, scope: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        cwd,
         "registry",
         "add",
         "local",
@@ -33,8 +32,14 @@ def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry:
         "--url",
         registry.url,
         "--repository",
-        f"{unique_repo}/*",
+        f"{scope}/*",
+        *extra,
     )
+
+
+def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry: RegistryEnv, unique_repo: str) -> None:
+    registry.client.push_image(f"{unique_repo}/app", "v1")
+    added = add_local(tmp_path, registry, unique_repo)
     assert added.returncode == 0, added.stderr
     assert run(tmp_path, "poll", "local").returncode == 0
     registry.client.push_image(f"{unique_repo}/app", "v2")
@@ -68,21 +73,7 @@ def test_run_on_embedded_defaults_polls_and_stops_its_redis(
     tmp_path: Path, registry: RegistryEnv, unique_repo: str
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
-    scope = f"{unique_repo}/*"
-    added = run(
-        tmp_path,
-        "registry",
-        "add",
-        "local",
-        "--provider",
-        "oci",
-        "--url",
-        registry.url,
-        "--repository",
-        scope,
-        "--interval",
-        "1s",
-    )
+    added = add_local(tmp_path, registry, unique_repo, "--interval", "1s")
     assert added.returncode == 0, added.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     log = tmp_path / "run.log"

@@ -11,6 +11,7 @@ every request to the host, not just the one that was told.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import ssl
@@ -218,6 +219,22 @@ def error_for_status(code: int, text: str, challenge: str = "") -> errors.Regist
         429: errors.RateLimitedError,
     }
     return kinds.get(code, errors.BadResponseError)(text)
+
+
+def json_body(response: httpx.Response, what: str) -> Any:
+    """The parsed body; a body that is not JSON is a bad response, named by `what`."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
+
+
+def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The body as a JSON object, or a bad response."""
+    body = json_body(response, what)
+    if not isinstance(body, dict):
+        raise errors.BadResponseError(f"{what}: the body is not a JSON object")
+    return body
 
 
 def registry_error_detail(response: httpx.Response) -> str:

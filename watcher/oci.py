@@ -7,7 +7,6 @@ own API is cheaper, their own listing.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin
@@ -16,7 +15,7 @@ import httpx
 
 from watcher import errors
 from watcher.auth import CredentialSource, RegistryAuth
-from watcher.http import ApiClient, HostLimits, status_error
+from watcher.http import ApiClient, HostLimits, json_object, status_error
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -57,7 +56,7 @@ class OciClient(ApiClient):
             response = await self._send("GET", url, what)
             if response.status_code != 200:
                 raise status_error(response, what)
-            yield _json_object(response, what)
+            yield json_object(response, what)
             url = next_link(response, self.base_url)
 
     async def catalog(self) -> list[str]:
@@ -112,16 +111,6 @@ class OciClient(ApiClient):
         if response.status_code != 200:
             raise status_error(response, what)
         return response.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
-
-
-def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise errors.BadResponseError(f"{what}: the body is not a JSON object")
-    return body
 
 
 def next_link(response: httpx.Response, base_url: str) -> str | None:

@@ -27,7 +27,7 @@ import httpx
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.http import ApiClient, HostLimits
+from watcher.http import ApiClient, HostLimits, json_object
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.scope import Scope
@@ -248,16 +248,6 @@ def page_results(page: dict[str, Any], what: str) -> list[dict[str, Any]]:
     ):
         raise errors.BadResponseError(f"{what}: 'results' is not a list of named entries")
     return results
-
-
-def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise errors.BadResponseError(f"{what}: the body is not a JSON object")
-    return body
 
 
 def hub_detail(response: httpx.Response) -> str:

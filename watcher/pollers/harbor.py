@@ -30,7 +30,7 @@ import httpx
 from watcher import errors
 from watcher.auth import CredentialSource
 from watcher.diff import TagState
-from watcher.http import ApiClient, HostLimits, status_error
+from watcher.http import ApiClient, HostLimits, json_body, status_error
 from watcher.oci import next_link
 from watcher.pollers.base import TagFilter, gather_all
 
@@ -172,11 +172,7 @@ def _segment(text: str) -> str:
 
 
 def _page_items(response: httpx.Response, what: str) -> list[dict[str, Any]]:
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        raise errors.BadResponseError(f"{what}: the body is not JSON") from None
-    items = _list(body, what)
+    items = _list(json_body(response, what), what)
     if not all(isinstance(item, dict) for item in items):
         raise errors.BadResponseError(f"{what}: an item is not a JSON object")
     return items
