@@ -15,8 +15,9 @@ import json
 import os
 import random
 import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -42,6 +43,40 @@ class HostLimits:
     timeout_seconds: float = 30.0
 
 
+class Pacer:
+    """Spaces the starts of one host's requests at least 1/requests-per-second apart, and past any pause the
+    host asked for. Thread-safe, so async transports and SDKs calling from threads share the one mechanism."""
+
+    def __init__(self, requests_per_second: float) -> None:
+        self.interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self._next_start = 0.0  # monotonic time the next request may start
+        self._lock = threading.Lock()
+
+    def reserve(self, extra_gap: Callable[[float], float] | None = None) -> float:
+        """Take the next start slot; returns how long to wait for it. `extra_gap(start)` may widen the
+        spacing after this start (a server's low quota)."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + max(self.interval, extra_gap(start) if extra_gap else 0.0)
+        return start - now
+
+    def pause(self, seconds: float) -> None:
+        """No request starts for `seconds`."""
+        with self._lock:
+            self._next_start = max(self._next_start, time.monotonic() + seconds)
+
+    async def wait(self, extra_gap: Callable[[float], float] | None = None) -> None:
+        delay = self.reserve(extra_gap)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def wait_blocking(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            time.sleep(delay)
+
+
 class LimitedTransport(httpx.AsyncBaseTransport):
     """Wraps a real transport with one host's concurrency cap, rate cap and retry policy."""
 
@@ -49,34 +84,24 @@ class LimitedTransport(httpx.AsyncBaseTransport):
         self._inner = inner
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.max_concurrency)
-        self._next_start = 0.0  # monotonic time the next request may start
+        self._pacer = Pacer(limits.requests_per_second)
         self._quota_gap = 0.0  # spacing between starts while the announced quota is low ...
         self._quota_until = 0.0  # ... until its window resets
-        self._pace = asyncio.Lock()
         self.requests = 0
 
-    async def _wait_turn(self) -> None:
-        async with self._pace:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + self._gap(start)
-        if start > now:
-            await asyncio.sleep(start - now)
-
-    def _gap(self, at: float) -> float:
-        rate_gap = 1.0 / self._limits.requests_per_second if self._limits.requests_per_second > 0 else 0.0
-        return max(rate_gap, self._quota_gap if at < self._quota_until else 0.0)
+    def _quota_spacing(self, start: float) -> float:
+        return self._quota_gap if start < self._quota_until else 0.0
 
     def _pause(self, seconds: float) -> None:
         """No request to this host starts for `seconds` (capped): the server asked the whole client to wait."""
-        self._next_start = max(self._next_start, time.monotonic() + min(seconds, self._limits.max_wait_seconds))
+        self._pacer.pause(min(seconds, self._limits.max_wait_seconds))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         attempts = self._limits.retries + 1 if request.method in IDEMPOTENT else 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             async with self._slots:
-                await self._wait_turn()
+                await self._pacer.wait(self._quota_spacing)
                 self.requests += 1
                 try:
                     response = await self._inner.handle_async_request(request)

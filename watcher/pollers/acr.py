@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -41,7 +40,7 @@ from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.http import HostLimits, error_for_status
+from watcher.http import HostLimits, Pacer, error_for_status
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.spec import RegistrySpec
@@ -179,18 +178,13 @@ class Meter(SansIOHTTPPolicy):
 
     def __init__(self, requests_per_second: float) -> None:
         self.count = 0
-        self._interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
-        self._next_start = 0.0
+        self._pacer = Pacer(requests_per_second)
         self._lock = threading.Lock()
 
     def on_request(self, request: PipelineRequest) -> None:
         with self._lock:
             self.count += 1
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + self._interval
-        if start > now:
-            time.sleep(start - now)
+        self._pacer.wait_blocking()
 
 
 class TlsFailFast(RetryPolicy):

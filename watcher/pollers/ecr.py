@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import re
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -29,7 +28,7 @@ from botocore.config import Config
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.http import HostLimits
+from watcher.http import HostLimits, Pacer
 from watcher.pollers.base import Poller, TagFilter
 from watcher.scope import Scope
 from watcher.spec import RegistrySpec
@@ -108,8 +107,7 @@ class EcrPoller(Poller):
         self.account, url_region, self.fips = parsed
         self.region: str = spec.options.get("region") or url_region
         self._slots = asyncio.Semaphore(self.limits.max_concurrency)
-        self._pace = asyncio.Lock()
-        self._next_start = 0.0
+        self._pacer = Pacer(self.limits.requests_per_second)
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._calls = 0
@@ -160,7 +158,7 @@ class EcrPoller(Poller):
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One ECR API call, within this registry's concurrency and rate limits."""
         async with self._slots:
-            await self._wait_turn()
+            await self._pacer.wait()
             self._calls += 1
             return await asyncio.to_thread(self._invoke, operation, params)
 
@@ -170,16 +168,6 @@ class EcrPoller(Poller):
         except (boto.ClientError, boto.BotoCoreError) as exc:
             raise self.translate(exc, params.get("repositoryName")) from exc
         return result
-
-    async def _wait_turn(self) -> None:
-        if self.limits.requests_per_second <= 0:
-            return
-        async with self._pace:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + 1.0 / self.limits.requests_per_second
-        if start > now:
-            await asyncio.sleep(start - now)
 
     # -- listing ------------------------------------------------------------------------------------
     async def verify(self) -> None:
