@@ -49,6 +49,7 @@ import redis
 from click.testing import CliRunner
 from sqlalchemy import Engine, event, func, select
 
+from tests.support.processes import stop_process
 from tests.support.registry import OCI_MANIFEST, RegistryClient, RegistryServer, _image_blobs
 from watcher.cli import main as watcher_cli
 from watcher.db import get_engine, session_scope
@@ -150,12 +151,7 @@ def delay_proxy(upstream: str, delay_ms: float) -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"delay proxy did not start (said {line!r})")
         yield line.removeprefix("listening "), proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 # ---- a throw-away watcher installation ------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import Watcher
+from tests.support.processes import stop_process
 from watcher.models import PollRun
 
 
@@ -32,12 +33,7 @@ def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[[str], s
 
     yield start
     for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, Self
 import boto3
 import httpx
 
+from tests.support.processes import stop_process
 from tests.support.registry import free_port
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -64,12 +65,7 @@ class MotoServer:
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+            stop_process(self._proc, timeout=5)
         self._proc = None
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 
+from tests.support.processes import stop_process
 from tests.support.registry import free_port
 
 
@@ -53,6 +54,5 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(10)
+            stop_process(self._proc)
             self._proc = None

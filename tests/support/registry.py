@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import bcrypt
 import httpx
 
+from tests.support.processes import stop_process
 from tests.support.servers import ClosesOnExit
 
 if TYPE_CHECKING:
@@ -267,13 +268,7 @@ class RegistryServer(ClosesOnExit):
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         _LIVE.discard(self)
 
     def close(self) -> None:
