@@ -71,7 +71,6 @@ class RegistryAuth(httpx.Auth):
         self._credentials = credentials
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self.tokens_fetched = 0
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         scope = scope_for(request)
@@ -137,7 +136,6 @@ class RegistryAuth(httpx.Auth):
             query["scope"] = scope
         request = httpx.Request("GET", params.get("realm", ""), params=query)
         self._set_basic(request)
-        self.tokens_fetched += 1
         return request
 
     def _accept_token(self, response: httpx.Response, scope: str) -> str | None:

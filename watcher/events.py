@@ -16,17 +16,6 @@ CDEVENT_TYPES = {
     ChangeKind.UPDATED: "dev.cdevents.artifact.published.0.3.0",
     ChangeKind.REMOVED: "dev.cdevents.artifact.deleted.0.2.0",
 }
-STREAM_FIELDS = (
-    "event_id",
-    "change",
-    "registry",
-    "repository",
-    "tag",
-    "digest",
-    "previous_digest",
-    "pushed_at",
-    "detected_at",
-)
 
 
 def rfc3339(moment: datetime | None) -> str:

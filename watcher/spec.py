@@ -25,10 +25,6 @@ class RegistrySpec:
     interval_seconds: int = 300
     emit_existing: bool = False
 
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).netloc
-
 
 def parse_interval(text: str) -> int:
     """`30s`, `5m`, `1h`, `1d` or plain seconds."""

@@ -158,7 +158,6 @@ class GoogleToken:
         self.credentials = credentials
         self.token_uri = token_uri
         self.clock = clock
-        self.minted = 0
         self._session = requests.Session()
         self._request = _TimedRequest(self._session, timeout)
         self._lock = threading.Lock()
@@ -191,7 +190,6 @@ class GoogleToken:
             raise refresh_error(exc, self.token_uri) from None
         except google.auth.exceptions.TransportError as exc:
             raise transport_error(exc, self.token_uri) from None
-        self.minted += 1
         now = self.clock()
         lifetime = _seconds_left(self.credentials.expiry)
         self._minted_at = now
