@@ -20,6 +20,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+#: the longest digest stored: `algorithm:encoded` is validated to fit (sha512 needs 135)
+DIGEST_LENGTH = 255
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC: SQLite keeps no zone, and comparisons must agree."""
@@ -86,7 +89,7 @@ class Tag(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
-    digest: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
     pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
@@ -106,8 +109,8 @@ class Event(Base):
     repository: Mapped[str] = mapped_column(String(500))
     tag: Mapped[str] = mapped_column(String(200))
     change: Mapped[str] = mapped_column(String(10))
-    digest: Mapped[str] = mapped_column(String(100))
-    previous_digest: Mapped[str] = mapped_column(String(100), default="")
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    previous_digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), default="")
     pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cloudevent: Mapped[str] = mapped_column(Text)
@@ -124,9 +127,10 @@ class PollRun(Base):
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(20), default="running")  # running | ok | failed
+    outcome: Mapped[str] = mapped_column(String(20), default="running")  # running | ok | failed | abandoned
     error: Mapped[str] = mapped_column(Text, default="")
     repositories: Mapped[int] = mapped_column(Integer, default=0)
     tags: Mapped[int] = mapped_column(Integer, default=0)
     events: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
+    ignored: Mapped[int] = mapped_column(Integer, default=0)  # names the registry sent that are not valid OCI

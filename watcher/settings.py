@@ -19,6 +19,24 @@ class Settings(BaseSettings):
     events_stream: str = "watcher:events"
     events_maxlen: int = 100_000
     secret_key: str = ""
+    #: keys credentials may still be encrypted under during a rotation (comma- or newline-separated)
+    secret_key_fallbacks: str = ""
+
+    # -- the network policy for every connection made for a registry (CIDR lists, comma-separated) --
+    #: refused on top of the always-refused link-local and cloud-metadata addresses
+    deny_networks: str = ""
+    #: allowed even when denied (an operator's own metadata-style endpoint, a private registry)
+    allow_networks: str = ""
+
+    # -- bounds on what one registry may make a poll read --
+    max_body_bytes: int = 32 * 1024 * 1024  # one response body, read as it streams
+    max_pages: int = 10_000  # pages of one paginated listing
+    max_entries: int = 1_000_000  # repositories of a catalog, tags of a repository
+
+    #: poll runs older than this many days are pruned
+    poll_history_days: int = 30
+    #: the shortest `--interval` accepted (tests lower it; registrations cannot)
+    min_interval_seconds: int = 10
 
     @property
     def effective_database_url(self) -> str:

@@ -36,6 +36,8 @@ class Poller:
     def __init__(self, spec: RegistrySpec) -> None:
         self.spec = spec
         self.limits = limits_for(spec, self.default_limits)
+        #: what the registry sent that is not a valid OCI name (left out of the listing), one line each
+        self.ignored: list[str] = []
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
