@@ -19,7 +19,7 @@ from sqlalchemy import select
 from watcher import bus, registries
 from watcher.db import session_scope
 from watcher.errors import InputError, RegistryError, StateError, WatcherError
-from watcher.events import stream_entry
+from watcher.events import rfc3339, stream_entry
 from watcher.forms import build_spec, expand_env
 from watcher.history import parse_since, recent_events
 from watcher.models import Registry
@@ -296,6 +296,77 @@ def line_of(entry: dict[str, str]) -> str:
         f"{entry['detected_at']} {entry['change']:7} {entry['registry']} "
         f"{entry['repository']}:{entry['tag']} {entry['digest']}{moved}"
     )
+
+
+# ---- what the watcher knows -----------------------------------------------------------------------
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@friendly
+def status_command(as_json: bool) -> None:
+    """How every registry is doing: state, last poll, last success, last error, next poll, size."""
+    from watcher.readmodel import registry_statuses
+    from watcher.tables import ago, table
+
+    with session_scope() as session:
+        statuses = registry_statuses(session)
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
+        return
+    if not statuses:
+        click.echo("no registries: add one with `watcher registry add`")
+        return
+    header = ("NAME", "PROVIDER", "STATE", "LAST POLL", "LAST SUCCESS", "NEXT POLL", "REPOS", "TAGS", "LAST ERROR")
+    rows = [
+        (
+            s.name,
+            s.provider,
+            s.state,
+            ago(s.last_poll_at),
+            ago(s.last_success_at),
+            ago(s.next_poll_at),
+            str(s.repositories),
+            str(s.tags),
+            s.last_error,
+        )
+        for s in statuses
+    ]
+    for line in table(header, rows, numeric={"REPOS", "TAGS"}):
+        click.echo(line)
+
+
+@main.command("images")
+@click.argument("registry_name", metavar="REGISTRY")
+@click.argument("repository", required=False)
+@click.option("--tag", "tag_pattern", help="only tags matching this regular expression (RE2 syntax)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@friendly
+def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
+    """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
+    from watcher.readmodel import Image, images_page
+    from watcher.scope import compile_pattern
+    from watcher.tables import table
+
+    wanted = compile_pattern(tag_pattern, "--tag") if tag_pattern else None
+    images: list[Image] = []
+    cursor: str | None = None
+    with session_scope() as session:
+        while True:
+            page = images_page(session, registry_name, repository, cursor=cursor, limit=1000)
+            images.extend(i for i in page.items if wanted is None or wanted.search(i.tag))
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    if as_json:
+        for image in images:
+            click.echo(json.dumps(image.as_json()))
+        return
+    if not images:
+        where = f"{registry_name}/{repository}" if repository else registry_name
+        click.echo(f"no images stored for {where}" + (f" with tags matching {tag_pattern!r}" if wanted else ""))
+        return
+    rows = [(i.repository, i.tag, i.digest, rfc3339(i.pushed_at) or "-") for i in images]
+    for line in table(("REPOSITORY", "TAG", "DIGEST", "PUSHED AT"), rows):
+        click.echo(line)
 
 
 # ---- events --------------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from watcher.errors import InputError
 from watcher.models import Event
+from watcher.readmodel import MAX_PAGE, EventFilters, events_page
 
 
 def parse_since(text: str) -> datetime:
@@ -28,13 +28,14 @@ def recent_events(
     limit: int = 50,
 ) -> list[Event]:
     """The newest `limit` matching events, oldest first (the order they were detected in)."""
-    query = select(Event)
-    if registry:
-        query = query.where(Event.registry_name == registry)
-    if repository:
-        query = query.where(Event.repository == repository)
-    if since:
-        query = query.where(Event.detected_at >= since)
-    rows = list(session.scalars(query.order_by(Event.id.desc()).limit(limit)))
+    filters = EventFilters(registry=registry, repository=repository, since=since)
+    rows: list[Event] = []
+    cursor: str | None = None
+    while len(rows) < limit:
+        page = events_page(session, filters, cursor=cursor, limit=min(MAX_PAGE, limit - len(rows)))
+        rows.extend(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
     rows.reverse()
     return rows

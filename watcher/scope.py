@@ -22,8 +22,8 @@ class Scope:
     _exclude: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_include", _compile(self.include_tags, "--include-tags"))
-        object.__setattr__(self, "_exclude", _compile(self.exclude_tags, "--exclude-tags"))
+        object.__setattr__(self, "_include", compile_pattern(self.include_tags, "--include-tags"))
+        object.__setattr__(self, "_exclude", compile_pattern(self.exclude_tags, "--exclude-tags"))
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Scope:
@@ -59,7 +59,7 @@ class Scope:
         return result
 
 
-def _compile(pattern: str, option: str) -> re.Pattern[str] | None:
+def compile_pattern(pattern: str, option: str) -> re.Pattern[str] | None:
     if not pattern:
         return None
     try:

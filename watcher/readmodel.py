@@ -1,0 +1,314 @@
+"""The read model: every question the CLI, the HTTP API and the console ask of the state database.
+
+One function per question, each a few set-based queries (never one per row), so `watcher status` with a
+thousand registries costs the same handful of statements as with one. Lists are paged by keyset — the
+cursor is the last row's sort key, opaque to callers — so a page costs O(page) however deep it is, and
+rows added while a client pages never make it see a row twice or miss one that existed when it began.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from watcher.errors import InputError
+from watcher.models import Event, PollRun, Registry, Repository, Tag
+
+MAX_PAGE = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # where tags without a push time sort
+FAILED_OUTCOMES = ("failed", "abandoned")
+State = Literal["pending", "ok", "failing"]
+
+
+# ---- cursors --------------------------------------------------------------------------------------
+def encode_cursor(key: Sequence[Any]) -> str:
+    """The opaque `next_cursor` for a row's sort key."""
+    return base64.urlsafe_b64encode(json.dumps(list(key), default=_iso).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *kinds: Callable[[Any], Any]) -> list[Any]:
+    """A cursor back into its sort key, each part converted by its kind; anything that is not one of ours
+    is one clear error."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(key, list) or len(key) != len(kinds):
+            raise ValueError("wrong shape")
+        return [kind(part) for kind, part in zip(kinds, key, strict=True)]
+    except (ValueError, TypeError):
+        raise InputError(f"cursor {cursor[:40]!r} is not valid: pass the `next_cursor` of the previous page") from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
+
+
+def _moment(value: Any) -> datetime:
+    return datetime.fromisoformat(_text(value))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"limit {limit} is out of range: use 1 to {MAX_PAGE}")
+    return limit
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+# ---- registries -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegistryStatus:
+    """How one registry is doing: what `watcher status` prints and the API's `status` object holds."""
+
+    name: str
+    provider: str
+    state: State
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str
+    next_poll_at: datetime | None
+    repositories: int
+    tags: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "state": self.state,
+            "last_poll_at": rfc3339_or_none(self.last_poll_at),
+            "last_success_at": rfc3339_or_none(self.last_success_at),
+            "last_error": self.last_error or None,
+            "next_poll_at": rfc3339_or_none(self.next_poll_at),
+            "repositories": self.repositories,
+            "tags": self.tags,
+        }
+
+
+def registry_statuses(session: Session, names: Sequence[str] | None = None) -> list[RegistryStatus]:
+    """The status of every registry (or of `names`), by name: five set-based queries in all."""
+    query = select(Registry.id, Registry.name, Registry.provider, Registry.next_poll_at).order_by(Registry.name)
+    if names is not None:
+        query = query.where(Registry.name.in_(list(names)))
+    rows = session.execute(query).all()
+    ids = [row.id for row in rows]
+    if not ids:
+        return []
+    finished = PollRun.outcome != "running"
+    last_run_ids = (
+        select(func.max(PollRun.id)).where(PollRun.registry_id.in_(ids), finished).group_by(PollRun.registry_id)
+    )
+    last_runs = {
+        run.registry_id: run
+        for run in session.execute(
+            select(PollRun.registry_id, PollRun.finished_at, PollRun.outcome, PollRun.error).where(
+                PollRun.id.in_(last_run_ids)
+            )
+        )
+    }
+    last_success = dict(
+        session.execute(
+            select(PollRun.registry_id, func.max(PollRun.finished_at))
+            .where(PollRun.registry_id.in_(ids), PollRun.outcome == "ok")
+            .group_by(PollRun.registry_id)
+        ).all()
+    )
+    repositories = dict(
+        session.execute(
+            select(Repository.registry_id, func.count(Repository.id))
+            .where(Repository.registry_id.in_(ids))
+            .group_by(Repository.registry_id)
+        ).all()
+    )
+    tags = dict(
+        session.execute(
+            select(Repository.registry_id, func.count(Tag.id))
+            .join(Tag, Tag.repository_id == Repository.id)
+            .where(Repository.registry_id.in_(ids))
+            .group_by(Repository.registry_id)
+        ).all()
+    )
+    statuses = []
+    for row in rows:
+        run = last_runs.get(row.id)
+        state: State = "pending" if run is None else ("ok" if run.outcome == "ok" else "failing")
+        statuses.append(
+            RegistryStatus(
+                name=row.name,
+                provider=row.provider,
+                state=state,
+                last_poll_at=run.finished_at if run is not None else None,
+                last_success_at=last_success.get(row.id),
+                last_error=first_line(run.error) if run is not None and state == "failing" else "",
+                next_poll_at=row.next_poll_at,
+                repositories=repositories.get(row.id, 0),
+                tags=tags.get(row.id, 0),
+            )
+        )
+    return statuses
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def rfc3339_or_none(moment: datetime | None) -> str | None:
+    from watcher.events import rfc3339
+
+    return rfc3339(moment) if moment is not None else None
+
+
+# ---- images ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Image:
+    """One tag stored now, with the two ways to pull it: by tag (`image`) and by digest (`reference`)."""
+
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    pushed_at: datetime | None
+    host: str
+
+    @property
+    def image(self) -> str:
+        return f"{self.host}/{self.repository}:{self.tag}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.host}/{self.repository}@{self.digest}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "registry": self.registry,
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "pushed_at": rfc3339_or_none(self.pushed_at),
+            "image": self.image,
+            "reference": self.reference,
+        }
+
+
+def pull_host(url: str) -> str:
+    """The host a person pulls from (`docker pull HOST/REPOSITORY:TAG`)."""
+    return urlsplit(url).netloc
+
+
+def _registry_row(session: Session, name: str) -> Registry:
+    from watcher.registries import find
+
+    return find(session, name)
+
+
+def images_page(
+    session: Session,
+    registry: str,
+    repository: str | None = None,
+    *,
+    q: str | None = None,
+    order: Literal["name", "pushed_at"] = "name",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page:
+    """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
+    of the tag; ordered by repository then tag name, or newest push first."""
+    check_limit(limit)
+    row = _registry_row(session, registry)
+    host = pull_host(row.url)
+    pushed = func.coalesce(Tag.pushed_at, EPOCH)
+    query = (
+        select(Repository.name, Tag.name, Tag.digest, Tag.pushed_at, Tag.id, pushed)
+        .join(Tag, Tag.repository_id == Repository.id)
+        .where(Repository.registry_id == row.id)
+    )
+    if repository is not None:
+        query = query.where(Repository.name == repository)
+    if q:
+        query = query.where(func.lower(Tag.name).contains(q.lower(), autoescape=True))
+    if order == "pushed_at":
+        sort = (pushed.desc(), Tag.id.desc())
+        if cursor:
+            at, tag_id = decode_cursor(cursor, _moment, _whole)
+            query = query.where(or_(pushed < at, and_(pushed == at, Tag.id < tag_id)))
+    else:
+        sort = (Repository.name, Tag.name)  # type: ignore[assignment]
+        if cursor:
+            repo_name, tag_name = decode_cursor(cursor, _text, _text)
+            query = query.where(
+                or_(Repository.name > repo_name, and_(Repository.name == repo_name, Tag.name > tag_name))
+            )
+    rows = session.execute(query.order_by(*sort).limit(limit + 1)).all()
+    items = [Image(registry, r[0], r[1], r[2], r[3], host) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor([last[5], last[4]] if order == "pushed_at" else [last[0], last[1]])
+    return Page(items, next_cursor)
+
+
+# ---- events ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventFilters:
+    registry: str | None = None
+    repository: str | None = None
+    tag: str | None = None
+    change: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def events_page(
+    session: Session,
+    filters: EventFilters = EventFilters(),
+    *,
+    order: Literal["desc", "asc"] = "desc",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page:
+    """The event history, newest first (or oldest first), keyset-paged on the history id."""
+    check_limit(limit)
+    query = select(Event)
+    for column, value in (
+        (Event.registry_name, filters.registry),
+        (Event.repository, filters.repository),
+        (Event.tag, filters.tag),
+        (Event.change, filters.change),
+    ):
+        if value:
+            query = query.where(column == value)
+    if filters.since is not None:
+        query = query.where(Event.detected_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Event.detected_at < filters.until)
+    if cursor:
+        (after,) = decode_cursor(cursor, _whole)
+        query = query.where(Event.id < after if order == "desc" else Event.id > after)
+    query = query.order_by(Event.id.desc() if order == "desc" else Event.id.asc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return Page(rows[:limit], next_cursor)
