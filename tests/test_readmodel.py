@@ -16,7 +16,15 @@ from watcher.diff import Change, ChangeKind
 from watcher.errors import InputError
 from watcher.events import new_event
 from watcher.models import PollRun, Repository, Tag, utcnow
-from watcher.readmodel import EventFilters, encode_cursor, events_page, images_page, registry_statuses
+from watcher.readmodel import (
+    EventFilters,
+    encode_cursor,
+    events_page,
+    images_page,
+    polls_page,
+    registry_statuses,
+    repositories_page,
+)
 from watcher.spec import RegistrySpec
 
 DIGEST = "sha256:" + "a" * 64
@@ -219,3 +227,31 @@ def test_a_forged_cursor_or_limit_is_one_clear_error(watcher: Watcher) -> None:
                 images_page(session, "r1", order="pushed_at", cursor=bad)
         with pytest.raises(InputError, match="limit 1001 is out of range"):
             images_page(session, "r1", limit=1001)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_repository_and_poll_pages(watcher: Watcher) -> None:
+    registry_id = registry(watcher, "r1")
+    for number in range(7):
+        store(watcher, registry_id, f"team/app{number}", [f"v{n}" for n in range(number + 1)])
+    with session_scope(watcher.engine) as session:
+        session.execute(Tag.__table__.update().values(pushed_at=utcnow()))  # type: ignore[attr-defined]
+    for minutes in (30, 20, 10):
+        run(watcher, registry_id, "ok", minutes_ago=minutes)
+    names: list[tuple[str, int]] = []
+    cursor = None
+    while True:
+        with session_scope(watcher.engine) as session:
+            page = repositories_page(session, "r1", cursor=cursor, limit=3)
+        names.extend((r.name, r.tags) for r in page.items)
+        assert all(r.last_pushed_at is not None and r.last_pushed_at.tzinfo for r in page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert names == [(f"team/app{n}", n + 1) for n in range(7)]
+    with session_scope(watcher.engine) as session:
+        assert [r.name for r in repositories_page(session, "r1", q="APP3").items] == ["team/app3"]
+        first = polls_page(session, "r1", limit=2)
+        rest = polls_page(session, "r1", cursor=first.next_cursor, limit=2)
+        finished = [p.finished_at for p in first.items + rest.items]
+    assert finished == sorted(finished, reverse=True) and len(finished) == 3 and rest.next_cursor is None

@@ -271,6 +271,81 @@ def images_page(
     return Page(items, next_cursor)
 
 
+# ---- repositories and polls ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RepositorySummary:
+    name: str
+    tags: int
+    last_pushed_at: datetime | None
+    first_seen_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tags": self.tags,
+            "last_pushed_at": rfc3339_or_none(self.last_pushed_at),
+            "first_seen_at": rfc3339_or_none(self.first_seen_at),
+        }
+
+
+def repositories_page(
+    session: Session, registry: str, *, q: str | None = None, cursor: str | None = None, limit: int = 100
+) -> Page:
+    """A registry's repositories by name, with their tag count and newest push; `q` a substring of the name."""
+    check_limit(limit)
+    row = _registry_row(session, registry)
+    query = (
+        select(Repository.name, func.count(Tag.id), func.max(Tag.pushed_at), Repository.first_seen_at)
+        .join(Tag, Tag.repository_id == Repository.id, isouter=True)
+        .where(Repository.registry_id == row.id)
+        .group_by(Repository.id, Repository.name, Repository.first_seen_at)
+    )
+    if q:
+        query = query.where(func.lower(Repository.name).contains(q.lower(), autoescape=True))
+    if cursor:
+        (after,) = decode_cursor(cursor, _text)
+        query = query.where(Repository.name > after)
+    rows = session.execute(query.order_by(Repository.name).limit(limit + 1)).all()
+    items = [RepositorySummary(r[0], r[1], _aware(r[2]), r[3]) for r in rows[:limit]]
+    return Page(items, encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """An aggregate (max) comes back without the column type's processing: naive UTC on SQLite."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):  # SQLite hands back text for an aggregate of a datetime column
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def polls_page(session: Session, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
+    """A registry's poll history, newest first."""
+    check_limit(limit)
+    row = _registry_row(session, registry)
+    query = select(PollRun).where(PollRun.registry_id == row.id)
+    if cursor:
+        (before,) = decode_cursor(cursor, _whole)
+        query = query.where(PollRun.id < before)
+    rows = list(session.scalars(query.order_by(PollRun.id.desc()).limit(limit + 1)))
+    return Page(rows[:limit], encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None)
+
+
+def poll_json(run: PollRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "started_at": rfc3339_or_none(run.started_at),
+        "finished_at": rfc3339_or_none(run.finished_at),
+        "outcome": run.outcome,
+        "error": run.error or None,
+        "repositories": run.repositories,
+        "tags": run.tags,
+        "events": run.events,
+        "requests": run.requests,
+        "ignored": run.ignored,
+    }
+
+
 # ---- events ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EventFilters:
