@@ -22,7 +22,7 @@ from watcher.errors import InputError, RegistryError, StateError, WatcherError
 from watcher.events import rfc3339, stream_entry
 from watcher.forms import build_spec, expand_env
 from watcher.history import parse_since, recent_events
-from watcher.models import Registry
+from watcher.models import ApiToken, Registry, utcnow
 from watcher.pollers import PROVIDER_NAMES, poller_for
 from watcher.polling import PollResult, poll
 from watcher.relay import relay
@@ -367,6 +367,80 @@ def images_command(registry_name: str, repository: str | None, tag_pattern: str 
     rows = [(i.repository, i.tag, i.digest, rfc3339(i.pushed_at) or "-") for i in images]
     for line in table(("REPOSITORY", "TAG", "DIGEST", "PUSHED AT"), rows):
         click.echo(line)
+
+
+# ---- API tokens -----------------------------------------------------------------------------------
+@main.group("token")
+def token_group() -> None:
+    """Bearer tokens for the HTTP API and the console."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["reader", "admin"]), required=True, help="reader may GET; admin may all")
+@click.option("--expires", help="lifetime, e.g. 30d or 12h (default: until revoked)")
+@friendly
+def token_create(name: str, role: str, expires: str | None) -> None:
+    """Create a token and print it once: only its hash is stored."""
+    from datetime import timedelta
+
+    from watcher import tokens
+    from watcher.spec import parse_duration
+
+    lifetime = timedelta(seconds=parse_duration(expires, "--expires")) if expires else None
+    with session_scope() as session:
+        token = tokens.create(session, name, role, expires_in=lifetime)
+    click.echo(token)
+    click.echo(f"created {role} token {name!r}: store it now, it is not shown again", err=True)
+
+
+@token_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def token_list(as_json: bool) -> None:
+    """List tokens (never the tokens themselves)."""
+    from watcher import tokens
+    from watcher.tables import ago, table
+
+    now = utcnow()
+    with session_scope() as session:
+        rows = tokens.listing(session)
+
+    def state(t: ApiToken) -> str:
+        return "revoked" if t.revoked_at else ("active" if tokens.active(t, now) else "expired")
+
+    if as_json:
+        shown = [
+            {
+                "name": t.name,
+                "role": t.role,
+                "state": state(t),
+                "created_at": rfc3339(t.created_at),
+                "expires_at": rfc3339(t.expires_at) or None,
+                "last_used_at": rfc3339(t.last_used_at) or None,
+            }
+            for t in rows
+        ]
+        click.echo(json.dumps(shown, indent=2))
+        return
+    if not rows:
+        click.echo("no tokens: create one with `watcher token create NAME --role reader|admin`")
+        return
+    lines = [(t.name, t.role, state(t), ago(t.last_used_at)) for t in rows]
+    for line in table(("NAME", "ROLE", "STATE", "LAST USED"), lines):
+        click.echo(line)
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@friendly
+def token_revoke(name: str) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+    from watcher import tokens
+
+    with session_scope() as session:
+        tokens.revoke(session, name)
+    click.echo(f"revoked token {name!r}")
 
 
 # ---- events --------------------------------------------------------------------------------------

@@ -37,6 +37,15 @@ def parse_interval(text: str) -> int:
     return seconds
 
 
+def parse_duration(text: str, option: str) -> int:
+    """A positive duration (`30s`, `5m`, `12h`, `30d`) in seconds, for options other than the interval."""
+    match = _DURATION.match(str(text).strip().lower())
+    seconds = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    if not 0 < seconds <= 3650 * 86400:
+        raise InputError(f"{option} {text!r} is not a duration: use e.g. 30s, 5m, 12h or 30d (at most 3650d)")
+    return seconds
+
+
 def format_interval(seconds: int) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
