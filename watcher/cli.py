@@ -503,6 +503,19 @@ def events_tail(group: str | None, consumer: str | None, count: int | None, as_j
         pass
 
 
+# ---- HTTP -----------------------------------------------------------------------------------------
+@main.command("serve")
+@click.option("--listen", help="HOST:PORT to answer on (default: WATCHER_LISTEN, 127.0.0.1:8080)")
+@click.option("--loglevel", default="INFO", show_default=True, help="DEBUG logs every request")
+@friendly
+def serve(listen: str | None, loglevel: str) -> None:
+    """Serve the HTTP API, console and metrics alone (no polling)."""
+    from watcher.web.server import parse_listen, serve_forever
+
+    host, port = parse_listen(listen or get_settings().listen)
+    serve_forever(host, port, loglevel)
+
+
 # ---- run -----------------------------------------------------------------------------------------
 @main.command("run")
 @click.option("--concurrency", type=int, help="worker processes (default: number of CPUs)")

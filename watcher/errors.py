@@ -2,6 +2,7 @@
 
 WatcherError
 ├── InputError              bad input from the user: fix the command or the file
+│   └── ConflictError       it exists already (a registry or token name)
 ├── NotFoundError           no registry of that name
 ├── StateError              the database or the event stream cannot be reached
 └── RegistryError           talking to a registry failed; nothing was saved
@@ -18,10 +19,19 @@ from __future__ import annotations
 
 
 class WatcherError(Exception):
-    """Base of every error watcher expects; the message is one line meant for a person."""
+    """Base of every error watcher expects; the message is one line meant for a person. `field` names the
+    input at fault where one is (the API and the console show the message next to it)."""
+
+    field: str | None = None
 
 
 class InputError(WatcherError):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConflictError(InputError):
     pass
 
 

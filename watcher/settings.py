@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     max_pages: int = 10_000  # pages of one paginated listing
     max_entries: int = 1_000_000  # repositories of a catalog, tags of a repository
 
+    #: where `watcher run` and `watcher serve` answer HTTP (`off`: `run` serves nothing)
+    listen: str = "127.0.0.1:8080"
+    #: when set, `/metrics` needs `Authorization: Bearer` this token
+    metrics_token: str = ""
+
     #: poll runs older than this many days are pruned
     poll_history_days: int = 30
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)

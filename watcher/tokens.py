@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from watcher.errors import InputError, NotFoundError
+from watcher.errors import ConflictError, InputError, NotFoundError
 from watcher.models import ApiToken, utcnow
 from watcher.spec import NAME
 
@@ -40,7 +40,7 @@ def create(session: Session, name: str, role: str, *, expires_in: timedelta | No
     now = utcnow()
     existing = session.scalar(select(ApiToken).where(ApiToken.name == name))
     if existing is not None and existing.revoked_at is None:
-        raise InputError(f"token {name!r} already exists: revoke it first, or choose another name")
+        raise ConflictError(f"token {name!r} already exists: revoke it first, or choose another name")
     if existing is not None:
         session.delete(existing)
         session.flush()
@@ -56,7 +56,7 @@ def create(session: Session, name: str, role: str, *, expires_in: timedelta | No
     try:
         session.flush()
     except IntegrityError:
-        raise InputError(f"token {name!r} already exists: revoke it first, or choose another name") from None
+        raise ConflictError(f"token {name!r} already exists: revoke it first, or choose another name") from None
     return token
 
 

@@ -1,0 +1,46 @@
+"""The FastAPI app: routers, the one error shape, the body limit and the live feed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from watcher.web import errors
+from watcher.web.deps import authorize
+from watcher.web.feed import EventFeed
+from watcher.web.limits import BodyLimit
+from watcher.web.routes import events, health, registries
+from watcher.web.schemas import ERRORS
+
+API_PREFIX = "/api/v1"
+
+
+def create_app() -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.feed = EventFeed()
+        try:
+            yield
+        finally:
+            await app.state.feed.aclose()
+
+    app = FastAPI(
+        title="watcher",
+        version=version("watcher"),
+        description="Container images the watcher knows, its registries' health, and their change history.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=ERRORS)
+    api.include_router(registries.router)
+    api.include_router(events.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit)
+    return app

@@ -1,0 +1,1 @@
+"""One router per resource; the API's routers carry the `authorize` dependency, declared once."""

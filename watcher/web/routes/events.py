@@ -1,0 +1,133 @@
+"""`/api/v1/events`: the history, filtered and keyset-paged, and the same events live as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from watcher import readmodel
+from watcher.db import session_scope
+from watcher.web import schemas
+from watcher.web.deps import DbSession
+from watcher.web.feed import EventFeed, event_json
+from watcher.web.routes.registries import Cursor, Limit
+
+router = APIRouter(prefix="/events", tags=["events"])
+Change = Literal["added", "updated", "removed"]
+Text = Annotated[str | None, Query(max_length=255)]
+KEEPALIVE_SECONDS = 15.0
+
+
+def filters_of(
+    registry: Text = None,
+    repository: Text = None,
+    tag: Text = None,
+    change: Change | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> readmodel.EventFilters:
+    return readmodel.EventFilters(registry, repository, tag, change, _utc(since), _utc(until))
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+Filters = Annotated[readmodel.EventFilters, Depends(filters_of)]
+
+
+@router.get("", response_model=schemas.Page[schemas.Event])
+def list_events(
+    session: DbSession,
+    filters: Filters,
+    order: Literal["desc", "asc"] = "desc",
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    page = readmodel.events_page(session, filters, order=order, cursor=cursor, limit=limit)
+    return {"items": [event_json(e) for e in page.items], "next_cursor": page.next_cursor}
+
+
+def _matches(event: dict[str, Any], filters: readmodel.EventFilters) -> bool:
+    return all(
+        wanted is None or event[field] == wanted
+        for field, wanted in (
+            ("registry", filters.registry),
+            ("repository", filters.repository),
+            ("tag", filters.tag),
+            ("change", filters.change),
+        )
+    )
+
+
+def _message(event: dict[str, Any]) -> str:
+    return f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def stream_events(
+    request: Request,
+    filters: Filters,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """New events as they are committed; with `Last-Event-ID`, every later event is replayed first."""
+    feed: EventFeed = request.app.state.feed
+    queue = feed.subscribe()
+    horizon = feed.horizon()  # the feed hands this client only events above it
+
+    async def messages() -> AsyncIterator[str]:
+        replayed: set[int] = set()  # replayed ids the feed may still hand out: skip them there
+        after = last_event_id if last_event_id is not None else -1
+        try:
+            yield ": connected\n\n"
+            if last_event_id is not None:
+                async for event in _replay(filters, last_event_id):
+                    if event["id"] > horizon:
+                        replayed.add(event["id"])
+                    yield _message(event)
+            while True:
+                try:
+                    live = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keep-alive\n\n"
+                    continue
+                if live is None:  # too slow: the client reconnects with Last-Event-ID
+                    return
+                if live["id"] > after and live["id"] not in replayed and _matches(live, filters):
+                    yield _message(live)
+        finally:
+            feed.unsubscribe(queue)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(messages(), media_type="text/event-stream", headers=headers)
+
+
+async def _replay(filters: readmodel.EventFilters, after: int) -> AsyncIterator[dict[str, Any]]:
+    """Every matching event after `after`, oldest first, page by page."""
+    cursor: str | None = readmodel.encode_cursor([after])
+    while cursor is not None:
+        page = await anyio.to_thread.run_sync(_page, filters, cursor)
+        for event in page.items:
+            yield event
+        cursor = page.next_cursor
+
+
+def _page(filters: readmodel.EventFilters, cursor: str) -> readmodel.Page:
+    with session_scope() as session:
+        page = readmodel.events_page(session, filters, order="asc", cursor=cursor, limit=readmodel.MAX_PAGE)
+        return readmodel.Page([event_json(e) for e in page.items], page.next_cursor)

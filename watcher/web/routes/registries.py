@@ -1,0 +1,81 @@
+"""`/api/v1/registries`: registries with their status, their repositories, tags and poll history."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from watcher import readmodel, registries
+from watcher.models import Registry as RegistryRow
+from watcher.web import schemas
+from watcher.web.deps import DbSession
+from watcher.web.errors import ApiError
+
+router = APIRouter(prefix="/registries", tags=["registries"])
+Limit = Annotated[int, Query(ge=1, le=readmodel.MAX_PAGE, description="rows per page")]
+Cursor = Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the previous page")]
+Search = Annotated[str | None, Query(max_length=255, description="case-insensitive substring")]
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]|(^|/)\.\.?(/|$)")
+
+
+def checked_repository(repository: str) -> str:
+    """A repository path from a URL: no control characters, no `.`/`..` segments."""
+    if not repository or _UNSAFE_PATH.search(repository) or len(repository) > 255:
+        raise ApiError(400, "bad_request", f"repository {repository[:80]!r} is not a valid repository path")
+    return repository
+
+
+def registry_json(session: Session, row: RegistryRow, status: readmodel.RegistryStatus) -> dict[str, Any]:
+    return {**registries.describe(session, row), "status": status.as_json()}
+
+
+@router.get("", response_model=schemas.Items[schemas.Registry])
+def list_registries(session: DbSession) -> dict[str, Any]:
+    statuses = {s.name: s for s in readmodel.registry_statuses(session)}
+    rows = session.scalars(select(RegistryRow).order_by(RegistryRow.name))
+    return {"items": [registry_json(session, row, statuses[row.name]) for row in rows]}
+
+
+@router.get("/{name}", response_model=schemas.Registry)
+def get_registry(session: DbSession, name: str) -> dict[str, Any]:
+    row = registries.find(session, name)
+    (status,) = readmodel.registry_statuses(session, [name])
+    return registry_json(session, row, status)
+
+
+@router.get("/{name}/polls", response_model=schemas.Page[schemas.Poll])
+def list_polls(session: DbSession, name: str, cursor: Cursor = None, limit: Limit = 100) -> dict[str, Any]:
+    page = readmodel.polls_page(session, name, cursor=cursor, limit=limit)
+    return {"items": [readmodel.poll_json(run) for run in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/{name}/repositories", response_model=schemas.Page[schemas.Repository])
+def list_repositories(
+    session: DbSession, name: str, q: Search = None, cursor: Cursor = None, limit: Limit = 100
+) -> dict[str, Any]:
+    page = readmodel.repositories_page(session, name, q=q, cursor=cursor, limit=limit)
+    return {"items": [r.as_json() for r in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/{name}/repositories/{repository:path}/tags", response_model=schemas.Page[schemas.Tag])
+def list_tags(
+    session: DbSession,
+    name: str,
+    repository: str,
+    q: Search = None,
+    order: Literal["name", "pushed_at"] = "name",
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    page = readmodel.images_page(
+        session, name, checked_repository(repository), q=q, order=order, cursor=cursor, limit=limit
+    )
+    fields = ("tag", "digest", "pushed_at", "image", "reference")
+    return {
+        "items": [{k: v for k, v in image.as_json().items() if k in fields} for image in page.items],
+        "next_cursor": page.next_cursor,
+    }
