@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -67,6 +68,8 @@ class Registry(Base):
     next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: the slot of a poll dispatched but not yet started (how late it is, is the schedule lag)
+    due_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -149,3 +152,14 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Counter(Base):
+    """A deployment-wide Prometheus counter: every worker adds to it in the transaction that did the counted
+    work, so `/metrics` served by any process reports the whole deployment, and a restart loses nothing."""
+
+    __tablename__ = "counters"
+
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(500), primary_key=True)  # JSON object, keys sorted
+    value: Mapped[float] = mapped_column(Float, default=0.0)

@@ -306,11 +306,11 @@ def repositories_page(
         (after,) = decode_cursor(cursor, _text)
         query = query.where(Repository.name > after)
     rows = session.execute(query.order_by(Repository.name).limit(limit + 1)).all()
-    items = [RepositorySummary(r[0], r[1], _aware(r[2]), r[3]) for r in rows[:limit]]
+    items = [RepositorySummary(r[0], r[1], aware_utc(r[2]), r[3]) for r in rows[:limit]]
     return Page(items, encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
+def aware_utc(moment: datetime | None) -> datetime | None:
     """An aggregate (max) comes back without the column type's processing: naive UTC on SQLite."""
     if moment is None:
         return None

@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from watcher.web import errors
+from watcher.web import errors, metrics
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
 from watcher.web.limits import BodyLimit
@@ -22,6 +22,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
+        app.state.metrics = metrics.make_registry()
         try:
             yield
         finally:
@@ -42,5 +43,6 @@ def create_app() -> FastAPI:
     api.include_router(events.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodyLimit)
     return app

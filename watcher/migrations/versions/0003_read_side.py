@@ -1,4 +1,5 @@
-"""API tokens: stored as hashes, with a role, an optional expiry, and revocation
+"""the read side: API tokens (stored as hashes), deployment-wide counters for metrics, and when a
+dispatched poll became due (the schedule lag)
 
 Revision ID: 0003
 Revises: 0002
@@ -31,7 +32,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
         sa.UniqueConstraint("token_hash"),
     )
+    op.create_table(
+        "counters",
+        sa.Column("metric", sa.String(length=64), nullable=False),
+        sa.Column("labels", sa.String(length=500), nullable=False),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("metric", "labels"),
+    )
+    with op.batch_alter_table("registries") as batch:
+        batch.add_column(sa.Column("due_since", watcher.models.UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("registries") as batch:
+        batch.drop_column("due_since")
+    op.drop_table("counters")
     op.drop_table("api_tokens")

@@ -1,0 +1,71 @@
+"""Deployment-wide counters for Prometheus, kept in the state database.
+
+Workers run in many processes on many hosts, and `/metrics` may be served by any of them, so a counter
+cannot live in one process's memory. Each increment is an upsert in the same transaction as the work it
+counts (a poll's commit adds its events and its requests), so the counts agree with the history exactly.
+Histograms are counters too: one per bucket, plus `_sum` and `_count`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from watcher.models import Counter
+
+#: poll durations worth telling apart, in seconds
+DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, float("inf"))
+
+
+@dataclass(frozen=True)
+class Increment:
+    metric: str
+    labels: Mapping[str, str]
+    amount: float = 1.0
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+
+
+def add(session: Session, increments: Iterable[Increment]) -> None:
+    """Add to counters (creating them at zero), summed per counter first: one upsert each."""
+    totals: dict[tuple[str, str], float] = {}
+    for inc in increments:
+        key = (inc.metric, labels_key(inc.labels))
+        totals[key] = totals.get(key, 0.0) + inc.amount
+    if not totals:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    rows = [{"metric": metric, "labels": labels, "value": value} for (metric, labels), value in sorted(totals.items())]
+    statement = insert(Counter)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Counter.metric, Counter.labels], set_={"value": Counter.value + statement.excluded.value}
+    )
+    session.execute(statement, rows)
+
+
+def observation(metric: str, labels: Mapping[str, str], value: float) -> list[Increment]:
+    """A histogram observation as counter increments: every bucket it falls in, the sum and the count."""
+    increments = [
+        Increment(f"{metric}_bucket", {**labels, "le": _le(bound)}) for bound in DURATION_BUCKETS if value <= bound
+    ]
+    return [*increments, Increment(f"{metric}_sum", labels, value), Increment(f"{metric}_count", labels)]
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def read_all(session: Session) -> list[tuple[str, dict[str, str], float]]:
+    """Every counter: (metric, labels, value)."""
+    return [
+        (metric, json.loads(labels), value)
+        for metric, labels, value in session.execute(select(Counter.metric, Counter.labels, Counter.value))
+    ]
