@@ -88,19 +88,19 @@ PROVIDERS: tuple[Provider, ...] = (
             Field(
                 "tenant_id",
                 "Tenant ID",
-                "`tenant` in the output of `az ad sp create-for-rbac --role AcrPull`.",
+                "'tenant' in the output of az ad sp create-for-rbac --role AcrPull.",
                 group="Or with Azure AD (a service principal)",
             ),
             Field(
                 "client_id",
                 "Client ID",
-                "`appId` in the same output (Microsoft Entra ID → App registrations).",
+                "'appId' in the same output (Microsoft Entra ID → App registrations).",
                 group="Or with Azure AD (a service principal)",
             ),
             Field(
                 "client_secret",
                 "Client secret",
-                "`password` in the same output (App registrations → Certificates & secrets).",
+                "'password' in the same output (App registrations → Certificates & secrets).",
                 kind="password",
                 group="Or with Azure AD (a service principal)",
             ),
@@ -153,7 +153,7 @@ PROVIDERS: tuple[Provider, ...] = (
         (
             _url(
                 "https://harbor.example.com",
-                "The host you `docker pull` from, with https:// (GHCR, Quay, GitLab, Harbor…).",
+                "The host you docker pull from, with https:// (GHCR, Quay, GitLab, Harbor…).",
             ),
             Field(
                 "username",

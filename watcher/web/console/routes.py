@@ -22,7 +22,7 @@ from watcher.errors import NotFoundError, WatcherError
 from watcher.models import Event, Registry
 from watcher.web.console import actions, auth, providers
 from watcher.web.console.render import page
-from watcher.web.deps import Principal
+from watcher.web.deps import Principal, principal_of, session_token
 from watcher.web.routes.registries import checked_repository
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -51,7 +51,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(auth.Refused)
     async def _refused(request: Request, exc: auth.Refused) -> Response:
-        return page(request, "error.html", None, http_status=exc.status, message=exc.message)
+        user = await anyio.to_thread.run_sync(principal_of, session_token(request))
+        return page(request, "error.html", user, http_status=exc.status, message=exc.message)
 
 
 def _go(path: str) -> RedirectResponse:

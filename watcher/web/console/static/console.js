@@ -43,7 +43,7 @@ function testInPlace(form) {
     const label = button.textContent;
     button.textContent = "Testing…";
     try {
-      const response = await fetch(form.action, { method: "POST", body: data, headers: { Accept: "application/json" } });
+      const response = await fetch(form.getAttribute("action"), { method: "POST", body: data, headers: { Accept: "application/json" } });
       const type = response.headers.get("content-type") || "";
       showOutcome(form, type.includes("json") ? await response.json()
         : { ok: false, message: `the console answered ${response.status}: reload the page and try again` });
