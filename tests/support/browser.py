@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -37,9 +38,13 @@ def chromium() -> webdriver.Chrome:
 
 def wait_for(driver: WebDriver, condition: Callable[[WebDriver], T], timeout: float = WAIT_SECONDS) -> T:
     """Poll `condition` until it returns something true; fail with the page's URL after `timeout`."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
-        condition, message=f"timed out on {driver.current_url}"
-    )
+    waiting = WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.05,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )  # an element may vanish between finding and reading it while the next page loads
+    return waiting.until(condition, message=f"timed out on {driver.current_url}")
 
 
 def screenshot(driver: WebDriver, directory: Path, name: str) -> Path:

@@ -68,6 +68,7 @@ class Console:
         self.find("#token").send_keys(token)
         self.find("#login-form button[type=submit]").click()
         wait_for(self.driver, lambda d: not self.path().startswith("/console/login"))
+        self.visible("#logout")
 
     def shot(self, name: str) -> Path:
         return screenshot(self.driver, self.shots, name)
@@ -110,6 +111,7 @@ def test_an_admin_adds_a_registry_sees_its_tags_and_new_events_live(
     console.find("#token").send_keys(console.api.admin_token)
     console.find("#login-form button[type=submit]").click()
     wait_for(console.driver, lambda d: console.path() == "/console/events")
+    console.visible("#live")
     cookie = console.driver.get_cookie("watcher_console")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert console.api.admin_token not in console.driver.page_source
@@ -144,7 +146,7 @@ def test_an_admin_adds_a_registry_sees_its_tags_and_new_events_live(
     assert registry_names() == []
     console.find("#save").click()
     wait_for(console.driver, lambda d: console.path() == "/console/registries/local")
-    assert "is saved" in console.find("#flash").text
+    assert "is saved" in console.visible("#flash").text
     assert registry_names() == ["local"]
     assert PASSWORD not in console.driver.page_source
 
