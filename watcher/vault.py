@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,13 @@ def _fernet(settings: Settings | None = None) -> Fernet:
     # Any passphrase works: it is stretched to a Fernet key, so operators need not know Fernet's format.
     material = _key_material(settings or get_settings()).encode()
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(material).digest()))
+
+
+def derive_key(purpose: str, settings: Settings | None = None) -> str:
+    """A key for `purpose` (e.g. signing the console's session cookie), derived from the same secret key
+    material as the credentials' key but never equal to it, so one cannot be turned into the other."""
+    material = _key_material(settings or get_settings()).encode()
+    return hmac.new(material, f"watcher:{purpose}".encode(), hashlib.sha256).hexdigest()
 
 
 def encrypt(credentials: dict[str, str]) -> str:

@@ -17,7 +17,16 @@ class ApiServer(ClosesOnExit):
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # An event stream whose client has gone notices only at its next keep-alive: stop waiting for it
+        # after a second, so a server never outlives its test (and its database).
+        config = uvicorn.Config(
+            create_app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"api-{self.port}", daemon=True)
         self._thread.start()

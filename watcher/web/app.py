@@ -9,6 +9,7 @@ from importlib.metadata import version
 from fastapi import APIRouter, Depends, FastAPI
 
 from watcher.web import errors, metrics
+from watcher.web.console import routes as console
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
 from watcher.web.limits import BodyLimit
@@ -44,5 +45,6 @@ def create_app() -> FastAPI:
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    console.install(app)
     app.add_middleware(BodyLimit)
     return app

@@ -37,22 +37,38 @@ class Principal:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The token of `Authorization: Bearer TOKEN`, or the console's session, if either is there."""
+    """The token of `Authorization: Bearer TOKEN`, or, for reads only, the console's session: a cookie
+    authenticates the console's live event stream, while the API's writes need the header (no cookie-borne
+    write can then be forged from another page, whatever the browser's SameSite support)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if request.method not in READ_METHODS:
+        return None
+    return session_token(request)
+
+
+def session_token(request: Request) -> str | None:
+    """The token the console's signed session cookie carries, if any."""
     session = request.scope.get("session")
     stored = session.get("token") if isinstance(session, dict) else None
     return stored if isinstance(stored, str) else None
 
 
-def authorize(request: Request) -> Principal:
-    """Who is asking, checked in a transaction of its own: recording a token's last use must not hold a
-    write lock for as long as the request (an event stream can last hours)."""
-    token = bearer_token(request)
+def principal_of(token: str | None) -> Principal | None:
+    """Whose token this is, checked in a transaction of its own: recording a token's last use must not hold
+    a write lock for as long as the request (an event stream can last hours)."""
+    if not token:
+        return None
     with session_scope() as session:
-        row = tokens.authenticate(session, token) if token else None
-        principal = Principal(row.name, row.role) if row is not None else None
+        row = tokens.authenticate(session, token)
+        return Principal(row.name, row.role) if row is not None else None
+
+
+def authorize(request: Request) -> Principal:
+    """Who is asking; 401 without a valid token, 403 for a reader doing more than reading."""
+    token = bearer_token(request)
+    principal = principal_of(token)
     if principal is None:
         message = (
             "a token is required: Authorization: Bearer TOKEN (see `watcher token create`)"

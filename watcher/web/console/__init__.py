@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages over the read model, served by the API's app."""
