@@ -69,7 +69,7 @@ def test_another_secret_key_cannot_read_the_credentials(
 
     add = watcher.add_registry("r1", basic_registry.url, "--username", "alice", "--password", PASSWORD)
     assert add.exit_code == 0
-    monkeypatch.setenv("WATCHER_SECRET_KEY", "a-different-key")
+    monkeypatch.setenv("WATCHER_SECRET_KEY", "a-different-key-of-enough-length")
     get_settings.cache_clear()
     result = watcher.cli("registry", "test", "r1")
     assert result.exit_code == 1
