@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -195,8 +196,8 @@ def test_one_undecryptable_registry_does_not_break_the_others(
         assert PASSWORD not in result.output and OTHER_KEY not in result.output
 
     # The way out the message gives: re-enter the credentials with `registry apply`.
-    entry = {"name": "b-lost", "provider": "oci", "url": basic_registry.url, "username": "alice"}
-    entry |= {"password": PASSWORD, "repositories": [f"{unique_repo}/*"]}
+    entry: dict[str, Any] = {"name": "b-lost", "provider": "oci", "url": basic_registry.url}
+    entry |= {"username": "alice", "password": PASSWORD, "repositories": [f"{unique_repo}/*"]}
     path = tmp_path / "lost.yaml"
     path.write_text(yaml.safe_dump({"registries": [entry]}))
     applied = watcher.cli("registry", "apply", "-f", str(path))
