@@ -19,7 +19,7 @@ from watcher.settings import get_settings
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _DURATION = re.compile(r"^(\d{1,12})\s*([smhd]?)$")  # 12 digits: never a 5,000-digit int() to parse
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]{2,45}\])$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$")
 
 MAX_INTERVAL_SECONDS = 30 * 86400
 DEFAULT_INTERVAL = "5m"
