@@ -81,9 +81,15 @@ class DockerHubPoller(OciPoller):
             await self.tags(repos[0], lambda _tag: False)
 
     async def repositories(self) -> list[str]:
+        """The namespace's repositories. Hub answers an empty page for a namespace that does not exist, so
+        an empty listing is believed only once the namespace is known to exist: a mistyped or deleted
+        namespace fails the poll instead of watching nothing (or reporting every repository removed)."""
         path = f"/v2/repositories/{quote(self.namespace, safe='')}/"
         what = f"repositories of namespace {self.namespace!r}"
-        entries = await self.api.listing(path, what, missing=f"namespace {self.namespace!r} not found")
+        missing = f"namespace {self.namespace!r} does not exist on Docker Hub: check --namespace"
+        entries = await self.api.listing(path, what, missing=missing)
+        if not entries and not await self.api.namespace_exists(self.namespace):
+            raise errors.ScopeError(missing)
         return [f"{self.namespace}/{e['name']}" for e in entries or []]
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
@@ -170,6 +176,26 @@ class HubApi(ApiClient):
             token = await self.token(refused=token)
             response = await self._send("GET", url, what, headers=bearer(token))
         return response
+
+    # -- namespaces -----------------------------------------------------------------------------------
+    async def namespace_exists(self, namespace: str) -> bool:
+        """Whether Hub knows `namespace` as a user (`/v2/users/NS/`) or an organisation (`/v2/orgs/NS/`).
+
+        Only two 404s prove it missing; a 401 or 403 (an organisation's details may need its members'
+        token) leaves it presumed to exist, and any other failure is raised, so the poll is tried again.
+        """
+        refused = False
+        for kind in ("users", "orgs"):
+            what = f"namespace {namespace!r} on Docker Hub"
+            response = await self.get(f"/v2/{kind}/{quote(namespace, safe='')}/", what)
+            status = response.status_code
+            if status not in (200, 401, 403, 404):
+                raise status_error(response, what)
+            await response.aclose()
+            if status == 200:
+                return True
+            refused = refused or status in (401, 403)
+        return refused
 
     # -- listings -------------------------------------------------------------------------------------
     async def listing(self, path: str, what: str, *, missing: str | None = None) -> list[dict[str, Any]] | None:
