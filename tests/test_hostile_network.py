@@ -66,9 +66,7 @@ def fixed_then_polled(watcher: Watcher, registry: HostileRegistry) -> None:
     registry.repositories["team/app"]["v3"] = digest_of("team/app:v3")
     result = watcher.cli("poll", "r1")
     assert result.exit_code == 0, result.output
-    assert [(e["change"], e["repository"], e["tag"]) for e in watcher.stream_entries()] == [
-        ("added", "team/app", "v3")
-    ]
+    assert [(e["change"], e["repository"], e["tag"]) for e in watcher.stream_entries()] == [("added", "team/app", "v3")]
 
 
 @DATABASES
@@ -97,9 +95,7 @@ def test_a_redirect_to_another_host_and_its_realm_get_nothing(
 
 
 @pytest.fixture
-def tls_hostile(
-    recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[HostileRegistry]:
+def tls_hostile(recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileRegistry]:
     """The hostile registry over https, its certificate from a test CA the watcher is told to trust."""
     import ssl
 
