@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 
 from watcher import errors
 from watcher.auth import CredentialSource, RegistryAuth
 from watcher.http import ApiClient, HostLimits, json_object, status_error
+from watcher.origin import OriginGuard
+from watcher.settings import get_settings
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -24,7 +25,6 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 PAGE_SIZE = 1000
-MAX_PAGES = 100_000
 
 
 class OciClient(ApiClient):
@@ -36,8 +36,9 @@ class OciClient(ApiClient):
         limits: HostLimits | None = None,
         verify: bool | str = True,
     ) -> None:
-        self.auth = RegistryAuth(credentials)
-        super().__init__(base_url, limits or HostLimits(), auth=self.auth, verify=verify)
+        guard = OriginGuard(base_url.rstrip("/"))
+        self.auth = RegistryAuth(credentials, guard)
+        super().__init__(base_url, limits or HostLimits(), auth=self.auth, verify=verify, guard=guard)
 
     async def ping(self) -> None:
         """GET /v2/: the registry answers, speaks Distribution v2, and accepts our credentials."""
@@ -46,18 +47,20 @@ class OciClient(ApiClient):
             raise status_error(response, "ping /v2/")
 
     async def _pages(self, path: str, what: str) -> AsyncIterator[dict[str, Any]]:
-        """Each JSON page of a paginated listing, following `Link: <...>; rel="next"`."""
+        """Each JSON page of a paginated listing, following `Link: <...>; rel="next"` on the registry's origin,
+        at most `WATCHER_MAX_PAGES` of them."""
         url: str | None = f"{path}?n={PAGE_SIZE}"
         seen: set[str] = set()
         while url is not None:
-            if url in seen or len(seen) >= MAX_PAGES:
+            if url in seen:
                 raise errors.BadResponseError(f"{what}: pagination loops at {url}")
+            check_page_count(len(seen), what)
             seen.add(url)
             response = await self._send("GET", url, what)
             if response.status_code != 200:
                 raise status_error(response, what)
             yield json_object(response, what)
-            url = next_link(response, self.base_url)
+            url = next_link(response, self.guard, what)
 
     async def catalog(self) -> list[str]:
         names: list[str] = []
@@ -113,11 +116,18 @@ class OciClient(ApiClient):
         return response.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
 
 
-def next_link(response: httpx.Response, base_url: str) -> str | None:
-    """The `rel="next"` target of a Link header, made absolute against the registry."""
+def next_link(response: httpx.Response, guard: OriginGuard, what: str) -> str | None:
+    """The `rel="next"` target of a Link header, made absolute; one on another origin fails the listing."""
     for link in response.headers.get_list("link"):
         for part in link.split(","):
             target, _, params = part.partition(";")
             if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-                return urljoin(base_url + "/", target.strip().strip("<>"))
+                return guard.follow_link(target.strip().strip("<>"), what)
     return None
+
+
+def check_page_count(pages_read: int, what: str) -> None:
+    """Refuse to read one more page once a listing has had `WATCHER_MAX_PAGES` of them."""
+    limit = get_settings().max_pages
+    if pages_read >= limit:
+        raise errors.BadResponseError(f"{what}: more than {limit} pages (WATCHER_MAX_PAGES)")

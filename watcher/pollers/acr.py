@@ -36,11 +36,14 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
+from azure.core.pipeline.transport import RequestsTransport
 
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
 from watcher.http import HostLimits, Pacer, error_for_status
+from watcher.netpolicy import policed_session
+from watcher.origin import OffOrigin, origin_of, shown
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.spec import RegistrySpec
@@ -187,6 +190,19 @@ class Meter(SansIOHTTPPolicy):
         self._pacer.wait_blocking()
 
 
+class StayOnOrigin(SansIOHTTPPolicy):
+    """Every request of the pipeline (paging links and redirects included) goes to the registry's own
+    origin, checked before the ACR token is added: nothing of ours reaches another host."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._home = origin_of(endpoint)
+
+    def on_request(self, request: PipelineRequest) -> None:
+        url = request.http_request.url
+        if origin_of(url) != self._home:
+            raise OffOrigin(f"refused to send a request to {shown(url)}: not the registry's origin")
+
+
 class TlsFailFast(RetryPolicy):
     """Retries as usual, except a certificate problem: trying again cannot fix it."""
 
@@ -227,13 +243,15 @@ class AcrApi:
     def _connect(self) -> tuple[TokenCredential, Any]:
         from azure.containerregistry import ContainerRegistryClient
 
-        credential = self._make_credential(dict(self._options))
+        credential = self._make_credential(dict(self._options))  # Azure AD: the SDK's own connections
         client = ContainerRegistryClient(
             self.endpoint,
             credential,
             audience=AUDIENCE,
             retry_policy=TlsFailFast(**self._options),
-            per_retry_policies=[self.meter],
+            per_retry_policies=[StayOnOrigin(self.endpoint), self.meter],
+            # the registry (its listing and token exchange share this transport): the network policy and body cap
+            transport=RequestsTransport(session=policed_session(), **self._options),
             **self._options,
         )
         return credential, client
@@ -297,6 +315,8 @@ def _close(client: Any, credential: Any) -> None:
 
 def translate(exc: BaseException, what: str) -> errors.RegistryError:
     """An azure SDK failure as one of watcher's errors, in one line without secrets."""
+    if isinstance(exc, errors.RegistryError):  # the network policy, the body cap, the origin check
+        return type(exc)(f"{what}: {exc.message}")
     text = str(exc)
     ssl_reason, os_reason = _SSL_ERROR.search(text), _OS_ERROR.search(text)
     if isinstance(exc, (ServiceRequestError, ClientAuthenticationError)) and ssl_reason:

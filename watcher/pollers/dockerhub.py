@@ -20,7 +20,7 @@ import os
 import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -28,6 +28,7 @@ from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
 from watcher.http import ApiClient, HostLimits, json_object
+from watcher.oci import check_page_count
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.scope import Scope
@@ -36,7 +37,6 @@ from watcher.spec import RegistrySpec
 API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
 DEFAULT_API_URL = "https://hub.docker.com"
 PAGE_SIZE = 100  # the API's maximum
-MAX_PAGES = 10_000
 LISTING_ATTEMPTS = 2  # a listing that changed while it was paged through is read once more
 TOKEN_LIFETIME_SECONDS = 600.0  # what Hub documents for /v2/auth/token, when the token does not say
 TOKEN_MARGIN_SECONDS = 60.0
@@ -223,8 +223,9 @@ class HubApi(ApiClient):
         entries: list[dict[str, Any]] = []
         counts: set[object] = set()
         while url is not None:
-            if url in seen or len(seen) >= MAX_PAGES:
+            if url in seen:
                 raise errors.BadResponseError(f"{what}: pagination loops at {url}")
+            check_page_count(len(seen), what)
             seen.add(url)
             response = await self.get(url, what)
             if response.status_code == 404:  # first page: gone; a later one: the listing shrank under us
@@ -234,21 +235,17 @@ class HubApi(ApiClient):
             page = json_object(response, what)
             entries.extend(page_results(page, what))
             counts.add(page.get("count"))
-            url = self._next(page.get("next"))
+            url = self._next(page.get("next"), what)
         names = {e["name"] for e in entries}
         count = next(iter(counts))
         consistent = len(counts) == 1 and len(names) == len(entries) and (count is None or count == len(names))
         return entries, consistent
 
-    def _next(self, link: object) -> str | None:
-        """The next page, kept on the API's own host (the bearer token goes nowhere else)."""
+    def _next(self, link: object, what: str) -> str | None:
+        """The next page, which must be on the API's own origin (the bearer token goes nowhere else)."""
         if not isinstance(link, str) or not link:
             return None
-        parts = urlsplit(link)
-        base = urlsplit(self.base_url)
-        if parts.netloc and (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
-            return f"{parts.path}?{parts.query}" if parts.query else parts.path
-        return link
+        return self.guard.follow_link(link, what)
 
 
 def bearer(token: str | None) -> dict[str, str]:

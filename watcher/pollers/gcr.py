@@ -35,6 +35,7 @@ from watcher import errors
 from watcher.auth import CredentialSource
 from watcher.diff import Listing, TagState
 from watcher.errors import InputError
+from watcher.netpolicy import policed_session
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.scope import Scope
@@ -158,7 +159,7 @@ class GoogleToken:
         self.credentials = credentials
         self.token_uri = token_uri
         self.clock = clock
-        self._session = requests.Session()
+        self._session = policed_session()  # the key's token_uri is the registrant's to choose
         self._request = _TimedRequest(self._session, timeout)
         self._lock = threading.Lock()
         self._minted_at = -math.inf
@@ -190,6 +191,8 @@ class GoogleToken:
             raise refresh_error(exc, self.token_uri) from None
         except google.auth.exceptions.TransportError as exc:
             raise transport_error(exc, self.token_uri) from None
+        except errors.RegistryError as exc:  # the network policy or the body cap stopped the request
+            raise type(exc)(f"Google token endpoint {self.token_uri}: {exc.message}") from None
         now = self.clock()
         lifetime = _seconds_left(self.credentials.expiry)
         self._minted_at = now
