@@ -26,6 +26,7 @@ import httpx
 
 from watcher import errors
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import ApiClient, HostLimits, json_object
 from watcher.pollers.base import TagFilter, gather_all
@@ -80,11 +81,15 @@ class DockerHubPoller(OciPoller):
         if repos:
             await self.tags(repos[0], lambda _tag: False)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> list[object]:
         path = f"/v2/repositories/{quote(self.namespace, safe='')}/"
         what = f"repositories of namespace {self.namespace!r}"
         entries = await self.api.listing(path, what, missing=f"namespace {self.namespace!r} not found")
-        return [f"{self.namespace}/{e['name']}" for e in entries or []]
+        return [self._in_namespace(e["name"]) for e in entries or []]
+
+    def _in_namespace(self, name: object) -> object:
+        """`NS/NAME` for a name the API gave as a string; anything else as sent, for `discover` to ignore."""
+        return f"{self.namespace}/{name}" if isinstance(name, str) else name
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         namespace, _, name = repository.rpartition("/")
@@ -97,19 +102,19 @@ class DockerHubPoller(OciPoller):
         unresolved: list[tuple[str, datetime | None]] = []
         for entry in entries:
             tag = entry["name"]
-            if not wanted(tag):
+            if not self.valid_tag(repository, tag) or not isinstance(tag, str) or not wanted(tag):
                 continue
             pushed_at = parse_time(entry.get("tag_last_pushed")) or parse_time(entry.get("last_updated"))
             digest = entry.get("digest")
-            if isinstance(digest, str) and ":" in digest:
-                states[tag] = TagState(digest, pushed_at)
-            else:
+            if digest is None or digest == "":  # Hub leaves it out for some images: ask the registry
                 unresolved.append((tag, pushed_at))
+            else:
+                states[tag] = TagState(self.valid_digest(repository, tag, digest), pushed_at)
         path_in_registry = f"{namespace}/{name}"
         digests = await gather_all([self.client.manifest_digest(path_in_registry, tag) for tag, _ in unresolved])
         for (tag, pushed_at), found in zip(unresolved, digests, strict=True):
-            if found:  # None: the tag went away between the API's answer and the HEAD
-                states[tag] = TagState(found, pushed_at)
+            if found is not None:  # None: the tag went away between the API's answer and the HEAD
+                states[tag] = TagState(self.valid_digest(repository, tag, found), pushed_at)
         return states
 
     @property
@@ -207,9 +212,10 @@ class HubApi(ApiClient):
                 raise status_error(response, what)
             page = json_object(response, what)
             entries.extend(page_results(page, what))
+            check_entries(len(entries), what)
             counts.add(page.get("count"))
             url = self._next(page.get("next"))
-        names = {e["name"] for e in entries}
+        names = {repr(e["name"]) for e in entries}  # names may be any JSON value; the poller checks them
         count = next(iter(counts))
         consistent = len(counts) == 1 and len(names) == len(entries) and (count is None or count == len(names))
         return entries, consistent
@@ -242,10 +248,9 @@ def usable_seconds(token: str) -> float:
 
 
 def page_results(page: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """The entries of a page; each has a `name`, whose value the poller checks (it may be anything)."""
     results = page.get("results")
-    if not isinstance(results, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) for r in results
-    ):
+    if not isinstance(results, list) or not all(isinstance(r, dict) and "name" in r for r in results):
         raise errors.BadResponseError(f"{what}: 'results' is not a list of named entries")
     return results
 
