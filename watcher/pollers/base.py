@@ -48,7 +48,7 @@ class Poller:
         self.ignored: list[str] = []
         #: how many names were left out in all
         self.ignored_count = 0
-        self._ignored_lines: set[str] = set()
+        self._ignored_keys: set[tuple[str, str | None]] = set()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -99,12 +99,13 @@ class Poller:
         return {repo: self._checked(repo, tags) for repo, tags in zip(repos, listed, strict=True) if tags}
 
     # -- what the registry sent ---------------------------------------------------------------------
-    def ignore(self, line: str) -> None:
+    def ignore(self, line: str, name: object = None) -> None:
         """Count a name left out of the listing (once, wherever the registry sent it); keep its line while
         there are few."""
-        if line in self._ignored_lines:
+        key = (line, name if isinstance(name, str) else None)  # a line shows a long name cut short
+        if key in self._ignored_keys:
             return
-        self._ignored_lines.add(line)
+        self._ignored_keys.add(key)
         self.ignored_count += 1
         if len(self.ignored) < MAX_IGNORED_LINES:
             self.ignored.append(line)
@@ -117,7 +118,7 @@ class Poller:
             if problem is None and isinstance(name, str):
                 valid[name] = None
             else:
-                self.ignore(f"repository {shown(name)} is not a valid OCI repository name: it {problem}")
+                self.ignore(f"repository {shown(name)} is not a valid OCI repository name: it {problem}", name)
         return list(valid)
 
     def valid_tags(self, repository: str, names: Iterable[object]) -> list[str]:
@@ -132,7 +133,7 @@ class Poller:
         """Whether `name` is a valid tag; an invalid one is ignored."""
         problem = tag_problem(name)
         if problem is not None:
-            self.ignore(f"tag {shown(name)} of {repository} is not a valid OCI tag: it {problem}")
+            self.ignore(f"tag {shown(name)} of {repository} is not a valid OCI tag: it {problem}", name)
         return problem is None
 
     def valid_digest(self, repository: str, tag: str, digest: object) -> str:
