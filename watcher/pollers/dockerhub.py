@@ -260,7 +260,7 @@ def hub_detail(response: httpx.Response) -> str:
     try:
         body = json.loads(response.content)
         text = body.get("detail") or body.get("message") or ""
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return " ".join(str(text).split())[:200]
 
@@ -275,7 +275,7 @@ def login_error(response: httpx.Response, what: str) -> errors.RegistryError:
     if response.status_code in (400, 401):
         try:
             two_factor = bool(json.loads(response.content).get("login_2fa_token"))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             two_factor = False
         hint = "; the account uses two-factor authentication: log in with a personal access token" if two_factor else ""
         return errors.AuthError(f"{what}: HTTP {response.status_code} ({hub_detail(response) or 'refused'}){hint}")

@@ -70,7 +70,7 @@ class HarborListing(ApiClient):
             return False
         try:
             body = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         return isinstance(body, dict) and ("harbor_version" in body or "auth_mode" in body)
 
