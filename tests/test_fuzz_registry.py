@@ -7,73 +7,39 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Watcher
+from tests.fakes.canned import Answer, CannedServer
 from tests.fakes.hostile_registry import digest_of
-from tests.support.servers import BackgroundServer
 from watcher.reference import is_digest, is_repository, is_tag
 
 ROUTES = ("catalog", "tags", "manifest")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
-@dataclass
-class Answer:
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b"{}"
-
-
-class FuzzRegistry(BackgroundServer):
-    """A fake registry (named as a fake: it answers whatever the test planned) for `/v2/` routes."""
+class FuzzRegistry(CannedServer):
+    """A registry (a fake: it answers whatever the example planned) for the `/v2/` routes."""
 
     def __init__(self) -> None:
         self.plan: dict[str, Answer] = dict(ANSWERS)
-        self.lock = threading.Lock()
-        super().__init__(_FuzzHandler, name="fuzz-registry")
-        self._httpd.owner = self  # type: ignore[attr-defined]
+        super().__init__(self.route, name="fuzz-registry")
 
-
-class _FuzzHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    def do_GET(self) -> None:
-        server: FuzzRegistry = self.server.owner  # type: ignore[attr-defined]
-        path = urlsplit(self.path).path
+    def route(self, path: str) -> Answer:
         if path in ("/v2/", "/v2"):
-            answer = Answer()
-        elif path == "/v2/_catalog":
-            answer = server.plan["catalog"]
-        elif path.endswith("/tags/list"):
-            answer = server.plan["tags"]
-        elif "/manifests/" in path:
-            answer = server.plan["manifest"]
-        else:
-            answer = Answer(404, [], b'{"errors": []}')
-        self.send_response(answer.status)
-        for key, value in answer.headers:
-            self.send_header(key, value)
-        if answer.status in RETRYABLE:
-            self.send_header("Retry-After", "0")  # retried at once: the fuzz stays fast
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(answer.body)
-
-    do_HEAD = do_GET
+            return Answer()
+        if path == "/v2/_catalog":
+            return self.plan["catalog"]
+        if path.endswith("/tags/list"):
+            return self.plan["tags"]
+        if "/manifests/" in path:
+            return self.plan["manifest"]
+        return Answer(404, [], b'{"errors": []}')
 
 
 # -- what a registry may send ----------------------------------------------------------------------
@@ -162,7 +128,10 @@ def answers(draw: st.DrawFn, route: str) -> Answer:
     if draw(st.integers(0, 3)) == 0:
         headers.append(("Content-Encoding", "gzip"))
         body = gzip.compress(body) if draw(st.booleans()) else body  # and sometimes a lie
-    return Answer(draw(STATUSES), headers, body)
+    status = draw(STATUSES)
+    if status in RETRYABLE:
+        headers.append(("Retry-After", "0"))  # retried at once: the fuzz stays fast
+    return Answer(status, headers, body)
 
 
 PLANS = st.fixed_dictionaries({route: answers(route) for route in ROUTES})

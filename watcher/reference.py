@@ -22,8 +22,10 @@ TAG_LENGTH = 128
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_ALGORITHM = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*")
-_ENCODED = re.compile(r"[a-zA-Z0-9=_-]+")
+_REPOSITORY_SHAPE = "is not lowercase path components ([a-z0-9] joined by '.', '_', '__' or '-') separated by '/'"
+_TAG_SHAPE = "has characters other than [A-Za-z0-9._-] or starts with '.' or '-'"
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")  # algorithm:encoded
+_DIGEST_SHAPE = "is not algorithm:encoded (e.g. sha256:<64 hex digits>)"
 #: algorithms whose encoded part is known exactly: lowercase hex of this many digits
 EXACT_ALGORITHMS = {"sha256": 64, "sha512": 128}
 _LOWER_HEX = re.compile(r"[a-f0-9]+")
@@ -36,35 +38,28 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxother = 2, 4, 4, 40
 
 def repository_problem(value: object) -> str | None:
     """Why `value` is not a valid repository name, or None when it is."""
-    if not isinstance(value, str):
-        return f"is a JSON {json_type(value)}, not a string"
-    if len(value) > REPOSITORY_LENGTH:
-        return f"is longer than {REPOSITORY_LENGTH} characters"
-    if not _REPOSITORY.fullmatch(value):
-        return "is not lowercase path components ([a-z0-9] joined by '.', '_', '__' or '-') separated by '/'"
-    return None
+    return _name_problem(value, REPOSITORY_LENGTH, _REPOSITORY, _REPOSITORY_SHAPE)
 
 
 def tag_problem(value: object) -> str | None:
     """Why `value` is not a valid tag, or None when it is."""
+    return _name_problem(value, TAG_LENGTH, _TAG, _TAG_SHAPE)
+
+
+def _name_problem(value: object, length: int, pattern: re.Pattern[str], shape: str) -> str | None:
     if not isinstance(value, str):
         return f"is a JSON {json_type(value)}, not a string"
-    if len(value) > TAG_LENGTH:
-        return f"is longer than {TAG_LENGTH} characters"
-    if not _TAG.fullmatch(value):
-        return "has characters other than [A-Za-z0-9._-] or starts with '.' or '-'"
-    return None
+    if len(value) > length:
+        return f"is longer than {length} characters"
+    return None if pattern.fullmatch(value) else shape
 
 
 def digest_problem(value: object) -> str | None:
     """Why `value` is not a valid digest, or None when it is."""
-    if not isinstance(value, str):
-        return f"is a JSON {json_type(value)}, not a string"
-    if len(value) > DIGEST_LENGTH:
-        return f"is longer than {DIGEST_LENGTH} characters"
-    algorithm, colon, encoded = value.partition(":")
-    if not colon or not _ALGORITHM.fullmatch(algorithm) or not _ENCODED.fullmatch(encoded):
-        return "is not algorithm:encoded (e.g. sha256:<64 hex digits>)"
+    problem = _name_problem(value, DIGEST_LENGTH, _DIGEST, _DIGEST_SHAPE)
+    if problem is not None or not isinstance(value, str):
+        return problem
+    algorithm, _, encoded = value.partition(":")
     length = EXACT_ALGORITHMS.get(algorithm)
     if length is not None and (len(encoded) != length or not _LOWER_HEX.fullmatch(encoded)):
         return f"is not {algorithm}: followed by {length} lowercase hex digits"

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import Watcher
+from tests.fakes.canned import Answer, CannedServer
 from tests.fakes.hostile_registry import digest_of
 from tests.pollers.test_ecr import run, stubbed
-from tests.support.servers import BackgroundServer
 from watcher import errors
 from watcher.diff import TagState
 from watcher.pollers import poller_for
@@ -32,31 +30,17 @@ from watcher.spec import RegistrySpec
 GOOD = digest_of("good")
 
 
-class CannedApi(BackgroundServer):
-    """A fake API: `routes` maps a path (query ignored) to the JSON it answers; anything else is a 404."""
+class CannedApi(CannedServer):
+    """An API answering the JSON `routes` maps each path to; any other path is a 404."""
 
     def __init__(self, routes: dict[str, Any]) -> None:
         self.routes = routes
-        super().__init__(_CannedHandler, name="canned-api")
-        self._httpd.owner = self  # type: ignore[attr-defined]
+        super().__init__(self.route, name="canned-api")
 
-
-class _CannedHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    def do_GET(self) -> None:
-        routes = self.server.owner.routes  # type: ignore[attr-defined]
-        path = urlsplit(self.path).path
-        found = path in routes
-        body = json.dumps(routes[path] if found else {"errors": []}).encode()
-        self.send_response(200 if found else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def route(self, path: str) -> Answer:
+        if path not in self.routes:
+            return Answer(404, [], b'{"errors": []}')
+        return Answer(200, [("Content-Type", "application/json")], json.dumps(self.routes[path]).encode())
 
 
 def listing_of(poller: Poller) -> dict[str, dict[str, str]]:
