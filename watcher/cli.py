@@ -16,7 +16,7 @@ import click
 import yaml
 from sqlalchemy import select
 
-from watcher import bus, registries
+from watcher import bus, registries, vault
 from watcher.db import session_scope
 from watcher.errors import InputError, RegistryError, StateError, WatcherError
 from watcher.events import stream_entry
@@ -122,11 +122,11 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
     spec = build_spec({"name": name, **values})
     with session_scope() as session:
         if session.scalar(select(Registry.id).where(Registry.name == name)) is not None:
-            raise InputError(f"registry {name!r} already exists: remove it first, or use `watcher registry apply`")
+            raise registries.already_exists(name)  # before testing the connection for nothing
     if not no_verify:
         verify(spec)
     with session_scope() as session:
-        registries.save(session, spec)
+        registries.create(session, spec)  # a racing `add` of the same name loses here, with the same line
     click.echo(
         f"added registry {name!r} ({spec.provider}, {spec.url}), polled every {format_interval(spec.interval_seconds)}"
     )
@@ -374,3 +374,39 @@ def run(concurrency: int | None, loglevel: str) -> None:
         app.worker_main(argv)
     finally:
         bus.stop_started(only_if_alone=False)
+
+
+# ---- secrets -------------------------------------------------------------------------------------
+@main.group("secrets")
+def secrets_group() -> None:
+    """The key that encrypts registry credentials at rest."""
+
+
+@secrets_group.command("rotate")
+@friendly
+def secrets_rotate() -> None:
+    """Re-encrypt every registry's credentials under a new key, while workers keep running.
+
+    With the generated key file, a new key is made and the old one dropped once nothing uses it. With
+    WATCHER_SECRET_KEY, first set the new passphrase there and the old one in WATCHER_SECRET_KEY_FALLBACKS,
+    run this, then remove the fallback.
+    """
+    from watcher.rotation import rotate
+
+    outcome = rotate()
+    count = len(outcome.reencrypted)
+    if outcome.key_file is not None:
+        click.echo(f"re-encrypted {count} registries under a new key in {outcome.key_file}; the old key is gone")
+    elif vault.fallbacks(get_settings()):
+        click.echo(
+            f"re-encrypted {count} registries under WATCHER_SECRET_KEY; "
+            "now remove WATCHER_SECRET_KEY_FALLBACKS from every watcher process"
+        )
+    else:
+        click.echo(f"re-encrypted {count} registries under WATCHER_SECRET_KEY")
+    if outcome.unreadable:
+        names = ", ".join(repr(n) for n in sorted(outcome.unreadable))
+        raise StateError(
+            f"registries {names}: credentials cannot be decrypted with any key and were left as they are; "
+            "re-enter them with `watcher registry apply`"
+        )
