@@ -275,7 +275,7 @@ def json_body(response: httpx.Response, what: str) -> Any:
     """The parsed body; a body that is not JSON is a bad response, named by `what`."""
     try:
         return json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise errors.BadResponseError(f"{what}: the body is not JSON") from None
 
 

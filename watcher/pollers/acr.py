@@ -20,7 +20,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from watcher import errors
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import HostLimits, Pacer, error_for_status
 from watcher.netpolicy import policed_session
@@ -119,7 +121,7 @@ class AcrPoller(OciPoller):
         else:
             await Poller.verify(self)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> Sequence[object]:
         if self.api is None:
             return await super().repositories()
         return await self.api.repositories()
@@ -130,7 +132,11 @@ class AcrPoller(OciPoller):
         found = await self.api.tags(repository)
         if found is None:
             return None
-        return {tag: state for tag, state in found.items() if wanted(tag)}
+        return {
+            tag: TagState(self.valid_digest(repository, tag, digest), updated)
+            for name, digest, updated in found
+            if self.valid_tag(repository, name) and isinstance(tag := name, str) and wanted(tag)
+        }
 
     @property
     def requests(self) -> int:
@@ -141,6 +147,19 @@ class AcrPoller(OciPoller):
             await super().aclose()
         else:
             self.api.close()
+
+
+def counted(items: Iterable[T], what: str) -> list[T]:
+    """The items of a paged SDK listing, failing as soon as there are more than the entries cap."""
+    found: list[T] = []
+    for item in items:
+        found.append(item)
+        check_entries(len(found), what)
+    return found
+
+
+def as_time(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
 
 
 def uses_basic(spec: RegistrySpec) -> bool:
@@ -256,16 +275,17 @@ class AcrApi:
         )
         return credential, client
 
-    async def repositories(self) -> list[str]:
-        return await self._call("catalog", lambda client: [str(n) for n in client.list_repository_names()])
+    async def repositories(self) -> list[object]:
+        """Every repository name, as sent: the poller checks them."""
+        return await self._call("catalog", lambda client: counted(client.list_repository_names(), "catalog"))
 
-    async def tags(self, repository: str) -> dict[str, TagState] | None:
-        """Every tag of the repository with its digest and last update; None if the repository is gone."""
+    async def tags(self, repository: str) -> list[tuple[object, object, datetime | None]] | None:
+        """Every tag of the repository as (name, digest, last update), the first two as sent for the poller
+        to check; None if the repository is gone."""
 
-        def listed(client: Any) -> dict[str, TagState]:
-            return {
-                str(t.name): TagState(str(t.digest), t.last_updated_on) for t in client.list_tag_properties(repository)
-            }
+        def listed(client: Any) -> list[tuple[object, object, datetime | None]]:
+            tags = counted(client.list_tag_properties(repository), f"tags of {repository}")
+            return [(t.name, t.digest, as_time(t.last_updated_on)) for t in tags]
 
         try:
             return await self._call(f"tags of {repository}", listed)

@@ -26,6 +26,7 @@ import httpx
 
 from watcher import errors
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import ApiClient, HostLimits, json_object
 from watcher.oci import check_page_count
@@ -80,7 +81,7 @@ class DockerHubPoller(OciPoller):
         if repos:
             await self.tags(repos[0], lambda _tag: False)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> list[object]:
         """The namespace's repositories. Hub answers an empty page for a namespace that does not exist, so
         an empty listing is believed only once the namespace is known to exist: a mistyped or deleted
         namespace fails the poll instead of watching nothing (or reporting every repository removed)."""
@@ -90,7 +91,11 @@ class DockerHubPoller(OciPoller):
         entries = await self.api.listing(path, what, missing=missing)
         if not entries and not await self.api.namespace_exists(self.namespace):
             raise errors.ScopeError(missing)
-        return [f"{self.namespace}/{e['name']}" for e in entries or []]
+        return [self._in_namespace(e["name"]) for e in entries or []]
+
+    def _in_namespace(self, name: object) -> object:
+        """`NS/NAME` for a name the API gave as a string; anything else as sent, for `discover` to ignore."""
+        return f"{self.namespace}/{name}" if isinstance(name, str) else name
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         namespace, _, name = repository.rpartition("/")
@@ -103,19 +108,19 @@ class DockerHubPoller(OciPoller):
         unresolved: list[tuple[str, datetime | None]] = []
         for entry in entries:
             tag = entry["name"]
-            if not wanted(tag):
+            if not self.valid_tag(repository, tag) or not isinstance(tag, str) or not wanted(tag):
                 continue
             pushed_at = parse_time(entry.get("tag_last_pushed")) or parse_time(entry.get("last_updated"))
             digest = entry.get("digest")
-            if isinstance(digest, str) and ":" in digest:
-                states[tag] = TagState(digest, pushed_at)
-            else:
+            if digest is None or digest == "":  # Hub leaves it out for some images: ask the registry
                 unresolved.append((tag, pushed_at))
+            else:
+                states[tag] = TagState(self.valid_digest(repository, tag, digest), pushed_at)
         path_in_registry = f"{namespace}/{name}"
         digests = await gather_all([self.client.manifest_digest(path_in_registry, tag) for tag, _ in unresolved])
         for (tag, pushed_at), found in zip(unresolved, digests, strict=True):
-            if found:  # None: the tag went away between the API's answer and the HEAD
-                states[tag] = TagState(found, pushed_at)
+            if found is not None:  # None: the tag went away between the API's answer and the HEAD
+                states[tag] = TagState(self.valid_digest(repository, tag, found), pushed_at)
         return states
 
     @property
@@ -234,9 +239,10 @@ class HubApi(ApiClient):
                 raise status_error(response, what)
             page = json_object(response, what)
             entries.extend(page_results(page, what))
+            check_entries(len(entries), what)
             counts.add(page.get("count"))
             url = self._next(page.get("next"), what)
-        names = {e["name"] for e in entries}
+        names = {repr(e["name"]) for e in entries}  # names may be any JSON value; the poller checks them
         count = next(iter(counts))
         consistent = len(counts) == 1 and len(names) == len(entries) and (count is None or count == len(names))
         return entries, consistent
@@ -265,10 +271,9 @@ def usable_seconds(token: str) -> float:
 
 
 def page_results(page: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """The entries of a page; each has a `name`, whose value the poller checks (it may be anything)."""
     results = page.get("results")
-    if not isinstance(results, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) for r in results
-    ):
+    if not isinstance(results, list) or not all(isinstance(r, dict) and "name" in r for r in results):
         raise errors.BadResponseError(f"{what}: 'results' is not a list of named entries")
     return results
 
@@ -278,7 +283,7 @@ def hub_detail(response: httpx.Response) -> str:
     try:
         body = json.loads(response.content)
         text = body.get("detail") or body.get("message") or ""
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return " ".join(str(text).split())[:200]
 
@@ -293,7 +298,7 @@ def login_error(response: httpx.Response, what: str) -> errors.RegistryError:
     if response.status_code in (400, 401):
         try:
             two_factor = bool(json.loads(response.content).get("login_2fa_token"))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             two_factor = False
         hint = "; the account uses two-factor authentication: log in with a personal access token" if two_factor else ""
         return errors.AuthError(f"{what}: HTTP {response.status_code} ({hub_detail(response) or 'refused'}){hint}")

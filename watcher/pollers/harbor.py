@@ -31,9 +31,10 @@ import httpx
 from watcher import errors
 from watcher.auth import CredentialSource
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.http import ApiClient, HostLimits, json_body, status_error
 from watcher.oci import check_page_count, next_link
-from watcher.pollers.base import TagFilter, gather_all
+from watcher.pollers.base import Poller, TagFilter, gather_all
 
 API = "/api/v2.0"
 PAGE_SIZE = 100  # Harbor's maximum page_size
@@ -69,7 +70,7 @@ class HarborListing(ApiClient):
             return False
         try:
             body = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         return isinstance(body, dict) and ("harbor_version" in body or "auth_mode" in body)
 
@@ -83,20 +84,26 @@ class HarborListing(ApiClient):
             raise status_error(response, what)
 
     # -- listing ------------------------------------------------------------------------------------
-    async def repositories(self) -> list[str]:
-        """Every repository of every project these credentials may see (public ones included)."""
+    async def repositories(self) -> list[object]:
+        """Every repository of every project these credentials may see (public ones included), as sent."""
         projects = await self._paged(f"{API}/projects", "Harbor projects", {"with_detail": "false"})
         names = [_text(project, "name", "Harbor projects") for project in projects]
         listed = await gather_all([self._repositories_of(name) for name in names])
-        return sorted(repo for repos in listed for repo in repos)
+        repositories = [repo for repos in listed for repo in repos]
+        check_entries(len(repositories), "Harbor repositories")
+        return repositories
 
-    async def _repositories_of(self, project: str) -> list[str]:
+    async def _repositories_of(self, project: str) -> list[object]:
         what = f"Harbor repositories of project {project}"
         items = await self._paged(f"{API}/projects/{_segment(project)}/repositories", what, {})
-        return [_text(item, "name", what) for item in items]  # full names: "project/repo"
+        check_entries(len(items), what)
+        return [item.get("name") for item in items]  # full names: "project/repo"; the poller checks them
 
-    async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
-        """Wanted tags with digest and push time; None when Harbor holds no artifact there (any more)."""
+    async def tags(self, repository: str, wanted: TagFilter, check: Poller) -> dict[str, TagState] | None:
+        """Wanted tags with digest and push time; None when Harbor holds no artifact there (any more).
+
+        `repository` must be a valid name; `check` is the poller's: it filters the tags Harbor sent
+        (ignoring invalid ones) and vouches for each digest before it is used."""
         project, _, name = repository.partition("/")
         if not name:
             return None  # every Harbor repository lives in a project
@@ -107,12 +114,16 @@ class HarborListing(ApiClient):
         if not artifacts:
             return None
         found: dict[str, TagState] = {}
+        count = 0
         for artifact in artifacts:
-            digest = _text(artifact, "digest", what)
             pushed = push_time(artifact.get("push_time"))
-            for tag in _list(artifact.get("tags"), what):
-                tag_name = _text(tag, "name", what)
-                if wanted(tag_name):
+            tags = [tag if isinstance(tag, dict) else {"name": tag} for tag in _list(artifact.get("tags"), what)]
+            count += len(tags)
+            check_entries(count, f"tags of {repository}")
+            for tag in tags:
+                tag_name = tag.get("name")
+                if check.valid_tag(repository, tag_name) and isinstance(tag_name, str) and wanted(tag_name):
+                    digest = check.valid_digest(repository, tag_name, artifact.get("digest"))
                     # the tag's own push time says when it was pushed or moved here; the artifact's is the fallback
                     found[tag_name] = TagState(digest, push_time(tag.get("push_time")) or pushed)
         return found
