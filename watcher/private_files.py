@@ -27,7 +27,10 @@ def private_dir(path: Path) -> Path:
     try:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StateError(f"cannot create the directory {path}: {exc.strerror}") from None
+        raise StateError(
+            f"cannot use {path}: cannot create the directory: {exc.strerror} "
+            "(WATCHER_DATA_DIR and WATCHER_DATABASE_URL choose where the watcher writes)"
+        ) from None
     narrow(path)
     return path
 
