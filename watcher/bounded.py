@@ -46,7 +46,7 @@ class DetachedExecutor(ThreadPoolExecutor):
                 return
             try:
                 result = fn(*args, **kwargs)
-            except BaseException as exc:
+            except BaseException as exc:  # handed to whoever awaits the future
                 future.set_exception(exc)
             else:
                 future.set_result(result)
@@ -85,7 +85,7 @@ async def _race(work: Coroutine[Any, Any, T], seconds: float, stop: threading.Ev
     deadline = loop.time() + seconds
     while not task.done():
         if stop.is_set():
-            reason: BaseException = Interrupted("interrupted: the process is stopping; nothing was saved")
+            reason: BaseException = Interrupted("poll interrupted: the process is stopping; nothing was saved")
         elif loop.time() >= deadline:
             reason = DeadlineExceeded(deadline_message)
         else:

@@ -84,6 +84,8 @@ def poll(
                 return _commit(engine, spec, registry_id, revision, run_id, owner, listed)
             except BaseException as exc:
                 _finish_unsaved(engine, registry_id, run_id, owner, exc)
+                if isinstance(exc, Interrupted):
+                    raise Interrupted(f"registry {name!r}: {exc}") from None
                 if isinstance(exc, RegistryError):
                     exc.registry = name
                 raise

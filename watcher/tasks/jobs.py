@@ -55,7 +55,7 @@ def poll_registry(self: Task, name: str) -> int:
         log.info("%s", exc)
         return 0
     except Interrupted as exc:
-        log.warning("registry %r: %s", name, exc)
+        log.warning("%s", exc)
         return 0
     except TRANSIENT as exc:
         if self.request.retries < MAX_RETRIES:
