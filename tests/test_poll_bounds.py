@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -226,3 +227,21 @@ def test_ignored_names_are_counted_logged_and_reported(
     assert runs_of(watcher, "h")[-1].ignored == 1
     as_json = watcher.cli("poll", "h", "--json")
     assert '"ignored": 1' in as_json.stdout
+
+
+def test_an_unreachable_registry_is_retried_then_logged_in_one_line(
+    watcher: Watcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    from watcher.tasks.jobs import MAX_RETRIES, poll_registry
+
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    assert watcher.add_registry("gone", url, "--no-verify").exit_code == 0
+    with caplog.at_level(logging.WARNING, logger="watcher"):
+        poll_registry.apply(args=("gone",))  # eager: each retry runs at once, in this process
+    lines = [r.getMessage() for r in caplog.records if r.name == "watcher"]
+    assert len(lines) == MAX_RETRIES + 1, lines
+    assert all(line.startswith("registry 'gone': unreachable") for line in lines)
+    assert not any(r.exc_info for r in caplog.records)
+    assert [r.outcome for r in runs_of(watcher, "gone")] == ["failed"] * (MAX_RETRIES + 1)

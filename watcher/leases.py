@@ -70,8 +70,9 @@ def release(session: Session, registry_id: int, owner: str) -> None:
 class Heartbeat:
     """`with Heartbeat(...):` renews the lease from a daemon thread until the block ends."""
 
-    def __init__(self, engine: Engine, registry_id: int, owner: str) -> None:
+    def __init__(self, engine: Engine, registry_id: int, owner: str, name: str) -> None:
         self.engine = engine
+        self.name = name
         self.registry_id = registry_id
         self.owner = owner
         self.every = lease_length().total_seconds() / 3
@@ -94,4 +95,4 @@ class Heartbeat:
                 if not renew(self.engine, self.registry_id, self.owner):
                     return  # released, or lost: the revision check at commit decides
             except SQLAlchemyError as exc:
-                log.warning("lease of registry #%d not renewed: %s", self.registry_id, str(exc).splitlines()[0])
+                log.warning("registry %r: lease not renewed: %s", self.name, str(exc).splitlines()[0])

@@ -75,7 +75,7 @@ def poll(
             if not leases.claim(session, registry_id, owner):
                 raise Busy(f"registry {name!r} is being polled by another worker")
             run_id = runs.start(session, registry_id)
-        with leases.Heartbeat(engine, registry_id, owner):
+        with leases.Heartbeat(engine, registry_id, owner, name):
             try:
                 spec = _spec(row)
                 listed = _bounded_listing(spec, stop_event)
@@ -83,7 +83,7 @@ def poll(
                     log.warning("registry %r: %s", name, line)
                 return _commit(engine, spec, registry_id, revision, run_id, owner, listed)
             except BaseException as exc:
-                _finish_unsaved(engine, registry_id, run_id, owner, exc)
+                _finish_unsaved(engine, name, registry_id, run_id, owner, exc)
                 if isinstance(exc, Interrupted):
                     raise Interrupted(f"registry {name!r}: {exc}") from None
                 if isinstance(exc, RegistryError):
@@ -135,7 +135,7 @@ async def _list(spec: RegistrySpec) -> Listed:
         await poller.aclose()
 
 
-def _finish_unsaved(engine: Engine, registry_id: int, run_id: int, owner: str, exc: BaseException) -> None:
+def _finish_unsaved(engine: Engine, name: str, registry_id: int, run_id: int, owner: str, exc: BaseException) -> None:
     """Close the run of a poll that saved nothing, and give the registry back."""
     outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
@@ -144,7 +144,7 @@ def _finish_unsaved(engine: Engine, registry_id: int, run_id: int, owner: str, e
             runs.finish(session, run_id, outcome, error=error.splitlines()[0] if error else outcome)
             leases.release(session, registry_id, owner)
     except (SQLAlchemyError, StateError) as db_error:  # the lease lapses on its own; say why the run stays open
-        log.warning("registry #%d: poll run %d not closed: %s", registry_id, run_id, str(db_error).splitlines()[0])
+        log.warning("registry %r: poll run %d not closed: %s", name, run_id, str(db_error).splitlines()[0])
 
 
 def load_snapshot(session: Session, registry_id: int) -> tuple[Listing, dict[str, int]]:

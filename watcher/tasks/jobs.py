@@ -12,7 +12,6 @@ from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher import bus, scheduler
-from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
@@ -54,9 +53,6 @@ def poll_registry(self: Task, name: str) -> int:
     except Busy as exc:
         log.info("%s", exc)
         return 0
-    except Interrupted as exc:
-        log.warning("%s", exc)
-        return 0
     except TRANSIENT as exc:
         if self.request.retries < MAX_RETRIES:
             countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
@@ -64,7 +60,7 @@ def poll_registry(self: Task, name: str) -> int:
             raise self.retry(countdown=countdown) from None
         log.warning("%s", exc)
         return 0
-    except WatcherError as exc:
+    except WatcherError as exc:  # the registry's failure, bad option or credentials, or a stop request
         log.warning("%s", exc)
         return 0
     except Exception as exc:
