@@ -73,7 +73,7 @@ def test_run_on_embedded_defaults_polls_and_stops_its_redis(
     tmp_path: Path, registry: RegistryEnv, unique_repo: str
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
-    added = add_local(tmp_path, registry, unique_repo, "--interval", "1s")
+    added = add_local(tmp_path, registry, unique_repo, "--interval", "10s")
     assert added.returncode == 0, added.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     log = tmp_path / "run.log"
