@@ -142,7 +142,7 @@ def test_a_stuck_registry_and_broken_rows_do_not_hold_up_the_others(
     assert {r.outcome for r in runs_of(watcher, "locked")} <= {"failed", "running"}
     log = (tmp_path / "w1.log").read_text()
     assert log.count("registry 'broken': not polled: its schedule cannot be computed") == 1
-    assert "registry 'locked': stored credentials cannot be decrypted" in log
+    assert "registry 'locked': credentials cannot be decrypted" in log
     assert "Traceback" not in log
 
 

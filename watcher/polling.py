@@ -29,11 +29,9 @@ from watcher.pollers import poller_for
 from watcher.registries import find, spec_of
 from watcher.scope import Scope
 from watcher.shutdown import stop_on_signals
-from watcher.spec import RegistrySpec, format_interval
+from watcher.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec, format_interval
 
 log = logging.getLogger("watcher")
-#: the deadline of a whole poll when the registry sets no `poll_timeout`
-DEFAULT_POLL_TIMEOUT_SECONDS = 600
 
 
 class Busy(WatcherError):
@@ -58,7 +56,9 @@ class Listed:
 
     listing: Listing
     requests: int
-    ignored: list[str]
+    #: how many names the registry sent were left out, and the first lines saying which
+    ignored: int
+    ignored_lines: list[str]
 
 
 def poll(
@@ -77,9 +77,9 @@ def poll(
             run_id = runs.start(session, registry_id)
         with leases.Heartbeat(engine, registry_id, owner, name):
             try:
-                spec = _spec(row)
+                spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
                 listed = _bounded_listing(spec, stop_event)
-                for line in listed.ignored:
+                for line in listed.ignored_lines:
                     log.warning("registry %r: %s", name, line)
                 return _commit(engine, spec, registry_id, revision, run_id, owner, listed)
             except BaseException as exc:
@@ -118,19 +118,11 @@ def _duration(seconds: float) -> str:
     return format_interval(int(seconds)) if seconds == int(seconds) else f"{seconds:g}s"
 
 
-def _spec(row: Registry) -> RegistrySpec:
-    """The registry as its poller needs it; credentials that cannot be decrypted fail this poll, named."""
-    try:
-        return spec_of(row)
-    except StateError as exc:
-        raise StateError(f"registry {row.name!r}: {exc}") from None
-
-
 async def _list(spec: RegistrySpec) -> Listed:
     poller = poller_for(spec)
     try:
         listing = await poller.listing(Scope.from_options(spec.options))
-        return Listed(listing, poller.requests, list(poller.ignored))
+        return Listed(listing, poller.requests, poller.ignored_count, list(poller.ignored))
     finally:
         await poller.aclose()
 
@@ -200,7 +192,7 @@ def _commit(
             tags=sum(len(t) for t in listing.values()),
             requests=listed.requests,
             events=events,
-            ignored=len(listed.ignored),
+            ignored=listed.ignored,
         )
         runs.finish(
             session,
