@@ -276,6 +276,7 @@ def report(result: PollResult, as_json: bool) -> None:
             "repositories": result.repositories,
             "tags": result.tags,
             "requests": result.requests,
+            "ignored": result.ignored,
             "events": [{k: v for k, v in e.items() if k != "cloudevent"} for e in entries],
         }
         click.echo(json.dumps(summary))
@@ -283,7 +284,7 @@ def report(result: PollResult, as_json: bool) -> None:
     what = "baseline recorded, " if result.baseline else ""
     click.echo(
         f"registry {result.registry!r}: {what}{result.repositories} repositories, {result.tags} tags, "
-        f"{len(entries)} events, {result.requests} requests"
+        f"{len(entries)} events, {result.requests} requests, {result.ignored} ignored"
     )
     for e in entries:
         click.echo(line_of(e))
