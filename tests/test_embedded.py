@@ -87,9 +87,9 @@ def test_run_on_embedded_defaults_polls_and_stops_its_redis(
         )
         try:
             deadline = time.monotonic() + 90
-            while "1 tags, 0 events (baseline)" not in log.read_text() and time.monotonic() < deadline:
+            while "1 tags, 0 events, 0 ignored (baseline)" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.25)
-            assert "(baseline)" in log.read_text(), log.read_text()[-2000:]
+            assert "1 tags, 0 events, 0 ignored (baseline)" in log.read_text(), log.read_text()[-2000:]
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)

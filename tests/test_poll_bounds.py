@@ -237,3 +237,19 @@ def test_an_unreachable_registry_is_retried_then_logged_in_one_line(
     assert all(line.startswith("registry 'gone': unreachable") for line in lines)
     assert not any(r.exc_info for r in caplog.records)
     assert [r.outcome for r in runs_of(watcher, "gone")] == ["failed"] * (MAX_RETRIES + 1)
+
+
+def test_a_connection_test_is_bounded_by_the_poll_timeout_too() -> None:
+    """`registry add`/`test` (and the API's registration) run the same bounded listing as a poll."""
+    from tests.fakes.hostile_registry import HostileRegistry, Recorder
+    from watcher.bounded import DeadlineExceeded
+    from watcher.connection import verify
+    from watcher.spec import RegistrySpec
+
+    with Recorder() as recorder, HostileRegistry(recorder) as server:
+        server.mode = "slow"
+        spec = RegistrySpec("slow", "oci", server.url, options={"poll_timeout": 1})
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match=r"registry 'slow': too slow: the test exceeded its 1s deadline"):
+            verify(spec)
+        assert time.monotonic() - started < 8

@@ -79,3 +79,14 @@ def test_an_interval_past_the_calendar_is_set_aside_not_raised(
         "registry 'huge': not polled: its schedule cannot be computed (interval_seconds 259200000000 puts the "
         "next poll past the year 9999); fix it with `watcher registry apply` (tried again in 1h)"
     ]
+
+
+def test_a_new_interval_starts_a_new_grid_at_once(watcher: Watcher) -> None:
+    """A row the tick set aside, fixed with `registry apply`, does not wait out the hour."""
+    from watcher.models import utcnow
+
+    _save(watcher, "broken", 0, T0)
+    claim_due(watcher.engine, T0)  # set aside for PARK
+    with session_scope(watcher.engine) as session:
+        registries.save(session, RegistrySpec("broken", "oci", "https://r.example.com", interval_seconds=120))
+    assert claim_due(watcher.engine, utcnow()) == ["broken"]

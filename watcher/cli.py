@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -17,18 +16,19 @@ from sqlalchemy import select
 
 from watcher import bus, registries, vault
 from watcher.applyfile import load_specs
+from watcher.connection import verify
 from watcher.db import session_scope
-from watcher.errors import RegistryError, StateError, WatcherError
+from watcher.errors import StateError, WatcherError
 from watcher.events import stream_entry
 from watcher.failures import check_configuration, debugging, mask, one_line
 from watcher.forms import build_spec
 from watcher.history import parse_since, recent_events
 from watcher.models import Registry
-from watcher.pollers import PROVIDER_NAMES, poller_for
+from watcher.pollers import PROVIDER_NAMES
 from watcher.polling import PollResult, poll
 from watcher.relay import relay
 from watcher.settings import get_settings
-from watcher.spec import RegistrySpec, format_interval
+from watcher.spec import format_interval
 
 P = ParamSpec("P")
 MAX_EVENTS_LIMIT = 10_000  # `events --limit`: more is a job for the HTTP API's paging
@@ -152,23 +152,6 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
     click.echo(
         f"added registry {name!r} ({spec.provider}, {spec.url}), polled every {format_interval(spec.interval_seconds)}"
     )
-
-
-def verify(spec: RegistrySpec) -> None:
-    """Ping, authenticate and list: raises the precise RegistryError, named for the registry."""
-
-    async def run() -> None:
-        poller = poller_for(spec)
-        try:
-            await poller.verify()
-        finally:
-            await poller.aclose()
-
-    try:
-        asyncio.run(run())
-    except RegistryError as exc:
-        exc.registry = spec.name
-        raise
 
 
 @registry.command("list")

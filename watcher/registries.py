@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from watcher import vault
 from watcher.errors import InputError, NotFoundError, StateError
-from watcher.models import PollRun, Registry, Repository, Tag
+from watcher.models import PollRun, Registry, Repository, Tag, utcnow
 from watcher.pollers import provider_class
 from watcher.spec import RegistrySpec, format_interval
 
@@ -78,6 +78,8 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
         if (row.provider, row.url) != (spec.provider, spec.url):
             session.execute(delete(Repository).where(Repository.registry_id == row.id))
             row.baselined = False
+        if row.interval_seconds != spec.interval_seconds:
+            row.next_poll_at = utcnow()  # a new grid starts now (and a row the tick had set aside comes back)
     _assign(row, spec)
     try:
         session.flush()
