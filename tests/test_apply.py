@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import Watcher
 from tests.support.fixtures import PASSWORD, RegistryEnv
-from watcher.cli import load_specs
+from watcher.applyfile import load_specs
 
 
 def write(tmp_path: Path, registries: list[dict]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,24 +11,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from tests.conftest import Watcher
+from tests.fakes.hostile_registry import HostileRegistry, Recorder
+from tests.support.polls import lease_of, runs_of, set_row, wait_for
 from tests.support.processes import stop_process
-from watcher.models import PollRun
+from watcher import polling
+from watcher.models import PollRun, utcnow
+from watcher.settings import get_settings
 
 
 @pytest.fixture
-def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str) -> subprocess.Popen[bytes]:
+    def start(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--concurrency", "2", "--loglevel", "INFO"],
+            [sys.executable, "-m", "watcher", "run", "--concurrency", str(concurrency), "--loglevel", "INFO"],
             env=watcher.env(),  # every worker shares the one installation: data dir, database, Redis
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a test may kill the worker and its children
         )
         procs.append(proc)
         return proc
@@ -34,15 +42,6 @@ def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[[str], s
     yield start
     for proc in procs:
         stop_process(proc, timeout=20)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return condition()
 
 
 def poll_runs(watcher: Watcher) -> list[PollRun]:
@@ -85,3 +84,111 @@ def test_two_workers_poll_each_registry_once_per_interval(
         assert len(mine) >= 3, mine  # the workers kept polling...
         assert len(mine) <= elapsed.total_seconds() / interval + 2, mine  # ...but once per slot, not once per worker
         assert all(r.outcome == "ok" for r in runs if r.registry_id == registry_id)
+
+
+# ---- one registry never holds up another; shutdown and crashes leave nothing behind -------------------
+@pytest.fixture
+def stuck() -> Iterator[HostileRegistry]:
+    """A registry whose tag lists arrive one byte a second: a poll of it takes about 40 s."""
+    with Recorder() as recorder, HostileRegistry(recorder) as server:
+        yield server
+
+
+@pytest.fixture
+def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHER_MIN_INTERVAL_SECONDS", "1")
+    get_settings.cache_clear()
+
+
+def add_stuck(watcher: Watcher, stuck: HostileRegistry) -> None:
+    """`stuck`, polled every 2 s; its first poll (the baseline) hangs on the slow tag lists."""
+    added = watcher.add_registry("stuck", stuck.url, "--interval", "2s")
+    assert added.exit_code == 0, added.output
+    stuck.mode = "slow"
+
+
+def in_flight(watcher: Watcher, name: str) -> int | None:
+    """The id of the registry's run now `running`, if one is."""
+    running = [r.id for r in runs_of(watcher, name) if r.outcome == "running"]
+    return running[-1] if running else None
+
+
+@pytest.mark.usefixtures("short_intervals")
+def test_a_stuck_registry_and_broken_rows_do_not_hold_up_the_others(
+    watcher: Watcher, registry, unique_repo: str, stuck: HostileRegistry, start_worker, tmp_path: Path
+) -> None:
+    add_stuck(watcher, stuck)
+    for name in ("a", "b"):
+        registry.client.push_image(f"{unique_repo}/{name}/app", "v1")
+        added = watcher.add_registry(name, registry.url, "--repository", f"{unique_repo}/{name}/*", "--interval", "2s")
+        assert added.exit_code == 0, added.output
+    for name in ("broken", "locked"):
+        added = watcher.add_registry(name, registry.url, "--repository", f"{unique_repo}/a/*", "--interval", "2s")
+        assert added.exit_code == 0, added.output
+    set_row(watcher, "broken", interval_seconds=0)  # a row no form accepts any more
+    set_row(watcher, "locked", credentials=Fernet(Fernet.generate_key()).encrypt(b"{}").decode())
+    start_worker("w1", concurrency=2)
+
+    assert wait_for(lambda: in_flight(watcher, "stuck") is not None, 60), "the stuck registry was never polled"
+    stuck_run = in_flight(watcher, "stuck")
+    since = utcnow()
+
+    def polled_on_time(name: str) -> bool:
+        return len([r for r in runs_of(watcher, name) if r.started_at >= since and r.outcome == "ok"]) >= 3
+
+    assert wait_for(lambda: polled_on_time("a") and polled_on_time("b"), 25), "the others waited for the stuck one"
+    assert in_flight(watcher, "stuck") == stuck_run  # ...while the stuck poll was still in flight
+    assert runs_of(watcher, "broken") == []
+    assert {r.outcome for r in runs_of(watcher, "locked")} <= {"failed", "running"}
+    log = (tmp_path / "w1.log").read_text()
+    assert log.count("registry 'broken': not polled: its schedule cannot be computed") == 1
+    assert "registry 'locked': credentials cannot be decrypted" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.usefixtures("short_intervals")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_watcher_run_promptly_during_a_stuck_poll(
+    watcher: Watcher, stuck: HostileRegistry, start_worker, tmp_path: Path, sig: signal.Signals
+) -> None:
+    add_stuck(watcher, stuck)
+    worker = start_worker("w1", concurrency=1)  # the one pool process is the one stuck
+    assert wait_for(lambda: in_flight(watcher, "stuck") is not None, 60), "the stuck registry was never polled"
+    time.sleep(1)
+    worker.send_signal(sig)
+    worker.wait(timeout=20)  # not the ~40 s the slow listing would take
+    runs = runs_of(watcher, "stuck")
+    assert runs and all(r.outcome == "abandoned" and r.finished_at is not None for r in runs), runs
+    assert lease_of(watcher, "stuck") is None
+    assert "Traceback" not in (tmp_path / "w1.log").read_text()
+
+
+@pytest.mark.usefixtures("short_intervals")
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_killed_poll_is_abandoned_and_its_registry_claimable_once_the_lease_lapses(
+    watcher: Watcher, stuck: HostileRegistry, start_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHER_POLL_LEASE_SECONDS", "15")  # 60 s in production: the same, only sooner
+    get_settings.cache_clear()
+    add_stuck(watcher, stuck)
+    worker = start_worker("w1", concurrency=1)
+    assert wait_for(lambda: in_flight(watcher, "stuck") is not None, 60), "the stuck registry was never polled"
+    killed_run = in_flight(watcher, "stuck")
+    assert killed_run is not None
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker, its pool and its beat: no chance to clean up
+    worker.wait(timeout=10)
+    stuck.mode = "normal"
+    with pytest.raises(polling.Busy):
+        polling.poll("stuck")  # the dead poll's lease holds until it lapses...
+    assert wait_for(lambda: try_poll("stuck"), 40), "the registry stayed claimed"  # ...and then it does
+    runs = {r.id: r for r in runs_of(watcher, "stuck")}
+    assert runs[killed_run].outcome == "abandoned" and "lease lapsed" in runs[killed_run].error
+    assert runs[max(runs)].outcome == "ok"
+
+
+def try_poll(name: str) -> bool:
+    try:
+        polling.poll(name)
+    except polling.Busy:
+        return False
+    return True

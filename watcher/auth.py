@@ -5,6 +5,11 @@ sends the request again. Tokens are cached per (realm, service, scope) until sho
 and once the host's realm is known a token is fetched before the first request of a new scope. A 401 on a
 fresh token refreshes the credentials once (cloud providers mint short-lived passwords); a second 401 is
 returned to the caller as an authentication failure, never retried in a loop.
+
+Credentials stay with the registry (`watcher.origin`): a challenge is answered only when it came from the
+registry's own origin, and a token realm is asked for a token only once the guard admitted it (another
+host is fine, plain http for an https registry is not). Bodies read inside the flow (challenges, token
+answers) come through the same capped stream as every other body (`watcher.bodycap`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
+
+from watcher.origin import OriginGuard
 
 TOKEN_MARGIN_SECONDS = 30
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -67,8 +74,9 @@ def scope_for(request: httpx.Request) -> str:
 class RegistryAuth(httpx.Auth):
     requires_response_body = True  # token answers and error bodies are read inside the flow
 
-    def __init__(self, credentials: CredentialSource | None) -> None:
+    def __init__(self, credentials: CredentialSource | None, guard: OriginGuard) -> None:
         self._credentials = credentials
+        self._guard = guard
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
 
@@ -90,6 +98,11 @@ class RegistryAuth(httpx.Auth):
         challenge = parse_challenge(response.headers.get("www-authenticate", ""))
         if challenge is None:
             return
+        if challenge.scheme == "bearer":
+            realm = self._guard.admit_realm(challenge.params.get("realm", ""), response)
+            challenge = Challenge(challenge.scheme, {**challenge.params, "realm": str(realm)})
+        elif not self._guard.at_home(response.url):
+            return  # a Basic challenge from elsewhere gets nothing (redirects off the origin already fail)
         retried_with_fresh_credentials = "Authorization" in request.headers
         if retried_with_fresh_credentials and self._credentials is not None:
             self._credentials.refresh()

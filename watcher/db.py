@@ -1,20 +1,30 @@
-"""Database engine and sessions; the schema is owned by Alembic migrations, applied on first use."""
+"""Database engine and sessions; the schema is owned by Alembic migrations, applied on first use.
+
+Processes starting together on a new database migrate one at a time (PostgreSQL: an advisory lock;
+SQLite: a file lock beside the database), and a process finding the schema current takes no lock at all.
+A SQLite database is created 0600 before SQLite opens it, so its -wal and -shm files, which SQLite gives
+the database's mode, are private too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from watcher.errors import StateError
+from watcher.private_files import file_lock, narrow, private_dir, touch_private
 from watcher.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,20 +37,42 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database, an in-memory one or a `file:` URI."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return None if parsed.database.startswith("file:") else Path(parsed.database)
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """The database file, 0600; a directory made for it is 0700, and so is the data dir (narrowed if wider)."""
+    if not path.parent.exists() or path.parent.resolve() == Path(get_settings().data_dir).resolve():
+        private_dir(path.parent)
+    touch_private(path)
+    for companion in ("-wal", "-shm"):  # left by an older version, perhaps wider
+        narrow(path.with_name(path.name + companion))
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None:
+            _create_sqlite_file(path)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             # WAL lets the CLI read while a worker writes; foreign keys make deletes cascade.
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other processes
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
@@ -55,15 +87,28 @@ def get_engine(url: str | None = None) -> Engine:
     url = url or get_settings().effective_database_url
     engine = _make_engine(url)
     try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":  # workers starting together migrate one at a time
-                conn.execute(text("SELECT pg_advisory_xact_lock(7365123)"))
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        migrate(engine, url)
     except OperationalError as exc:
         raise StateError(f"cannot open the state database: {exc.orig}") from None
     return engine
+
+
+def migrate(engine: Engine, url: str) -> None:
+    """Bring the schema to the newest revision; one process at a time, and only when it is behind."""
+    with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head_revision():
+            return  # the common case: one small read, no lock
+    with _migration_lock(url), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7365123)"))
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")  # from wherever the process before us left it: often a no-op
+
+
+def _migration_lock(url: str) -> AbstractContextManager[None]:
+    path = sqlite_file(url)
+    return nullcontext() if path is None else file_lock(path.with_name(path.name + ".lock"))
 
 
 @contextmanager

@@ -6,6 +6,11 @@ exponential backoff on 5xx and dropped connections for idempotent requests, and 
 server announces that its quota is nearly spent (`RateLimit-Remaining: N;w=S` from registries,
 `X-RateLimit-Remaining` with `X-RateLimit-Reset` from Docker Hub's API). Waits the server asks for hold
 every request to the host, not just the one that was told.
+
+What one registry can make a client do is bounded here too: every connection passes the network policy
+at connect time (`watcher.netpolicy`), nothing is sent or followed outside the client's origin
+(`watcher.origin`), and every body is read through the cap (`watcher.bodycap`), including the bodies httpx
+reads itself inside the auth flow and on redirects.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import httpcore
 import httpx
 
 from watcher import errors
+from watcher.bodycap import ACCEPT_ENCODING, BodyTooLarge, capped_response
+from watcher.netpolicy import NetworkRefused, PolicedBackend, current_policy
+from watcher.origin import OffOrigin, OriginGuard
+from watcher.settings import get_settings
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD"})
@@ -78,11 +88,12 @@ class Pacer:
 
 
 class LimitedTransport(httpx.AsyncBaseTransport):
-    """Wraps a real transport with one host's concurrency cap, rate cap and retry policy."""
+    """Wraps a real transport with one host's concurrency cap, rate cap, retry policy and body cap."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, limits: HostLimits) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, limits: HostLimits, *, max_body_bytes: int) -> None:
         self._inner = inner
         self._limits = limits
+        self._max_body_bytes = max_body_bytes
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._pacer = Pacer(limits.requests_per_second)
         self._quota_gap = 0.0  # spacing between starts while the announced quota is low ...
@@ -118,7 +129,11 @@ class LimitedTransport(httpx.AsyncBaseTransport):
                 await asyncio.sleep(delay)
                 continue
             self._respect_quota(response)
-            return response
+            try:
+                return capped_response(response, self._max_body_bytes)
+            except errors.RegistryError:
+                await response.aclose()
+                raise
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
 
     def _backoff(self, attempt: int) -> float:
@@ -200,8 +215,18 @@ def _tls_context(verify: bool | str, _cert_file: str | None, _cert_dir: str | No
     return httpx.create_ssl_context(verify=verify, trust_env=True)
 
 
-def _pool(limits: HostLimits) -> httpx.Limits:
-    return httpx.Limits(max_connections=limits.max_concurrency, max_keepalive_connections=limits.max_concurrency)
+class PolicedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, its connection pool built on the network policy's backend."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, limits: HostLimits) -> None:
+        super().__init__(verify=ssl_context)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_concurrency,
+            max_keepalive_connections=limits.max_concurrency,
+            retries=0,
+            network_backend=PolicedBackend(),
+        )
 
 
 def _is_tls(exc: BaseException) -> bool:
@@ -250,7 +275,7 @@ def json_body(response: httpx.Response, what: str) -> Any:
     """The parsed body; a body that is not JSON is a bad response, named by `what`."""
     try:
         return json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise errors.BadResponseError(f"{what}: the body is not JSON") from None
 
 
@@ -276,16 +301,29 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
+#: failures raised inside httpx's machinery (a connect, a hook, a body read), named by the request in `_send`
+IN_FLIGHT_ERRORS = (NetworkRefused, OffOrigin, BodyTooLarge)
+
+
 class ApiClient:
-    """One host's pooled client within its limits, its transport failures arriving as watcher's errors:
-    what the OCI client and every provider's own API wrapper are built on."""
+    """One origin's pooled client within its limits, its transport failures arriving as watcher's errors:
+    what the OCI client and every provider's own API wrapper are built on. `guard` keeps every request on
+    the origin of `base_url` (and realms it announces); one is made when the caller has none to share."""
 
     def __init__(
-        self, base_url: str, limits: HostLimits, *, auth: httpx.Auth | None = None, verify: bool | str = True
+        self,
+        base_url: str,
+        limits: HostLimits,
+        *,
+        auth: httpx.Auth | None = None,
+        verify: bool | str = True,
+        guard: OriginGuard | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.guard = guard or OriginGuard(self.base_url)
+        current_policy()  # a bad WATCHER_DENY/ALLOW_NETWORKS is one line now, before any connection
         self._transport = LimitedTransport(
-            httpx.AsyncHTTPTransport(verify=tls_context(verify), limits=_pool(limits), retries=0), limits
+            PolicedTransport(tls_context(verify), limits), limits, max_body_bytes=get_settings().max_body_bytes
         )
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -293,7 +331,8 @@ class ApiClient:
             auth=auth,
             timeout=httpx.Timeout(limits.timeout_seconds),
             follow_redirects=True,
-            headers={"User-Agent": "watcher/0.1"},
+            headers={"User-Agent": "watcher/0.1", "Accept-Encoding": ACCEPT_ENCODING},
+            event_hooks={"request": [self.guard.check_request], "response": [self.guard.check_redirect]},
         )
 
     @property
@@ -310,3 +349,5 @@ class ApiClient:
             return await self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise translate(exc, what) from None
+        except IN_FLIGHT_ERRORS as exc:
+            raise type(exc)(f"{what}: {exc.message}") from None

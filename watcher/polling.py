@@ -1,32 +1,37 @@
 """One poll of one registry: claim it, list it, diff against the snapshot, commit snapshot and events.
 
-The listing happens outside any transaction; the new snapshot and the events it implies are written in
-one transaction that also bumps the registry's revision, so two pollers can never both commit against
-the same snapshot, and a failed or partial listing commits nothing at all.
+The listing happens outside any transaction, bounded by the registry's deadline (`poll_timeout`) and by
+a stop request; the new snapshot and the events it implies are written in one transaction that also
+bumps the registry's revision, so two pollers can never both commit against the same snapshot, and a
+failed, timed-out, interrupted or partial listing commits nothing at all.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
+import logging
+import math
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from watcher import leases, runs
+from watcher.bounded import Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.diff import Change, ChangeKind, Listing, TagState, diff
-from watcher.errors import RegistryError, StateError, WatcherError
+from watcher.errors import InputError, RegistryError, StateError, WatcherError
 from watcher.events import new_event
-from watcher.models import Event, PollRun, Registry, Repository, Tag, utcnow
+from watcher.models import Event, Registry, Repository, Tag, utcnow
 from watcher.pollers import poller_for
 from watcher.registries import find, spec_of
 from watcher.scope import Scope
-from watcher.spec import RegistrySpec
+from watcher.shutdown import stop_on_signals
+from watcher.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec, format_interval
 
-LEASE = timedelta(minutes=5)  # a crashed poller's claim lapses; the revision check still guards commits
+log = logging.getLogger("watcher")
 
 
 class Busy(WatcherError):
@@ -41,71 +46,97 @@ class PollResult:
     tags: int
     requests: int
     events: list[Event] = field(default_factory=list)
+    #: names the registry sent that are not valid OCI names, left out of the snapshot
+    ignored: int = 0
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+@dataclass
+class Listed:
+    """What one bounded listing brought back."""
+
+    listing: Listing
+    requests: int
+    #: how many names the registry sent were left out, and the first lines saying which
+    ignored: int
+    ignored_lines: list[str]
 
 
-def poll(name: str, *, engine: Engine | None = None, owner: str | None = None) -> PollResult:
-    """Poll `name` once. Raises Busy, NotFoundError or a RegistryError (then nothing changed)."""
+def poll(
+    name: str, *, engine: Engine | None = None, owner: str | None = None, stop: threading.Event | None = None
+) -> PollResult:
+    """Poll `name` once. Raises Busy, NotFoundError, Interrupted (`stop` was set, or SIGTERM/SIGINT came),
+    or a RegistryError such as DeadlineExceeded: then nothing changed and the run says why."""
     engine = engine or get_engine()
-    owner = owner or worker_id()
-    with session_scope(engine) as session:
-        row = find(session, name)
-        registry_id, revision = row.id, row.revision
-        spec = spec_of(row)
-        if not _claim(session, registry_id, owner):
-            raise Busy(f"registry {name!r} is being polled by another worker")
-        run = PollRun(registry_id=registry_id)
-        session.add(run)
-        session.flush()
-        run_id = run.id
-    try:
-        listing, requests = asyncio.run(_list(spec))
-        return _commit(engine, spec, registry_id, revision, run_id, owner, listing, requests)
-    except BaseException as exc:
-        _finish_failed(engine, registry_id, run_id, owner, exc)
-        if isinstance(exc, RegistryError):
-            exc.registry = name
-        raise
+    owner = owner or leases.new_owner()
+    with stop_on_signals(stop) as stop_event:
+        with session_scope(engine) as session:
+            row = find(session, name)
+            registry_id, revision = row.id, row.revision
+            if not leases.claim(session, registry_id, owner):
+                raise Busy(f"registry {name!r} is being polled by another worker")
+            run_id = runs.start(session, registry_id)
+        with leases.Heartbeat(engine, registry_id, owner, name):
+            try:
+                spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
+                listed = _bounded_listing(spec, stop_event)
+                for line in listed.ignored_lines:
+                    log.warning("registry %r: %s", name, line)
+                return _commit(engine, spec, registry_id, revision, run_id, owner, listed)
+            except BaseException as exc:
+                _finish_unsaved(engine, name, registry_id, run_id, owner, exc)
+                if isinstance(exc, Interrupted):
+                    raise Interrupted(f"registry {name!r}: {exc}") from None
+                if isinstance(exc, RegistryError):
+                    exc.registry = name
+                raise
 
 
-async def _list(spec: RegistrySpec) -> tuple[Listing, int]:
+def _bounded_listing(spec: RegistrySpec, stop: threading.Event) -> Listed:
+    seconds = poll_timeout(spec)
+    return run_bounded(
+        lambda: _list(spec),
+        seconds=seconds,
+        stop=stop,
+        deadline_message=f"the poll exceeded its {_duration(seconds)} deadline (--poll-timeout)",
+    )
+
+
+def poll_timeout(spec: RegistrySpec) -> float:
+    """The registry's `poll_timeout` option in seconds; a stored value that is not one fails its poll."""
+    value = spec.options.get("poll_timeout")
+    if value is None:
+        return DEFAULT_POLL_TIMEOUT_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise InputError(
+            f"registry {spec.name!r}: option poll_timeout {value!r} is not a number of seconds: "
+            "set it with `--poll-timeout` (`watcher registry apply`)"
+        )
+    return float(value)
+
+
+def _duration(seconds: float) -> str:
+    return format_interval(int(seconds)) if seconds == int(seconds) else f"{seconds:g}s"
+
+
+async def _list(spec: RegistrySpec) -> Listed:
     poller = poller_for(spec)
     try:
-        return await poller.listing(Scope.from_options(spec.options)), poller.requests
+        listing = await poller.listing(Scope.from_options(spec.options))
+        return Listed(listing, poller.requests, poller.ignored_count, list(poller.ignored))
     finally:
         await poller.aclose()
 
 
-def _claim(session: Session, registry_id: int, owner: str) -> bool:
-    now = utcnow()
-    claimed = session.execute(
-        update(Registry)
-        .where(Registry.id == registry_id)
-        .where(or_(Registry.lease_until.is_(None), Registry.lease_until < now, Registry.lease_owner == owner))
-        .values(lease_owner=owner, lease_until=now + LEASE)
-    )
-    return bool(claimed.rowcount)  # type: ignore[attr-defined]
-
-
-def _release(session: Session, registry_id: int, owner: str) -> None:
-    session.execute(
-        update(Registry)
-        .where(Registry.id == registry_id, Registry.lease_owner == owner)
-        .values(lease_owner=None, lease_until=None)
-    )
-
-
-def _finish_failed(engine: Engine, registry_id: int, run_id: int, owner: str, exc: BaseException) -> None:
-    with session_scope(engine) as session:
-        session.execute(
-            update(PollRun)
-            .where(PollRun.id == run_id)
-            .values(finished_at=utcnow(), outcome="failed", error=str(exc) or type(exc).__name__)
-        )
-        _release(session, registry_id, owner)
+def _finish_unsaved(engine: Engine, name: str, registry_id: int, run_id: int, owner: str, exc: BaseException) -> None:
+    """Close the run of a poll that saved nothing, and give the registry back."""
+    outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+    error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
+    try:
+        with session_scope(engine) as session:
+            runs.finish(session, run_id, outcome, error=error.splitlines()[0] if error else outcome)
+            leases.release(session, registry_id, owner)
+    except (SQLAlchemyError, StateError) as db_error:  # the lease lapses on its own; say why the run stays open
+        log.warning("registry %r: poll run %d not closed: %s", name, run_id, str(db_error).splitlines()[0])
 
 
 def load_snapshot(session: Session, registry_id: int) -> tuple[Listing, dict[str, int]]:
@@ -128,16 +159,10 @@ def load_snapshot(session: Session, registry_id: int) -> tuple[Listing, dict[str
 
 
 def _commit(
-    engine: Engine,
-    spec: RegistrySpec,
-    registry_id: int,
-    revision: int,
-    run_id: int,
-    owner: str,
-    listing: Listing,
-    requests: int,
+    engine: Engine, spec: RegistrySpec, registry_id: int, revision: int, run_id: int, owner: str, listed: Listed
 ) -> PollResult:
     detected_at = utcnow()
+    listing = listed.listing
     with session_scope(engine) as session:
         row = session.get(Registry, registry_id)
         if row is None:
@@ -146,10 +171,11 @@ def _commit(
         bumped = session.execute(
             update(Registry)
             .where(Registry.id == registry_id, Registry.revision == revision)
-            .values(revision=revision + 1, baselined=True, lease_owner=None, lease_until=None)
+            .values(revision=revision + 1, baselined=True)
         )
         if not bumped.rowcount:  # type: ignore[attr-defined]
             raise Busy(f"registry {spec.name!r} was polled by another worker meanwhile; nothing was saved")
+        leases.release(session, registry_id, owner)
         stored, repo_ids = load_snapshot(session, registry_id)
         scope = Scope.from_options(spec.options)
         _drop_out_of_scope(session, stored, repo_ids, scope)
@@ -159,26 +185,26 @@ def _commit(
         if not baseline or spec.emit_existing:
             events = [new_event(registry_id, spec.name, spec.url, c, detected_at) for c in changes]
             session.add_all(events)
-        session.execute(
-            update(PollRun)
-            .where(PollRun.id == run_id)
-            .values(
-                finished_at=utcnow(),
-                outcome="ok",
-                repositories=len(listing),
-                tags=sum(len(t) for t in listing.values()),
-                events=len(events),
-                requests=requests,
-            )
+        result = PollResult(
+            registry=spec.name,
+            baseline=baseline,
+            repositories=len(listing),
+            tags=sum(len(t) for t in listing.values()),
+            requests=listed.requests,
+            events=events,
+            ignored=listed.ignored,
         )
-    return PollResult(
-        registry=spec.name,
-        baseline=baseline,
-        repositories=len(listing),
-        tags=sum(len(t) for t in listing.values()),
-        requests=requests,
-        events=events,
-    )
+        runs.finish(
+            session,
+            run_id,
+            "ok",
+            repositories=result.repositories,
+            tags=result.tags,
+            events=len(events),
+            requests=result.requests,
+            ignored=result.ignored,
+        )
+    return result
 
 
 def _drop_out_of_scope(session: Session, stored: Listing, repo_ids: dict[str, int], scope: Scope) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher import vault
-from watcher.errors import NotFoundError
-from watcher.models import PollRun, Registry, Repository, Tag
+from watcher.errors import InputError, NotFoundError, StateError
+from watcher.models import PollRun, Registry, Repository, Tag, utcnow
 from watcher.pollers import provider_class
 from watcher.spec import RegistrySpec, format_interval
 
@@ -21,16 +22,41 @@ def find(session: Session, name: str) -> Registry:
     return row
 
 
+def already_exists(name: str) -> InputError:
+    return InputError(f"registry {name!r} already exists; use `watcher registry apply` to change it")
+
+
 def spec_of(row: Registry) -> RegistrySpec:
+    """The registry as registered; raises Undecryptable naming it when its credentials cannot be decrypted."""
+    try:
+        credentials = vault.decrypt(row.credentials)
+    except vault.Undecryptable as exc:
+        raise vault.Undecryptable(f"registry {row.name!r}: credentials {exc}") from None
     return RegistrySpec(
         name=row.name,
         provider=row.provider,
         url=row.url,
-        credentials=vault.decrypt(row.credentials),
+        credentials=credentials,
         options=dict(row.options or {}),
         interval_seconds=row.interval_seconds,
         emit_existing=row.emit_existing,
     )
+
+
+def create(session: Session, spec: RegistrySpec) -> Registry:
+    """Add a new registry; one of that name already there, or saved by a racing process, is refused.
+
+    The INSERT comes first in its transaction, so the unique name decides a race: the loser waits for the
+    winner's commit and gets the same one line as if it had come second.
+    """
+    row = Registry(name=spec.name, revision=0, baselined=False)
+    _assign(row, spec)
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise already_exists(spec.name) from None
+    return row
 
 
 def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
@@ -38,27 +64,47 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
 
     Pointing a registry at another provider or URL starts it over: its snapshot is dropped and the next
     poll records a new baseline, instead of reporting the difference between two registries as events.
+    Credentials that cannot be decrypted any more count as changed: saving is how they are re-entered.
     """
     row = session.scalar(select(Registry).where(Registry.name == spec.name))
     if row is None:
         row = Registry(name=spec.name, revision=0, baselined=False)
         session.add(row)
         outcome = "created"
-    elif spec_of(row) == spec:
+    elif _readable_spec(row) == spec:
         return row, "unchanged"
     else:
         outcome = "updated"
         if (row.provider, row.url) != (spec.provider, spec.url):
             session.execute(delete(Repository).where(Repository.registry_id == row.id))
             row.baselined = False
+        if row.interval_seconds != spec.interval_seconds:
+            row.next_poll_at = utcnow()  # a new grid starts now (and a row the tick had set aside comes back)
+    _assign(row, spec)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise StateError(
+            f"registry {spec.name!r} was created by another process at the same time; nothing was saved: "
+            "run the command again"
+        ) from None
+    return row, outcome
+
+
+def _readable_spec(row: Registry) -> RegistrySpec | None:
+    try:
+        return spec_of(row)
+    except vault.Undecryptable:
+        return None
+
+
+def _assign(row: Registry, spec: RegistrySpec) -> None:
     row.provider = spec.provider
     row.url = spec.url
     row.credentials = vault.encrypt(spec.credentials)
     row.options = spec.options
     row.interval_seconds = spec.interval_seconds
     row.emit_existing = spec.emit_existing
-    session.flush()
-    return row, outcome
 
 
 def remove(session: Session, name: str) -> None:
@@ -68,9 +114,14 @@ def remove(session: Session, name: str) -> None:
 
 def describe(session: Session, row: Registry) -> dict[str, Any]:
     """Everything about a registry that may be shown: secrets appear only as `set`."""
-    cls = provider_class(row.provider)
-    creds = vault.decrypt(row.credentials)
-    shown = {key: ("set" if key in cls.secret_fields else value) for key, value in sorted(creds.items())}
+    shown: dict[str, str] | str
+    try:
+        creds = vault.decrypt(row.credentials)
+    except vault.Undecryptable as exc:
+        shown = str(exc)  # this registry's credentials are unreadable; the others are listed as ever
+    else:
+        secret = provider_class(row.provider).secret_fields
+        shown = {key: ("set" if key in secret else value) for key, value in sorted(creds.items())}
     last = session.scalar(select(PollRun).where(PollRun.registry_id == row.id).order_by(PollRun.id.desc()).limit(1))
     counts = session.execute(
         select(func.count(func.distinct(Repository.id)), func.count(Tag.id))

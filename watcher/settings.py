@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     #: poll runs older than this many days are pruned
     poll_history_days: int = 30
+    #: a poll's claim on its registry, renewed while it runs: a crashed poll's claim lapses this soon
+    poll_lease_seconds: int = 60
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
 

@@ -12,7 +12,11 @@ It answers in the wire format of Hub's published OpenAPI description (docker/doc
   `GET /v2/repositories/{ns}/{repo}/tags`, with `page` and `page_size` (default 10, at most 100): the
   envelope `{"count", "next", "previous", "results"}` with absolute `next`/`previous` links, tags newest
   push first. A tag has `name, digest, media_type, content_type, images[], last_updated, tag_last_pushed,
-  tag_last_pulled, tag_status, full_size, ...`. An unknown namespace or repository is a 404.
+  tag_last_pulled, tag_status, full_size, ...`. An unknown repository is a 404, but an unknown namespace
+  lists as an empty one (`count: 0`), as the real Hub answers.
+* `GET /v2/users/{name}/` (a user's public profile, `"type": "User"`) and `GET /v2/orgs/{name}/` (an
+  organisation's, `"type": "Organization"`): 200, or 404 for a name that is not one. These are how a
+  missing namespace is told from an empty one.
 * Bearer tokens (`Authorization: Bearer` or the older `JWT` scheme); no header is anonymous and sees the
   same (every repository here is public); a bad, expired or revoked token is a 401.
 * Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (a unix time);
@@ -51,6 +55,7 @@ from tests.support.servers import BackgroundServer
 
 _TAGS = re.compile(r"^/v2/(?:namespaces/([^/]+)/repositories|repositories/([^/]+))/([^/]+)/tags/?$")
 _REPOS = re.compile(r"^/v2/repositories/([^/]+)/?$")
+_ACCOUNT = re.compile(r"^/v2/(users|orgs)/([^/]+)/?$")
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
@@ -158,6 +163,8 @@ class FakeDockerHub(BackgroundServer):
             return self._tags(match.group(1) or match.group(2), match.group(3), path, query)
         if method == "GET" and (match := _REPOS.match(path)):
             return self._repositories(match.group(1), path, query)
+        if method == "GET" and (match := _ACCOUNT.match(path)):
+            return self._account(match.group(1), match.group(2))
         return Reply(404, {"detail": "Not found."})
 
     # -- authentication ---------------------------------------------------------------------------------
@@ -221,9 +228,27 @@ class FakeDockerHub(BackgroundServer):
     def _namespace_exists(self, namespace: str) -> bool:
         return namespace in self.namespaces or namespace in self.users or (self.repositories_dir / namespace).is_dir()
 
+    def _account(self, kind: str, name: str) -> Reply:
+        """A user's public profile (`/v2/users/NAME/`) or an organisation's (`/v2/orgs/NAME/`)."""
+        is_user = name in self.users
+        if (kind == "users" and not is_user) or (kind == "orgs" and (is_user or not self._namespace_exists(name))):
+            return Reply(404, {"message": "User not found" if kind == "users" else "Not found", "errinfo": {}})
+        profile: dict[str, Any] = {
+            "id": format(zlib.crc32(name.encode()), "032x"),
+            "uuid": format(zlib.crc32(name.encode()), "032x"),
+            "full_name": "",
+            "location": "",
+            "company": "",
+            "profile_url": "",
+            "date_joined": "2020-01-01T00:00:00Z",
+            "gravatar_url": "",
+            "gravatar_email": "",
+            "type": "User" if is_user else "Organization",
+        }
+        return Reply(200, profile | ({"username": name} if is_user else {"orgname": name, "badge": ""}))
+
     def _repositories(self, namespace: str, path: str, query: dict[str, list[str]]) -> Reply:
-        if not self._namespace_exists(namespace):
-            return Reply(404, {"message": "object not found", "errinfo": {"namespace": namespace}})
+        # Hub answers a namespace that does not exist as an empty one: only `_account` tells them apart.
         directory = self.repositories_dir / namespace
         names = sorted(p.name for p in directory.iterdir() if (p / "_manifests").is_dir()) if directory.is_dir() else []
         results = [self._repository_entry(namespace, name) for name in names]

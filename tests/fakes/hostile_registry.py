@@ -10,9 +10,12 @@ network and credentials
 - `redirect_foreign_realm`: every `/v2/<repo>/...` request is redirected (307) to the recorder, which
   challenges with `Bearer realm="RECORDER/token"`.
 - `http_realm`: the registry (serve it with TLS) challenges with a realm over plain http on the recorder.
+- `foreign_realm`: the registry challenges with `Bearer realm="RECORDER/token"` (a realm another host may
+  legitimately be; the network policy still decides whether it may be reached).
 - `huge_body`: tag lists are `huge_bytes` long (default 40 MiB), streamed with a Content-Length.
 - `endless_chunks`: tag lists are a chunked body that never ends (the server gives up after 60 s).
 - `slow`: tag lists arrive one byte a second.
+- `endless_pages`: every catalog and tag page links to one more page on the registry itself, forever.
 
 data
 - `non_string_tags`: tags `[1, 2, null, {"a": 1}, "v1"]`; catalog `[1, "REPO"...]`.
@@ -44,9 +47,11 @@ MODES = (
     "foreign_link",
     "redirect_foreign_realm",
     "http_realm",
+    "foreign_realm",
     "huge_body",
     "endless_chunks",
     "slow",
+    "endless_pages",
     "non_string_tags",
     "path_tricks",
     "bad_digest",
@@ -66,12 +71,13 @@ def digest_of(text: str, algorithm: str = "sha256") -> str:
 class Recorder(BackgroundServer):
     """The other host: records every request's Authorization header (None when absent), challenges
     `/v2/...` with a bearer realm on itself, hands out tokens at `/token`, and serves a tag list of its
-    own (`["planted"]`) to anyone who shows a token — so a merged foreign page would be visible."""
+    own (`["planted"]`) to anyone who shows a token — so a merged foreign page would be visible. `host` and
+    `port` put it on another loopback address (127.0.0.2, for the network policy's tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self._lock = threading.Lock()
-        super().__init__(_RecorderHandler, name="recorder")
+        super().__init__(_RecorderHandler, name="recorder", host=host, port=port)
         self._httpd.owner = self  # type: ignore[attr-defined]
 
     @property
@@ -218,7 +224,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
         """Basic auth when the registry has a login; in `http_realm` mode a bearer flow whose realm is http."""
         registry = self.registry
         given = self.headers.get("Authorization", "")
-        if registry.mode == "http_realm":
+        if registry.mode in ("http_realm", "foreign_realm"):
             if given == "Bearer registry-token":
                 return True
             realm = f"http://{registry.recorder.url.removeprefix('http://')}/token"
@@ -259,6 +265,9 @@ class _HostileHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _foreign_link(self, path: str) -> dict[str, str]:
+        if self.registry.mode == "endless_pages":
+            page = len(self.registry.requests)  # a new `last=` each time: no loop to detect, just no end
+            return {"Link": f'<{path}?n=1000&last=page{page}>; rel="next"'}
         if self.registry.mode != "foreign_link" or "last=" in self.path:
             return {}
         return {"Link": f'<{self.registry.recorder.url}{path}?n=1000&last=zzz>; rel="next"'}

@@ -217,9 +217,37 @@ def test_a_wrong_password_is_refused_in_one_line(watcher: Watcher, hub: Hub) -> 
 
 
 def test_an_unknown_namespace_is_one_line(watcher: Watcher, hub: Hub) -> None:
+    """Hub lists a namespace that does not exist as an empty one; its profile routes tell them apart."""
     args = hub.add(watcher)
     args[args.index("--namespace") + 1] = "nosuchns"
-    one_line_failure(watcher.cli(*args), "registry 'hub'", "namespace 'nosuchns' not found")
+    one_line_failure(watcher.cli(*args), "registry 'hub'", "namespace 'nosuchns' does not exist on Docker Hub")
+    assert hub.api.requests_to("/v2/repositories/nosuchns/")[0].status == 200  # the empty page, as on Hub
+    assert json.loads(watcher.cli("registry", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("kind", ["organisation", "user"])
+def test_an_existing_empty_namespace_is_accepted(watcher: Watcher, hub: Hub, kind: str) -> None:
+    empty = f"empty{secrets.token_hex(4)}"
+    if kind == "organisation":
+        hub.api.namespaces.add(empty)
+    else:
+        hub.api.users[empty] = "not-used"
+    args = hub.add(watcher)
+    args[args.index("--namespace") + 1] = empty
+    ok(watcher.cli(*args))
+    assert (poll(watcher)["repositories"], poll(watcher)["events"]) == (0, [])
+
+
+def test_a_namespace_that_disappears_fails_the_poll_and_reports_nothing_removed(watcher: Watcher, hub: Hub) -> None:
+    ghost = f"ghost{secrets.token_hex(4)}"
+    hub.api.namespaces.add(ghost)
+    args = hub.add(watcher)
+    args[args.index("--namespace") + 1] = ghost
+    ok(watcher.cli(*args))
+    poll(watcher)
+    hub.api.namespaces.discard(ghost)
+    one_line_failure(watcher.cli("poll", "hub"), "registry 'hub'", f"namespace '{ghost}' does not exist")
+    assert watcher.stream_entries() == []
 
 
 def test_an_unreachable_api_is_one_line(watcher: Watcher, hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:

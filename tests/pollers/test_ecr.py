@@ -366,7 +366,7 @@ def test_pagination_of_repositories_and_images(aws_env: None) -> None:
         images | {"nextToken": "i1"},
     )
 
-    async def go() -> tuple[list[str], Any]:
+    async def go() -> tuple[list[object], Any]:
         return await poller.repositories(), await poller.tags("team/app", lambda t: not t.startswith("dev-"))
 
     repos, tags = run(go())

@@ -56,15 +56,24 @@ class ClosesOnExit:
 class BackgroundServer(ClosesOnExit):
     """A QuietServer on a free loopback port, served from a daemon thread until `close()` (idempotent).
 
-    `tls` serves HTTPS with that context. Subclasses set up what their handler reads first, then call
+    `tls` serves HTTPS with that context; `host` (another loopback address) and `port` choose where it listens.
+    Subclasses set up what their handler reads first, then call
     `super().__init__`; one holding more resources extends `close()` after `super().close()`.
     """
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, name: str, tls: ssl.SSLContext | None = None) -> None:
-        address = ("127.0.0.1", 0)
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        name: str,
+        tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        address = (host, port)
         self._httpd = QuietServer(address, handler) if tls is None else TlsQuietServer(address, handler, tls)
         self.port: int = self._httpd.server_address[1]
-        self.url = f"{'http' if tls is None else 'https'}://127.0.0.1:{self.port}"
+        self.url = f"{'http' if tls is None else 'https'}://{host}:{self.port}"
         self._closed = False
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,

@@ -20,7 +20,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,11 +37,15 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
+from azure.core.pipeline.transport import RequestsTransport
 
 from watcher import errors
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import HostLimits, Pacer, error_for_status
+from watcher.netpolicy import policed_session
+from watcher.origin import OffOrigin, origin_of, shown
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.spec import RegistrySpec
@@ -116,7 +121,7 @@ class AcrPoller(OciPoller):
         else:
             await Poller.verify(self)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> Sequence[object]:
         if self.api is None:
             return await super().repositories()
         return await self.api.repositories()
@@ -127,7 +132,11 @@ class AcrPoller(OciPoller):
         found = await self.api.tags(repository)
         if found is None:
             return None
-        return {tag: state for tag, state in found.items() if wanted(tag)}
+        return {
+            tag: TagState(self.valid_digest(repository, tag, digest), updated)
+            for name, digest, updated in found
+            if self.valid_tag(repository, name) and isinstance(tag := name, str) and wanted(tag)
+        }
 
     @property
     def requests(self) -> int:
@@ -138,6 +147,19 @@ class AcrPoller(OciPoller):
             await super().aclose()
         else:
             self.api.close()
+
+
+def counted(items: Iterable[T], what: str) -> list[T]:
+    """The items of a paged SDK listing, failing as soon as there are more than the entries cap."""
+    found: list[T] = []
+    for item in items:
+        found.append(item)
+        check_entries(len(found), what)
+    return found
+
+
+def as_time(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
 
 
 def uses_basic(spec: RegistrySpec) -> bool:
@@ -187,6 +209,19 @@ class Meter(SansIOHTTPPolicy):
         self._pacer.wait_blocking()
 
 
+class StayOnOrigin(SansIOHTTPPolicy):
+    """Every request of the pipeline (paging links and redirects included) goes to the registry's own
+    origin, checked before the ACR token is added: nothing of ours reaches another host."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._home = origin_of(endpoint)
+
+    def on_request(self, request: PipelineRequest) -> None:
+        url = request.http_request.url
+        if origin_of(url) != self._home:
+            raise OffOrigin(f"refused to send a request to {shown(url)}: not the registry's origin")
+
+
 class TlsFailFast(RetryPolicy):
     """Retries as usual, except a certificate problem: trying again cannot fix it."""
 
@@ -227,27 +262,30 @@ class AcrApi:
     def _connect(self) -> tuple[TokenCredential, Any]:
         from azure.containerregistry import ContainerRegistryClient
 
-        credential = self._make_credential(dict(self._options))
+        credential = self._make_credential(dict(self._options))  # Azure AD: the SDK's own connections
         client = ContainerRegistryClient(
             self.endpoint,
             credential,
             audience=AUDIENCE,
             retry_policy=TlsFailFast(**self._options),
-            per_retry_policies=[self.meter],
+            per_retry_policies=[StayOnOrigin(self.endpoint), self.meter],
+            # the registry (its listing and token exchange share this transport): the network policy and body cap
+            transport=RequestsTransport(session=policed_session(), **self._options),
             **self._options,
         )
         return credential, client
 
-    async def repositories(self) -> list[str]:
-        return await self._call("catalog", lambda client: [str(n) for n in client.list_repository_names()])
+    async def repositories(self) -> list[object]:
+        """Every repository name, as sent: the poller checks them."""
+        return await self._call("catalog", lambda client: counted(client.list_repository_names(), "catalog"))
 
-    async def tags(self, repository: str) -> dict[str, TagState] | None:
-        """Every tag of the repository with its digest and last update; None if the repository is gone."""
+    async def tags(self, repository: str) -> list[tuple[object, object, datetime | None]] | None:
+        """Every tag of the repository as (name, digest, last update), the first two as sent for the poller
+        to check; None if the repository is gone."""
 
-        def listed(client: Any) -> dict[str, TagState]:
-            return {
-                str(t.name): TagState(str(t.digest), t.last_updated_on) for t in client.list_tag_properties(repository)
-            }
+        def listed(client: Any) -> list[tuple[object, object, datetime | None]]:
+            tags = counted(client.list_tag_properties(repository), f"tags of {repository}")
+            return [(t.name, t.digest, as_time(t.last_updated_on)) for t in tags]
 
         try:
             return await self._call(f"tags of {repository}", listed)
@@ -297,6 +335,8 @@ def _close(client: Any, credential: Any) -> None:
 
 def translate(exc: BaseException, what: str) -> errors.RegistryError:
     """An azure SDK failure as one of watcher's errors, in one line without secrets."""
+    if isinstance(exc, errors.RegistryError):  # the network policy, the body cap, the origin check
+        return type(exc)(f"{what}: {exc.message}")
     text = str(exc)
     ssl_reason, os_reason = _SSL_ERROR.search(text), _OS_ERROR.search(text)
     if isinstance(exc, (ServiceRequestError, ClientAuthenticationError)) and ssl_reason:

@@ -1,18 +1,23 @@
 """What every provider is: a way to list one registry into a Listing, and to check it can.
 
-The base class owns concurrency and scoping; a provider supplies credentials, repository discovery and
-tag listing. `verify` is what `registry add` and `registry test` run.
+The base class owns concurrency, scoping and the check of what the registry sent against the OCI
+grammar (`watcher.reference`); a provider supplies credentials, repository discovery and tag listing, and
+passes every name through `valid_repositories`/`valid_tags` before using it (in a URL, a filter or the
+listing) and every digest through `valid_digest`. `listing` checks the result once more, so nothing a
+provider missed reaches the snapshot. `verify` is what `registry add` and `registry test` run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from watcher import errors
 from watcher.diff import Listing, TagState
 from watcher.errors import InputError
 from watcher.http import HostLimits
+from watcher.reference import digest_problem, repository_problem, shown, tag_problem
 from watcher.scope import Scope
 from watcher.spec import RegistrySpec
 
@@ -20,6 +25,8 @@ TagFilter = Callable[[str], bool]
 T = TypeVar("T")
 #: options that only some providers take
 PROVIDER_OPTIONS = ("namespace", "region", "project_id")
+#: how many ignored names a poll records one line each for; all are counted
+MAX_IGNORED_LINES = 100
 
 
 class Poller:
@@ -36,8 +43,12 @@ class Poller:
     def __init__(self, spec: RegistrySpec) -> None:
         self.spec = spec
         self.limits = limits_for(spec, self.default_limits)
-        #: what the registry sent that is not a valid OCI name (left out of the listing), one line each
+        #: what the registry sent that is not a valid OCI name (left out of the listing), one line each,
+        #: the first MAX_IGNORED_LINES of them
         self.ignored: list[str] = []
+        #: how many names were left out in all
+        self.ignored_count = 0
+        self._ignored_keys: set[tuple[str, str | None]] = set()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -67,7 +78,8 @@ class Poller:
         if repos:
             await self.tags(repos[0], lambda _tag: False)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> Sequence[object]:
+        """Every repository name the registry lists, as it sent them: `discover` checks them."""
         raise NotImplementedError
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
@@ -78,13 +90,65 @@ class Poller:
         literal = scope.literal_repositories()
         if literal is not None:
             return literal
-        return sorted(r for r in await self.repositories() if scope.wants_repository(r))
+        return sorted(r for r in self.valid_repositories(await self.repositories()) if scope.wants_repository(r))
 
     async def listing(self, scope: Scope) -> Listing:
         """The whole registry in scope, listed concurrently; any failure fails the whole listing."""
         repos = await self.discover(scope)
         listed = await gather_all([self.tags(repo, scope.wants_tag) for repo in repos])
-        return {repo: tags for repo, tags in zip(repos, listed, strict=True) if tags}
+        return {repo: self._checked(repo, tags) for repo, tags in zip(repos, listed, strict=True) if tags}
+
+    # -- what the registry sent ---------------------------------------------------------------------
+    def ignore(self, line: str, name: object = None) -> None:
+        """Count a name left out of the listing (once, wherever the registry sent it); keep its line while
+        there are few."""
+        key = (line, name if isinstance(name, str) else None)  # a line shows a long name cut short
+        if key in self._ignored_keys:
+            return
+        self._ignored_keys.add(key)
+        self.ignored_count += 1
+        if len(self.ignored) < MAX_IGNORED_LINES:
+            self.ignored.append(line)
+
+    def valid_repositories(self, names: Iterable[object]) -> list[str]:
+        """The valid repository names, each once, in order; the others are ignored."""
+        valid: dict[str, None] = {}
+        for name in names:
+            problem = repository_problem(name)
+            if problem is None and isinstance(name, str):
+                valid[name] = None
+            else:
+                self.ignore(f"repository {shown(name)} is not a valid OCI repository name: it {problem}", name)
+        return list(valid)
+
+    def valid_tags(self, repository: str, names: Iterable[object]) -> list[str]:
+        """The valid tags of `repository`, each once, in order; the others are ignored."""
+        valid: dict[str, None] = {}
+        for name in names:
+            if self.valid_tag(repository, name) and isinstance(name, str):
+                valid[name] = None
+        return list(valid)
+
+    def valid_tag(self, repository: str, name: object) -> bool:
+        """Whether `name` is a valid tag; an invalid one is ignored."""
+        problem = tag_problem(name)
+        if problem is not None:
+            self.ignore(f"tag {shown(name)} of {repository} is not a valid OCI tag: it {problem}", name)
+        return problem is None
+
+    def valid_digest(self, repository: str, tag: str, digest: object) -> str:
+        """`digest` when it is valid; otherwise the poll fails: a tag's digest is not guessed."""
+        problem = digest_problem(digest)
+        if problem is not None or not isinstance(digest, str):
+            raise errors.BadResponseError(f"{repository}:{tag}: the digest {shown(digest)} {problem}")
+        return digest
+
+    def _checked(self, repository: str, tags: dict[str, TagState]) -> dict[str, TagState]:
+        """A provider's answer, checked once more: only valid tags, and only with valid digests."""
+        kept = {tag: state for tag, state in tags.items() if self.valid_tag(repository, tag)}
+        for tag, state in kept.items():
+            self.valid_digest(repository, tag, state.digest)
+        return kept
 
     @property
     def requests(self) -> int:

@@ -20,14 +20,16 @@ import os
 import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
 from watcher import errors
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import ApiClient, HostLimits, json_object
+from watcher.oci import check_page_count
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.scope import Scope
@@ -36,7 +38,6 @@ from watcher.spec import RegistrySpec
 API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
 DEFAULT_API_URL = "https://hub.docker.com"
 PAGE_SIZE = 100  # the API's maximum
-MAX_PAGES = 10_000
 LISTING_ATTEMPTS = 2  # a listing that changed while it was paged through is read once more
 TOKEN_LIFETIME_SECONDS = 600.0  # what Hub documents for /v2/auth/token, when the token does not say
 TOKEN_MARGIN_SECONDS = 60.0
@@ -80,11 +81,21 @@ class DockerHubPoller(OciPoller):
         if repos:
             await self.tags(repos[0], lambda _tag: False)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> list[object]:
+        """The namespace's repositories. Hub answers an empty page for a namespace that does not exist, so
+        an empty listing is believed only once the namespace is known to exist: a mistyped or deleted
+        namespace fails the poll instead of watching nothing (or reporting every repository removed)."""
         path = f"/v2/repositories/{quote(self.namespace, safe='')}/"
         what = f"repositories of namespace {self.namespace!r}"
-        entries = await self.api.listing(path, what, missing=f"namespace {self.namespace!r} not found")
-        return [f"{self.namespace}/{e['name']}" for e in entries or []]
+        missing = f"namespace {self.namespace!r} does not exist on Docker Hub: check --namespace"
+        entries = await self.api.listing(path, what, missing=missing)
+        if not entries and not await self.api.namespace_exists(self.namespace):
+            raise errors.ScopeError(missing)
+        return [self._in_namespace(e["name"]) for e in entries or []]
+
+    def _in_namespace(self, name: object) -> object:
+        """`NS/NAME` for a name the API gave as a string; anything else as sent, for `discover` to ignore."""
+        return f"{self.namespace}/{name}" if isinstance(name, str) else name
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         namespace, _, name = repository.rpartition("/")
@@ -97,19 +108,19 @@ class DockerHubPoller(OciPoller):
         unresolved: list[tuple[str, datetime | None]] = []
         for entry in entries:
             tag = entry["name"]
-            if not wanted(tag):
+            if not self.valid_tag(repository, tag) or not isinstance(tag, str) or not wanted(tag):
                 continue
             pushed_at = parse_time(entry.get("tag_last_pushed")) or parse_time(entry.get("last_updated"))
             digest = entry.get("digest")
-            if isinstance(digest, str) and ":" in digest:
-                states[tag] = TagState(digest, pushed_at)
-            else:
+            if digest is None or digest == "":  # Hub leaves it out for some images: ask the registry
                 unresolved.append((tag, pushed_at))
+            else:
+                states[tag] = TagState(self.valid_digest(repository, tag, digest), pushed_at)
         path_in_registry = f"{namespace}/{name}"
         digests = await gather_all([self.client.manifest_digest(path_in_registry, tag) for tag, _ in unresolved])
         for (tag, pushed_at), found in zip(unresolved, digests, strict=True):
-            if found:  # None: the tag went away between the API's answer and the HEAD
-                states[tag] = TagState(found, pushed_at)
+            if found is not None:  # None: the tag went away between the API's answer and the HEAD
+                states[tag] = TagState(self.valid_digest(repository, tag, found), pushed_at)
         return states
 
     @property
@@ -171,6 +182,26 @@ class HubApi(ApiClient):
             response = await self._send("GET", url, what, headers=bearer(token))
         return response
 
+    # -- namespaces -----------------------------------------------------------------------------------
+    async def namespace_exists(self, namespace: str) -> bool:
+        """Whether Hub knows `namespace` as a user (`/v2/users/NS/`) or an organisation (`/v2/orgs/NS/`).
+
+        Only two 404s prove it missing; a 401 or 403 (an organisation's details may need its members'
+        token) leaves it presumed to exist, and any other failure is raised, so the poll is tried again.
+        """
+        refused = False
+        for kind in ("users", "orgs"):
+            what = f"namespace {namespace!r} on Docker Hub"
+            response = await self.get(f"/v2/{kind}/{quote(namespace, safe='')}/", what)
+            status = response.status_code
+            if status not in (200, 401, 403, 404):
+                raise status_error(response, what)
+            await response.aclose()
+            if status == 200:
+                return True
+            refused = refused or status in (401, 403)
+        return refused
+
     # -- listings -------------------------------------------------------------------------------------
     async def listing(self, path: str, what: str, *, missing: str | None = None) -> list[dict[str, Any]] | None:
         """Every entry of a paginated listing, each with a `name`; None on 404 unless `missing` says why.
@@ -197,8 +228,9 @@ class HubApi(ApiClient):
         entries: list[dict[str, Any]] = []
         counts: set[object] = set()
         while url is not None:
-            if url in seen or len(seen) >= MAX_PAGES:
+            if url in seen:
                 raise errors.BadResponseError(f"{what}: pagination loops at {url}")
+            check_page_count(len(seen), what)
             seen.add(url)
             response = await self.get(url, what)
             if response.status_code == 404:  # first page: gone; a later one: the listing shrank under us
@@ -207,22 +239,19 @@ class HubApi(ApiClient):
                 raise status_error(response, what)
             page = json_object(response, what)
             entries.extend(page_results(page, what))
+            check_entries(len(entries), what)
             counts.add(page.get("count"))
-            url = self._next(page.get("next"))
-        names = {e["name"] for e in entries}
+            url = self._next(page.get("next"), what)
+        names = {repr(e["name"]) for e in entries}  # names may be any JSON value; the poller checks them
         count = next(iter(counts))
         consistent = len(counts) == 1 and len(names) == len(entries) and (count is None or count == len(names))
         return entries, consistent
 
-    def _next(self, link: object) -> str | None:
-        """The next page, kept on the API's own host (the bearer token goes nowhere else)."""
+    def _next(self, link: object, what: str) -> str | None:
+        """The next page, which must be on the API's own origin (the bearer token goes nowhere else)."""
         if not isinstance(link, str) or not link:
             return None
-        parts = urlsplit(link)
-        base = urlsplit(self.base_url)
-        if parts.netloc and (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
-            return f"{parts.path}?{parts.query}" if parts.query else parts.path
-        return link
+        return self.guard.follow_link(link, what)
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -242,10 +271,9 @@ def usable_seconds(token: str) -> float:
 
 
 def page_results(page: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """The entries of a page; each has a `name`, whose value the poller checks (it may be anything)."""
     results = page.get("results")
-    if not isinstance(results, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) for r in results
-    ):
+    if not isinstance(results, list) or not all(isinstance(r, dict) and "name" in r for r in results):
         raise errors.BadResponseError(f"{what}: 'results' is not a list of named entries")
     return results
 
@@ -255,7 +283,7 @@ def hub_detail(response: httpx.Response) -> str:
     try:
         body = json.loads(response.content)
         text = body.get("detail") or body.get("message") or ""
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return " ".join(str(text).split())[:200]
 
@@ -270,7 +298,7 @@ def login_error(response: httpx.Response, what: str) -> errors.RegistryError:
     if response.status_code in (400, 401):
         try:
             two_factor = bool(json.loads(response.content).get("login_2fa_token"))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             two_factor = False
         hint = "; the account uses two-factor authentication: log in with a personal access token" if two_factor else ""
         return errors.AuthError(f"{what}: HTTP {response.status_code} ({hub_detail(response) or 'refused'}){hint}")

@@ -27,6 +27,7 @@ from botocore.config import Config
 
 from watcher import errors
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import HostLimits, Pacer
 from watcher.pollers.base import Poller, TagFilter
@@ -178,7 +179,7 @@ class EcrPoller(Poller):
         if literal is not None:
             repos = literal
         elif not scope.repositories:
-            repos = [r["repositoryName"] for r in first.get("repositories", [])]
+            repos = self.valid_repositories(repository_names(first))
         else:
             repos = await self.discover(scope)
         if repos:
@@ -186,12 +187,13 @@ class EcrPoller(Poller):
             with contextlib.suppress(RepositoryGone):
                 await self._call("describe_images", registryId=self.account, repositoryName=repos[0], maxResults=1)
 
-    async def repositories(self) -> list[str]:
-        names: list[str] = []
+    async def repositories(self) -> list[object]:
+        names: list[object] = []
         token: str | None = None
         while True:
             page = await self._call("describe_repositories", **self._page(token))
-            names.extend(r["repositoryName"] for r in page.get("repositories", []))
+            names.extend(repository_names(page))
+            check_entries(len(names), "repositories")
             token = page.get("nextToken")
             if not token:
                 return names
@@ -199,6 +201,7 @@ class EcrPoller(Poller):
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         """Every wanted tag with its image's digest and push time; untagged images are skipped."""
         found: dict[str, TagState] = {}
+        count = 0
         token: str | None = None
         while True:
             params = self._page(token) | {"repositoryName": repository, "filter": {"tagStatus": "TAGGED"}}
@@ -206,9 +209,14 @@ class EcrPoller(Poller):
                 page = await self._call("describe_images", **params)
             except RepositoryGone:
                 return None
-            for image in page.get("imageDetails", []):
-                state = TagState(image["imageDigest"], as_utc(image.get("imagePushedAt")))
-                found.update({tag: state for tag in image.get("imageTags") or () if wanted(tag)})
+            for image in entries(page, "imageDetails", f"images of {repository}"):
+                tags = entries(image, "imageTags", f"images of {repository}")
+                count += len(tags)
+                check_entries(count, f"tags of {repository}")
+                for tag in self.valid_tags(repository, tags):
+                    if wanted(tag):
+                        digest = self.valid_digest(repository, tag, image.get("imageDigest"))
+                        found[tag] = TagState(digest, as_utc(image.get("imagePushedAt")))
             token = page.get("nextToken")
             if not token:
                 return found
@@ -295,6 +303,23 @@ class EcrPoller(Poller):
                 f"region {self.region!r} is probably wrong: AWS has no ECR endpoint there ({text})"
             )
         return errors.UnreachableError(text)
+
+
+def entries(answer: object, key: str, what: str) -> list[Any]:
+    """A list in an ECR answer (absent is empty); botocore does not check what an endpoint sends."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise errors.BadResponseError(f"{what}: {key!r} is not a list")
+    return value
+
+
+def repository_names(page: dict[str, Any]) -> list[object]:
+    """The repository names of a DescribeRepositories page, as sent: the poller checks them."""
+    return [
+        r.get("repositoryName") if isinstance(r, dict) else r for r in entries(page, "repositories", "repositories")
+    ]
 
 
 def known_region(region: str) -> bool:

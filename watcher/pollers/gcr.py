@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
 
 import google.auth.exceptions
@@ -34,9 +34,13 @@ from google.oauth2 import service_account
 from watcher import errors
 from watcher.auth import CredentialSource
 from watcher.diff import Listing, TagState
+from watcher.entries import check_entries
 from watcher.errors import InputError
+from watcher.netpolicy import policed_session
+from watcher.oci import entry_list
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
+from watcher.reference import is_tag, shown
 from watcher.scope import Scope
 from watcher.spec import RegistrySpec
 
@@ -110,7 +114,7 @@ class GcrPoller(OciPoller):
 
     async def repositories(self) -> list[str]:
         """The project's repositories: GCR's catalog also lists every other project the key can see."""
-        everything = await self.client.catalog()
+        everything = self.valid_repositories(await self.client.catalog())
         self._foreign_repositories = [r for r in everything if not r.startswith(self.prefix)]
         return [r for r in everything if r.startswith(self.prefix)]
 
@@ -118,12 +122,22 @@ class GcrPoller(OciPoller):
         pages = await self.client.tag_pages(repository)
         if pages is None:
             return None
-        names, known = read_tag_pages(pages, repository)
+        names, known = read_tag_pages(pages, repository, lambda tag: self.valid_tag(repository, tag))
         kept = [t for t in names if wanted(t)]
-        result = {t: known[t] for t in kept if t in known}
+        result = {
+            t: TagState(self.valid_digest(repository, t, known[t].digest), known[t].pushed_at)
+            for t in kept
+            if t in known
+        }
         missing = [t for t in kept if t not in known]  # not in the `manifest` map (or no map at all): HEAD
         digests = await gather_all([self.client.manifest_digest(repository, t) for t in missing])
-        result.update({t: TagState(d) for t, d in zip(missing, digests, strict=True) if d})
+        result.update(
+            {
+                t: TagState(self.valid_digest(repository, t, d))
+                for t, d in zip(missing, digests, strict=True)
+                if d is not None
+            }
+        )
         return result
 
     def _wrong_project_message(self) -> str:
@@ -158,7 +172,7 @@ class GoogleToken:
         self.credentials = credentials
         self.token_uri = token_uri
         self.clock = clock
-        self._session = requests.Session()
+        self._session = policed_session()  # the key's token_uri is the registrant's to choose
         self._request = _TimedRequest(self._session, timeout)
         self._lock = threading.Lock()
         self._minted_at = -math.inf
@@ -190,6 +204,8 @@ class GoogleToken:
             raise refresh_error(exc, self.token_uri) from None
         except google.auth.exceptions.TransportError as exc:
             raise transport_error(exc, self.token_uri) from None
+        except errors.RegistryError as exc:  # the network policy or the body cap stopped the request
+            raise type(exc)(f"Google token endpoint {self.token_uri}: {exc.message}") from None
         now = self.clock()
         lifetime = _seconds_left(self.credentials.expiry)
         self._minted_at = now
@@ -300,25 +316,27 @@ def check_in_project(name: str, pattern: str, project_id: str) -> None:
 
 
 # -- GCR's tag list extension ---------------------------------------------------------------------
-def read_tag_pages(pages: list[dict[str, Any]], repository: str) -> tuple[list[str], dict[str, TagState]]:
-    """All tag names, and the states the `manifest` maps give (digest and upload time) for those they cover."""
+def read_tag_pages(
+    pages: list[dict[str, Any]], repository: str, keep: Callable[[object], bool] = is_tag
+) -> tuple[list[str], dict[str, TagState]]:
+    """The tag names `keep` accepts (valid ones), and the states the `manifest` maps give (digest, as sent,
+    and upload time) for those they cover."""
     names: dict[str, None] = {}
     known: dict[str, TagState] = {}
     for page in pages:
-        page_tags = page.get("tags") or []
-        if not isinstance(page_tags, list):
-            raise errors.BadResponseError(f"tags of {repository}: 'tags' is not a list")
-        names.update(dict.fromkeys(str(t) for t in page_tags))
-        for tag, state in manifest_map(page.get("manifest"), repository).items():
+        names.update(dict.fromkeys(t for t in entry_list(page, "tags", f"tags of {repository}") if _kept(t, keep)))
+        for tag, state in manifest_map(page.get("manifest"), repository, keep).items():
             names.setdefault(tag)
             previous = known.get(tag)
             if previous is None or _later(state, previous):
                 known[tag] = state
+        check_entries(len(names), f"tags of {repository}")
     return list(names), known
 
 
-def manifest_map(raw: Any, repository: str) -> dict[str, TagState]:
-    """`{"sha256:…": {"tag": [...], "timeUploadedMs": "…"}}` as tag → TagState (untagged digests drop out)."""
+def manifest_map(raw: Any, repository: str, keep: Callable[[object], bool] = is_tag) -> dict[str, TagState]:
+    """`{"sha256:…": {"tag": [...], "timeUploadedMs": "…"}}` as tag → TagState for the tags `keep` accepts
+    (untagged digests drop out)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -326,13 +344,19 @@ def manifest_map(raw: Any, repository: str) -> dict[str, TagState]:
     states: dict[str, TagState] = {}
     for digest, entry in raw.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("tag") or [], list):
-            raise errors.BadResponseError(f"tags of {repository}: 'manifest' entry {digest} is malformed")
-        state = TagState(str(digest), uploaded_at(entry.get("timeUploadedMs")))
+            raise errors.BadResponseError(f"tags of {repository}: 'manifest' entry {shown(digest)} is malformed")
+        state = TagState(digest, uploaded_at(entry.get("timeUploadedMs")))
         for tag in entry.get("tag") or []:
-            previous = states.get(str(tag))
+            if not _kept(tag, keep):
+                continue
+            previous = states.get(tag)
             if previous is None or _later(state, previous):
-                states[str(tag)] = state
+                states[tag] = state
     return states
+
+
+def _kept(tag: object, keep: Callable[[object], bool]) -> TypeGuard[str]:
+    return keep(tag) and isinstance(tag, str)
 
 
 def uploaded_at(value: Any) -> datetime | None:

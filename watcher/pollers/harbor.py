@@ -20,6 +20,7 @@ that changes while it is paged is read again once, then the poll fails rather th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -30,13 +31,13 @@ import httpx
 from watcher import errors
 from watcher.auth import CredentialSource
 from watcher.diff import TagState
+from watcher.entries import check_entries
 from watcher.http import ApiClient, HostLimits, json_body, status_error
-from watcher.oci import next_link
-from watcher.pollers.base import TagFilter, gather_all
+from watcher.oci import check_page_count, next_link
+from watcher.pollers.base import Poller, TagFilter, gather_all
 
 API = "/api/v2.0"
 PAGE_SIZE = 100  # Harbor's maximum page_size
-MAX_PAGES = 10_000
 READS_OF_A_CHANGING_LIST = 2
 ROBOT_WITHOUT_USER_RECORD = 412  # /users/current answers a robot account with 412 Precondition Failed
 
@@ -69,7 +70,7 @@ class HarborListing(ApiClient):
             return False
         try:
             body = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         return isinstance(body, dict) and ("harbor_version" in body or "auth_mode" in body)
 
@@ -83,20 +84,26 @@ class HarborListing(ApiClient):
             raise status_error(response, what)
 
     # -- listing ------------------------------------------------------------------------------------
-    async def repositories(self) -> list[str]:
-        """Every repository of every project these credentials may see (public ones included)."""
+    async def repositories(self) -> list[object]:
+        """Every repository of every project these credentials may see (public ones included), as sent."""
         projects = await self._paged(f"{API}/projects", "Harbor projects", {"with_detail": "false"})
         names = [_text(project, "name", "Harbor projects") for project in projects]
         listed = await gather_all([self._repositories_of(name) for name in names])
-        return sorted(repo for repos in listed for repo in repos)
+        repositories = [repo for repos in listed for repo in repos]
+        check_entries(len(repositories), "Harbor repositories")
+        return repositories
 
-    async def _repositories_of(self, project: str) -> list[str]:
+    async def _repositories_of(self, project: str) -> list[object]:
         what = f"Harbor repositories of project {project}"
         items = await self._paged(f"{API}/projects/{_segment(project)}/repositories", what, {})
-        return [_text(item, "name", what) for item in items]  # full names: "project/repo"
+        check_entries(len(items), what)
+        return [item.get("name") for item in items]  # full names: "project/repo"; the poller checks them
 
-    async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
-        """Wanted tags with digest and push time; None when Harbor holds no artifact there (any more)."""
+    async def tags(self, repository: str, wanted: TagFilter, check: Poller) -> dict[str, TagState] | None:
+        """Wanted tags with digest and push time; None when Harbor holds no artifact there (any more).
+
+        `repository` must be a valid name; `check` is the poller's: it filters the tags Harbor sent
+        (ignoring invalid ones) and vouches for each digest before it is used."""
         project, _, name = repository.partition("/")
         if not name:
             return None  # every Harbor repository lives in a project
@@ -107,12 +114,16 @@ class HarborListing(ApiClient):
         if not artifacts:
             return None
         found: dict[str, TagState] = {}
+        count = 0
         for artifact in artifacts:
-            digest = _text(artifact, "digest", what)
             pushed = push_time(artifact.get("push_time"))
-            for tag in _list(artifact.get("tags"), what):
-                tag_name = _text(tag, "name", what)
-                if wanted(tag_name):
+            tags = [tag if isinstance(tag, dict) else {"name": tag} for tag in _list(artifact.get("tags"), what)]
+            count += len(tags)
+            check_entries(count, f"tags of {repository}")
+            for tag in tags:
+                tag_name = tag.get("name")
+                if check.valid_tag(repository, tag_name) and isinstance(tag_name, str) and wanted(tag_name):
+                    digest = check.valid_digest(repository, tag_name, artifact.get("digest"))
                     # the tag's own push time says when it was pushed or moved here; the artifact's is the fallback
                     found[tag_name] = TagState(digest, push_time(tag.get("push_time")) or pushed)
         return found
@@ -130,7 +141,8 @@ class HarborListing(ApiClient):
         """The items of all pages, and whether the total stayed what the first page announced."""
         items: list[dict[str, Any]] = []
         totals: set[int] = set()
-        for page in range(1, MAX_PAGES + 1):
+        for page in itertools.count(1):
+            check_page_count(page - 1, what)
             query = {**params, "page": str(page), "page_size": str(PAGE_SIZE)}
             response = await self._get(path, what, query)
             if response.status_code != 200:
@@ -140,10 +152,10 @@ class HarborListing(ApiClient):
             total = _total_count(response, what)
             if total is not None:
                 totals.add(total)
-            if not batch or next_link(response, self.base_url) is None:
+            if not batch or next_link(response, self.guard, what) is None:
                 steady = len(totals) <= 1 and all(total == len(items) for total in totals)
                 return items, steady
-        raise errors.BadResponseError(f"{what}: more than {MAX_PAGES} pages")
+        raise AssertionError("unreachable")  # pragma: no cover - the pages run out or the cap stops them
 
     async def _get(self, path: str, what: str, params: dict[str, str] | None = None) -> httpx.Response:
         login = self._login()

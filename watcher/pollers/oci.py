@@ -8,6 +8,7 @@ request per poll asks) is listed through Harbor's own API instead: see `watcher.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from watcher import errors
@@ -58,7 +59,7 @@ class OciPoller(Poller):
             return self.harbor
         return None
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> Sequence[object]:
         harbor = await self._harbor()
         if harbor is not None:
             return await harbor.repositories()
@@ -68,15 +69,19 @@ class OciPoller(Poller):
         harbor = await self._harbor()
         if harbor is not None:
             try:
-                return await harbor.tags(repository, wanted)
+                return await harbor.tags(repository, wanted, self)
             except errors.PermissionError_:
                 pass  # a robot allowed to pull but not to list artifacts: the generic path still works
         names = await self.client.tags(repository)
         if names is None:
             return None
-        kept = [t for t in names if wanted(t)]
+        kept = [t for t in self.valid_tags(repository, names) if wanted(t)]
         digests = await gather_all([self.client.manifest_digest(repository, t) for t in kept])
-        return {tag: TagState(digest) for tag, digest in zip(kept, digests, strict=True) if digest}
+        return {
+            tag: TagState(self.valid_digest(repository, tag, digest))
+            for tag, digest in zip(kept, digests, strict=True)
+            if digest is not None  # the tag went away between the list and the HEAD
+        }
 
     @property
     def requests(self) -> int:

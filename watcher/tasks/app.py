@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from contextlib import suppress
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 
 from watcher.bus import celery_broker_url
 from watcher.settings import get_settings
 
+POLL_TASK = "watcher.poll"
 TICK_SECONDS = 1.0
 RELAY_SWEEP_SECONDS = 5.0
 
@@ -45,6 +49,20 @@ def _fresh_connections(**_: Any) -> None:
     from watcher.db import get_engine
 
     get_engine.cache_clear()
+
+
+@worker_shutting_down.connect
+def _interrupt_polls_in_flight(**_: Any) -> None:
+    """A warm shutdown waits for the tasks running in the pool; a poll stuck on a slow registry would hold
+    it up until its deadline. So the main process asks each child running a poll to stop (SIGTERM): the
+    poll ends within a moment, records its run as abandoned and releases its lease (`watcher.shutdown`),
+    and the shutdown completes. Other tasks are short and finish as usual."""
+    from celery.worker import state
+
+    for request in list(state.active_requests):
+        if request.task_name == POLL_TASK and request.worker_pid:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(request.worker_pid, signal.SIGTERM)
 
 
 app = make_app()

@@ -1,59 +1,88 @@
-"""Celery tasks: thin wrappers over plain functions that the tests call directly."""
+"""Celery tasks: thin wrappers over plain functions that the tests call directly.
+
+Each task ends in one log line whatever happens: a registry's failure, bad row or bad option is logged
+naming the registry and never escapes as a traceback, a retry storm or a stopped tick.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from celery import Task
+from sqlalchemy.exc import SQLAlchemyError
 
 from watcher import bus, scheduler
 from watcher.db import get_engine
-from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError
+from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
-from watcher.polling import Busy, poll
+from watcher.polling import Busy, PollResult, poll
 from watcher.relay import relay
-from watcher.tasks.app import app
+from watcher.tasks.app import POLL_TASK, app
 
 log = logging.getLogger("watcher")
 TRANSIENT = (UnreachableError, BadResponseError, RateLimitedError)
+MAX_RETRIES = 3
+RETRY_BACKOFF_SECONDS = 5
+RETRY_BACKOFF_MAX_SECONDS = 300
 
 
 @app.task(name="watcher.tick", ignore_result=True)
 def tick() -> list[str]:
     """Dispatch a poll for every registry that is due."""
-    names = scheduler.claim_due(get_engine(), utcnow())
+    try:
+        names = scheduler.claim_due(get_engine(), utcnow())
+    except (WatcherError, SQLAlchemyError) as exc:
+        log.warning("tick skipped: the state database cannot be read: %s", first_line(exc))
+        return []
     for name in names:
-        poll_registry.delay(name)
+        try:
+            poll_registry.delay(name)
+        except Exception as exc:
+            log.error("registry %r: poll not dispatched: %s", name, first_line(exc))
     return names
 
 
-@app.task(
-    name="watcher.poll",
-    bind=True,
-    ignore_result=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    max_retries=3,
-)
+@app.task(name=POLL_TASK, bind=True, ignore_result=True)
 def poll_registry(self: Task, name: str) -> int:
-    """Poll one registry and publish its events at once; the relay sweep catches up if Redis was down."""
+    """Poll one registry and publish its events at once; the relay sweep catches up if Redis was down.
+
+    A transient failure is retried with backoff, up to MAX_RETRIES; after that, and for any other failure,
+    the poll's run says why and the log has one line."""
     try:
         result = poll(name)
     except Busy as exc:
         log.info("%s", exc)
         return 0
-    log.info(
-        "registry %r: %d repositories, %d tags, %d events%s",
-        name,
-        result.repositories,
-        result.tags,
-        len(result.events),
-        " (baseline)" if result.baseline else "",
-    )
+    except TRANSIENT as exc:
+        if self.request.retries < MAX_RETRIES:
+            countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
+            log.warning("%s (retrying in %ds)", exc, countdown)
+            raise self.retry(countdown=countdown) from None
+        log.warning("%s", exc)
+        return 0
+    except WatcherError as exc:  # the registry's failure, bad option or credentials, or a stop request
+        log.warning("%s", exc)
+        return 0
+    except Exception as exc:
+        log.error("registry %r: poll failed: %s: %s", name, type(exc).__name__, first_line(exc))
+        log.debug("registry %r: poll failed", name, exc_info=True)
+        return 0
+    log_result(result)
     if result.events:
         publish()
     return len(result.events)
+
+
+def log_result(result: PollResult) -> None:
+    log.info(
+        "registry %r: %d repositories, %d tags, %d events, %d ignored%s",
+        result.registry,
+        result.repositories,
+        result.tags,
+        len(result.events),
+        result.ignored,
+        " (baseline)" if result.baseline else "",
+    )
 
 
 @app.task(name="watcher.relay", ignore_result=True)
@@ -67,3 +96,7 @@ def publish() -> int:
     except StateError as exc:
         log.warning("%s", exc)
         return 0
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0]

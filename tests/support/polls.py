@@ -1,0 +1,49 @@
+"""Reading and arranging the state of polls in tests: runs, leases and stored options of a registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from tests.conftest import Watcher
+from watcher import registries
+from watcher.db import session_scope
+from watcher.models import PollRun, Registry
+
+
+def runs_of(watcher: Watcher, name: str) -> list[PollRun]:
+    """The registry's poll runs, oldest first."""
+    with session_scope(watcher.engine) as session:
+        registry_id = registries.find(session, name).id
+        return list(session.scalars(select(PollRun).where(PollRun.registry_id == registry_id).order_by(PollRun.id)))
+
+
+def lease_of(watcher: Watcher, name: str) -> str | None:
+    with session_scope(watcher.engine) as session:
+        return registries.find(session, name).lease_owner
+
+
+def set_row(watcher: Watcher, name: str, **values: Any) -> None:
+    """Store values in the registry's row as they are, bypassing every check (a row from an older release)."""
+    with session_scope(watcher.engine) as session:
+        row: Registry = registries.find(session, name)
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def set_options(watcher: Watcher, name: str, **options: Any) -> None:
+    with session_scope(watcher.engine) as session:
+        row = registries.find(session, name)
+        row.options = {**(row.options or {}), **options}
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.25)
+    return condition()

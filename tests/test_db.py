@@ -1,0 +1,102 @@
+"""The state database: processes starting together on a new database all find the schema at head."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from tests.conftest import PG_ADMIN_URL, RUN_ID
+from watcher.db import get_engine, head_revision, migrate
+from watcher.private_files import file_lock
+
+PROCESSES = 6
+
+# Each process imports first, then opens the database at the same agreed moment.
+OPEN_AT = """
+import sys, time
+start = float(sys.argv[1])
+from watcher.db import get_engine
+time.sleep(max(0.0, start - time.time()))
+get_engine()
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database no process has opened yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'new.db'}"
+        return
+    name = f"watcher_test_{RUN_ID}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def schema_revision(url: str) -> tuple[str | None, set[str]]:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision(), set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_processes_starting_together_on_a_new_database(new_database: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    env |= {"WATCHER_DATABASE_URL": new_database, "WATCHER_DATA_DIR": str(tmp_path / "data")}
+    start = time.time() + 4  # time enough for every process to import first
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    results = [(proc.wait(120), proc.communicate()[1]) for proc in procs]
+    assert [code for code, _ in results] == [0] * PROCESSES, results
+    revision, tables = schema_revision(new_database)
+    assert revision == head_revision()
+    assert {"registries", "repositories", "tags", "events", "poll_runs"} <= tables
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_current_schema_is_opened_without_the_migration_lock(db: str, watcher: object, tmp_path: Path) -> None:
+    """Starting a process on a current database neither takes nor waits for the lock a migration holds."""
+    from watcher.settings import get_settings
+
+    url = get_settings().effective_database_url
+    engine = get_engine()  # migrated now
+    done = threading.Event()
+
+    def open_again() -> None:
+        migrate(engine, url)
+        done.set()
+
+    with ExitStack() as held:  # what a migrating process holds
+        if db == "sqlite":
+            path = Path(url.removeprefix("sqlite:///"))
+            held.enter_context(file_lock(path.with_name(path.name + ".lock")))
+        else:
+            held.enter_context(psycopg.connect(url, autocommit=True)).execute("SELECT pg_advisory_lock(7365123)")
+        threading.Thread(target=open_again, daemon=True).start()
+        assert done.wait(20), "a process opening a current schema waited for the migration lock"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()

@@ -1,0 +1,98 @@
+"""A poll's claim on its registry: a short lease, renewed by a heartbeat while the poll runs.
+
+One poll per registry at a time: a poll claims the registry for `WATCHER_POLL_LEASE_SECONDS` (60 s) and a
+heartbeat thread renews the claim every third of that, so a poll may run as long as its deadline allows
+while a crashed poll's claim lapses within a minute. The lease only keeps two polls from working at once;
+what keeps them from both committing is the registry's revision, checked at commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from datetime import timedelta
+from types import TracebackType
+
+from sqlalchemy import Engine, or_, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from watcher.db import session_scope
+from watcher.models import Registry, utcnow
+from watcher.settings import get_settings
+
+log = logging.getLogger("watcher")
+
+
+def lease_length() -> timedelta:
+    return timedelta(seconds=max(1, get_settings().poll_lease_seconds))
+
+
+def new_owner() -> str:
+    """Who holds a lease: this host and process, and this one poll (two polls never share a claim)."""
+    return f"{socket.gethostname()[:70]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def claim(session: Session, registry_id: int, owner: str) -> bool:
+    """Take the registry if it is free or its lease lapsed; False if another poll holds it."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Registry)
+        .where(Registry.id == registry_id)
+        .where(or_(Registry.lease_until.is_(None), Registry.lease_until < now))
+        .values(lease_owner=owner, lease_until=now + lease_length())
+    )
+    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+
+def renew(engine: Engine, registry_id: int, owner: str) -> bool:
+    """Extend the lease; False once it is no longer ours (released, or lapsed and taken)."""
+    with session_scope(engine) as session:
+        renewed = session.execute(
+            update(Registry)
+            .where(Registry.id == registry_id, Registry.lease_owner == owner)
+            .values(lease_until=utcnow() + lease_length())
+        )
+    return bool(renewed.rowcount)  # type: ignore[attr-defined]
+
+
+def release(session: Session, registry_id: int, owner: str) -> None:
+    session.execute(
+        update(Registry)
+        .where(Registry.id == registry_id, Registry.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+    )
+
+
+class Heartbeat:
+    """`with Heartbeat(...):` renews the lease from a daemon thread until the block ends."""
+
+    def __init__(self, engine: Engine, registry_id: int, owner: str, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.registry_id = registry_id
+        self.owner = owner
+        self.every = lease_length().total_seconds() / 3
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"watcher-lease-{registry_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                if not renew(self.engine, self.registry_id, self.owner):
+                    return  # released, or lost: the revision check at commit decides
+            except SQLAlchemyError as exc:
+                log.warning("registry %r: lease not renewed: %s", self.name, str(exc).splitlines()[0])
