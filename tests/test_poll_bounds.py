@@ -243,7 +243,7 @@ def test_a_connection_test_is_bounded_by_the_poll_timeout_too() -> None:
     """`registry add`/`test` (and the API's registration) run the same bounded listing as a poll."""
     from tests.fakes.hostile_registry import HostileRegistry, Recorder
     from watcher.bounded import DeadlineExceeded
-    from watcher.connection import verify
+    from watcher.registration import verify
     from watcher.spec import RegistrySpec
 
     with Recorder() as recorder, HostileRegistry(recorder) as server:

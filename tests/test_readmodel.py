@@ -89,7 +89,7 @@ def test_status_tells_pending_ok_and_failing_apart(watcher: Watcher) -> None:
     table = watcher.cli("status").stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "PROVIDER", "STATE"]
     broken_line = next(line for line in table if line.startswith("broken"))
-    assert "failing" in broken_line and "2m ago" in broken_line and "credentials refused" in broken_line
+    assert "failing" in broken_line and "2 min ago" in broken_line and "credentials refused" in broken_line
 
 
 def test_status_costs_the_same_statements_for_one_registry_or_fifty(watcher: Watcher) -> None:

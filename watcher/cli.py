@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from watcher import bus, registries, vault
 from watcher.applyfile import load_specs
-from watcher.connection import verify
 from watcher.db import session_scope
 from watcher.errors import StateError, WatcherError
 from watcher.events import rfc3339, stream_entry
@@ -26,6 +25,7 @@ from watcher.history import parse_since, recent_events
 from watcher.models import ApiToken, Registry, utcnow
 from watcher.pollers import PROVIDER_NAMES
 from watcher.polling import PollResult, poll
+from watcher.registration import register, verify
 from watcher.relay import relay
 from watcher.settings import get_settings
 from watcher.spec import format_interval
@@ -142,13 +142,7 @@ def credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def registry_add(name: str, no_verify: bool, **values: Any) -> None:
     """Register a registry after testing that it can be listed."""
     spec = build_spec({"name": name, **values})
-    with session_scope() as session:
-        if session.scalar(select(Registry.id).where(Registry.name == name)) is not None:
-            raise registries.already_exists(name)  # before testing the connection for nothing
-    if not no_verify:
-        verify(spec)
-    with session_scope() as session:
-        registries.create(session, spec)  # a racing `add` of the same name loses here, with the same line
+    register(spec, verify_first=not no_verify)
     click.echo(
         f"added registry {name!r} ({spec.provider}, {spec.url}), polled every {format_interval(spec.interval_seconds)}"
     )

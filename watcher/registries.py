@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher import vault
-from watcher.errors import InputError, NotFoundError, StateError
+from watcher.errors import ConflictError, NotFoundError, StateError
 from watcher.models import PollRun, Registry, Repository, Tag, utcnow
 from watcher.pollers import provider_class
 from watcher.spec import RegistrySpec, format_interval
@@ -22,8 +22,8 @@ def find(session: Session, name: str) -> Registry:
     return row
 
 
-def already_exists(name: str) -> InputError:
-    return InputError(f"registry {name!r} already exists; use `watcher registry apply` to change it")
+def already_exists(name: str) -> ConflictError:
+    return ConflictError(f"registry {name!r} already exists; use `watcher registry apply` to change it", field="name")
 
 
 def spec_of(row: Registry) -> RegistrySpec:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from watcher.models import utcnow
 
@@ -20,15 +20,17 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Coll
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """`42s ago`, `in 3m`, `2h ago`, `5d ago`; `never` when there is no time."""
+    """`3 min ago`, `in 2 h`, `just now`; `never` for no time at all (the CLI and the console alike)."""
     if moment is None:
         return "never"
-    seconds = int(((now or utcnow()) - moment).total_seconds())
-    amount = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if amount >= size:
-            text = f"{amount // size}{unit}"
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    seconds = ((now or utcnow()) - moment).total_seconds()
+    size = abs(seconds)
+    if size < 5:
+        return "just now"
+    amount = f"{int(size)} s"
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if size >= length:
+            amount = f"{int(size // length)} {unit}"
             break
-    else:
-        text = f"{amount}s"
-    return f"{text} ago" if seconds >= 0 else f"in {text}"
+    return f"{amount} ago" if seconds > 0 else f"in {amount}"

@@ -15,8 +15,10 @@ from tests.support.registry import free_port
 from watcher.db import session_scope
 from watcher.errors import AuthError, ConflictError, InputError, RegistryError, ScopeError, UnreachableError
 from watcher.models import Registry
+from watcher.registration import field_at_fault
+from watcher.spec import RegistrySpec
+from watcher.tables import ago
 from watcher.web.console import actions
-from watcher.web.console.render import ago
 
 
 def saved() -> list[str]:
@@ -72,8 +74,8 @@ def test_validation_failures_name_their_field(watcher: Watcher, values: dict[str
 
 
 def test_a_registry_refusal_points_at_the_providers_field() -> None:
-    def field(exc: RegistryError, provider: str, **values: str) -> str | None:
-        return actions.registry_error_field(exc, provider, values)
+    def field(exc: RegistryError, provider: str, **credentials: str) -> str | None:
+        return field_at_fault(exc, RegistrySpec("r1", provider, "https://r.example", credentials=credentials))
 
     assert field(AuthError("no"), "ecr") == "secret_key"
     assert field(AuthError("no"), "gcr") == "json_key"

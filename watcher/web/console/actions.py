@@ -9,28 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from watcher import registries
 from watcher.db import session_scope
-from watcher.errors import (
-    AuthError,
-    ConflictError,
-    InputError,
-    PermissionError_,
-    RegistryError,
-    ScopeError,
-    TLSError,
-    UnreachableError,
-)
+from watcher.errors import InputError
 from watcher.forms import build_spec
-from watcher.models import Registry
+from watcher.registration import register, verify
 from watcher.spec import RegistrySpec
-from watcher.web.console.providers import password_field
 
 _OPTION = re.compile(r"--([a-z][a-z-]*)")
-_SCOPE_FIELDS = {"dockerhub": "namespace", "ecr": "region", "gcr": "project_id"}
 
 
 def validate(values: dict[str, Any]) -> None:
@@ -40,18 +26,12 @@ def validate(values: dict[str, Any]) -> None:
 
 def test(values: dict[str, Any]) -> None:
     """Validate, then ping, authenticate and list the registry as `registry add` does; saves nothing."""
-    _verify(_spec(values), values)
+    verify(_spec(values))
 
 
 def save(values: dict[str, Any]) -> None:
     """Register a new registry: validated, tested, and only then saved (nothing is saved on failure)."""
-    spec = _spec(values)
-    with session_scope() as session:
-        _refuse_existing(session, spec.name)
-    _verify(spec, values)
-    with session_scope() as session:
-        _refuse_existing(session, spec.name)  # unless it was added meanwhile
-        registries.save(session, spec)
+    register(_spec(values))
 
 
 def queue_poll(name: str) -> str:
@@ -70,32 +50,6 @@ def _spec(values: dict[str, Any]) -> RegistrySpec:
         if exc.field is None:
             exc.field = field_of(str(exc))
         raise
-
-
-def _refuse_existing(session: Session, name: str) -> None:
-    if session.scalar(select(Registry.id).where(Registry.name == name)) is not None:
-        raise ConflictError(f"registry {name!r} already exists: pick another name", field="name")
-
-
-def _verify(spec: RegistrySpec, values: dict[str, Any]) -> None:
-    from watcher.cli import verify
-
-    try:
-        verify(spec)
-    except RegistryError as exc:
-        exc.field = registry_error_field(exc, spec.provider, values)
-        raise
-
-
-def registry_error_field(exc: RegistryError, provider: str, values: dict[str, Any]) -> str | None:
-    """The form field a registry's refusal points at."""
-    if isinstance(exc, AuthError | PermissionError_):
-        return password_field(provider, values)
-    if isinstance(exc, UnreachableError | TLSError):
-        return "url"
-    if isinstance(exc, ScopeError):
-        return _SCOPE_FIELDS.get(provider, "repositories")
-    return None
 
 
 def field_of(message: str) -> str | None:

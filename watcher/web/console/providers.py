@@ -176,10 +176,3 @@ COMMON_FIELDS = frozenset({"name", "provider", "interval", "repositories"})
 
 def provider(key: str | None) -> Provider:
     return BY_KEY.get(key or "", BY_KEY[DEFAULT])
-
-
-def password_field(key: str, values: dict[str, object]) -> str:
-    """The field that holds the secret a registry refused, for this provider and these values."""
-    if key == "acr" and (values.get("client_secret") or values.get("tenant_id") or values.get("client_id")):
-        return "client_secret"
-    return {"ecr": "secret_key", "gcr": "json_key"}.get(key, "password")

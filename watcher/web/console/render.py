@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from watcher.tables import ago
 from watcher.web.console.auth import csrf_token
 from watcher.web.deps import Principal
 
@@ -24,22 +25,6 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-
-def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """`3 min ago`, `in 2 h`, `just now`; `never` for no time at all."""
-    if moment is None:
-        return "never"
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
-    size = abs(seconds)
-    if size < 5:
-        return "just now"
-    for unit, length in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        if size >= length:
-            amount = f"{int(size // length)} {unit}"
-            break
-    return f"{amount} ago" if seconds > 0 else f"in {amount}"
 
 
 def iso(moment: datetime | None) -> str:
