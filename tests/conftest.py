@@ -45,6 +45,16 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _redis_left_clean() -> Iterator[None]:
+    """Whatever this run wrote to the machine's Redis (Celery queues of an app imported in another test's
+    name too) is gone at the end: CI leaves the machine's servers as it found them."""
+    yield
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"watcher-test:{RUN_ID}:*"):
+        client.delete(key)
+
+
 @dataclass
 class Watcher:
     """One isolated watcher installation: its settings, database and Redis, and its CLI."""

@@ -121,10 +121,15 @@ def test_a_remote_registration_reads_no_local_file_and_no_environment(
 
 
 def test_poll_now_queues_the_task_beat_uses(watcher: Watcher, api: Api) -> None:
+    from watcher.tasks import app
+
+    prefix = app.conf.broker_transport_options["global_keyprefix"]  # fixed when the app was first imported
+    watcher.redis.delete(f"{prefix}celery")  # what earlier tests of this process queued there
     assert watcher.add_registry("r1", "https://r1.example.com", "--no-verify").exit_code == 0
     queued = api.admin.post("/api/v1/registries/r1/poll")
     assert queued.status_code == 202 and queued.json()["poll_id"]
-    waiting = [json.loads(m) for m in watcher.redis.lrange(f"{watcher.stream}:celery:celery", 0, -1)]
+    waiting = [json.loads(m) for m in watcher.redis.lrange(f"{prefix}celery", 0, -1)]
+    watcher.redis.delete(f"{prefix}celery")
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in waiting] == [("watcher.poll", "('r1',)")]
     error_of(api.admin.post("/api/v1/registries/nope/poll"), 404, "not_found")
 
