@@ -112,6 +112,7 @@ def watcher(
     monkeypatch.setenv("WATCHER_EVENTS_STREAM", stream)
     monkeypatch.setenv("WATCHER_SECRET_KEY", secrets.token_urlsafe(24))
     monkeypatch.setenv("WATCHER_MIN_INTERVAL_SECONDS", "1")  # tests poll every few seconds
+    monkeypatch.setenv("WATCHER_LISTEN", "off")  # `watcher run` in a test serves HTTP only where it says so
     if db == "postgresql":
         url = request.getfixturevalue("postgres_url")
         _reset_postgres(url)
