@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
-from sqlalchemy import select
 
-from watcher import bus, registries, vault
+from watcher import bus, readmodel, registries, vault
 from watcher.applyfile import load_specs
 from watcher.db import session_scope
 from watcher.errors import StateError, WatcherError
@@ -22,7 +21,7 @@ from watcher.events import rfc3339, stream_entry
 from watcher.failures import check_configuration, debugging, mask, one_line
 from watcher.forms import build_spec
 from watcher.history import parse_since, recent_events
-from watcher.models import ApiToken, Registry, utcnow
+from watcher.models import ApiToken, utcnow
 from watcher.pollers import PROVIDER_NAMES
 from watcher.polling import PollResult, poll
 from watcher.registration import register, verify
@@ -154,7 +153,7 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
     with session_scope() as session:
-        rows = [registries.describe(session, r) for r in session.scalars(select(Registry).order_by(Registry.name))]
+        rows = readmodel.registry_details(session)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -177,7 +176,7 @@ def registry_list(as_json: bool) -> None:
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
     with session_scope() as session:
-        info = registries.describe(session, registries.find(session, name))
+        info = readmodel.registry_detail(session, name)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -182,6 +182,62 @@ def rfc3339_or_none(moment: datetime | None) -> str | None:
     return rfc3339(moment) if moment is not None else None
 
 
+def registry_details(session: Session, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Everything about each registry that may be shown — secrets only as `set` — with its status: what
+    `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
+    from watcher import vault
+    from watcher.pollers import provider_class
+    from watcher.spec import format_interval
+
+    query = select(Registry).order_by(Registry.name)
+    if names is not None:
+        query = query.where(Registry.name.in_(list(names)))
+    rows = list(session.scalars(query))
+    statuses = {s.name: s for s in registry_statuses(session, [r.name for r in rows])} if rows else {}
+    last_ids = select(func.max(PollRun.id)).where(PollRun.registry_id.in_([r.id for r in rows]))
+    last_runs = {
+        run.registry_id: run
+        for run in session.scalars(select(PollRun).where(PollRun.id.in_(last_ids.group_by(PollRun.registry_id))))
+    }
+    details = []
+    for row in rows:
+        shown: dict[str, str] | str
+        try:
+            credentials = vault.decrypt(row.credentials)
+        except vault.Undecryptable as exc:
+            shown = str(exc)  # this registry's credentials are unreadable; the others are shown as ever
+        else:
+            secret = provider_class(row.provider).secret_fields
+            shown = {key: ("set" if key in secret else value) for key, value in sorted(credentials.items())}
+        status = statuses[row.name]
+        last = last_runs.get(row.id)
+        details.append(
+            {
+                "name": row.name,
+                "provider": row.provider,
+                "url": row.url,
+                "interval": format_interval(row.interval_seconds),
+                "credentials": shown,
+                "options": dict(row.options or {}),
+                "emit_existing": row.emit_existing,
+                "baselined": row.baselined,
+                "repositories": status.repositories,
+                "tags": status.tags,
+                "next_poll_at": rfc3339_or_none(row.next_poll_at),
+                "last_poll": None if last is None else poll_json(last),
+                "status": status.as_json(),
+            }
+        )
+    return details
+
+
+def registry_detail(session: Session, name: str) -> dict[str, Any]:
+    """One registry's details, or NotFoundError naming it."""
+    _registry_row(session, name)
+    (detail,) = registry_details(session, [name])
+    return detail
+
+
 # ---- images ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Image:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher import vault
 from watcher.errors import ConflictError, NotFoundError, StateError
-from watcher.models import PollRun, Registry, Repository, Tag, utcnow
-from watcher.pollers import provider_class
-from watcher.spec import RegistrySpec, format_interval
+from watcher.models import Registry, Repository, utcnow
+from watcher.spec import RegistrySpec
 
 
 def find(session: Session, name: str) -> Registry:
@@ -110,47 +107,3 @@ def _assign(row: Registry, spec: RegistrySpec) -> None:
 def remove(session: Session, name: str) -> None:
     """Forget a registry and its snapshot; its event history stays for dashboards."""
     session.delete(find(session, name))
-
-
-def describe(session: Session, row: Registry) -> dict[str, Any]:
-    """Everything about a registry that may be shown: secrets appear only as `set`."""
-    shown: dict[str, str] | str
-    try:
-        creds = vault.decrypt(row.credentials)
-    except vault.Undecryptable as exc:
-        shown = str(exc)  # this registry's credentials are unreadable; the others are listed as ever
-    else:
-        secret = provider_class(row.provider).secret_fields
-        shown = {key: ("set" if key in secret else value) for key, value in sorted(creds.items())}
-    last = session.scalar(select(PollRun).where(PollRun.registry_id == row.id).order_by(PollRun.id.desc()).limit(1))
-    counts = session.execute(
-        select(func.count(func.distinct(Repository.id)), func.count(Tag.id))
-        .select_from(Repository)
-        .join(Tag, Tag.repository_id == Repository.id, isouter=True)
-        .where(Repository.registry_id == row.id)
-    ).one()
-    return {
-        "name": row.name,
-        "provider": row.provider,
-        "url": row.url,
-        "interval": format_interval(row.interval_seconds),
-        "credentials": shown,
-        "options": dict(row.options or {}),
-        "emit_existing": row.emit_existing,
-        "baselined": row.baselined,
-        "repositories": counts[0],
-        "tags": counts[1],
-        "next_poll_at": row.next_poll_at.isoformat() if row.next_poll_at else None,
-        "last_poll": None
-        if last is None
-        else {
-            "started_at": last.started_at.isoformat(),
-            "finished_at": last.finished_at.isoformat() if last.finished_at else None,
-            "outcome": last.outcome,
-            "error": last.error,
-            "repositories": last.repositories,
-            "tags": last.tags,
-            "events": last.events,
-            "requests": last.requests,
-        },
-    }

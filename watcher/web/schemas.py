@@ -48,7 +48,7 @@ class Registry(BaseModel):
     provider: str
     url: str
     interval: str
-    credentials: dict[str, str]
+    credentials: dict[str, str] | str  # a string says why they cannot be decrypted
     options: dict[str, Any]
     emit_existing: bool
     baselined: bool

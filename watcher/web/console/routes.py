@@ -113,7 +113,7 @@ def registry_page(
     with session_scope() as session:
         row = _registry(session, name)
         status = readmodel.registry_statuses(session, [name])[0]
-        described = registries.describe(session, row)
+        described = readmodel.registry_detail(session, row.name)
         repositories = _paged(readmodel.repositories_page, session, name, cursor, REPOSITORIES_PER_PAGE)
         history = _paged(readmodel.polls_page, session, name, polls, POLLS_PER_PAGE)
         return page(

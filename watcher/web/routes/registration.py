@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy.orm import Session
 
 from watcher import readmodel, registries, vault
 from watcher.applyfile import RegistryEntry, typed_entry
@@ -24,7 +23,6 @@ from watcher.registration import register, verify
 from watcher.spec import RegistrySpec
 from watcher.web import schemas
 from watcher.web.errors import ApiError
-from watcher.web.routes.registries import registry_json
 
 router = APIRouter(prefix="/registries", tags=["registries"])
 
@@ -69,13 +67,7 @@ def spec_from(values: dict[str, Any]) -> RegistrySpec:
 
 def _described(name: str) -> dict[str, Any]:
     with session_scope() as session:
-        return shown(session, name)
-
-
-def shown(session: Session, name: str) -> dict[str, Any]:
-    row = registries.find(session, name)
-    (status,) = readmodel.registry_statuses(session, [name])
-    return registry_json(session, row, status)
+        return readmodel.registry_detail(session, name)
 
 
 @router.post("", status_code=201, response_model=schemas.Registry, openapi_extra=ENTRY_BODY)

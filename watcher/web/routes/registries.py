@@ -6,11 +6,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from watcher import readmodel, registries
-from watcher.models import Registry as RegistryRow
+from watcher import readmodel
 from watcher.web import schemas
 from watcher.web.deps import DbSession
 from watcher.web.errors import ApiError
@@ -29,22 +26,14 @@ def checked_repository(repository: str) -> str:
     return repository
 
 
-def registry_json(session: Session, row: RegistryRow, status: readmodel.RegistryStatus) -> dict[str, Any]:
-    return {**registries.describe(session, row), "status": status.as_json()}
-
-
 @router.get("", response_model=schemas.Items[schemas.Registry])
 def list_registries(session: DbSession) -> dict[str, Any]:
-    statuses = {s.name: s for s in readmodel.registry_statuses(session)}
-    rows = session.scalars(select(RegistryRow).order_by(RegistryRow.name))
-    return {"items": [registry_json(session, row, statuses[row.name]) for row in rows]}
+    return {"items": readmodel.registry_details(session)}
 
 
 @router.get("/{name}", response_model=schemas.Registry)
 def get_registry(session: DbSession, name: str) -> dict[str, Any]:
-    row = registries.find(session, name)
-    (status,) = readmodel.registry_statuses(session, [name])
-    return registry_json(session, row, status)
+    return readmodel.registry_detail(session, name)
 
 
 @router.get("/{name}/polls", response_model=schemas.Page[schemas.Poll])
