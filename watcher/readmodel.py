@@ -182,6 +182,10 @@ def rfc3339_or_none(moment: datetime | None) -> str | None:
     return rfc3339(moment) if moment is not None else None
 
 
+def registry_names(session: Session) -> list[str]:
+    return list(session.scalars(select(Registry.name).order_by(Registry.name)))
+
+
 def registry_details(session: Session, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Everything about each registry that may be shown — secrets only as `set` — with its status: what
     `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
@@ -443,3 +447,8 @@ def events_page(
     rows = list(session.scalars(query))
     next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page(rows[:limit], next_cursor)
+
+
+def newest_event_id(session: Session) -> int:
+    """The history id of the newest event (0 when there is none): where a live view starts."""
+    return int(session.scalar(select(func.max(Event.id))) or 0)

@@ -17,11 +17,12 @@ import time
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from watcher.db import session_scope
 from watcher.events import stream_entry
 from watcher.models import Event
+from watcher.readmodel import newest_event_id
 
 POLL_SECONDS = 0.2
 HOLE_SECONDS = 10.0
@@ -121,4 +122,4 @@ class EventFeed:
 
 def _newest_id() -> int:
     with session_scope() as session:
-        return int(session.scalar(select(func.max(Event.id))) or 0)
+        return newest_event_id(session)

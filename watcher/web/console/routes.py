@@ -13,13 +13,12 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import func, select
 from starlette.datastructures import FormData, UploadFile
 
 from watcher import readmodel, registries
 from watcher.db import session_scope
 from watcher.errors import NotFoundError, WatcherError
-from watcher.models import Event, Registry
+from watcher.models import Registry
 from watcher.queue import queue_poll
 from watcher.web.console import actions, auth, providers
 from watcher.web.console.render import page
@@ -255,10 +254,10 @@ def events_page(
             found = readmodel.events_page(session, filters, cursor=cursor, limit=EVENTS_PER_PAGE)
         except WatcherError as exc:
             raise auth.Refused(400, str(exc)) from None
-        names = list(session.scalars(select(Registry.name).order_by(Registry.name)))
+        names = readmodel.registry_names(session)
         newest = max((e.id for e in found.items), default=0) if cursor is None else 0
         if cursor is None and not found.items:
-            newest = int(session.scalar(select(func.max(Event.id))) or 0)
+            newest = readmodel.newest_event_id(session)
         query = {"registry": registry, "repository": repository, "tag": tag, "change": change}
         return page(
             request,
