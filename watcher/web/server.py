@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 
 from watcher.errors import InputError
 
@@ -31,14 +30,8 @@ def _is_host(host: str) -> bool:
 def serve_forever(host: str, port: int, loglevel: str = "INFO") -> None:
     import uvicorn
 
+    from watcher import logs
     from watcher.web.app import create_app
 
-    level = logging.getLevelName(loglevel.upper())
-    uvicorn.run(
-        create_app(),
-        host=host,
-        port=port,
-        log_level=loglevel.lower(),
-        access_log=level == logging.DEBUG,
-        server_header=False,
-    )
+    logs.setup(loglevel)
+    uvicorn.run(create_app(), host=host, port=port, server_header=False, **logs.uvicorn_options(loglevel))
