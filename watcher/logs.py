@@ -26,6 +26,7 @@ CHATTY = (
     "celery.worker.strategy",
     "celery.app.trace",
     "uvicorn.access",
+    "alembic.runtime.migration",  # "Context impl ...", once per process that opens the database
 )
 #: the JSON keys a line's own fields may not take
 RESERVED = frozenset({"time", "level", "logger", "message"})
@@ -79,9 +80,31 @@ def setup(loglevel: str | int = "INFO", log_format: str | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    setup_chatty(level)
+    logging.captureWarnings(True)
+
+
+def setup_chatty(level: int) -> None:
+    """The chatty loggers at `level` when that is DEBUG, otherwise at WARNING at least."""
     for name in CHATTY:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
-    logging.captureWarnings(True)
+
+
+def celery_notices_as_json() -> None:
+    """Celery writes a few notices ("worker: Warm shutdown (MainProcess)") straight to stdout from its signal
+    handlers; make them JSON lines too (written as directly as Celery does: no logging lock in a handler)."""
+    from celery.apps import worker
+
+    def say(message: str, f: Any = sys.__stderr__) -> None:
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "INFO",
+            "logger": "celery.apps.worker",
+            "message": str(message).strip(),
+        }
+        print(json.dumps(entry), file=f, flush=True)
+
+    worker.safe_say = say
 
 
 def uvicorn_options(loglevel: str | int = "INFO") -> dict[str, Any]:
