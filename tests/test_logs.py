@@ -6,12 +6,14 @@ import io
 import json
 import logging
 import re
+import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import Watcher
@@ -109,3 +111,34 @@ def test_setup_levels_formats_and_one_line_errors(monkeypatch: pytest.MonkeyPatc
         logs.setup("INFO", "xml")
     with pytest.raises(InputError, match=r"^log level 'LOUD' is not one of"):
         logs.setup("LOUD")
+
+
+def test_serve_logs_json_lines_and_no_access_log_at_info(
+    watcher: Watcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHER_LOG_FORMAT", "json")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "serve", "--listen", f"127.0.0.1:{port}", "--loglevel", "INFO"],
+            env=watcher.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def answers() -> bool:
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            assert wait_for(answers, 60), log.read_text()[-2000:]
+        finally:
+            stop_process(server, timeout=20)
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any("Uvicorn running" in e["message"] for e in entries), entries
+    assert not [e for e in entries if "/healthz" in e["message"]]  # the access log is for DEBUG
