@@ -45,6 +45,16 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _redis_left_clean() -> Iterator[None]:
+    """Whatever this run wrote to the machine's Redis (Celery queues of an app imported in another test's
+    name too) is gone at the end: CI leaves the machine's servers as it found them."""
+    yield
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"watcher-test:{RUN_ID}:*"):
+        client.delete(key)
+
+
 @dataclass
 class Watcher:
     """One isolated watcher installation: its settings, database and Redis, and its CLI."""
@@ -102,6 +112,7 @@ def watcher(
     monkeypatch.setenv("WATCHER_EVENTS_STREAM", stream)
     monkeypatch.setenv("WATCHER_SECRET_KEY", secrets.token_urlsafe(24))
     monkeypatch.setenv("WATCHER_MIN_INTERVAL_SECONDS", "1")  # tests poll every few seconds
+    monkeypatch.setenv("WATCHER_LISTEN", "off")  # `watcher run` in a test serves HTTP only where it says so
     if db == "postgresql":
         url = request.getfixturevalue("postgres_url")
         _reset_postgres(url)

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import redis
 
 from tests.support.fixtures import RegistryEnv
+from tests.support.registry import free_port
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -76,7 +78,10 @@ def test_run_on_embedded_defaults_polls_and_stops_its_redis(
     registry.client.push_image(f"{unique_repo}/app", "v1")
     added = add_local(tmp_path, registry, unique_repo, "--interval", "10s")
     assert added.returncode == 0, added.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {
+        "WATCHER_LISTEN": f"127.0.0.1:{port}"
+    }
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen(
@@ -92,6 +97,15 @@ def test_run_on_embedded_defaults_polls_and_stops_its_redis(
             while not baseline.search(log.read_text()) and time.monotonic() < deadline:
                 time.sleep(0.25)
             assert baseline.search(log.read_text()), log.read_text()[-2000:]
+            token_file = tmp_path / ".watcher" / "admin.token"
+            assert f"console and API at http://127.0.0.1:{port}/console/" in log.read_text()
+            assert str(token_file) in log.read_text() and token_file.stat().st_mode & 0o777 == 0o600
+            token = token_file.read_text().strip()
+            assert token not in log.read_text()
+            listed = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/registries", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert [r["status"]["state"] for r in listed.json()["items"]] == ["ok"]
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)

@@ -123,3 +123,24 @@ def test_a_secret_file_that_is_not_text_is_one_line(watcher: Watcher, tmp_path) 
     huge = tmp_path / "huge"
     huge.write_bytes(b"a" * (65 * 1024))
     assert "more than 64 KiB" in refused(watcher, "--url", URL, "--username", "u", "--password", f"@{huge}")
+
+
+def test_values_of_is_the_inverse_of_build_spec() -> None:
+    from watcher.forms import build_spec, values_of
+
+    given = {
+        "name": "r1",
+        "provider": "oci",
+        "url": "https://r.example.com",
+        "interval": "2h",
+        "poll_timeout": "5m",
+        "username": "u",
+        "password": "p",
+        "repositories": ["team/*", "base"],
+        "include_tags": "^v",
+        "max_concurrency": 4,
+        "rate_limit": 2.5,
+        "emit_existing": True,
+    }
+    spec = build_spec(given, source="remote")
+    assert build_spec(values_of(spec), source="remote") == spec

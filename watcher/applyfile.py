@@ -155,7 +155,7 @@ def specs_of(document: Any, path: Path) -> list[RegistrySpec]:
         named = isinstance(name, str) and len(name) <= 63
         where = f"{path}: registry #{number}" + (f" ({name})" if named else "")
         try:
-            specs.append(build_spec(typed_entry(entry), stdin_allowed=False))
+            specs.append(build_spec(typed_entry(entry), source="file"))
         except InputError as exc:
             message = str(exc).removeprefix(f"registry {name!r}: ") if named else str(exc)
             raise InputError(f"{where}: {message}") from None
@@ -166,9 +166,10 @@ def specs_of(document: Any, path: Path) -> list[RegistrySpec]:
     return specs
 
 
-def typed_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    """The entry with `${VAR}` expanded, checked against RegistryEntry; keys may use '-' or '_'."""
-    values = {str(k).replace("-", "_"): expand_env(v) for k, v in entry.items()}
+def typed_entry(entry: dict[str, Any], *, expand: bool = True) -> dict[str, Any]:
+    """The entry checked against RegistryEntry, with `${VAR}` expanded from the environment when `expand`
+    (a file of the operator's; never for a remote request); keys may use '-' or '_'."""
+    values = {str(k).replace("-", "_"): expand_env(v) if expand else v for k, v in entry.items()}
     if len(values) < len(entry):
         raise InputError("a setting is given twice (once with '-' and once with '_')")
     try:

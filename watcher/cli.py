@@ -507,15 +507,26 @@ def serve(listen: str | None, loglevel: str) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @friendly
 def run(concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker with the beat scheduler embedded: the long-running job."""
+    """Run a Celery worker with the beat scheduler embedded, and the HTTP service on WATCHER_LISTEN."""
     from watcher.tasks import app
+    from watcher.web import server
 
+    settings = get_settings()
     argv = ["worker", "--beat", f"--loglevel={loglevel}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
+    http = server.start_beside_worker(settings.listen, loglevel)
+    if http is not None:
+        where = f"watcher: console and API at {server.console_url(settings.listen)}"
+        embedded = settings.redis_url == bus.EMBEDDED and not settings.database_url
+        token_file = server.first_admin_token(settings.data_dir) if embedded else None
+        if token_file is not None:
+            where += f" (log in with the admin token written to {token_file})"
+        click.echo(where, err=True)
     try:
         app.worker_main(argv)
     finally:
+        server.stop(http)
         bus.stop_started(only_if_alone=False)
 
 

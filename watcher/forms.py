@@ -9,7 +9,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from watcher.errors import InputError
 from watcher.pollers import provider_class
@@ -50,12 +50,20 @@ MAX_REPOSITORY_PATTERNS = 1000
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def read_secret(value: str, option: str, *, allow_stdin: bool = True) -> str:
+#: where values come from, which decides what a secret's value may refer to: the command line may read a
+#: file (`@PATH`) or standard input (`-`), a `registry apply` file may read a file, and a remote request
+#: (the HTTP API, the console) only gives literal values — it must never make the watcher read its own files
+Source = Literal["command", "file", "remote"]
+
+
+def read_secret(value: str, option: str, *, source: Source = "command") -> str:
     """A secret option's value: literal, `@PATH` (the file's contents), or `-` (standard input).
 
     What is read is bounded and must be UTF-8 text: `--password @/dev/zero` is one line, not a hang.
     """
-    if value == "-" and allow_stdin:
+    if source == "remote":
+        return value
+    if value == "-" and source == "command":
         stdin = getattr(sys.stdin, "buffer", None)
         data = stdin.read(MAX_SECRET_LENGTH + 1) if stdin else sys.stdin.read(MAX_SECRET_LENGTH + 1).encode()
         return _secret_text(data, option, "standard input")
@@ -95,7 +103,7 @@ def expand_env(value: Any) -> Any:
     return value
 
 
-def build_spec(values: dict[str, Any], *, stdin_allowed: bool = True) -> RegistrySpec:
+def build_spec(values: dict[str, Any], *, source: Source = "command") -> RegistrySpec:
     """Validate one registry's values (keys as CLI long options, '-' or '_') into a RegistrySpec.
 
     The one place every bound is enforced: `registry add`, `registry apply` and (next) the HTTP API all
@@ -107,21 +115,19 @@ def build_spec(values: dict[str, Any], *, stdin_allowed: bool = True) -> Registr
     if unknown:
         raise InputError(f"registry {name!r}: unknown setting {unknown[0]!r}")
     try:
-        return _build(name, values, stdin_allowed)
+        return _build(name, values, source)
     except InputError as exc:
         message = str(exc)
         raise InputError(message if message.startswith("registry ") else f"registry {name!r}: {message}") from None
 
 
-def _build(name: str, values: dict[str, Any], stdin_allowed: bool) -> RegistrySpec:
+def _build(name: str, values: dict[str, Any], source: Source) -> RegistrySpec:
     if "provider" not in values:
         raise InputError("--provider is missing")
     cls = provider_class(_text(values["provider"], "provider"))
     url = check_url(values.get("url") or cls.default_url, name)
     credentials = {
-        key: read_secret(
-            _text(values[key], key, limit=MAX_SECRET_LENGTH), key.replace("_", "-"), allow_stdin=stdin_allowed
-        )
+        key: read_secret(_text(values[key], key, limit=MAX_SECRET_LENGTH), key.replace("_", "-"), source=source)
         for key in CREDENTIAL_KEYS
         if key in values
     }
@@ -176,3 +182,19 @@ def _repositories(value: Any) -> list[str]:
     if not all(found):
         raise InputError("--repository must not be empty: give a repository path or glob, e.g. team/*")
     return found
+
+
+def values_of(spec: RegistrySpec) -> dict[str, Any]:
+    """A registry's values as `build_spec` takes them (its inverse): what a partial update starts from."""
+    values: dict[str, Any] = {
+        "name": spec.name,
+        "provider": spec.provider,
+        "url": spec.url,
+        "interval": spec.interval_seconds,
+        "emit_existing": spec.emit_existing,
+        **spec.credentials,
+    }
+    for key, value in spec.options.items():
+        if value not in (None, "", [], ()):
+            values[key] = list(value) if key == "repositories" else value
+    return values

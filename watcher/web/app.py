@@ -13,7 +13,7 @@ from watcher.web.console import routes as console
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
 from watcher.web.limits import BodyLimit
-from watcher.web.routes import events, health, registries
+from watcher.web.routes import events, health, registration, registries
 from watcher.web.schemas import ERRORS
 
 API_PREFIX = "/api/v1"
@@ -41,6 +41,7 @@ def create_app() -> FastAPI:
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=ERRORS)
     api.include_router(registries.router)
+    api.include_router(registration.router)
     api.include_router(events.router)
     app.include_router(api)
     app.include_router(health.router)

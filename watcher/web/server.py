@@ -1,10 +1,23 @@
-"""Serving the app with uvicorn: where to listen, and a quiet access log (each request only at DEBUG)."""
+"""Serving the app with uvicorn: where to listen, a quiet access log (each request only at DEBUG), and the
+HTTP side of `watcher run`, which serves from a process of its own next to the Celery worker (a server
+thread inside a process that forks its pool would hand the children its socket and its locks)."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from watcher.errors import InputError
+from watcher.errors import InputError, StateError
+
+log = logging.getLogger("watcher")
+OFF = "off"
+ADMIN_TOKEN_FILE = "admin.token"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -27,6 +40,21 @@ def _is_host(host: str) -> bool:
         return all(label and len(label) <= 63 and label.replace("-", "").isalnum() for label in labels)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one clear line, not a server's log."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StateError(f"cannot listen on {host}:{port}: {exc.strerror} (WATCHER_LISTEN or --listen)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve_forever(host: str, port: int, loglevel: str = "INFO") -> None:
     import uvicorn
 
@@ -34,4 +62,71 @@ def serve_forever(host: str, port: int, loglevel: str = "INFO") -> None:
     from watcher.web.app import create_app
 
     logs.setup(loglevel)
-    uvicorn.run(create_app(), host=host, port=port, server_header=False, **logs.uvicorn_options(loglevel))
+    sock = bind(host, port)
+    config = uvicorn.Config(
+        create_app(), server_header=False, timeout_graceful_shutdown=5, **logs.uvicorn_options(loglevel)
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def start_beside_worker(listen: str, loglevel: str) -> subprocess.Popen[bytes] | None:
+    """`watcher run`'s HTTP side: `watcher serve` as a child process, once it answers (None when `off`)."""
+    if listen.strip().lower() == OFF:
+        return None
+    host, port = parse_listen(listen)
+    bind(host, port).close()  # a port in use stops `watcher run` at once, with one line
+    child = subprocess.Popen(
+        [sys.executable, "-m", "watcher", "serve", "--listen", listen, "--loglevel", loglevel],
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 20
+    while not _answers(host, port):
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise StateError(f"the HTTP service did not start on {listen}: see the lines above (WATCHER_LISTEN)")
+        time.sleep(0.1)
+    return child
+
+
+def _answers(host: str, port: int) -> bool:
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    try:
+        with socket.create_connection((target, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def stop(child: subprocess.Popen[bytes] | None) -> None:
+    if child is None or child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def console_url(listen: str) -> str:
+    host, port = parse_listen(listen)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}/console/"
+
+
+def first_admin_token(data_dir: Path) -> Path | None:
+    """On the embedded defaults, a first start with no token writes an admin token to the data dir (0600),
+    so a newcomer can log in to the console; the path is logged, the token never is."""
+    from watcher import tokens
+    from watcher.db import session_scope
+    from watcher.private_files import create_private, private_dir
+
+    with session_scope() as session:
+        if tokens.has_any(session):
+            return None
+        path = Path(data_dir).resolve() / ADMIN_TOKEN_FILE
+        token = tokens.create(session, "admin", "admin")
+        private_dir(path.parent)
+        if path.exists():
+            path.unlink()
+        create_private(path, token + "\n")
+    return path

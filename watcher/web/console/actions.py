@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from watcher import registries
-from watcher.db import session_scope
 from watcher.errors import InputError
 from watcher.forms import build_spec
 from watcher.registration import register, verify
@@ -34,18 +32,9 @@ def save(values: dict[str, Any]) -> None:
     register(_spec(values))
 
 
-def queue_poll(name: str) -> str:
-    """Queue a poll of `name` now, as beat's tick does; returns the queued task's id."""
-    from watcher.tasks.jobs import poll_registry
-
-    with session_scope() as session:
-        registries.find(session, name)
-    return str(poll_registry.delay(name).id)
-
-
 def _spec(values: dict[str, Any]) -> RegistrySpec:
     try:
-        return build_spec(values, stdin_allowed=False)
+        return build_spec(values, source="remote")
     except InputError as exc:
         if exc.field is None:
             exc.field = field_of(str(exc))

@@ -20,6 +20,7 @@ from watcher import readmodel, registries
 from watcher.db import session_scope
 from watcher.errors import NotFoundError, WatcherError
 from watcher.models import Event, Registry
+from watcher.queue import queue_poll
 from watcher.web.console import actions, auth, providers
 from watcher.web.console.render import page
 from watcher.web.deps import Principal, principal_of, session_token
@@ -96,7 +97,7 @@ async def poll_now(request: Request, user: User, name: str) -> Response:
     form = await auth.checked_form(request)
     auth.require_admin(user)
     try:
-        await anyio.to_thread.run_sync(actions.queue_poll, name)
+        await anyio.to_thread.run_sync(queue_poll, name)
     except NotFoundError as exc:
         raise auth.Refused(404, str(exc)) from None
     except WatcherError as exc:
