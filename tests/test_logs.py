@@ -140,5 +140,5 @@ def test_serve_logs_json_lines_and_no_access_log_at_info(
         finally:
             stop_process(server, timeout=20)
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    assert any("Uvicorn running" in e["message"] for e in entries), entries
+    assert any(e["logger"] == "uvicorn.error" and "startup complete" in e["message"] for e in entries), entries
     assert not [e for e in entries if "/healthz" in e["message"]]  # the access log is for DEBUG
