@@ -90,3 +90,21 @@ def test_a_new_interval_starts_a_new_grid_at_once(watcher: Watcher) -> None:
     with session_scope(watcher.engine) as session:
         registries.save(session, RegistrySpec("broken", "oci", "https://r.example.com", interval_seconds=120))
     assert claim_due(watcher.engine, utcnow()) == ["broken"]
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_dispatched_slot_waits_in_due_since_until_a_poll_claims_the_registry(watcher: Watcher) -> None:
+    from watcher import leases
+
+    _save(watcher, "queued", 10, T0)
+    assert claim_due(watcher.engine, T0 + timedelta(seconds=3)) == ["queued"]
+    assert claim_due(watcher.engine, T0 + timedelta(seconds=12)) == ["queued"]  # still waiting: the first slot stays
+
+    def due_since() -> datetime | None:
+        with session_scope(watcher.engine) as session:
+            return registries.find(session, "queued").due_since
+
+    assert due_since() == T0
+    with session_scope(watcher.engine) as session:
+        assert leases.claim(session, registries.find(session, "queued").id, "a poll")
+    assert due_since() is None

@@ -22,6 +22,7 @@ import random
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +36,7 @@ from watcher.bodycap import ACCEPT_ENCODING, BodyTooLarge, capped_response
 from watcher.netpolicy import NetworkRefused, PolicedBackend, current_policy
 from watcher.origin import OffOrigin, OriginGuard
 from watcher.settings import get_settings
+from watcher.tally import ERROR_CODE
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD"})
@@ -99,6 +101,8 @@ class LimitedTransport(httpx.AsyncBaseTransport):
         self._quota_gap = 0.0  # spacing between starts while the announced quota is low ...
         self._quota_until = 0.0  # ... until its window resets
         self.requests = 0
+        #: every request sent, by HTTP status ("error" when no status came back), retries included
+        self.codes: Counter[str] = Counter()
 
     def _quota_spacing(self, start: float) -> float:
         return self._quota_gap if start < self._quota_until else 0.0
@@ -117,10 +121,15 @@ class LimitedTransport(httpx.AsyncBaseTransport):
                 try:
                     response = await self._inner.handle_async_request(request)
                 except (httpx.TransportError, OSError) as exc:
+                    self.codes[ERROR_CODE] += 1
                     if last or _is_tls(exc):
                         raise
                     await asyncio.sleep(self._backoff(attempt))
                     continue
+                except BaseException:  # refused by policy, or cancelled: sent (or tried) all the same
+                    self.codes[ERROR_CODE] += 1
+                    raise
+                self.codes[str(response.status_code)] += 1
             if response.status_code in RETRYABLE_STATUS and not last:
                 await response.aclose()
                 delay = self._wait_for(response, attempt)
@@ -339,6 +348,11 @@ class ApiClient:
     def requests(self) -> int:
         """Requests sent so far, retries included."""
         return self._transport.requests
+
+    @property
+    def codes(self) -> Counter[str]:
+        """Requests sent so far by HTTP status (or `error`), retries included."""
+        return self._transport.codes
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -37,13 +37,14 @@ def new_owner() -> str:
 
 
 def claim(session: Session, registry_id: int, owner: str) -> bool:
-    """Take the registry if it is free or its lease lapsed; False if another poll holds it."""
+    """Take the registry if it is free or its lease lapsed; False if another poll holds it. A poll that
+    starts is no longer waiting: the slot the tick dispatched it for (`due_since`) is cleared."""
     now = utcnow()
     claimed = session.execute(
         update(Registry)
         .where(Registry.id == registry_id)
         .where(or_(Registry.lease_until.is_(None), Registry.lease_until < now))
-        .values(lease_owner=owner, lease_until=now + lease_length())
+        .values(lease_owner=owner, lease_until=now + lease_length(), due_since=None)
     )
     return bool(claimed.rowcount)  # type: ignore[attr-defined]
 

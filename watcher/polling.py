@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,7 +20,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from watcher import leases, runs
+from watcher import counters, leases, pollmetrics, runs
 from watcher.bounded import Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.diff import Change, ChangeKind, Listing, TagState, diff
@@ -26,6 +28,7 @@ from watcher.errors import InputError, RegistryError, StateError, WatcherError
 from watcher.events import new_event
 from watcher.models import Event, Registry, Repository, Tag, utcnow
 from watcher.pollers import poller_for
+from watcher.pollers.base import Poller
 from watcher.registries import find, spec_of
 from watcher.scope import Scope
 from watcher.shutdown import stop_on_signals
@@ -48,6 +51,8 @@ class PollResult:
     events: list[Event] = field(default_factory=list)
     #: names the registry sent that are not valid OCI names, left out of the snapshot
     ignored: int = 0
+    #: how long the poll took, from its claim to its commit
+    seconds: float = 0.0
 
 
 @dataclass
@@ -56,6 +61,8 @@ class Listed:
 
     listing: Listing
     requests: int
+    #: the requests by HTTP status (or `error`)
+    codes: Counter[str]
     #: how many names the registry sent were left out, and the first lines saying which
     ignored: int
     ignored_lines: list[str]
@@ -68,22 +75,25 @@ def poll(
     or a RegistryError such as DeadlineExceeded: then nothing changed and the run says why."""
     engine = engine or get_engine()
     owner = owner or leases.new_owner()
+    started = time.monotonic()
     with stop_on_signals(stop) as stop_event:
         with session_scope(engine) as session:
             row = find(session, name)
-            registry_id, revision = row.id, row.revision
-            if not leases.claim(session, registry_id, owner):
+            poll_id = PollId(row.id, name, row.provider, run_id=0, owner=owner, started=started)
+            if not leases.claim(session, row.id, owner):
                 raise Busy(f"registry {name!r} is being polled by another worker")
-            run_id = runs.start(session, registry_id)
-        with leases.Heartbeat(engine, registry_id, owner, name):
+            poll_id.run_id = runs.start(session, row.id)
+            revision = row.revision
+        with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
+            made: list[Poller] = []
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
-                listed = _bounded_listing(spec, stop_event)
+                listed = _bounded_listing(spec, stop_event, made)
                 for line in listed.ignored_lines:
                     log.warning("registry %r: %s", name, line)
-                return _commit(engine, spec, registry_id, revision, run_id, owner, listed)
+                return _commit(engine, spec, poll_id, revision, listed)
             except BaseException as exc:
-                _finish_unsaved(engine, name, registry_id, run_id, owner, exc)
+                _finish_unsaved(engine, poll_id, made[0].codes if made else Counter(), exc)
                 if isinstance(exc, Interrupted):
                     raise Interrupted(f"registry {name!r}: {exc}") from None
                 if isinstance(exc, RegistryError):
@@ -91,10 +101,25 @@ def poll(
                 raise
 
 
-def _bounded_listing(spec: RegistrySpec, stop: threading.Event) -> Listed:
+@dataclass
+class PollId:
+    """Which poll this is: its registry, its run, its lease and when it started."""
+
+    registry_id: int
+    name: str
+    provider: str
+    run_id: int
+    owner: str
+    started: float
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _bounded_listing(spec: RegistrySpec, stop: threading.Event, made: list[Poller]) -> Listed:
     seconds = poll_timeout(spec)
     return run_bounded(
-        lambda: _list(spec),
+        lambda: _list(spec, made),
         seconds=seconds,
         stop=stop,
         deadline_message=f"the poll exceeded its {_duration(seconds)} deadline (--poll-timeout)",
@@ -118,25 +143,31 @@ def _duration(seconds: float) -> str:
     return format_interval(int(seconds)) if seconds == int(seconds) else f"{seconds:g}s"
 
 
-async def _list(spec: RegistrySpec) -> Listed:
+async def _list(spec: RegistrySpec, made: list[Poller]) -> Listed:
+    """The listing; the poller goes into `made` so that a failed poll's requests are counted too."""
     poller = poller_for(spec)
+    made.append(poller)
     try:
         listing = await poller.listing(Scope.from_options(spec.options))
-        return Listed(listing, poller.requests, poller.ignored_count, list(poller.ignored))
+        return Listed(listing, poller.requests, poller.codes, poller.ignored_count, list(poller.ignored))
     finally:
         await poller.aclose()
 
 
-def _finish_unsaved(engine: Engine, name: str, registry_id: int, run_id: int, owner: str, exc: BaseException) -> None:
-    """Close the run of a poll that saved nothing, and give the registry back."""
+def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException) -> None:
+    """Close the run of a poll that saved nothing, count it, and give the registry back."""
     outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
+    increments = pollmetrics.finished(poll_id.name, poll_id.provider, outcome, poll_id.seconds(), codes)
     try:
         with session_scope(engine) as session:
-            runs.finish(session, run_id, outcome, error=error.splitlines()[0] if error else outcome)
-            leases.release(session, registry_id, owner)
+            runs.finish(session, poll_id.run_id, outcome, error=error.splitlines()[0] if error else outcome)
+            counters.add(session, increments)
+            leases.release(session, poll_id.registry_id, poll_id.owner)
     except (SQLAlchemyError, StateError) as db_error:  # the lease lapses on its own; say why the run stays open
-        log.warning("registry %r: poll run %d not closed: %s", name, run_id, str(db_error).splitlines()[0])
+        log.warning(
+            "registry %r: poll run %d not closed: %s", poll_id.name, poll_id.run_id, str(db_error).splitlines()[0]
+        )
 
 
 def load_snapshot(session: Session, registry_id: int) -> tuple[Listing, dict[str, int]]:
@@ -158,9 +189,8 @@ def load_snapshot(session: Session, registry_id: int) -> tuple[Listing, dict[str
     return listing, repo_ids
 
 
-def _commit(
-    engine: Engine, spec: RegistrySpec, registry_id: int, revision: int, run_id: int, owner: str, listed: Listed
-) -> PollResult:
+def _commit(engine: Engine, spec: RegistrySpec, poll_id: PollId, revision: int, listed: Listed) -> PollResult:
+    registry_id = poll_id.registry_id
     detected_at = utcnow()
     listing = listed.listing
     with session_scope(engine) as session:
@@ -175,7 +205,7 @@ def _commit(
         )
         if not bumped.rowcount:  # type: ignore[attr-defined]
             raise Busy(f"registry {spec.name!r} was polled by another worker meanwhile; nothing was saved")
-        leases.release(session, registry_id, owner)
+        leases.release(session, registry_id, poll_id.owner)
         stored, repo_ids = load_snapshot(session, registry_id)
         scope = Scope.from_options(spec.options)
         _drop_out_of_scope(session, stored, repo_ids, scope)
@@ -193,10 +223,17 @@ def _commit(
             requests=listed.requests,
             events=events,
             ignored=listed.ignored,
+            seconds=poll_id.seconds(),
+        )
+        counters.add(
+            session,
+            pollmetrics.finished(
+                spec.name, spec.provider, "ok", result.seconds, listed.codes, (e.change for e in events)
+            ),
         )
         runs.finish(
             session,
-            run_id,
+            poll_id.run_id,
             "ok",
             repositories=result.repositories,
             tags=result.tags,

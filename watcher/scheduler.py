@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from watcher.db import session_scope
 from watcher.models import Registry
@@ -23,7 +23,8 @@ PARK = timedelta(hours=1)
 
 def claim_due(engine: Engine, now: datetime) -> list[str]:
     """Names of registries due at `now`, each moved to its next slot by a compare-and-set, so that two
-    schedulers ticking at once dispatch each due poll once."""
+    schedulers ticking at once dispatch each due poll once. The slot dispatched stays in `due_since` until
+    a poll starts (a poll still waiting in a busy queue is late: `watcher_schedule_lag_seconds`)."""
     with session_scope(engine) as session:
         due = session.execute(select(Registry.id, Registry.name).where(Registry.next_poll_at <= now)).all()
     claimed: list[str] = []
@@ -46,7 +47,7 @@ def _claim_slot(engine: Engine, registry_id: int, now: datetime) -> bool:
         moved = session.execute(
             update(Registry)
             .where(Registry.id == registry_id, Registry.next_poll_at == slot)
-            .values(next_poll_at=next_slot(slot, interval, now))
+            .values(next_poll_at=next_slot(slot, interval, now), due_since=func.coalesce(Registry.due_since, slot))
         )
         return bool(moved.rowcount)  # type: ignore[attr-defined]
 

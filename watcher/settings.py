@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     poll_history_days: int = 30
     #: a poll's claim on its registry, renewed while it runs: a crashed poll's claim lapses this soon
     poll_lease_seconds: int = 60
+    #: how long-running processes log: `text`, or `json` (one object per line, for log pipelines)
+    log_format: str = "text"
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
 

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -394,8 +395,16 @@ def test_meter_spaces_requests_by_the_rate_limit() -> None:
     started = time.monotonic()
     for _ in range(6):
         meter.on_request(None)  # type: ignore[arg-type]
-    assert meter.count == 6
     assert time.monotonic() - started >= 5 / 50
+
+
+def test_meter_tallies_each_attempt_by_status() -> None:
+    meter = Meter(requests_per_second=0)
+    for status in (401, 200, 200):
+        meter.on_response(None, SimpleNamespace(http_response=SimpleNamespace(status_code=status)))  # type: ignore[arg-type]
+    meter.on_exception(None)  # type: ignore[arg-type]
+    assert meter.tally.codes == {"200": 2, "401": 1, "error": 1}
+    assert meter.tally.total == 4
 
 
 # -- what `registry add` accepts ----------------------------------------------------------------------------

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Watcher
+from tests.support.fixtures import RegistryEnv
+from tests.support.polls import runs_of, set_row
 from tests.web.conftest import Api
 from watcher import counters
 from watcher.counters import Increment
 from watcher.db import session_scope
+from watcher.models import utcnow
+from watcher.scheduler import claim_due
 
 
 def scrape(api: Api) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -51,3 +61,70 @@ def test_a_metrics_token_guards_the_scrape(api: Api, monkeypatch) -> None:
     assert api.anonymous.get("/metrics").status_code == 401
     allowed = api.anonymous.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123456789"})
     assert allowed.status_code == 200 and "watcher_outbox_pending" in allowed.text
+
+
+def poll_elsewhere(watcher: Watcher, name: str) -> None:
+    """`watcher poll NAME` in a process of its own: it polls, commits and relays, as any worker would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher", "poll", name],
+        env=watcher.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    return sum(v for sample_labels, v in samples.get(name, []) if labels.items() <= sample_labels.items())
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_polls_in_another_process_show_in_this_ones_metrics(
+    watcher: Watcher, api: Api, token_registry: RegistryEnv, unique_repo: str
+) -> None:
+    token_registry.client.push_image(f"{unique_repo}/app", "v1")
+    added = watcher.add_registry(
+        "r1",
+        token_registry.url,
+        "--username",
+        "alice",
+        "--password",
+        "s3cret-pass",
+        "--repository",
+        f"{unique_repo}/*",
+        "--interval",
+        "1h",
+    )
+    assert added.exit_code == 0, added.output
+    assert scrape(api)["watcher_schedule_lag_seconds"][0][1] > 0  # registered: due at once, not polled yet
+    poll_elsewhere(watcher, "r1")  # the baseline
+    token_registry.client.push_image(f"{unique_repo}/app", "v2")
+    token_registry.client.push_image(f"{unique_repo}/app", "v1", seed="moved")
+    token_registry.client.push_image(f"{unique_repo}/db", "v1")
+    poll_elsewhere(watcher, "r1")
+
+    samples = scrape(api)
+    mine = {"registry": "r1", "provider": "oci"}
+    assert samples["watcher_polls_total"] == [({**mine, "outcome": "ok"}, 2.0)]
+    assert value(samples, "watcher_poll_duration_seconds_count", **mine) == 2.0
+    assert value(samples, "watcher_poll_duration_seconds_bucket", **mine, le="+Inf") == 2.0
+    assert {s[0]["change"]: s[1] for s in samples["watcher_events_total"]} == {"added": 2, "updated": 1}
+    codes = {s[0]["code"]: s[1] for s in samples["watcher_registry_requests_total"] if s[0]["registry"] == "r1"}
+    assert codes.get("200", 0) > 0 and codes.get("401", 0) > 0, codes  # the token registry's challenges count
+    assert sum(codes.values()) == sum(run.requests for run in runs_of(watcher, "r1"))
+    assert value(samples, "watcher_registry_up", registry="r1") == 1.0
+    assert value(samples, "watcher_registry_tags", registry="r1") == 3.0
+    assert value(samples, "watcher_registry_repositories", registry="r1") == 2.0
+    assert value(samples, "watcher_registry_last_success_timestamp_seconds", registry="r1") > time.time() - 300
+    assert samples["watcher_outbox_pending"] == [({}, 0.0)]  # `watcher poll` relayed what it found
+    assert [e["change"] for e in watcher.stream_entries()].count("added") == 2
+
+    # the tick dispatches a slot 30 s late and no worker takes it yet: that is lag, until a poll starts
+    set_row(watcher, "r1", next_poll_at=utcnow() - timedelta(seconds=30))
+    assert claim_due(watcher.engine, utcnow()) == ["r1"]
+    assert scrape(api)["watcher_schedule_lag_seconds"][0][1] >= 30
+    poll_elsewhere(watcher, "r1")
+    samples = scrape(api)
+    assert samples["watcher_schedule_lag_seconds"] == [({}, 0.0)]
+    assert samples["watcher_polls_total"] == [({**mine, "outcome": "ok"}, 3.0)]

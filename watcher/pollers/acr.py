@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -35,7 +36,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 
@@ -49,6 +50,7 @@ from watcher.origin import OffOrigin, origin_of, shown
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.spec import RegistrySpec
+from watcher.tally import Tally
 
 AUDIENCE = "https://containerregistry.azure.net"
 BASIC_FIELDS = ("username", "password")
@@ -140,7 +142,11 @@ class AcrPoller(OciPoller):
 
     @property
     def requests(self) -> int:
-        return self.api.meter.count if self.api is not None else super().requests
+        return self.api.meter.tally.total if self.api is not None else super().requests
+
+    @property
+    def codes(self) -> Counter[str]:
+        return self.api.meter.tally.codes if self.api is not None else super().codes
 
     async def aclose(self) -> None:
         if self.api is None:
@@ -196,17 +202,21 @@ def aad_credential(spec: RegistrySpec, options: dict[str, Any]) -> TokenCredenti
 
 
 class Meter(SansIOHTTPPolicy):
-    """Counts every HTTP request to the registry and spaces them by the registry's rate limit."""
+    """Counts every HTTP request to the registry by its status (each retry too: the policy runs per attempt)
+    and spaces them by the registry's rate limit."""
 
     def __init__(self, requests_per_second: float) -> None:
-        self.count = 0
+        self.tally = Tally()
         self._pacer = Pacer(requests_per_second)
-        self._lock = threading.Lock()
 
     def on_request(self, request: PipelineRequest) -> None:
-        with self._lock:
-            self.count += 1
         self._pacer.wait_blocking()
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
+        self.tally.add(response.http_response.status_code)
+
+    def on_exception(self, request: PipelineRequest) -> None:
+        self.tally.add(None)
 
 
 class StayOnOrigin(SansIOHTTPPolicy):

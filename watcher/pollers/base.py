@@ -10,6 +10,7 @@ provider missed reaches the snapshot. `verify` is what `registry add` and `regis
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -153,6 +154,11 @@ class Poller:
     @property
     def requests(self) -> int:
         return 0
+
+    @property
+    def codes(self) -> Counter[str]:
+        """The requests made so far by HTTP status (or `error`), retries included."""
+        return Counter()
 
     async def aclose(self) -> None:
         return None

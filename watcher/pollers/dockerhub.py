@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -126,6 +127,10 @@ class DockerHubPoller(OciPoller):
     @property
     def requests(self) -> int:
         return self.client.requests + self.api.requests
+
+    @property
+    def codes(self) -> Counter[str]:
+        return self.client.codes + self.api.codes
 
     async def aclose(self) -> None:
         try:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import re
 import threading
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -33,6 +34,7 @@ from watcher.http import HostLimits, Pacer
 from watcher.pollers.base import Poller, TagFilter
 from watcher.scope import Scope
 from watcher.spec import RegistrySpec
+from watcher.tally import Tally
 
 URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"
 REGION = r"[a-z]{2,4}(?:-[a-z]+)+-\d+"
@@ -111,7 +113,8 @@ class EcrPoller(Poller):
         self._pacer = Pacer(self.limits.requests_per_second)
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self._calls = 0
+        #: every HTTP attempt botocore makes (its retries included), by status
+        self.tally = Tally()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -154,13 +157,18 @@ class EcrPoller(Poller):
             use_fips_endpoint=self.fips,
             user_agent_appid="watcher",
         )
-        return session.client("ecr", config=config)
+        client = session.client("ecr", config=config)
+        client.meta.events.register("response-received.ecr", self._count_response)
+        return client
+
+    def _count_response(self, response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+        """botocore's hook after each HTTP attempt: its status, or `error` when none came back."""
+        self.tally.add(response_dict.get("status_code") if response_dict else None)
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One ECR API call, within this registry's concurrency and rate limits."""
         async with self._slots:
             await self._pacer.wait()
-            self._calls += 1
             return await asyncio.to_thread(self._invoke, operation, params)
 
     def _invoke(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +237,11 @@ class EcrPoller(Poller):
 
     @property
     def requests(self) -> int:
-        return self._calls
+        return self.tally.total
+
+    @property
+    def codes(self) -> Counter[str]:
+        return self.tally.codes
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -8,6 +8,7 @@ request per poll asks) is listed through Harbor's own API instead: see `watcher.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -86,6 +87,10 @@ class OciPoller(Poller):
     @property
     def requests(self) -> int:
         return self.client.requests + (self.harbor.requests if self.harbor is not None else 0)
+
+    @property
+    def codes(self) -> Counter[str]:
+        return self.client.codes + (self.harbor.codes if self.harbor is not None else Counter())
 
     async def aclose(self) -> None:
         try:

@@ -8,7 +8,7 @@ from contextlib import suppress
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_shutting_down
 
 from watcher.bus import celery_broker_url
 from watcher.settings import get_settings
@@ -41,6 +41,28 @@ def make_app() -> Celery:
         },
     )
     return app
+
+
+@celeryd_init.connect
+def _watcher_logging_from_the_start(instance: Any = None, options: Any = None, **_: Any) -> None:
+    """Logging set up before the worker says anything (its privilege warning comes next); with
+    WATCHER_LOG_FORMAT=json, the start-up banner (not a log line) is left out and Celery's own notices
+    ("worker: Warm shutdown") are written as JSON lines."""
+    from watcher import logs
+
+    logs.setup((options or {}).get("loglevel") or "INFO")
+    if logs.format_of() == "json":
+        if instance is not None:
+            instance.quiet = True
+        logs.celery_notices_as_json()
+
+
+@setup_logging.connect
+def _watcher_logging(loglevel: Any = None, **_: Any) -> None:
+    """Celery leaves logging to us (`watcher.logs`), whether started by `watcher run` or by `celery worker`."""
+    from watcher import logs
+
+    logs.setup(loglevel or "INFO")
 
 
 @worker_process_init.connect

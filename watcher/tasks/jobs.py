@@ -12,6 +12,7 @@ from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher import bus, scheduler
+from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
@@ -56,15 +57,17 @@ def poll_registry(self: Task, name: str) -> int:
     except TRANSIENT as exc:
         if self.request.retries < MAX_RETRIES:
             countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
-            log.warning("%s (retrying in %ds)", exc, countdown)
+            log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(name, exc))
             raise self.retry(countdown=countdown) from None
-        log.warning("%s", exc)
+        log.warning("%s", exc, extra=failed(name, exc))
         return 0
     except WatcherError as exc:  # the registry's failure, bad option or credentials, or a stop request
-        log.warning("%s", exc)
+        log.warning("%s", exc, extra=failed(name, exc))
         return 0
     except Exception as exc:
-        log.error("registry %r: poll failed: %s: %s", name, type(exc).__name__, first_line(exc))
+        log.error(
+            "registry %r: poll failed: %s: %s", name, type(exc).__name__, first_line(exc), extra=failed(name, exc)
+        )
         log.debug("registry %r: poll failed", name, exc_info=True)
         return 0
     log_result(result)
@@ -74,15 +77,37 @@ def poll_registry(self: Task, name: str) -> int:
 
 
 def log_result(result: PollResult) -> None:
+    """The one line a poll leaves at INFO; its numbers are also the line's fields (keys in JSON logs)."""
+    fields: dict[str, object] = {
+        "registry": result.registry,
+        "outcome": "ok",
+        "repositories": result.repositories,
+        "tags": result.tags,
+        "events": len(result.events),
+        "requests": result.requests,
+        "seconds": round(result.seconds, 3),
+        "baseline": result.baseline,
+    }
+    if result.ignored:
+        fields["ignored"] = result.ignored
     log.info(
-        "registry %r: %d repositories, %d tags, %d events, %d ignored%s",
+        "registry %r: polled in %.2fs: %d repositories, %d tags, %d events, %d requests%s%s",
         result.registry,
+        result.seconds,
         result.repositories,
         result.tags,
         len(result.events),
-        result.ignored,
+        result.requests,
+        f", {result.ignored} ignored" if result.ignored else "",
         " (baseline)" if result.baseline else "",
+        extra={"fields": fields},
     )
+
+
+def failed(name: str, exc: BaseException) -> dict[str, object]:
+    """The fields of the line of a poll that failed (or was interrupted: `abandoned`)."""
+    outcome = "abandoned" if isinstance(exc, Interrupted) else "failed"
+    return {"fields": {"registry": name, "outcome": outcome, "error": first_line(exc)}}
 
 
 @app.task(name="watcher.relay", ignore_result=True)

@@ -58,16 +58,13 @@ def bind(host: str, port: int) -> socket.socket:
 def serve_forever(host: str, port: int, loglevel: str = "INFO") -> None:
     import uvicorn
 
+    from watcher import logs
     from watcher.web.app import create_app
 
+    logs.setup(loglevel)
     sock = bind(host, port)
-    level = logging.getLevelName(loglevel.upper())
     config = uvicorn.Config(
-        create_app(),
-        log_level=loglevel.lower(),
-        access_log=level == logging.DEBUG,
-        server_header=False,
-        timeout_graceful_shutdown=5,
+        create_app(), server_header=False, timeout_graceful_shutdown=5, **logs.uvicorn_options(loglevel)
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -1,0 +1,144 @@
+"""Quiet logs: one line per poll and one per failure at INFO, the rest at DEBUG; JSON lines for pipelines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Watcher
+from tests.support.fixtures import RegistryEnv
+from tests.support.polls import runs_of, set_row, wait_for
+from tests.support.processes import stop_process
+from watcher import logs
+from watcher.errors import InputError
+from watcher.models import utcnow
+from watcher.settings import get_settings
+
+POLL_LINE = re.compile(r"registry 'r1': polled in [\d.]+s: \d+ repositories, \d+ tags, \d+ events, \d+ requests")
+#: httpx's line per request, beat's per tick, Celery's per task ("Task watcher.tick[id] received/succeeded")
+CHATTER = ("HTTP Request:", "Sending due task", "Task watcher.")
+
+
+def run_worker(watcher: Watcher, registry: RegistryEnv, unique_repo: str, tmp_path: Path, polls: int) -> str:
+    """`watcher run` polling `r1` every second until it has polled `polls` times; its whole log."""
+    registry.client.push_image(f"{unique_repo}/app", "v1")
+    added = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--interval", "1s")
+    assert added.exit_code == 0, added.output
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "--concurrency", "1", "--loglevel", "INFO"],
+            env=watcher.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            ok = wait_for(lambda: sum(r.outcome == "ok" for r in runs_of(watcher, "r1")) >= polls, 90)
+            assert ok, log.read_text()[-2000:]
+            # stopped between polls: a poll cut short by the stop is a shutdown's story, not this test's
+            set_row(watcher, "r1", next_poll_at=utcnow() + timedelta(hours=1))
+            time.sleep(2)  # a poll dispatched just before finishes
+            assert wait_for(lambda: all(r.outcome != "running" for r in runs_of(watcher, "r1")), 30)
+        finally:
+            stop_process(worker, timeout=30)
+    return log.read_text()
+
+
+def test_a_worker_logs_one_line_per_poll_and_no_chatter(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, tmp_path: Path
+) -> None:
+    text = run_worker(watcher, registry, unique_repo, tmp_path, polls=3)
+    ok = sum(r.outcome == "ok" for r in runs_of(watcher, "r1"))
+    assert len(POLL_LINE.findall(text)) == ok >= 3, text[-3000:]
+    assert "(baseline)" in text
+    assert not [line for line in text.splitlines() if any(c in line for c in CHATTER)], text[-3000:]
+    assert "Traceback" not in text
+
+
+def test_json_logs_are_one_object_per_line_with_the_polls_fields(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHER_LOG_FORMAT", "json")
+    get_settings.cache_clear()
+    text = run_worker(watcher, registry, unique_repo, tmp_path, polls=2)
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line parses
+    polls = [e for e in entries if e.get("outcome") == "ok"]
+    assert len(polls) == sum(r.outcome == "ok" for r in runs_of(watcher, "r1")) >= 2
+    first = polls[0]
+    assert {k: first[k] for k in ("registry", "repositories", "tags", "events", "baseline")} == {
+        "registry": "r1",
+        "repositories": 1,
+        "tags": 1,
+        "events": 0,
+        "baseline": True,
+    }
+    assert first["requests"] > 0 and first["seconds"] > 0
+    assert {"time", "level", "logger", "message"} <= first.keys() and first["level"] == "INFO"
+    assert POLL_LINE.search(first["message"])
+
+
+def test_setup_levels_formats_and_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", stream)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.setup("info", "json")
+        logging.getLogger("httpx").info("HTTP Request: GET https://r.example.com/v2/ 200 OK")
+        logging.getLogger("watcher").info("polled", extra={"fields": {"registry": "r1", "message": "not mine"}})
+        logs.setup("DEBUG", "text")
+        logging.getLogger("httpx").debug("HTTP Request: GET https://r.example.com/v2/ 200 OK")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logs.setup_chatty(logging.WARNING)
+    lines = stream.getvalue().splitlines()
+    assert json.loads(lines[0])["registry"] == "r1" and json.loads(lines[0])["message"] == "polled"
+    assert len(lines) == 2 and "HTTP Request:" in lines[1]  # httpx's line shows at DEBUG only
+    with pytest.raises(InputError, match=r"^WATCHER_LOG_FORMAT 'xml' is not one of: text, json$"):
+        logs.setup("INFO", "xml")
+    with pytest.raises(InputError, match=r"^log level 'LOUD' is not one of"):
+        logs.setup("LOUD")
+
+
+def test_serve_logs_json_lines_and_no_access_log_at_info(
+    watcher: Watcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHER_LOG_FORMAT", "json")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "serve", "--listen", f"127.0.0.1:{port}", "--loglevel", "INFO"],
+            env=watcher.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def answers() -> bool:
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            assert wait_for(answers, 60), log.read_text()[-2000:]
+        finally:
+            stop_process(server, timeout=20)
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any(e["logger"] == "uvicorn.error" and "startup complete" in e["message"] for e in entries), entries
+    assert not [e for e in entries if "/healthz" in e["message"]]  # the access log is for DEBUG

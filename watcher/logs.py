@@ -1,0 +1,113 @@
+"""Logging for the long-running processes (`watcher run`, `watcher serve`, `celery -A watcher.tasks worker`).
+
+One line per poll and one per failure at INFO; the chatter of a healthy worker (the beat's tick, the relay
+sweep, Celery's per-task "received"/"succeeded" lines, httpx's line per HTTP request, uvicorn's access
+log) only at DEBUG. `WATCHER_LOG_FORMAT=json` writes one JSON object per line for log pipelines: `time`,
+`level`, `logger`, `message`, and the structured fields a line carries (`extra={"fields": {...}}`) as keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.errors import InputError
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "[%(asctime)s %(levelname)s %(name)s] %(message)s"
+#: loggers whose INFO lines are per tick, per task or per request: shown only at DEBUG
+CHATTY = (
+    "httpx",
+    "httpcore",
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "uvicorn.access",
+    "alembic.runtime.migration",  # "Context impl ...", once per process that opens the database
+)
+#: the JSON keys a line's own fields may not take
+RESERVED = frozenset({"time", "level", "logger", "message"})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if k not in RESERVED})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def level_of(loglevel: str | int) -> int:
+    """`INFO`, `debug`, `20`... as a logging level; anything else is a one-line error."""
+    if isinstance(loglevel, int):
+        return loglevel
+    text = loglevel.strip().upper()
+    level = int(text) if text.isdigit() else logging.getLevelName(text)
+    if not isinstance(level, int):
+        raise InputError(f"log level {loglevel!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+def format_of(name: str | None = None) -> str:
+    from watcher.settings import get_settings
+
+    chosen = (name or get_settings().log_format).strip().lower()
+    if chosen not in FORMATS:
+        raise InputError(f"WATCHER_LOG_FORMAT {chosen!r} is not one of: {', '.join(FORMATS)}")
+    return chosen
+
+
+def setup(loglevel: str | int = "INFO", log_format: str | None = None) -> None:
+    """Send every logger's lines to stderr, in the chosen format, at `loglevel` (chatty loggers at DEBUG only)."""
+    level = level_of(loglevel)
+    handler = logging.StreamHandler(sys.__stderr__)  # the real stderr, even if a worker redirected sys.stderr
+    handler.setFormatter(JsonFormatter() if format_of(log_format) == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    setup_chatty(level)
+    logging.captureWarnings(True)
+
+
+def setup_chatty(level: int) -> None:
+    """The chatty loggers at `level` when that is DEBUG, otherwise at WARNING at least."""
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+def celery_notices_as_json() -> None:
+    """Celery writes a few notices ("worker: Warm shutdown (MainProcess)") straight to stdout from its signal
+    handlers; make them JSON lines too (written as directly as Celery does: no logging lock in a handler)."""
+    from celery.apps import worker
+
+    def say(message: str, f: Any = sys.__stderr__) -> None:
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "INFO",
+            "logger": "celery.apps.worker",
+            "message": str(message).strip(),
+        }
+        print(json.dumps(entry), file=f, flush=True)
+
+    worker.safe_say = say
+
+
+def uvicorn_options(loglevel: str | int = "INFO") -> dict[str, Any]:
+    """What `uvicorn.run`/`uvicorn.Config` needs to leave logging as `setup` made it."""
+    level = level_of(loglevel)
+    return {"log_config": None, "log_level": level, "access_log": level <= logging.DEBUG}
