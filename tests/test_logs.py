@@ -20,6 +20,7 @@ from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
 from tests.support.polls import runs_of, set_row, wait_for
 from tests.support.processes import stop_process
+from tests.support.registry import free_port
 from watcher import logs
 from watcher.errors import InputError
 from watcher.models import utcnow
@@ -71,9 +72,11 @@ def test_json_logs_are_one_object_per_line_with_the_polls_fields(
     watcher: Watcher, registry: RegistryEnv, unique_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WATCHER_LOG_FORMAT", "json")
+    monkeypatch.setenv("WATCHER_LISTEN", f"127.0.0.1:{free_port()}")  # the HTTP side's lines are JSON too
     get_settings.cache_clear()
     text = run_worker(watcher, registry, unique_repo, tmp_path, polls=2)
     entries = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line parses
+    assert any(e["message"].startswith("console and API at http://127.0.0.1:") for e in entries)
     polls = [e for e in entries if e.get("outcome") == "ok"]
     assert len(polls) == sum(r.outcome == "ok" for r in runs_of(watcher, "r1")) >= 2
     first = polls[0]

@@ -507,21 +507,25 @@ def serve(listen: str | None, loglevel: str) -> None:
 @friendly
 def run(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker with the beat scheduler embedded, and the HTTP service on WATCHER_LISTEN."""
+    import logging
+
+    from watcher import logs
     from watcher.tasks import app
     from watcher.web import server
 
     settings = get_settings()
+    logs.setup(loglevel)  # the lines before Celery's own setup have the same format as every other
     argv = ["worker", "--beat", f"--loglevel={loglevel}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     http = server.start_beside_worker(settings.listen, loglevel)
     if http is not None:
-        where = f"watcher: console and API at {server.console_url(settings.listen)}"
+        where = f"console and API at {server.console_url(settings.listen)}"
         embedded = settings.redis_url == bus.EMBEDDED and not settings.database_url
         token_file = server.first_admin_token(settings.data_dir) if embedded else None
         if token_file is not None:
             where += f" (log in with the admin token written to {token_file})"
-        click.echo(where, err=True)
+        logging.getLogger("watcher").info("%s", where)
     try:
         app.worker_main(argv)
     finally:
