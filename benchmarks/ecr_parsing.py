@@ -81,7 +81,7 @@ def parser(timestamp_parser: Callable[[Any], datetime] | None) -> Parse:
 
 def before(pages: list[bytes], parse: Parse) -> list[datetime]:
     """botocore's default parser, then each push time to UTC, as the poller did."""
-    out = []
+    out: list[datetime] = []
     for body in pages:
         for image in parse(body)["imageDetails"]:
             out.append(image["imagePushedAt"].astimezone(UTC))
@@ -89,7 +89,7 @@ def before(pages: list[bytes], parse: Parse) -> list[datetime]:
 
 
 def after(pages: list[bytes], parse: Parse) -> list[datetime]:
-    out = []
+    out: list[datetime] = []
     for body in pages:
         out.extend(image["imagePushedAt"] for image in parse(body)["imageDetails"])
     return out

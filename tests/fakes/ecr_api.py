@@ -33,6 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         target = self.headers.get("X-Amz-Target", "")
         server.targets.append(target)
+        body: dict[str, Any]
         if target.endswith(".DescribeImages"):
             status, body = 200, {"imageDetails": server.images}
         else:
