@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.installation import seed
+
 COMMANDS: list[tuple[str, list[str]]] = [
     ("python -c pass (floor)", ["-c", "pass"]),
     ("watcher --help", ["-m", "watcher", "--help"]),
@@ -34,29 +36,6 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("watcher status", ["-m", "watcher", "status"]),
     ("watcher token list", ["-m", "watcher", "token", "list"]),
 ]
-SEED = """
-from click.testing import CliRunner
-from watcher.cli import main
-for args in [
-    ["registry", "add", "hub", "--provider", "oci", "--url", "https://registry.example.com", "--no-verify"],
-    ["registry", "add", "harbor", "--provider", "oci", "--url", "https://harbor.example.com", "--no-verify"],
-    ["registry", "add", "aws", "--provider", "ecr", "--url", "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
-     "--access-key", "AKIAEXAMPLE", "--secret-key", "secret-example", "--no-verify"],
-    ["registry", "add", "azure", "--provider", "acr", "--url", "https://example.azurecr.io",
-     "--username", "robot", "--password", "secret-example", "--no-verify"],
-    ["token", "create", "ci", "--role", "reader"],
-]:
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, (args, result.output)
-"""
-
-
-def environment(data_dir: Path, source: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_") and k != "PYTHONDONTWRITEBYTECODE"}
-    env["WATCHER_DATA_DIR"] = str(data_dir)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    return env
 
 
 def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -79,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     source = opts.source.resolve() if opts.source else None
     with tempfile.TemporaryDirectory(prefix="command-speed-") as tmp:
         home = Path(tmp)
-        seeding = environment(home / "data", None)
-        subprocess.run([sys.executable, "-c", SEED], env=seeding, cwd=home, check=True, capture_output=True)
-        env = environment(home / "data", source)
+        env = seed(home)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as an installed package has it
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
         for _, args in COMMANDS:  # warm: bytecode written, the database's pages in the page cache
             timed(args, env, home)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in COMMANDS}

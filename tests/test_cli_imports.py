@@ -5,12 +5,13 @@ never asserted here)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.installation import seed
 
 #: never imported by a command that only reads the state (a name and everything under it)
 HEAVY = (
@@ -43,21 +44,6 @@ SECRETS = ("cryptography",)
 #: besides, `--help` opens no database
 DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
 
-SEED = """
-from click.testing import CliRunner
-from watcher.cli import main
-for args in [
-    ["registry", "add", "hub", "--provider", "oci", "--url", "https://registry.example.com", "--no-verify"],
-    ["registry", "add", "aws", "--provider", "ecr", "--url", "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
-     "--access-key", "AKIAEXAMPLE", "--secret-key", "secret-example", "--no-verify"],
-    ["registry", "add", "azure", "--provider", "acr", "--url", "https://example.azurecr.io",
-     "--username", "robot", "--password", "secret-example", "--no-verify"],
-    ["token", "create", "reader", "--role", "reader"],
-]:
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, (args, result.output)
-"""
-
 PROBE = """
 import json, sys
 from watcher.cli import main
@@ -72,14 +58,8 @@ with open(sys.argv[1], "w") as out:
 
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A fresh data dir (SQLite, embedded Redis, generated key) with three registries and a token."""
     home = tmp_path_factory.mktemp("quick")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {
-        "WATCHER_DATA_DIR": str(home / "data")
-    }
-    done = subprocess.run([sys.executable, "-c", SEED], cwd=home, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return home, env
+    return home, seed(home)
 
 
 def imported(installation: tuple[Path, dict[str, str]], *args: str) -> set[str]:
