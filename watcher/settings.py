@@ -1,33 +1,17 @@
-"""Process-wide settings, read from WATCHER_* environment variables and a `.env` file.
-
-Every command reads them first, so they are read by hand rather than through pydantic-settings, whose
-import cost a quick command more than everything else it did. The rules are pydantic-settings' as the
-watcher used them: names match case-insensitively, the environment wins over `.env` (in the working
-directory), unknown names are ignored, and a value that is not of the field's type is one SettingsError
-naming the variable (never echoing its value).
-"""
+"""Process-wide settings, read from WATCHER_* environment variables and a `.env` file."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-from watcher.errors import InputError
-
-PREFIX = "watcher_"
-ENV_FILE = ".env"
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class SettingsError(InputError):
-    """A WATCHER_* variable whose value the watcher cannot use."""
-
-
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """The contract's environment variables; anything unset falls back to embedded defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="WATCHER_", env_file=".env", extra="ignore")
 
     data_dir: Path = Path(".watcher")
     database_url: str = ""
@@ -65,40 +49,7 @@ class Settings:
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'watcher.db'}"
 
-    @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
-        """The settings `environ` (default: this process's environment) and `env_file` (default: ./.env)
-        give; raises SettingsError naming the first variable that is not of its field's type."""
-        given = {k.lower(): v for k, v in read_env_file(env_file or Path(ENV_FILE)).items()}
-        given |= {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = given.get(PREFIX + field.name)
-            if raw is not None:
-                values[field.name] = _converted(field.name, field.type, raw)
-        return cls(**values)
-
-
-def _converted(name: str, kind: object, raw: str) -> Any:
-    if kind == "int":
-        try:
-            return int(raw.strip())
-        except ValueError:
-            raise SettingsError(
-                f"{(PREFIX + name).upper()} is not valid: it should be a whole number (an integer): fix or unset it"
-            ) from None
-    return Path(raw) if kind == "Path" else raw
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """The WATCHER_* variables a `.env` file sets (none when there is no file)."""
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values  # only when there is a file to read
-
-    return {k: v for k, v in dotenv_values(path).items() if v is not None and k.lower().startswith(PREFIX)}
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings.from_environment()
+    return Settings()
