@@ -119,7 +119,7 @@ def test_an_unexpected_failure_is_one_masked_line(watcher: Watcher, monkeypatch:
     def explode(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError(f"boom at postgresql://u:{PASSWORD_IN_URL}@h/db key={watcher.settings.secret_key}\nmore")
 
-    monkeypatch.setattr("watcher.cli.recent_events", explode)
+    monkeypatch.setattr("watcher.history.recent_events", explode)
     line = one_line(watcher.cli("events"), "internal error: RuntimeError: boom at postgresql://u:***@h/db", code=1)
     assert line.endswith("(set WATCHER_DEBUG=1 for the traceback)") and "more" not in line
     assert watcher.settings.secret_key not in line

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import PG_ADMIN_URL, RUN_ID
-from watcher.db import get_engine, head_revision, migrate
+from watcher.db import HEAD_REVISION, alembic_config, get_engine, head_revision, migrate, stored_revisions
 from watcher.private_files import file_lock
 
 PROCESSES = 6
@@ -100,3 +100,34 @@ def test_a_current_schema_is_opened_without_the_migration_lock(db: str, watcher:
         assert done.wait(20), "a process opening a current schema waited for the migration lock"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    """`HEAD_REVISION` lets a process find the schema current without importing Alembic: it must be the
+    migrations' head (bump it with every new migration)."""
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_database_behind_head_is_migrated_on_open(tmp_path: Path) -> None:
+    """A database a release behind (its version table exists, with an older revision) is upgraded."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+        with engine.connect() as conn:
+            assert stored_revisions(conn) == ["0002"]
+        opened = get_engine(url)
+        try:
+            with opened.connect() as conn:
+                assert stored_revisions(conn) == [HEAD_REVISION]
+                assert {"api_tokens", "counters"} <= set(inspect(conn).get_table_names())  # 0003's tables
+        finally:
+            opened.dispose()
+            get_engine.cache_clear()
+    finally:
+        engine.dispose()

@@ -1,33 +1,30 @@
-"""The `watcher` command: registries, polls, events and the long-running worker."""
+"""The `watcher` command: registries, polls, events and the long-running worker.
+
+Commands that only read the state (`--help`, `registry list/show`, `status`, `token list`) must start
+fast, so this module imports little more than click: each command imports what it needs itself (the
+database and the read model; the SDKs, httpx, Redis, Celery, the web app only where used), and `--help`
+imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from watcher import bus, readmodel, registries, vault
-from watcher.applyfile import load_specs
-from watcher.db import session_scope
 from watcher.errors import StateError, WatcherError
-from watcher.events import rfc3339, stream_entry
 from watcher.failures import check_configuration, debugging, mask, one_line
-from watcher.forms import build_spec
-from watcher.history import parse_since, recent_events
-from watcher.models import ApiToken, utcnow
 from watcher.pollers import PROVIDER_NAMES
-from watcher.polling import PollResult, poll
-from watcher.registration import register, verify
-from watcher.relay import relay
 from watcher.settings import get_settings
-from watcher.spec import format_interval
+
+if TYPE_CHECKING:
+    from watcher.models import ApiToken
+    from watcher.polling import PollResult
 
 P = ParamSpec("P")
 MAX_EVENTS_LIMIT = 10_000  # `events --limit`: more is a job for the HTTP API's paging
@@ -140,6 +137,10 @@ def credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @friendly
 def registry_add(name: str, no_verify: bool, **values: Any) -> None:
     """Register a registry after testing that it can be listed."""
+    from watcher.forms import build_spec
+    from watcher.registration import register
+    from watcher.spec import format_interval
+
     spec = build_spec({"name": name, **values})
     register(spec, verify_first=not no_verify)
     click.echo(
@@ -152,8 +153,11 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @friendly
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
+    from watcher.db import session_scope
+    from watcher.readmodel import registry_details
+
     with session_scope() as session:
-        rows = readmodel.registry_details(session)
+        rows = registry_details(session)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -175,8 +179,11 @@ def registry_list(as_json: bool) -> None:
 @friendly
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
+    from watcher.db import session_scope
+    from watcher.readmodel import registry_detail
+
     with session_scope() as session:
-        info = readmodel.registry_detail(session, name)
+        info = registry_detail(session, name)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -194,6 +201,10 @@ def registry_show(name: str, as_json: bool) -> None:
 @friendly
 def registry_test(name: str) -> None:
     """Test the connection, credentials and listing permission of a registered registry."""
+    from watcher import registries
+    from watcher.db import session_scope
+    from watcher.registration import verify
+
     with session_scope() as session:
         spec = registries.spec_of(registries.find(session, name))
     verify(spec)
@@ -205,6 +216,9 @@ def registry_test(name: str) -> None:
 @friendly
 def registry_remove(name: str) -> None:
     """Forget a registry and its snapshot (its event history stays)."""
+    from watcher import registries
+    from watcher.db import session_scope
+
     with session_scope() as session:
         registries.remove(session, name)
     click.echo(f"removed registry {name!r}")
@@ -216,6 +230,11 @@ def registry_remove(name: str) -> None:
 @friendly
 def registry_apply(path: Path, no_verify: bool) -> None:
     """Create or update registries from a YAML file; all are checked before any is saved."""
+    from watcher import registries
+    from watcher.applyfile import load_specs
+    from watcher.db import session_scope
+    from watcher.registration import verify
+
     specs = load_specs(path)
     if not no_verify:
         for spec in specs:
@@ -233,6 +252,10 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 @friendly
 def poll_command(name: str, as_json: bool) -> None:
     """Poll one registry now, in this process, and publish what changed."""
+    from watcher import bus
+    from watcher.polling import poll
+    from watcher.relay import relay
+
     result = poll(name)
     try:
         relay(bus.connect())
@@ -244,6 +267,8 @@ def poll_command(name: str, as_json: bool) -> None:
 
 
 def report(result: PollResult, as_json: bool) -> None:
+    from watcher.events import stream_entry
+
     entries = [stream_entry(e) for e in result.events]
     if as_json:
         summary = {
@@ -280,6 +305,7 @@ def line_of(entry: dict[str, str]) -> str:
 @friendly
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, size."""
+    from watcher.db import session_scope
     from watcher.readmodel import registry_statuses
     from watcher.tables import ago, table
 
@@ -318,6 +344,8 @@ def status_command(as_json: bool) -> None:
 @friendly
 def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
     """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
+    from watcher.db import session_scope
+    from watcher.events import rfc3339
     from watcher.readmodel import Image, images_page
     from watcher.scope import compile_pattern
     from watcher.tables import table
@@ -361,6 +389,7 @@ def token_create(name: str, role: str, expires: str | None) -> None:
     from datetime import timedelta
 
     from watcher import tokens
+    from watcher.db import session_scope
     from watcher.spec import parse_duration
 
     lifetime = timedelta(seconds=parse_duration(expires, "--expires", 60, 3650 * 86400)) if expires else None
@@ -376,6 +405,9 @@ def token_create(name: str, role: str, expires: str | None) -> None:
 def token_list(as_json: bool) -> None:
     """List tokens (never the tokens themselves)."""
     from watcher import tokens
+    from watcher.db import session_scope
+    from watcher.events import rfc3339
+    from watcher.models import utcnow
     from watcher.tables import ago, table
 
     now = utcnow()
@@ -413,6 +445,7 @@ def token_list(as_json: bool) -> None:
 def token_revoke(name: str) -> None:
     """Revoke a token: requests with it are refused from now on."""
     from watcher import tokens
+    from watcher.db import session_scope
 
     with session_scope() as session:
         tokens.revoke(session, name)
@@ -436,6 +469,10 @@ def events(
     """Show the event history (oldest first), or follow the stream with `events tail`."""
     if ctx.invoked_subcommand is not None:
         return
+    from watcher.db import session_scope
+    from watcher.events import stream_entry
+    from watcher.history import parse_since, recent_events
+
     since_at = parse_since(since) if since else None
     with session_scope() as session:
         rows = recent_events(session, registry=registry_name, repository=repository, since=since_at, limit=limit)
@@ -459,6 +496,10 @@ def events(
 @friendly
 def events_tail(group: str | None, consumer: str | None, count: int | None, as_json: bool, claim_idle: int) -> None:
     """Follow the event stream as it grows."""
+    import os
+    import socket
+
+    from watcher import bus
     from watcher.consumer import read_group, read_live
 
     settings = get_settings()
@@ -509,7 +550,7 @@ def run(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker with the beat scheduler embedded, and the HTTP service on WATCHER_LISTEN."""
     import logging
 
-    from watcher import logs
+    from watcher import bus, logs
     from watcher.tasks import app
     from watcher.web import server
 
@@ -548,6 +589,7 @@ def secrets_rotate() -> None:
     WATCHER_SECRET_KEY, first set the new passphrase there and the old one in WATCHER_SECRET_KEY_FALLBACKS,
     run this, then remove the fallback.
     """
+    from watcher import vault
     from watcher.rotation import rotate
 
     outcome = rotate()

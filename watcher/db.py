@@ -2,6 +2,8 @@
 
 Processes starting together on a new database migrate one at a time (PostgreSQL: an advisory lock;
 SQLite: a file lock beside the database), and a process finding the schema current takes no lock at all.
+"Current" is one cheap read of Alembic's version table compared with `HEAD_REVISION`, so a command on a
+current database never imports Alembic (a test keeps the constant equal to the migrations' head).
 A SQLite database is created 0600 before SQLite opens it, so its -wal and -shm files, which SQLite gives
 the database's mode, are private too.
 """
@@ -12,25 +14,28 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from watcher.errors import StateError
 from watcher.private_files import file_lock, narrow, private_dir, touch_private
 from watcher.settings import get_settings
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: the newest migration's revision: bump it with every new migration (tests/test_db.py checks it)
+HEAD_REVISION = "0003"
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -39,6 +44,9 @@ def alembic_config(url: str) -> Config:
 
 @lru_cache(maxsize=1)
 def head_revision() -> str | None:
+    """The head of the migrations directory, as Alembic finds it (slow: imports Alembic)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
@@ -96,14 +104,25 @@ def get_engine(url: str | None = None) -> Engine:
 def migrate(engine: Engine, url: str) -> None:
     """Bring the schema to the newest revision; one process at a time, and only when it is behind."""
     with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head_revision():
-            return  # the common case: one small read, no lock
+        if stored_revisions(conn) == [HEAD_REVISION]:
+            return  # the common case: one small read, no lock, no Alembic
+    from alembic import command
+
     with _migration_lock(url), engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(7365123)"))
         cfg = alembic_config(url)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")  # from wherever the process before us left it: often a no-op
+
+
+def stored_revisions(conn: Connection) -> list[str]:
+    """The revisions in Alembic's version table; none for a new database (no table yet)."""
+    try:
+        return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    except DBAPIError:  # no such table: a new database; any other failure recurs, reported, below
+        conn.rollback()
+        return []
 
 
 def _migration_lock(url: str) -> AbstractContextManager[None]:

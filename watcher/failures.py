@@ -1,24 +1,24 @@
 """Any failure of a command as one line for a person: what went wrong and what to do, secrets masked.
 
 The CLI's boundary (`cli.friendly`, `cli.WatcherGroup`) hands every exception here. Watcher's own errors
-already are one line. The libraries underneath fail in their own words, so the ones a configuration
-can provoke are translated: an invalid `WATCHER_*` setting (pydantic), a database URL SQLAlchemy cannot
-use, Redis that does not answer, a path the process cannot write. Anything else is an internal error,
-still one line (`WATCHER_DEBUG=1` shows the traceback). No line ever carries a URL's password.
+already are one line (an invalid `WATCHER_*` setting among them). The libraries underneath fail in their
+own words, so the ones a configuration can provoke are translated: a database URL SQLAlchemy cannot use,
+Redis that does not answer, a path the process cannot write. Anything else is an internal error, still one
+line (`WATCHER_DEBUG=1` shows the traceback). No line ever carries a URL's password.
+
+Redis's client and SQLAlchemy are imported only to check a configured URL: a failure can only be one of
+their errors when something has imported them, so `--help` loads neither, and a command that never
+touches Redis never loads its client.
 """
 
 from __future__ import annotations
 
 import os
 import re
-
-import redis
-from pydantic import ValidationError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+import sys
 
 from watcher.errors import InputError, WatcherError
-from watcher.settings import Settings, get_settings
+from watcher.settings import Settings, SettingsError, get_settings
 
 DEBUG_ENV = "WATCHER_DEBUG"
 DATABASE_USAGE = "use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
@@ -42,7 +42,7 @@ def mask(text: str) -> str:
 def _configured_secrets() -> list[str]:
     try:
         settings = get_settings()
-    except ValidationError:
+    except SettingsError:
         return []
     keys = [settings.secret_key, *re.split(r"[,\n]", settings.secret_key_fallbacks)]
     return [k.strip() for k in keys if len(k.strip()) >= 8]
@@ -50,6 +50,9 @@ def _configured_secrets() -> list[str]:
 
 def check_configuration(settings: Settings) -> None:
     """The database and Redis URLs are usable as URLs (no connection is made): else one InputError."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     url = settings.effective_database_url
     try:
         parsed = make_url(url)
@@ -61,6 +64,8 @@ def check_configuration(settings: Settings) -> None:
     if port is not None and not 1 <= port <= 65535:
         raise InputError(f"WATCHER_DATABASE_URL: port {port} is out of range: use a port from 1 to 65535")
     if settings.redis_url != "embedded":
+        import redis.connection
+
         try:
             redis.connection.parse_url(settings.redis_url)
         except ValueError as exc:
@@ -76,35 +81,27 @@ def one_line(exc: BaseException) -> str:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, WatcherError):
         return str(exc)
-    if isinstance(exc, ValidationError):
-        return _settings_error(exc)
-    if isinstance(exc, redis.RedisError):
+    redis = sys.modules.get("redis")  # not imported: nothing failed in it
+    if redis is not None and isinstance(exc, redis.RedisError):
         where = _redis_where()
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             return f"cannot reach Redis{where}: {_first_line(exc)}: is it running? (WATCHER_REDIS_URL)"
         return f"Redis{where} refused a command: {_first_line(exc)}"
-    if isinstance(exc, ArgumentError):
-        return f"WATCHER_DATABASE_URL is not usable: {_first_line(exc)}: {DATABASE_USAGE}"
-    if isinstance(exc, DBAPIError):
-        return f"the state database failed: {_first_line(exc.orig or exc)}"
-    if isinstance(exc, SQLAlchemyError):
-        return f"the state database failed: {_first_line(exc)}"
+    sql = sys.modules.get("sqlalchemy.exc")
+    if sql is not None and isinstance(exc, sql.SQLAlchemyError):
+        if isinstance(exc, sql.ArgumentError):
+            return f"WATCHER_DATABASE_URL is not usable: {_first_line(exc)}: {DATABASE_USAGE}"
+        cause = (exc.orig or exc) if isinstance(exc, sql.DBAPIError) else exc
+        return f"the state database failed: {_first_line(cause)}"
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot use {exc.filename}: {exc.strerror or _first_line(exc)}{_path_hint(str(exc.filename))}"
     return f"internal error: {type(exc).__name__}: {_first_line(exc)} (set {DEBUG_ENV}=1 for the traceback)"
 
 
-def _settings_error(exc: ValidationError) -> str:
-    """pydantic's complaint about a WATCHER_* variable, naming the variable but not echoing its value."""
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"]) or "?"
-    return f"WATCHER_{field.upper()} is not valid: {error['msg']}: fix or unset it"
-
-
 def _redis_where() -> str:
     try:
         url = get_settings().redis_url
-    except ValidationError:
+    except SettingsError:
         return ""
     return "" if url == "embedded" else f" at {url}"
 
@@ -113,7 +110,7 @@ def _path_hint(filename: str) -> str:
     """Where the failing path is the watcher's own state, say which settings move it."""
     try:
         settings = get_settings()
-    except ValidationError:
+    except SettingsError:
         return ""
     own = (str(settings.data_dir), settings.effective_database_url)
     if any(filename in place or place.endswith(filename) for place in own if place):

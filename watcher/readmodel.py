@@ -190,7 +190,7 @@ def registry_details(session: Session, names: Sequence[str] | None = None) -> li
     """Everything about each registry that may be shown — secrets only as `set` — with its status: what
     `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
     from watcher import vault
-    from watcher.pollers import provider_class
+    from watcher.pollers import secret_fields
     from watcher.spec import format_interval
 
     query = select(Registry).order_by(Registry.name)
@@ -211,7 +211,7 @@ def registry_details(session: Session, names: Sequence[str] | None = None) -> li
         except vault.Undecryptable as exc:
             shown = str(exc)  # this registry's credentials are unreadable; the others are shown as ever
         else:
-            secret = provider_class(row.provider).secret_fields
+            secret = secret_fields(row.provider)
             shown = {key: ("set" if key in secret else value) for key, value in sorted(credentials.items())}
         status = statuses[row.name]
         last = last_runs.get(row.id)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from watcher.errors import InputError
+
+
+class SettingsError(InputError):
+    """A WATCHER_* variable is not of its setting's type: one line naming it, never echoing its value."""
 
 
 class Settings(BaseSettings):
@@ -54,4 +61,9 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "?"
+        raise SettingsError(f"WATCHER_{field.upper()} is not valid: {error['msg']}: fix or unset it") from None

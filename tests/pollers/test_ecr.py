@@ -13,13 +13,14 @@ import os
 import threading
 import time
 from collections.abc import Coroutine, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
 from botocore.stub import Stubber
 
 from tests.conftest import Watcher
+from tests.fakes.ecr_api import FakeEcrApi
 from tests.support.moto_server import ACCOUNT, REGISTRY_URL, EcrSeed, MotoServer
 from tests.support.registry import free_port
 from watcher import errors
@@ -96,6 +97,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def stubbed(**options: Any) -> tuple[EcrPoller, Stubber]:
+    poller = ecr_poller(**options)
+    stub = Stubber(poller.client)
+    stub.activate()
+    return poller, stub
+
+
+def ecr_poller(**options: Any) -> EcrPoller:
     spec = build_spec(
         {
             "name": "stubbed",
@@ -108,9 +116,7 @@ def stubbed(**options: Any) -> tuple[EcrPoller, Stubber]:
     )
     poller = poller_for(spec)
     assert isinstance(poller, EcrPoller)
-    stub = Stubber(poller.client)
-    stub.activate()
-    return poller, stub
+    return poller
 
 
 def image(digest: str, *tags: str, pushed: datetime | None = None) -> dict[str, Any]:
@@ -481,3 +487,49 @@ def test_verify_of_a_named_repository_not_created_yet_passes(aws_env: None) -> N
     )
     run(poller.verify())
     stub.assert_no_pending_responses()  # both calls made (stubbed calls send no HTTP, so `requests` stays 0)
+
+
+# ---- push times, as AWS sends them (epoch seconds with a fraction), through a fake ECR API -------------
+@pytest.fixture
+def local_zone_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A local zone far from UTC, so a time read as local time shows."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_push_times_are_utc_as_ecr_sent_them(
+    aws_env: None, local_zone_not_utc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = [1714564800.123456, 1700000000.5, 1714564800, 0.25]
+    images = [
+        {"registryId": ACCOUNT, "repositoryName": "team/app", "imageDigest": sha(str(i)), "imageTags": [f"v{i}"]}
+        | {"imagePushedAt": moment}
+        for i, moment in enumerate(sent)
+    ]
+    with FakeEcrApi(images) as api:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", api.url)
+        poller = ecr_poller()
+        raw = poller.client.describe_images(registryId=ACCOUNT, repositoryName="team/app")
+        tags = run(poller.tags("team/app", lambda _t: True))
+    assert [d["imagePushedAt"].tzinfo for d in raw["imageDetails"]] == [UTC] * len(sent)  # the client's parser
+    assert tags is not None
+    for i, moment in enumerate(sent):
+        pushed = tags[f"v{i}"].pushed_at
+        assert pushed is not None and pushed.tzinfo is UTC
+        assert pushed == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=moment)
+    assert api.targets == ["AmazonEC2ContainerRegistry_V20150921.DescribeImages"] * 2
+
+
+@pytest.mark.parametrize("moment", [1e20, -1e20, "not a time"])
+def test_a_push_time_no_datetime_holds_is_a_bad_response(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, moment: object
+) -> None:
+    images = [{"repositoryName": "team/app", "imageDigest": sha("1"), "imageTags": ["v1"], "imagePushedAt": moment}]
+    with FakeEcrApi(images) as api:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", api.url)
+        poller = ecr_poller()
+        with pytest.raises(errors.BadResponseError, match="ECR sent a time that is not one"):
+            run(poller.tags("team/app", lambda _t: True))

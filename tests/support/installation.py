@@ -1,0 +1,41 @@
+"""A throw-away watcher installation for commands run in fresh processes: a data dir (SQLite, embedded
+Redis, a generated key) with four registries of three providers (`hub`, `harbor`, `aws`, `azure`) and a
+reader token. Used by tests/test_cli_imports.py and benchmarks/command_speed.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SEED = """
+from click.testing import CliRunner
+from watcher.cli import main
+for args in [
+    ["registry", "add", "hub", "--provider", "oci", "--url", "https://registry.example.com", "--no-verify"],
+    ["registry", "add", "harbor", "--provider", "oci", "--url", "https://harbor.example.com", "--no-verify"],
+    ["registry", "add", "aws", "--provider", "ecr", "--url", "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+     "--access-key", "AKIAEXAMPLE", "--secret-key", "secret-example", "--no-verify"],
+    ["registry", "add", "azure", "--provider", "acr", "--url", "https://example.azurecr.io",
+     "--username", "robot", "--password", "secret-example", "--no-verify"],
+    ["token", "create", "ci", "--role", "reader"],
+]:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, (args, result.output)
+"""
+
+
+def environment(data_dir: Path) -> dict[str, str]:
+    """This process's environment without any WATCHER_* setting, but WATCHER_DATA_DIR."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {"WATCHER_DATA_DIR": str(data_dir)}
+
+
+def seed(home: Path) -> dict[str, str]:
+    """Set up the installation in `home/data`; the environment that selects it (run commands in `home`,
+    so no stray `.env` is read)."""
+    env = environment(home / "data")
+    done = subprocess.run([sys.executable, "-c", SEED], cwd=home, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"seeding failed: {done.stderr.strip()}")
+    return env

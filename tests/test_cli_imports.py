@@ -1,0 +1,113 @@
+"""The quick commands stay quick: what they import is checked in a fresh process, against a denylist of
+the heavy libraries only other commands need (their wall time is measured by benchmarks/command_speed.py,
+never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.installation import seed
+
+#: never imported by a command that only reads the state (a name and everything under it); pydantic stays:
+#: the settings are pydantic-settings, a library that does that job better than code of ours would
+HEAVY = (
+    "alembic",
+    "anyio",
+    "azure",
+    "boto3",
+    "botocore",
+    "celery",
+    "fastapi",
+    "google",
+    "httpcore",
+    "httpx",
+    "jinja2",
+    "kombu",
+    "prometheus_client",
+    "re2",
+    "redis",
+    "requests",
+    "starlette",
+    "uvicorn",
+    "yaml",
+)
+#: besides, only where a secret is read (`registry list/show` decrypt credentials to show the non-secret ones)
+SECRETS = ("cryptography",)
+#: besides, `--help` opens no database
+DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
+
+PROBE = """
+import json, sys
+from watcher.cli import main
+try:
+    main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    home = tmp_path_factory.mktemp("quick")
+    return home, seed(home)
+
+
+def imported(installation: tuple[Path, dict[str, str]], *args: str) -> set[str]:
+    home, env = installation
+    report = home / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *args], cwd=home, env=env, capture_output=True, text=True, timeout=60
+    )
+    result = json.loads(report.read_text())
+    assert result["code"] in (0, None), (done.stdout, done.stderr)
+    assert done.stdout.strip(), "the command printed nothing"
+    return set(result["modules"])
+
+
+def heavy(modules: set[str], denied: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in denied)
+
+
+@pytest.mark.parametrize(
+    ("args", "denied"),
+    [
+        (["--help"], HEAVY + SECRETS + DATABASE),
+        (["registry", "--help"], HEAVY + SECRETS + DATABASE),
+        (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE),
+        (["registry", "list"], HEAVY),
+        (["registry", "list", "--json"], HEAVY),
+        (["registry", "show", "aws"], HEAVY),
+        (["registry", "show", "azure", "--json"], HEAVY),
+        (["status"], HEAVY + SECRETS),
+        (["status", "--json"], HEAVY + SECRETS),
+        (["token", "list"], HEAVY + SECRETS),
+    ],
+)
+def test_quick_commands_import_nothing_heavy(
+    installation: tuple[Path, dict[str, str]], args: list[str], denied: tuple[str, ...]
+) -> None:
+    modules = imported(installation, *args)
+    assert heavy(modules, denied) == []
+    if "sqlalchemy" not in denied:
+        assert "watcher.models" in modules  # it did read the state
+
+
+def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:
+    """The check above can fail: a command that does need the SDK (validating an ECR entry) is caught."""
+    home, _ = installation
+    spec = home / "registries.yaml"
+    spec.write_text(
+        "registries:\n"
+        "  - name: applied\n"
+        "    provider: ecr\n"
+        "    url: https://123456789012.dkr.ecr.eu-west-1.amazonaws.com\n"
+    )
+    modules = imported(installation, "registry", "apply", "-f", str(spec), "--no-verify")
+    assert {"boto3", "yaml"} <= set(heavy(modules, HEAVY))
