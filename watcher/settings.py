@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     poll_history_days: int = 30
     #: a poll's claim on its registry, renewed while it runs: a crashed poll's claim lapses this soon
     poll_lease_seconds: int = 60
+    #: a request's claim on one of its host's deployment-wide slots, renewed while it runs: a crashed
+    #: process's slots lapse this soon
+    limit_lease_seconds: int = 30
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
 
