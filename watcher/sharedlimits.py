@@ -19,6 +19,7 @@ prefix (`WATCHER_EVENTS_STREAM`), one pair per host and limits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -41,8 +42,9 @@ log = logging.getLogger("watcher")
 
 #: after Redis failed, how long a process keeps to its own limits before trying Redis again
 RETRY_SECONDS = 30.0
-#: while every slot is taken, the first and the longest wait between two tries
-FULL_WAIT_FIRST, FULL_WAIT_MAX = 0.005, 0.1
+#: while every slot is taken, the first and the longest wait between two tries (one of this process's own
+#: requests ending cuts the wait short)
+FULL_WAIT_FIRST, FULL_WAIT_MAX = 0.005, 0.025
 
 # KEYS: slots, pace · ARGV: token, limit, lease ms, interval ms · returns -1 (full) or ms until the start
 START = """
@@ -199,8 +201,10 @@ class SharedLimits:
         self._lease_ms = max(1, settings.limit_lease_seconds) * 1000
         self._async: redis.asyncio.Redis | None = None
         self._sync: redis.Redis | None = None
-        self._head: asyncio.Lock | None = None  # one waiter per process polls a full host
+        self._head: asyncio.Lock | None = None  # one waiter per transport polls a full host ...
+        self._freed: asyncio.Event | None = None  # ... woken early when one of its own requests ends
         self._head_sync = threading.Lock()
+        self._freed_sync = threading.Event()
 
     def _keys(self, host: str) -> list[str]:
         base = f"{self._prefix}{host}{self._suffix}"
@@ -233,6 +237,7 @@ class SharedLimits:
             return None
         token = secrets.token_hex(8)
         self._head = self._head or asyncio.Lock()
+        freed = self._freed = self._freed or asyncio.Event()
         wait = FULL_WAIT_FIRST
         try:
             async with self._head:
@@ -242,7 +247,9 @@ class SharedLimits:
                     delay = int(await self._client().eval(START, 2, *keys, *self._start_args(token)))
                     if delay >= 0:
                         break
-                    await asyncio.sleep(wait * (0.5 + random.random()))
+                    freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(freed.wait(), wait * (0.5 + random.random()))
                     wait = min(FULL_WAIT_MAX, wait * 2)
         except (redis.RedisError, OSError) as exc:
             OUTAGE.begin(self._url, exc)
@@ -264,6 +271,8 @@ class SharedLimits:
             await self._client().eval(END, 2, *keys, token, *self._held_back(response))
         except (redis.RedisError, OSError) as exc:
             OUTAGE.begin(self._url, exc)  # the slot lapses with its lease
+        if self._freed is not None:
+            self._freed.set()
 
     async def aclose(self) -> None:
         if self._async is not None:
@@ -301,7 +310,8 @@ class SharedLimits:
                     delay = int(self._sync_client().eval(START, 2, *keys, *self._start_args(token)))
                     if delay >= 0:
                         break
-                    time.sleep(wait * (0.5 + random.random()))
+                    self._freed_sync.clear()
+                    self._freed_sync.wait(wait * (0.5 + random.random()))
                     wait = min(FULL_WAIT_MAX, wait * 2)
         except (redis.RedisError, OSError) as exc:
             OUTAGE.begin(self._url, exc)
@@ -319,6 +329,7 @@ class SharedLimits:
             self._sync_client().eval(END, 2, *keys, token, 0, 0, 0)
         except (redis.RedisError, OSError) as exc:
             OUTAGE.begin(self._url, exc)
+        self._freed_sync.set()
 
     # -- what a start and an answer carry -----------------------------------------------------------
     def _start_args(self, token: str) -> list[str | int]:
