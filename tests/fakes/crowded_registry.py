@@ -1,5 +1,5 @@
 """A fake: a loopback OCI registry that answers slowly and records, as the registry sees it, how many
-requests are in flight at once, when each one started, and which repositories' owners overlapped.
+requests are in flight at once, when each one started, and whose polls overlapped.
 
 Why a fake: the limits under test are measured where a registry would feel them, and the real
 `docker-registry` records none of this. It speaks the OCI Distribution API (`/v2/`, `_catalog`,
@@ -15,7 +15,6 @@ import hashlib
 import json
 import threading
 import time
-from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,13 +30,12 @@ class CrowdedRegistry(BackgroundServer):
         self.delay = delay
         self.in_flight = 0
         self.max_in_flight = 0
-        #: the most owners (first path segments of repositories) with a request in flight at once
-        self.max_owners = 0
+        #: per owner (first path segment of a repository): its first and last request's arrival
+        self.spans: dict[str, tuple[float, float]] = {}
         #: monotonic arrival time of every request
         self.starts: list[float] = []
         #: monotonic time the throttling 429 was answered
         self.throttled_at: float | None = None
-        self._owners: Counter[str] = Counter()
         self._recent: list[str] = []  # owners of the last ten requests
         self._throttle: tuple[int, float] | None = None
         self._lock = threading.Lock()
@@ -58,8 +56,9 @@ class CrowdedRegistry(BackgroundServer):
             self.starts.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self._owners[owner] += 1
-            self.max_owners = max(self.max_owners, sum(1 for n in self._owners.values() if n > 0))
+            if owner != "-":
+                first = self.spans.get(owner, (self.starts[-1], 0.0))[0]
+                self.spans[owner] = (first, self.starts[-1])
             self._recent = [*self._recent[-9:], owner]
             if self._throttle is not None and len(self.starts) > self._throttle[0] and len(set(self._recent)) >= 3:
                 retry_after = self._throttle[1]
@@ -68,10 +67,14 @@ class CrowdedRegistry(BackgroundServer):
                 return retry_after
         return None
 
-    def leave(self, owner: str) -> None:
+    def overlapping(self) -> int:
+        """The most owners whose requests were under way (between their first and last) at one moment."""
+        spans = list(self.spans.values())
+        return max((sum(1 for a, b in spans if a <= t <= b) for t, _ in spans), default=0)
+
+    def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
-            self._owners[owner] -= 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -106,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._route(path, repository)
         finally:
-            registry.leave(owner)
+            registry.leave()
 
     do_HEAD = do_GET
 
