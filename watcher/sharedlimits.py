@@ -252,10 +252,8 @@ class SharedLimits:
                         await asyncio.wait_for(freed.wait(), wait * (0.5 + random.random()))
                     wait = min(FULL_WAIT_MAX, wait * 2)
         except (redis.RedisError, OSError) as exc:
-            OUTAGE.begin(self._url, exc)
-            return None
-        OUTAGE.ended()
-        RENEWER.add(self._url, keys[0], self._lease_ms, token)
+            return self._lost(exc)
+        self._granted(keys, token)
         if delay > 0:
             try:
                 await asyncio.sleep(delay / 1000)
@@ -314,10 +312,8 @@ class SharedLimits:
                     self._freed_sync.wait(wait * (0.5 + random.random()))
                     wait = min(FULL_WAIT_MAX, wait * 2)
         except (redis.RedisError, OSError) as exc:
-            OUTAGE.begin(self._url, exc)
-            return None
-        OUTAGE.ended()
-        RENEWER.add(self._url, keys[0], self._lease_ms, token)
+            return self._lost(exc)
+        self._granted(keys, token)
         if delay > 0:
             time.sleep(delay / 1000)
         return token
@@ -330,6 +326,18 @@ class SharedLimits:
         except (redis.RedisError, OSError) as exc:
             OUTAGE.begin(self._url, exc)
         self._freed_sync.set()
+
+    # -- what both share ----------------------------------------------------------------------------
+    def _granted(self, keys: list[str], token: str) -> None:
+        assert self._url is not None
+        OUTAGE.ended()
+        RENEWER.add(self._url, keys[0], self._lease_ms, token)
+
+    def _lost(self, exc: BaseException) -> str | None:
+        """Redis failed: this process keeps its own limits for a while, so no slot to hold (None)."""
+        assert self._url is not None
+        OUTAGE.begin(self._url, exc)
+        return None
 
     # -- what a start and an answer carry -----------------------------------------------------------
     def _start_args(self, token: str) -> list[str | int]:

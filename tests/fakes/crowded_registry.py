@@ -1,32 +1,25 @@
-"""A fake: a loopback OCI registry that answers slowly and records, as the registry sees it, how many
-requests are in flight at once, when each one started, and whose polls overlapped.
+"""A fake: the hostile registry in its `normal` mode (the OCI Distribution API, no auth), answering
+slowly and recording, as the registry sees it, how many requests are in flight at once, when each one
+started, and whose polls overlapped.
 
 Why a fake: the limits under test are measured where a registry would feel them, and the real
-`docker-registry` records none of this. It speaks the OCI Distribution API (`/v2/`, `_catalog`,
-`tags/list`, manifest `HEAD`/`GET` with `Docker-Content-Digest`) without auth. A repository's owner is
-its first path segment, so tests that give each process its own `owner/*` see which processes overlapped.
-`throttle(after, retry_after)` answers one request with a 429 and `Retry-After`: the first after `after`
-requests that arrives once at least three owners sent one of the last ten (all polls are under way).
+`docker-registry` records none of this. A repository's owner is its first path segment, so tests that
+give each process its own `owner/*` see which processes overlapped. `throttle(after, retry_after)`
+answers one request with a 429 and `Retry-After`: the first after `after` requests that arrives once at
+least three owners sent one of the last ten (all polls are under way).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.support.servers import BackgroundServer
-
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+from tests.fakes.hostile_registry import HostileRegistry, Recorder, _HostileHandler, digest_of
 
 
-class CrowdedRegistry(BackgroundServer):
+class CrowdedRegistry(HostileRegistry):
     def __init__(self, repositories: dict[str, list[str]], *, delay: float = 0.05) -> None:
-        self.repositories = repositories
         self.delay = delay
         self.in_flight = 0
         self.max_in_flight = 0
@@ -39,12 +32,14 @@ class CrowdedRegistry(BackgroundServer):
         self._recent: list[str] = []  # owners of the last ten requests
         self._throttle: tuple[int, float] | None = None
         self._lock = threading.Lock()
-        super().__init__(_Handler, name="crowded-registry")
-        self._httpd.owner = self  # type: ignore[attr-defined]
+        self._recorder = Recorder()  # the hostile registry's other host, unused in `normal` mode
+        tags = {repo: {tag: digest_of(f"{repo}:{tag}") for tag in names} for repo, names in repositories.items()}
+        super().__init__(self._recorder, repositories=tags)
+        self._httpd.RequestHandlerClass = _CrowdedHandler
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def close(self) -> None:
+        super().close()
+        self._recorder.close()
 
     def throttle(self, after: int, retry_after: float) -> None:
         with self._lock:
@@ -77,52 +72,19 @@ class CrowdedRegistry(BackgroundServer):
             self.in_flight -= 1
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    @property
-    def registry(self) -> CrowdedRegistry:
-        return self.server.owner  # type: ignore[attr-defined]
-
-    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
+class _CrowdedHandler(_HostileHandler):
     def do_GET(self) -> None:
         path = unquote(urlsplit(self.path).path)
         repository = path.removeprefix("/v2/").split("/tags/")[0].split("/manifests/")[0]
-        owner = repository.split("/")[0] if "/" in repository else "-"
-        registry = self.registry
-        retry_after = registry.enter(owner)
+        crowded: CrowdedRegistry = self.server.owner  # type: ignore[attr-defined]
+        retry_after = crowded.enter(repository.split("/")[0] if "/" in repository else "-")
         try:
-            time.sleep(registry.delay)
+            time.sleep(crowded.delay)
             if retry_after is not None:
                 self._answer(429, b"{}", {"Retry-After": f"{retry_after:g}"})
             else:
-                self._route(path, repository)
+                super().do_GET()
         finally:
-            registry.leave()
+            crowded.leave()
 
     do_HEAD = do_GET
-
-    def _route(self, path: str, repository: str) -> None:
-        repositories = self.registry.repositories
-        if path in ("/v2/", "/v2"):
-            self._answer(200, b"{}")
-        elif path == "/v2/_catalog":
-            self._answer(200, json.dumps({"repositories": sorted(repositories)}).encode())
-        elif path.endswith("/tags/list") and repository in repositories:
-            self._answer(200, json.dumps({"name": repository, "tags": repositories[repository]}).encode())
-        elif "/manifests/" in path and repository in repositories:
-            digest = "sha256:" + hashlib.sha256(path.encode()).hexdigest()
-            self._answer(200, b'{"schemaVersion": 2}', {"Content-Type": MANIFEST_TYPE, "Docker-Content-Digest": digest})
-        else:
-            self._answer(404, json.dumps({"errors": [{"code": "NAME_UNKNOWN", "message": "unknown"}]}).encode())
