@@ -98,6 +98,9 @@ class LimitedTransport(httpx.AsyncBaseTransport):
         self._max_body_bytes = max_body_bytes
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._pacer = Pacer(limits.requests_per_second)
+        from watcher.sharedlimits import SharedLimits  # it builds on this module
+
+        self._shared = SharedLimits(limits)  # the same limits, held by every process of the deployment
         self._quota_gap = 0.0  # spacing between starts while the announced quota is low ...
         self._quota_until = 0.0  # ... until its window resets
         self.requests = 0
@@ -119,7 +122,7 @@ class LimitedTransport(httpx.AsyncBaseTransport):
                 await self._pacer.wait(self._quota_spacing)
                 self.requests += 1
                 try:
-                    response = await self._inner.handle_async_request(request)
+                    response = await self._shared.send(self._inner, request)
                 except (httpx.TransportError, OSError) as exc:
                     self.codes[ERROR_CODE] += 1
                     if last or _is_tls(exc):
@@ -169,6 +172,7 @@ class LimitedTransport(httpx.AsyncBaseTransport):
             self._pause(self._quota_gap)
 
     async def aclose(self) -> None:
+        await self._shared.aclose()
         await self._inner.aclose()
 
 

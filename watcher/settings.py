@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     poll_lease_seconds: int = 60
     #: how long-running processes log: `text`, or `json` (one object per line, for log pipelines)
     log_format: str = "text"
+    #: a request's claim on one of its host's deployment-wide slots, renewed while it runs: a crashed
+    #: process's slots lapse this soon
+    limit_lease_seconds: int = 30
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
 
