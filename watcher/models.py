@@ -103,6 +103,10 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_unpublished", "published_at", "id"),
         Index("ix_events_registry_repo", "registry", "repository"),
+        # the history's filters, each page newest first by id (migration 0004)
+        Index("ix_events_registry_id", "registry", "id"),
+        Index("ix_events_repository_id", "repository", "id"),
+        Index("ix_events_tag_id", "tag", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # detection order
