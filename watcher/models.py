@@ -129,6 +129,7 @@ class PollRun(Base):
     """One poll of one registry: when, how it ended, and what it cost."""
 
     __tablename__ = "poll_runs"
+    __table_args__ = (Index("ix_poll_runs_registry_id_id", "registry_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"), index=True)
