@@ -23,7 +23,7 @@ from watcher.forms import build_spec
 from watcher.history import parse_since, recent_events
 from watcher.models import ApiToken, utcnow
 from watcher.pollers import PROVIDER_NAMES
-from watcher.polling import PollResult, poll
+from watcher.polling import PartialPoll, PollResult, poll
 from watcher.registration import register, verify
 from watcher.relay import relay
 from watcher.settings import get_settings
@@ -232,8 +232,13 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
 def poll_command(name: str, as_json: bool) -> None:
-    """Poll one registry now, in this process, and publish what changed."""
-    result = poll(name)
+    """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
+    that failed, if some did, after publishing and printing what the others changed."""
+    partial: PartialPoll | None = None
+    try:
+        result = poll(name)
+    except PartialPoll as exc:
+        partial, result = exc, exc.result
     try:
         relay(bus.connect())
     except StateError as exc:
@@ -241,6 +246,8 @@ def poll_command(name: str, as_json: bool) -> None:
             f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"
         ) from None
     report(result, as_json)
+    if partial is not None:
+        raise partial
 
 
 def report(result: PollResult, as_json: bool) -> None:
