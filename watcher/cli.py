@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ import click
 from watcher import bus, readmodel, registries, vault
 from watcher.applyfile import load_specs
 from watcher.db import session_scope
-from watcher.errors import StateError, WatcherError
+from watcher.errors import RegistryError, StateError, WatcherError
 from watcher.events import rfc3339, stream_entry
 from watcher.failures import check_configuration, debugging, mask, one_line
 from watcher.forms import build_spec
@@ -239,6 +240,10 @@ def poll_command(name: str, as_json: bool) -> None:
         result = poll(name)
     except PartialPoll as exc:
         partial, result = exc, exc.result
+    except RegistryError:  # a deadline may pass after some repositories were saved: their events go out
+        with contextlib.suppress(StateError):
+            relay(bus.connect())
+        raise
     try:
         relay(bus.connect())
     except StateError as exc:
