@@ -4,6 +4,7 @@ unchanged repository is not read (its fingerprint), writes are bulk, and racing 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,34 @@ def test_a_repository_whose_listing_fails_keeps_its_snapshot_while_the_others_co
         assert runs_of(watcher, "r1")[-1].outcome == "ok"
     finally:
         proxy.close()
+
+
+def test_the_celery_task_logs_one_line_naming_the_failed_repository_and_publishes_the_rest(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from watcher.tasks.jobs import poll_registry
+
+    for repo in ("a", "b"):
+        registry.client.push_image(f"{unique_repo}/{repo}", "v1")
+    proxy = FaultProxy(registry.url)
+    try:
+        add(watcher, proxy.url, unique_repo)
+        assert poll_registry("r1") == 0
+        for repo in ("a", "b"):
+            registry.client.push_image(f"{unique_repo}/{repo}", "v2")
+        proxy.add(rf"^/v2/{unique_repo}/b/tags/list", "status", status=502, headers={"Retry-After": "0"})
+        with caplog.at_level(logging.INFO, logger="watcher"):
+            assert poll_registry("r1") == 1  # the Celery task: no exception, no retry storm
+    finally:
+        proxy.close()
+    records = [r for r in caplog.records if r.name == "watcher"]
+    assert len(records) == 1 and not records[0].exc_info
+    assert records[0].levelno == logging.WARNING
+    assert records[0].getMessage().startswith(f"registry 'r1': 1 of 2 repositories failed: {unique_repo}/b (")
+    assert records[0].getMessage().endswith("; the others were saved (events saved: 1)")
+    fields = records[0].fields  # type: ignore[attr-defined]
+    assert (fields["outcome"], fields["failed_repositories"], fields["events"]) == ("failed", 1, 1)
+    assert [(e["repository"], e["tag"]) for e in watcher.stream_entries()] == [(f"{unique_repo}/a", "v2")]
 
 
 def test_every_repository_failing_is_the_registry_failing(

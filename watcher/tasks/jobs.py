@@ -99,7 +99,7 @@ def log_result(result: PollResult, partial: PartialPoll | None = None) -> None:
     if partial is not None:
         fields["failed_repositories"] = len(result.failures)
         fields["error"] = first_line(partial)
-        log.warning("%s (%d events saved)", first_line(partial), len(result.events), extra={"fields": fields})
+        log.warning("%s (events saved: %d)", first_line(partial), len(result.events), extra={"fields": fields})
         return
     log.info(
         "registry %r: polled in %.2fs: %d repositories, %d tags, %d events, %d requests%s%s",
