@@ -6,7 +6,7 @@ one SELECT of their tag rows, one executemany each for the tags inserted and upd
 chunk of ids, one multi-row INSERT of the events and one of new repositories. The compare-and-set is what
 keeps two polls from both committing against one repository's snapshot: a repository stored when the poll
 began must still be at the revision the poll read before listing it. When any repository of a group lost
-that race, the group is rolled back and retried one repository at a time, so only the one that lost gives
+that race (or PostgreSQL broke a deadlock by aborting the group), the group is rolled back and retried one repository at a time, so only the one that lost gives
 up; it is saved when the other poll stored exactly what this one saw, and otherwise it is reported and
 listed again next poll — never diffed against a snapshot newer than its listing (that would invent events).
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, bindparam, delete, insert, inspect, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher import counters, pollmetrics
@@ -79,10 +79,17 @@ def save(engine: Engine, target: Target, group: list[Listed]) -> list[Saved]:
     try:
         with session_scope(engine) as session:
             return write_changes(session, target, group)
-    except (Conflict, IntegrityError):
+    except (Conflict, IntegrityError, DBAPIError) as exc:
+        if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError) and not _lost_race(exc):
+            raise
         if len(group) == 1:
             return [_resolve(engine, target, group[0])]
         return [saved for item in group for saved in save(engine, target, [item])]
+
+
+def _lost_race(exc: DBAPIError) -> bool:
+    """PostgreSQL chose this transaction as a deadlock's victim (or a serialization failure's)."""
+    return getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
 
 
 def _resolve(engine: Engine, target: Target, item: Listed) -> Saved:
@@ -102,8 +109,9 @@ def _resolve(engine: Engine, target: Target, item: Listed) -> Saved:
 def write_changes(session: Session, target: Target, group: list[Listed]) -> list[Saved]:
     """The group's snapshot changes, events and event counters, in the session's transaction."""
     now = utcnow()
-    stored = [item for item in group if item.stored is not None]
-    new = [item for item in group if item.stored is None and item.tags]
+    # rows are locked in one order (ids, then names), so two polls' groups cannot deadlock on them
+    stored = sorted((item for item in group if item.stored is not None), key=_id)
+    new = sorted((item for item in group if item.stored is None and item.tags), key=lambda item: item.name)
     _claim(session, stored)
     before = stored_tags(session, (_id(item) for item in stored))
     writes = Writes()
