@@ -234,7 +234,7 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 @friendly
 def poll_command(name: str, as_json: bool) -> None:
     """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
-    that failed, if some did, after publishing and printing what the others changed."""
+    that failed, if some did, after publishing what the others changed."""
     partial: PartialPoll | None = None
     try:
         result = poll(name)
@@ -250,9 +250,9 @@ def poll_command(name: str, as_json: bool) -> None:
         raise StateError(
             f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"
         ) from None
-    report(result, as_json)
     if partial is not None:
-        raise partial
+        raise partial  # a failure is one line; what the others changed is in the stream and `watcher events`
+    report(result, as_json)
 
 
 def report(result: PollResult, as_json: bool) -> None:

@@ -6,9 +6,10 @@ one SELECT of their tag rows, one executemany each for the tags inserted and upd
 chunk of ids, one multi-row INSERT of the events and one of new repositories. The compare-and-set is what
 keeps two polls from both committing against one repository's snapshot: a repository stored when the poll
 began must still be at the revision the poll read before listing it. When any repository of a group lost
-that race (or PostgreSQL broke a deadlock by aborting the group), the group is rolled back and retried one repository at a time, so only the one that lost gives
-up; it is saved when the other poll stored exactly what this one saw, and otherwise it is reported and
-listed again next poll — never diffed against a snapshot newer than its listing (that would invent events).
+that race (or PostgreSQL broke a deadlock by aborting the group), the group is rolled back and retried one
+repository at a time, so only the one that lost gives up; it is saved when the other poll stored exactly
+what this one saw, and otherwise it is reported and listed again next poll — never diffed against a
+snapshot newer than its listing (that would invent events).
 """
 
 from __future__ import annotations
