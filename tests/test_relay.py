@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import REDIS_URL, Watcher
 from tests.support.redis_server import RedisServer
-from watcher import polling, registries
+from watcher import polling, registries, saving
 from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind
 from watcher.errors import StateError
@@ -143,7 +143,7 @@ def test_a_crash_before_the_commit_loses_nothing(
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("worker killed after listing, before the commit")
 
-    monkeypatch.setattr(polling, "_write_snapshot", crash)
+    monkeypatch.setattr(saving, "write_changes", crash)
     with pytest.raises(RuntimeError):
         polling.poll("r1")
     monkeypatch.undo()

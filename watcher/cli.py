@@ -8,6 +8,7 @@ imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from watcher.errors import StateError, WatcherError
+from watcher.errors import RegistryError, StateError, WatcherError
 from watcher.failures import check_configuration, debugging, mask, one_line
 from watcher.pollers import PROVIDER_NAMES
 from watcher.settings import get_settings
@@ -251,18 +252,29 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
 def poll_command(name: str, as_json: bool) -> None:
-    """Poll one registry now, in this process, and publish what changed."""
+    """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
+    that failed, if some did, after publishing what the others changed."""
     from watcher import bus
-    from watcher.polling import poll
+    from watcher.polling import PartialPoll, poll
     from watcher.relay import relay
 
-    result = poll(name)
+    partial: PartialPoll | None = None
+    try:
+        result = poll(name)
+    except PartialPoll as exc:
+        partial, result = exc, exc.result
+    except RegistryError:  # a deadline may pass after some repositories were saved: their events go out
+        with contextlib.suppress(StateError):
+            relay(bus.connect())
+        raise
     try:
         relay(bus.connect())
     except StateError as exc:
         raise StateError(
             f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"
         ) from None
+    if partial is not None:
+        raise partial  # a failure is one line; what the others changed is in the stream and `watcher events`
     report(result, as_json)
 
 

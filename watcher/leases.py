@@ -3,7 +3,8 @@
 One poll per registry at a time: a poll claims the registry for `WATCHER_POLL_LEASE_SECONDS` (60 s) and a
 heartbeat thread renews the claim every third of that, so a poll may run as long as its deadline allows
 while a crashed poll's claim lapses within a minute. The lease only keeps two polls from working at once;
-what keeps them from both committing is the registry's revision, checked at commit.
+what keeps them from both committing against one repository's snapshot is that repository's revision,
+compare-and-set at its commit (`watcher.saving`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,6 @@ class Heartbeat:
         while not self._done.wait(self.every):
             try:
                 if not renew(self.engine, self.registry_id, self.owner):
-                    return  # released, or lost: the revision check at commit decides
+                    return  # released, or lost: the revision checks at commit decide
             except SQLAlchemyError as exc:
                 log.warning("registry %r: lease not renewed: %s", self.name, str(exc).splitlines()[0])

@@ -74,6 +74,8 @@ class Registry(Base):
 
 
 class Repository(Base):
+    """One repository of a registry's snapshot: the unit a poll commits, all or nothing."""
+
     __tablename__ = "repositories"
     __table_args__ = (UniqueConstraint("registry_id", "name"),)
 
@@ -81,6 +83,12 @@ class Repository(Base):
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(500))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: a hash over the stored tag -> digest pairs (`watcher.snapshot.fingerprint`): a listing with the same
+    #: one changes nothing, so its tag rows are not read; NULL (a row from before 0004) is re-diffed once
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: bumped by every commit of this repository with a compare-and-set, so that two polls never both
+    #: commit against one snapshot of it
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Tag(Base):

@@ -1,9 +1,12 @@
-"""One poll of one registry: claim it, list it, diff against the snapshot, commit snapshot and events.
+"""One poll of one registry: claim it, discover its repositories, then list, compare and commit each one.
 
-The listing happens outside any transaction, bounded by the registry's deadline (`poll_timeout`) and by
-a stop request; the new snapshot and the events it implies are written in one transaction that also
-bumps the registry's revision, so two pollers can never both commit against the same snapshot, and a
-failed, timed-out, interrupted or partial listing commits nothing at all.
+The unit that is all or nothing is the repository (`watcher.pipeline`, `watcher.saving`): a repository
+whose listing fails keeps its snapshot and emits nothing while the others commit, each with its events, and
+the poll then fails naming it (`PartialPoll`); a failed catalog fails the whole poll with nothing changed.
+The whole poll is bounded by the registry's deadline (`poll_timeout`) and by a stop request: repositories
+committed before either stay committed, and the error says how many. The first poll of a registry to
+complete records its baseline silently (unless `--emit-existing`); until one has, a repository new to the
+snapshot is recorded silently too, while one already stored reports its changes.
 """
 
 from __future__ import annotations
@@ -13,28 +16,33 @@ import math
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from watcher import counters, leases, pollmetrics, runs
-from watcher.bounded import Interrupted, run_bounded
+from watcher import counters, leases, pipeline, pollmetrics, runs, saving
+from watcher.bounded import DeadlineExceeded, Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
-from watcher.diff import Change, ChangeKind, Listing, TagState, diff
 from watcher.errors import InputError, RegistryError, StateError, WatcherError
-from watcher.events import new_event
-from watcher.models import Event, Registry, Repository, Tag, utcnow
+from watcher.models import Event, Registry, utcnow
+from watcher.pipeline import Tally
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.registries import find, spec_of
+from watcher.saving import Listed, Saved, Target
 from watcher.scope import Scope
 from watcher.shutdown import stop_on_signals
+from watcher.snapshot import Stored, drop_out_of_scope, load_snapshot, stored_repositories
 from watcher.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec, format_interval
 
+#: `load_snapshot` and `utcnow` stay importable from here, as they were
+__all__ = ["Busy", "PartialPoll", "PollResult", "load_snapshot", "poll", "poll_timeout", "utcnow"]
+
 log = logging.getLogger("watcher")
+#: how many failed repositories the one line of a partial poll names (all are counted)
+NAMED_FAILURES = 5
 
 
 class Busy(WatcherError):
@@ -51,28 +59,27 @@ class PollResult:
     events: list[Event] = field(default_factory=list)
     #: names the registry sent that are not valid OCI names, left out of the snapshot
     ignored: int = 0
-    #: how long the poll took, from its claim to its commit
+    #: how long the poll took, from its claim to its last commit
     seconds: float = 0.0
+    #: (repository, one-line cause) of each repository that failed; the others were saved
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-@dataclass
-class Listed:
-    """What one bounded listing brought back."""
+class PartialPoll(WatcherError):
+    """Some repositories failed; the others were saved and their events are in `result`."""
 
-    listing: Listing
-    requests: int
-    #: the requests by HTTP status (or `error`)
-    codes: Counter[str]
-    #: how many names the registry sent were left out, and the first lines saying which
-    ignored: int
-    ignored_lines: list[str]
+    def __init__(self, message: str, result: PollResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def poll(
     name: str, *, engine: Engine | None = None, owner: str | None = None, stop: threading.Event | None = None
 ) -> PollResult:
     """Poll `name` once. Raises Busy, NotFoundError, Interrupted (`stop` was set, or SIGTERM/SIGINT came),
-    or a RegistryError such as DeadlineExceeded: then nothing changed and the run says why."""
+    PartialPoll (some repositories failed, the others were saved), or a RegistryError such as
+    DeadlineExceeded (the catalog, or every repository, failed; or the deadline passed): the run says why,
+    and the message says what was saved before."""
     engine = engine or get_engine()
     owner = owner or leases.new_owner()
     started = time.monotonic()
@@ -83,22 +90,28 @@ def poll(
             if not leases.claim(session, row.id, owner):
                 raise Busy(f"registry {name!r} is being polled by another worker")
             poll_id.run_id = runs.start(session, row.id)
-            revision = row.revision
+            baselined = row.baselined
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []
+            tally = Tally()
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
-                listed = _bounded_listing(spec, stop_event, made)
-                for line in listed.ignored_lines:
-                    log.warning("registry %r: %s", name, line)
-                return _commit(engine, spec, poll_id, revision, listed)
+                target = Target(
+                    row.id, name, spec.url, Scope.from_options(spec.options), baselined or spec.emit_existing
+                )
+                _bounded_poll(engine, spec, target, stop_event, made, tally)
             except BaseException as exc:
-                _finish_unsaved(engine, poll_id, made[0].codes if made else Counter(), exc)
+                _say_what_was_saved(exc, tally)
+                _finish_unsaved(engine, poll_id, made[0].codes if made else Counter(), exc, tally)
                 if isinstance(exc, Interrupted):
                     raise Interrupted(f"registry {name!r}: {exc}") from None
                 if isinstance(exc, RegistryError):
                     exc.registry = name
                 raise
+            poller = made[0]
+            for line in poller.ignored:
+                log.warning("registry %r: %s", name, line)
+            return _finish(engine, spec, poll_id, not baselined, poller, tally)
 
 
 @dataclass
@@ -116,14 +129,22 @@ class PollId:
         return time.monotonic() - self.started
 
 
-def _bounded_listing(spec: RegistrySpec, stop: threading.Event, made: list[Poller]) -> Listed:
+def _bounded_poll(
+    engine: Engine, spec: RegistrySpec, target: Target, stop: threading.Event, made: list[Poller], tally: Tally
+) -> None:
+    """The pipeline to its deadline or a stop request; then the writer thread is waited for, so `tally` says
+    exactly what was committed, whichever way the poll ended."""
     seconds = poll_timeout(spec)
-    return run_bounded(
-        lambda: _list(spec, made),
-        seconds=seconds,
-        stop=stop,
-        deadline_message=f"the poll exceeded its {_duration(seconds)} deadline (--poll-timeout)",
-    )
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-writer")
+    try:
+        run_bounded(
+            lambda: _run(spec, made, RegistryStore(engine, target), writer, tally),
+            seconds=seconds,
+            stop=stop,
+            deadline_message=f"the poll exceeded its {_duration(seconds)} deadline (--poll-timeout)",
+        )
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
 
 
 def poll_timeout(spec: RegistrySpec) -> float:
@@ -143,25 +164,61 @@ def _duration(seconds: float) -> str:
     return format_interval(int(seconds)) if seconds == int(seconds) else f"{seconds:g}s"
 
 
-async def _list(spec: RegistrySpec, made: list[Poller]) -> Listed:
-    """The listing; the poller goes into `made` so that a failed poll's requests are counted too."""
+async def _run(
+    spec: RegistrySpec, made: list[Poller], store: RegistryStore, writer: ThreadPoolExecutor, tally: Tally
+) -> None:
+    """The pipeline; the poller goes into `made` so that a failed poll's requests are counted too."""
     poller = poller_for(spec)
     made.append(poller)
     try:
-        listing = await poller.listing(Scope.from_options(spec.options))
-        return Listed(listing, poller.requests, poller.codes, poller.ignored_count, list(poller.ignored))
+        await pipeline.run(poller, store.target.scope, store, writer, tally)
     finally:
         await poller.aclose()
 
 
-def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException) -> None:
-    """Close the run of a poll that saved nothing, count it, and give the registry back."""
+@dataclass
+class RegistryStore:
+    """The pipeline's database side for one registry (`pipeline.Store`)."""
+
+    engine: Engine
+    target: Target
+
+    def stored(self) -> dict[str, Stored]:
+        with session_scope(self.engine) as session:
+            drop_out_of_scope(session, self.target.registry_id, self.target.scope)
+            return stored_repositories(session, self.target.registry_id)
+
+    def save(self, group: list[Listed]) -> list[Saved]:
+        return saving.save(self.engine, self.target, group)
+
+
+def _say_what_was_saved(exc: BaseException, tally: Tally) -> None:
+    """A poll cut short after some repositories committed says so: they stay committed."""
+    if not tally.saved:
+        return
+    saved = f"{tally.done} of {tally.total} repositories were saved before it, the others were not"
+    if isinstance(exc, DeadlineExceeded):
+        exc.message = f"{exc.message}; {saved}"
+    elif isinstance(exc, Interrupted):
+        exc.args = (str(exc).replace("nothing was saved", saved),)
+
+
+def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException, tally: Tally) -> None:
+    """Close the run of a poll that did not finish, count it, and give the registry back."""
     outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
     increments = pollmetrics.finished(poll_id.name, poll_id.provider, outcome, poll_id.seconds(), codes)
     try:
         with session_scope(engine) as session:
-            runs.finish(session, poll_id.run_id, outcome, error=error.splitlines()[0] if error else outcome)
+            runs.finish(
+                session,
+                poll_id.run_id,
+                outcome,
+                error=error.splitlines()[0] if error else outcome,
+                repositories=tally.repositories,
+                tags=tally.tags,
+                events=len(tally.events),
+            )
             counters.add(session, increments)
             leases.release(session, poll_id.registry_id, poll_id.owner)
     except (SQLAlchemyError, StateError) as db_error:  # the lease lapses on its own; say why the run stays open
@@ -170,115 +227,54 @@ def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: B
         )
 
 
-def load_snapshot(session: Session, registry_id: int) -> tuple[Listing, dict[str, int]]:
-    """The stored snapshot, and each repository's row id."""
-    listing: Listing = {}
-    repo_ids: dict[str, int] = {}
-    for repo_id, repo_name in session.execute(
-        select(Repository.id, Repository.name).where(Repository.registry_id == registry_id)
-    ):
-        repo_ids[repo_name] = repo_id
-        listing.setdefault(repo_name, {})
-    rows = session.execute(
-        select(Repository.name, Tag.name, Tag.digest, Tag.pushed_at)
-        .join(Tag, Tag.repository_id == Repository.id)
-        .where(Repository.registry_id == registry_id)
+def _finish(
+    engine: Engine, spec: RegistrySpec, poll_id: PollId, baseline: bool, poller: Poller, tally: Tally
+) -> PollResult:
+    """Close the run of a poll that went through every repository: `ok`, or `failed` naming the repositories
+    that failed. Only a poll with none failed completes the registry's baseline."""
+    result = PollResult(
+        registry=spec.name,
+        baseline=baseline,
+        repositories=tally.repositories,
+        tags=tally.tags,
+        requests=poller.requests,
+        events=tally.events,
+        ignored=poller.ignored_count,
+        seconds=poll_id.seconds(),
+        failures=sorted(tally.failures),
     )
-    for repo_name, tag, digest, pushed_at in rows:
-        listing[repo_name][tag] = TagState(digest, pushed_at)
-    return listing, repo_ids
-
-
-def _commit(engine: Engine, spec: RegistrySpec, poll_id: PollId, revision: int, listed: Listed) -> PollResult:
-    registry_id = poll_id.registry_id
-    detected_at = utcnow()
-    listing = listed.listing
+    error = _failures_line(result.failures, tally.total)
+    if tally.first_error is not None and not tally.done and len(tally.failures) == tally.total:
+        error = str(tally.first_error)  # every repository failed: the registry's failure, as from its catalog
+    outcome = "failed" if result.failures else "ok"
     with session_scope(engine) as session:
-        row = session.get(Registry, registry_id)
-        if row is None:
-            raise StateError(f"registry {spec.name!r} was removed during the poll; nothing was saved")
-        baseline = not row.baselined
-        bumped = session.execute(
-            update(Registry)
-            .where(Registry.id == registry_id, Registry.revision == revision)
-            .values(revision=revision + 1, baselined=True)
-        )
-        if not bumped.rowcount:  # type: ignore[attr-defined]
-            raise Busy(f"registry {spec.name!r} was polled by another worker meanwhile; nothing was saved")
-        leases.release(session, registry_id, poll_id.owner)
-        stored, repo_ids = load_snapshot(session, registry_id)
-        scope = Scope.from_options(spec.options)
-        _drop_out_of_scope(session, stored, repo_ids, scope)
-        changes = diff(scope.restrict(stored), listing)
-        _write_snapshot(session, registry_id, repo_ids, changes, detected_at)
-        events: list[Event] = []
-        if not baseline or spec.emit_existing:
-            events = [new_event(registry_id, spec.name, spec.url, c, detected_at) for c in changes]
-            session.add_all(events)
-        result = PollResult(
-            registry=spec.name,
-            baseline=baseline,
-            repositories=len(listing),
-            tags=sum(len(t) for t in listing.values()),
-            requests=listed.requests,
-            events=events,
-            ignored=listed.ignored,
-            seconds=poll_id.seconds(),
-        )
-        counters.add(
-            session,
-            pollmetrics.finished(
-                spec.name, spec.provider, "ok", result.seconds, listed.codes, (e.change for e in events)
-            ),
-        )
+        if not result.failures and baseline:
+            session.execute(update(Registry).where(Registry.id == poll_id.registry_id).values(baselined=True))
+        counters.add(session, pollmetrics.finished(spec.name, spec.provider, outcome, result.seconds, poller.codes))
         runs.finish(
             session,
             poll_id.run_id,
-            "ok",
+            outcome,
+            error=error.splitlines()[0] if error else "",
             repositories=result.repositories,
             tags=result.tags,
-            events=len(events),
+            events=len(result.events),
             requests=result.requests,
             ignored=result.ignored,
         )
+        leases.release(session, poll_id.registry_id, poll_id.owner)
+    if tally.first_error is not None and error == str(tally.first_error):
+        tally.first_error.registry = spec.name
+        raise tally.first_error
+    if result.failures:
+        raise PartialPoll(f"registry {spec.name!r}: {error}", result)
     return result
 
 
-def _drop_out_of_scope(session: Session, stored: Listing, repo_ids: dict[str, int], scope: Scope) -> None:
-    """Repositories and tags the registry no longer watches leave the snapshot silently."""
-    for repo, tags in stored.items():
-        if not scope.wants_repository(repo):
-            session.execute(delete(Repository).where(Repository.id == repo_ids[repo]))
-            continue
-        unwanted = [tag for tag in tags if not scope.wants_tag(tag)]
-        if unwanted:
-            session.execute(delete(Tag).where(Tag.repository_id == repo_ids[repo], Tag.name.in_(unwanted)))
-
-
-def _write_snapshot(
-    session: Session, registry_id: int, repo_ids: dict[str, int], changes: list[Change], now: datetime
-) -> None:
-    """Apply the changes to the stored rows; an unchanged repository is not written at all."""
-    touched: set[int] = set()
-    for change in changes:
-        repo_id = repo_ids.get(change.repository)
-        if repo_id is None:
-            repo = Repository(registry_id=registry_id, name=change.repository, first_seen_at=now)
-            session.add(repo)
-            session.flush()
-            repo_id = repo_ids[change.repository] = repo.id
-        touched.add(repo_id)
-        if change.kind is ChangeKind.ADDED:
-            session.add(Tag(repository_id=repo_id, name=change.tag, digest=change.digest, pushed_at=change.pushed_at))
-        elif change.kind is ChangeKind.UPDATED:
-            session.execute(
-                update(Tag)
-                .where(Tag.repository_id == repo_id, Tag.name == change.tag)
-                .values(digest=change.digest, pushed_at=change.pushed_at)
-            )
-        else:
-            session.execute(delete(Tag).where(Tag.repository_id == repo_id, Tag.name == change.tag))
-    session.flush()
-    for repo_id in touched:  # a repository with no tag left is gone; if it returns, it is new
-        if session.scalar(select(Tag.id).where(Tag.repository_id == repo_id).limit(1)) is None:
-            session.execute(delete(Repository).where(Repository.id == repo_id))
+def _failures_line(failures: list[tuple[str, str]], total: int) -> str:
+    """`2 of 40 repositories failed: team/a (unreachable: ...), team/b (...); the others were saved`."""
+    if not failures:
+        return ""
+    named = ", ".join(f"{repo} ({cause})" for repo, cause in failures[:NAMED_FAILURES])
+    more = f" and {len(failures) - NAMED_FAILURES} more" if len(failures) > NAMED_FAILURES else ""
+    return f"{len(failures)} of {total} repositories failed: {named}{more}; the others were saved"

@@ -1,7 +1,8 @@
 """What one poll adds to the deployment's counters (`watcher.counters`), written in the poll's own transaction.
 
-A poll that commits counts as `ok` in the commit that saves its snapshot and events; one that fails counts
-as `failed` where its run is closed. An `abandoned` poll (its process was asked to stop) is no outcome of
+Events are counted in the commit that saves them, one repository group at a time; the poll's outcome, its
+duration and its requests where its run is closed: `ok`, or `failed` (the poll failed, or some of its
+repositories did). An `abandoned` poll (its process was asked to stop) is no outcome of
 the registry's: it is not counted in `watcher_polls_total` or the duration (a deploy would read as failures),
 but the requests it sent were sent, and count.
 """
@@ -23,10 +24,14 @@ def finished(
     registry: str, provider: str, outcome: str, seconds: float, codes: Counter[str], changes: Iterable[str] = ()
 ) -> list[Increment]:
     """A poll that ended `ok`, `failed` or `abandoned`: its outcome and duration (not for `abandoned`), the
-    requests it made by code, and one event per change it committed."""
+    requests it made by code, and one event per change given (a poll's commits count their own)."""
     labels = {"registry": registry, "provider": provider}
     increments = [Increment(REQUESTS, {**labels, "code": code}, count) for code, count in codes.items() if count]
     if outcome != "abandoned":
         increments += [Increment(POLLS, {**labels, "outcome": outcome}), *observation(DURATION, labels, seconds)]
-    increments += [Increment(EVENTS, {"registry": registry, "change": change}) for change in changes]
-    return increments
+    return increments + committed(registry, changes)
+
+
+def committed(registry: str, changes: Iterable[str]) -> list[Increment]:
+    """One event per change a commit saved."""
+    return [Increment(EVENTS, {"registry": registry, "change": change}) for change in changes]

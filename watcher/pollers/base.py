@@ -93,11 +93,22 @@ class Poller:
             return literal
         return sorted(r for r in self.valid_repositories(await self.repositories()) if scope.wants_repository(r))
 
+    async def prepare(self) -> None:
+        """Whatever a poll needs before its first request (a provider may refresh a token here)."""
+        return None
+
+    async def repository_tags(self, repository: str, scope: Scope) -> dict[str, TagState]:
+        """One repository's wanted tags, checked; empty if it is gone. A poll lists one of these at a time."""
+        tags = await self.tags(repository, scope.wants_tag)
+        return self._checked(repository, tags) if tags else {}
+
     async def listing(self, scope: Scope) -> Listing:
-        """The whole registry in scope, listed concurrently; any failure fails the whole listing."""
+        """The whole registry in scope, listed concurrently; any failure fails the whole listing. (Polls go
+        repository by repository instead: `watcher.pipeline`.)"""
+        await self.prepare()
         repos = await self.discover(scope)
-        listed = await gather_all([self.tags(repo, scope.wants_tag) for repo in repos])
-        return {repo: self._checked(repo, tags) for repo, tags in zip(repos, listed, strict=True) if tags}
+        listed = await gather_all([self.repository_tags(repo, scope) for repo in repos])
+        return {repo: tags for repo, tags in zip(repos, listed, strict=True) if tags}
 
     # -- what the registry sent ---------------------------------------------------------------------
     def ignore(self, line: str, name: object = None) -> None:

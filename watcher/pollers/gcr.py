@@ -33,7 +33,7 @@ from google.oauth2 import service_account
 
 from watcher import errors
 from watcher.auth import CredentialSource
-from watcher.diff import Listing, TagState
+from watcher.diff import TagState
 from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.netpolicy import policed_session
@@ -108,9 +108,8 @@ class GcrPoller(OciPoller):
         if repos:
             await self.tags(repos[0], lambda _tag: False)
 
-    async def listing(self, scope: Scope) -> Listing:
+    async def prepare(self) -> None:
         await self.google.ensure_fresh()
-        return await super().listing(scope)
 
     async def repositories(self) -> list[str]:
         """The project's repositories: GCR's catalog also lists every other project the key can see."""

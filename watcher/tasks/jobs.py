@@ -16,7 +16,7 @@ from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
-from watcher.polling import Busy, PollResult, poll
+from watcher.polling import Busy, PartialPoll, PollResult, poll
 from watcher.relay import relay
 from watcher.tasks.app import POLL_TASK, app
 
@@ -54,6 +54,11 @@ def poll_registry(self: Task, name: str) -> int:
     except Busy as exc:
         log.info("%s", exc)
         return 0
+    except PartialPoll as exc:  # the failed repositories are listed again by the next scheduled poll
+        log_result(exc.result, exc)
+        if exc.result.events:
+            publish()
+        return len(exc.result.events)
     except TRANSIENT as exc:
         if self.request.retries < MAX_RETRIES:
             countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
@@ -76,11 +81,12 @@ def poll_registry(self: Task, name: str) -> int:
     return len(result.events)
 
 
-def log_result(result: PollResult) -> None:
-    """The one line a poll leaves at INFO; its numbers are also the line's fields (keys in JSON logs)."""
+def log_result(result: PollResult, partial: PartialPoll | None = None) -> None:
+    """The one line a poll leaves at INFO (WARNING naming the repositories that failed, if some did); its
+    numbers are also the line's fields (keys in JSON logs)."""
     fields: dict[str, object] = {
         "registry": result.registry,
-        "outcome": "ok",
+        "outcome": "failed" if partial is not None else "ok",
         "repositories": result.repositories,
         "tags": result.tags,
         "events": len(result.events),
@@ -90,6 +96,11 @@ def log_result(result: PollResult) -> None:
     }
     if result.ignored:
         fields["ignored"] = result.ignored
+    if partial is not None:
+        fields["failed_repositories"] = len(result.failures)
+        fields["error"] = first_line(partial)
+        log.warning("%s (events saved: %d)", first_line(partial), len(result.events), extra={"fields": fields})
+        return
     log.info(
         "registry %r: polled in %.2fs: %d repositories, %d tags, %d events, %d requests%s%s",
         result.registry,
