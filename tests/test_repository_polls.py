@@ -214,7 +214,7 @@ def _values(parameters: Any) -> list[Any]:
     return [v for v in values if isinstance(v, int)]
 
 
-def test_a_fingerprint_stored_before_0004_is_null_and_simply_re_diffed(
+def test_a_repository_stored_before_fingerprints_is_null_and_simply_re_diffed(
     watcher: Watcher, registry: RegistryEnv, unique_repo: str
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
