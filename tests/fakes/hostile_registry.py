@@ -91,16 +91,13 @@ class Recorder(BackgroundServer):
             self.requests.append((path, authorization))
 
 
-class _RecorderHandler(BaseHTTPRequestHandler):
-    server_version = "recorder"
+class _QuietHandler(BaseHTTPRequestHandler):
+    """What both hosts' handlers share: HTTP/1.1, no log lines, and one way to answer."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
-
-    @property
-    def recorder(self) -> Recorder:
-        return self.server.owner  # type: ignore[attr-defined]
 
     def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -110,6 +107,14 @@ class _RecorderHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+class _RecorderHandler(_QuietHandler):
+    server_version = "recorder"
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.server.owner  # type: ignore[attr-defined]
 
     def do_GET(self) -> None:
         self.recorder.record(self.path, self.headers.get("Authorization"))
@@ -192,26 +197,14 @@ class HostileRegistry(BackgroundServer):
         return found
 
 
-class _HostileHandler(BaseHTTPRequestHandler):
+class _HostileHandler(_QuietHandler):
     server_version = "hostile-registry"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
     @property
     def registry(self) -> HostileRegistry:
         return self.server.owner  # type: ignore[attr-defined]
 
     # -- answering --------------------------------------------------------------------------------
-    def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _json(self, document: Any, headers: dict[str, str] | None = None) -> None:
         self._answer(200, json.dumps(document).encode(), {"Content-Type": "application/json", **(headers or {})})
