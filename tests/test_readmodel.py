@@ -85,7 +85,9 @@ def test_status_tells_pending_ok_and_failing_apart(watcher: Watcher) -> None:
         "next_poll_at",
         "repositories",
         "tags",
+        "last_webhook_at",
     }
+    assert shown["broken"]["last_webhook_at"] is None
 
     table = watcher.cli("status").stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "PROVIDER", "STATE"]

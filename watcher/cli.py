@@ -225,6 +225,30 @@ def registry_remove(name: str) -> None:
     click.echo(f"removed registry {name!r}")
 
 
+@registry.command("webhook")
+@click.argument("name")
+@click.option("--format", "format_", default=None, help="the notifications' format (default: from the provider)")
+@click.option("--rotate", is_flag=True, help="replace the secret (the registry must then be given the new one)")
+@click.option("--disable", is_flag=True, help="turn the receiver off (notifications get 404)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def registry_webhook(name: str, format_: str | None, rotate: bool, disable: bool, as_json: bool) -> None:
+    """Enable (or show) NAME's webhook receiver: its URL, secret and the registry-side set-up."""
+    from watcher import webhooks
+    from watcher.db import session_scope
+
+    with session_scope() as session:
+        hook = webhooks.configure(session, name, format=format_, rotate=rotate, disable=disable)
+    if as_json:
+        click.echo(json.dumps(hook.as_json(), indent=2))
+        return
+    if disable:
+        click.echo(f"registry {name!r}: webhook receiver disabled (its secret is kept for when it is enabled again)")
+        return
+    click.echo(f"url: {hook.url}\nsecret: {hook.secret}\nformat: {hook.format}\nenabled: true\n")
+    click.echo(f"On the registry's side ({hook.format}):\n{webhooks.setup(hook)}")
+
+
 @registry.command("apply")
 @click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--no-verify", is_flag=True, help="save without testing the connections")

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -71,6 +72,11 @@ class Registry(Base):
     #: the slot of a poll dispatched but not yet started (how late it is, is the schedule lag)
     due_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: the webhook receiver's secret, Fernet-encrypted like the credentials (`watcher.webhooks`)
+    webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_format: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    webhook_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_webhook_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Repository(Base):

@@ -1,11 +1,26 @@
-"""Queueing a poll from outside the workers (the API's and the console's "Poll now"): the same Celery task
-beat's tick dispatches, sent at once or refused in one line — never a request left hanging on the broker."""
+"""Queueing a poll from outside the workers (the API's and the console's "Poll now", a webhook): the same
+Celery tasks beat's tick dispatches, sent at once or refused in one line — never a request left hanging on
+the broker.
+
+Repository polls coalesce: while one of a repository is queued and not yet started, queueing it again does
+nothing (a Redis `SET NX EX` key under the installation's prefix, which the task clears as it starts), so a
+burst of notifications for one repository costs at most two listings: the one queued, and one queued while
+it runs.
+"""
 
 from __future__ import annotations
 
-from watcher import registries
+import hashlib
+
+import redis
+
+from watcher import bus, registries
 from watcher.db import session_scope
 from watcher.errors import StateError
+from watcher.settings import get_settings
+
+#: a queued mark lapses after this long even if no worker ever started its task
+QUEUED_SECONDS = 600
 
 
 def queue_poll(name: str) -> str:
@@ -22,3 +37,38 @@ def queue_poll(name: str) -> str:
         raise StateError(
             f"registry {name!r}: the poll could not be queued: the broker did not answer ({exc})"
         ) from None
+
+
+def queued_key(name: str, repository: str) -> str:
+    """The Redis key that marks a poll of `repository` of `name` as queued (hashed: names are long)."""
+    digest = hashlib.sha256(f"{name}\0{repository}".encode()).hexdigest()[:32]
+    return f"{get_settings().events_stream}:repository-poll:{digest}"
+
+
+def queue_repository_poll(name: str, repository: str, client: redis.Redis | None = None) -> bool:
+    """Queue a poll of one repository unless one is queued already; True when this call queued it."""
+    from kombu.exceptions import OperationalError
+
+    from watcher.tasks.jobs import poll_repository_task
+
+    key = queued_key(name, repository)
+    try:
+        client = client or bus.connect()
+        if not client.set(key, "1", nx=True, ex=QUEUED_SECONDS):
+            return False
+        poll_repository_task.apply_async((name, repository), retry=False)
+    except (redis.RedisError, OperationalError, OSError) as exc:
+        try:
+            if client is not None:
+                client.delete(key)
+        except (redis.RedisError, OSError):
+            pass  # the mark lapses on its own
+        raise StateError(
+            f"registry {name!r}: the poll of {repository} could not be queued: the broker did not answer ({exc})"
+        ) from None
+    return True
+
+
+def started(name: str, repository: str, client: redis.Redis | None = None) -> None:
+    """A repository poll starts: a notification arriving from now on queues another one."""
+    (client or bus.connect()).delete(queued_key(name, repository))

@@ -94,6 +94,8 @@ class RegistryStatus:
     next_poll_at: datetime | None
     repositories: int
     tags: int
+    #: when the registry's webhook receiver last took an authenticated notification
+    last_webhook_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class RegistryStatus:
             "next_poll_at": rfc3339_or_none(self.next_poll_at),
             "repositories": self.repositories,
             "tags": self.tags,
+            "last_webhook_at": rfc3339_or_none(self.last_webhook_at),
         }
 
 
@@ -128,6 +131,7 @@ def registry_statuses(session: Session, names: Sequence[str] | None = None) -> l
         Registry.name,
         Registry.provider,
         Registry.next_poll_at,
+        Registry.last_webhook_at,
         newest_run_id(PollRun.outcome != "running").label("last_run_id"),
         newest_run_id(PollRun.outcome == "ok").label("last_ok_id"),
     ).order_by(Registry.name)
@@ -176,6 +180,7 @@ def registry_statuses(session: Session, names: Sequence[str] | None = None) -> l
                 next_poll_at=row.next_poll_at,
                 repositories=repositories.get(row.id, 0),
                 tags=tags.get(row.id, 0),
+                last_webhook_at=row.last_webhook_at,
             )
         )
     return statuses

@@ -37,6 +37,10 @@ class Rotation:
     key_file: Path | None = None
 
 
+#: the columns that hold secrets encrypted under the key: credentials and the webhook secret
+SECRET_COLUMNS = (Registry.credentials, Registry.webhook_secret)
+
+
 def rotate(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -83,27 +87,26 @@ def _one_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation
     while True:
         with session_scope(engine) as session:
             rows = session.execute(
-                select(Registry.id, Registry.name, Registry.credentials)
+                select(Registry.id, Registry.name, Registry.credentials, Registry.webhook_secret)
                 .where(Registry.id > last_id)
                 .order_by(Registry.id)
                 .limit(batch)
             ).all()
-            for registry_id, name, token in rows:
-                if not token or keys.is_current(token):
-                    continue
-                try:
-                    fresh = keys.encrypt(keys.decrypt(token))
-                except vault.Undecryptable:
-                    unreadable.add(name)
-                    continue
-                needed = True
-                swapped = session.execute(
-                    update(Registry)
-                    .where(Registry.id == registry_id, Registry.credentials == token)
-                    .values(credentials=fresh)
-                )
-                if swapped.rowcount:  # type: ignore[attr-defined]
-                    outcome.reencrypted.add(name)  # else it was saved meanwhile: the next pass looks again
+            for registry_id, name, *tokens in rows:
+                for column, token in zip(SECRET_COLUMNS, tokens, strict=True):
+                    if not token or keys.is_current(token):
+                        continue
+                    try:
+                        fresh = keys.encrypt(keys.decrypt(token))
+                    except vault.Undecryptable:
+                        unreadable.add(name)
+                        continue
+                    needed = True
+                    swapped = session.execute(
+                        update(Registry).where(Registry.id == registry_id, column == token).values({column: fresh})
+                    )
+                    if swapped.rowcount:  # type: ignore[attr-defined]
+                        outcome.reencrypted.add(name)  # else it was saved meanwhile: the next pass looks again
         if len(rows) < batch:
             outcome.unreadable = unreadable
             return needed

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     #: where `watcher run` and `watcher serve` answer HTTP (`off`: `run` serves nothing)
     listen: str = "127.0.0.1:8080"
+    #: the address registries reach this installation at (webhook URLs); default `http://` + `listen`
+    public_url: str = ""
     #: when set, `/metrics` needs `Authorization: Bearer` this token
     metrics_token: str = ""
 

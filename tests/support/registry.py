@@ -122,6 +122,7 @@ class RegistryServer(ClosesOnExit):
         port: int | None = None,
         binary: str = REGISTRY_BINARY,
         startup_timeout: float = 20.0,
+        notifications: Mapping[str, Any] | None = None,
     ) -> None:
         if htpasswd is not None and token_server is not None:
             raise ValueError("choose htpasswd or token_server, not both")
@@ -134,6 +135,8 @@ class RegistryServer(ClosesOnExit):
         )
         self.htpasswd = dict(htpasswd) if htpasswd is not None else None
         self.token_server = token_server
+        #: the config's `notifications` section (e.g. an endpoint a webhook test receives at), or None
+        self.notifications = dict(notifications) if notifications is not None else None
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="watcher-registry-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -203,6 +206,8 @@ class RegistryServer(ClosesOnExit):
                     "rootcertbundle": str(self.root / "token-root.pem"),
                 }
             }
+        if self.notifications is not None:
+            cfg["notifications"] = self.notifications
         return cfg
 
     # -- lifecycle ---------------------------------------------------------

@@ -14,6 +14,7 @@ from watcher.bus import celery_broker_url
 from watcher.settings import get_settings
 
 POLL_TASK = "watcher.poll"
+REPOSITORY_POLL_TASK = "watcher.poll_repository"
 TICK_SECONDS = 1.0
 RELAY_SWEEP_SECONDS = 5.0
 
@@ -82,7 +83,7 @@ def _interrupt_polls_in_flight(**_: Any) -> None:
     from celery.worker import state
 
     for request in list(state.active_requests):
-        if request.task_name == POLL_TASK and request.worker_pid:
+        if request.task_name in (POLL_TASK, REPOSITORY_POLL_TASK) and request.worker_pid:
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(request.worker_pid, signal.SIGTERM)
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import bus, scheduler
+from watcher import bus, queue, scheduler
 from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
 from watcher.polling import Busy, PartialPoll, PollResult, poll
 from watcher.relay import relay
-from watcher.tasks.app import POLL_TASK, app
+from watcher.repopoll import poll_repository
+from watcher.tasks.app import POLL_TASK, REPOSITORY_POLL_TASK, app
 
 log = logging.getLogger("watcher")
 TRANSIENT = (UnreachableError, BadResponseError, RateLimitedError)
@@ -119,6 +121,56 @@ def failed(name: str, exc: BaseException) -> dict[str, object]:
     """The fields of the line of a poll that failed (or was interrupted: `abandoned`)."""
     outcome = "abandoned" if isinstance(exc, Interrupted) else "failed"
     return {"fields": {"registry": name, "outcome": outcome, "error": first_line(exc)}}
+
+
+@app.task(name=REPOSITORY_POLL_TASK, bind=True, ignore_result=True)
+def poll_repository_task(self: Task, name: str, repository: str) -> int:
+    """Poll one repository of one registry (a webhook's hint) and publish its events at once. Its queued
+    mark is cleared first, so a notification arriving while it lists queues one more poll."""
+    try:
+        queue.started(name, repository)
+    except (redis.RedisError, OSError) as exc:  # the mark lapses on its own
+        log.warning("registry %r: %s: queued mark not cleared: %s", name, repository, first_line(exc))
+    fields: dict[str, object] = {"registry": name, "repository": repository}
+    try:
+        result = poll_repository(name, repository)
+    except TRANSIENT as exc:
+        if self.request.retries < MAX_RETRIES:
+            countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
+            log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(name, exc))
+            raise self.retry(countdown=countdown) from None
+        log.warning("%s", exc, extra=failed(name, exc))
+        return 0
+    except WatcherError as exc:
+        log.warning("registry %r: %s: %s", name, repository, first_line(exc), extra=failed(name, exc))
+        return 0
+    except Exception as exc:
+        log.error(
+            "registry %r: %s: poll failed: %s: %s",
+            name,
+            repository,
+            type(exc).__name__,
+            first_line(exc),
+            extra=failed(name, exc),
+        )
+        return 0
+    if not result.in_scope:
+        log.info("registry %r: %s is not watched: ignored", name, repository, extra={"fields": fields})
+        return 0
+    fields |= {"tags": result.tags, "events": len(result.events), "requests": result.requests}
+    log.info(
+        "registry %r: %s polled: %d tags, %d events, %d requests%s",
+        name,
+        repository,
+        result.tags,
+        len(result.events),
+        result.requests,
+        f" ({result.conflict})" if result.conflict else "",
+        extra={"fields": fields},
+    )
+    if result.events:
+        publish()
+    return len(result.events)
 
 
 @app.task(name="watcher.relay", ignore_result=True)

@@ -13,7 +13,7 @@ from watcher.web.console import routes as console
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
 from watcher.web.limits import BodyLimit
-from watcher.web.routes import events, health, registration, registries
+from watcher.web.routes import events, health, hooks, registration, registries
 from watcher.web.schemas import ERRORS
 
 API_PREFIX = "/api/v1"
@@ -45,6 +45,7 @@ def create_app() -> FastAPI:
     api.include_router(events.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(hooks.router)  # authenticated by each registry's webhook secret, not by API tokens
     app.include_router(metrics.router)
     console.install(app)
     app.add_middleware(BodyLimit)

@@ -39,6 +39,7 @@ class RegistryStatus(BaseModel):
     next_poll_at: str | None
     repositories: int
     tags: int
+    last_webhook_at: str | None = None
 
 
 class Registry(BaseModel):

@@ -1,0 +1,80 @@
+"""Reading a registry's notification: which repositories it says to list again, and nothing more.
+
+A notification is a hint, never the truth: it only names repositories, which are then listed and diffed
+exactly as a scheduled poll would (`watcher.repopoll`). So this module never looks at tags or digests
+beyond "the event is about a manifest": a forged or replayed notification costs a listing, never an event.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from watcher.errors import WatcherError
+from watcher.reference import repository_problem, shown
+
+#: the media types of Distribution's notification envelope (v2: Distribution 3), and plain JSON
+DISTRIBUTION_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.events.v1+json",
+        "application/vnd.docker.distribution.events.v2+json",
+        "application/json",
+    }
+)
+#: the media types of manifests (images, indexes, artifacts): events about anything else are about blobs
+MANIFEST_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.artifact.manifest.v1+json",
+    }
+)
+RELISTING_ACTIONS = ("push", "delete")
+
+
+class Malformed(WatcherError):
+    """The body is not a notification of the registry's format."""
+
+
+def distribution_repositories(body: bytes, content_type: str | None) -> list[str]:
+    """The repositories a Distribution notification envelope says changed, each once, in order: those of
+    manifest `push` and `delete` events with a tag or digest. (A delete names only a digest, and Distribution
+    sends blob deletes the same way, without a media type: those re-list their repository too.)"""
+    media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media_type not in DISTRIBUTION_TYPES:
+        raise Malformed(f"the content type {shown(media_type)} is not a Distribution notification")
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Malformed("the body is not JSON") from None
+    events = envelope.get("events") if isinstance(envelope, dict) else None
+    if not isinstance(events, list):
+        raise Malformed('the body has no "events" list')
+    wanted: dict[str, None] = {}
+    for number, event in enumerate(events):
+        repository = _relisted(event, number)
+        if repository is not None:
+            wanted[repository] = None
+    return list(wanted)
+
+
+def _relisted(event: Any, number: int) -> str | None:
+    """The event's repository when it can change a tag; None when it cannot (a pull, a blob push)."""
+    target = event.get("target") if isinstance(event, dict) else None
+    action = event.get("action") if isinstance(event, dict) else None
+    if not isinstance(target, dict) or not isinstance(action, str):
+        raise Malformed(f"event {number} has no action and target")
+    repository = target.get("repository")
+    problem = repository_problem(repository)
+    if problem is not None or not isinstance(repository, str):
+        raise Malformed(f"event {number}: the repository {shown(repository)} is not a valid OCI name: it {problem}")
+    if action not in RELISTING_ACTIONS or not (target.get("tag") or target.get("digest")):
+        return None
+    media_type = target.get("mediaType") or ""
+    if media_type in MANIFEST_TYPES or (action == "delete" and not media_type):
+        return repository
+    return None

@@ -1,0 +1,109 @@
+"""A poll of one repository: list it, diff it against its stored tags, commit it as a full poll would.
+
+It is what a webhook triggers. It takes no lease: each repository's commit is a compare-and-set on its
+revision (`watcher.saving`), so it runs safely beside a full poll of the registry or another poll of the
+same repository. When another poll committed the repository after this one read it, this one reads and
+lists it again (up to ATTEMPTS times): its listing is never diffed against a newer snapshot. A repository
+outside the registry's scope is ignored; one the registry does not have (any more) has its tags removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+
+from watcher.bounded import run_bounded
+from watcher.db import get_engine, session_scope
+from watcher.diff import TagState
+from watcher.errors import InputError
+from watcher.models import Event, Repository
+from watcher.pollers import poller_for
+from watcher.polling import poll_timeout
+from watcher.reference import repository_problem
+from watcher.registries import find, spec_of
+from watcher.saving import Listed, Saved, Target, save
+from watcher.scope import Scope
+from watcher.shutdown import stop_on_signals
+from watcher.snapshot import Stored, fingerprint
+from watcher.spec import RegistrySpec
+
+log = logging.getLogger("watcher")
+#: how many times a repository another poll keeps committing meanwhile is read and listed again
+ATTEMPTS = 3
+
+
+@dataclass
+class RepositoryPoll:
+    """What one repository poll did: `in_scope` False when the repository is not watched (nothing listed)."""
+
+    registry: str
+    repository: str
+    in_scope: bool = True
+    tags: int = 0
+    requests: int = 0
+    events: list[Event] = field(default_factory=list)
+    #: why the repository was not saved (another poll kept committing it), or ""
+    conflict: str = ""
+
+
+def poll_repository(
+    name: str, repository: str, *, engine: Engine | None = None, stop: threading.Event | None = None
+) -> RepositoryPoll:
+    """List `repository` of registry `name` and commit what changed. Raises NotFoundError, InputError (not a
+    valid repository name) or the listing's RegistryError (nothing saved)."""
+    problem = repository_problem(repository)
+    if problem is not None:
+        raise InputError(f"registry {name!r}: {repository[:200]!r} is not a valid OCI repository name: it {problem}")
+    engine = engine or get_engine()
+    with session_scope(engine) as session:
+        row = find(session, name)
+        registry_id, baselined = row.id, row.baselined
+        spec = spec_of(row)
+    scope = Scope.from_options(spec.options)
+    result = RepositoryPoll(name, repository)
+    if not scope.wants_repository(repository):
+        result.in_scope = False
+        return result
+    target = Target(registry_id, name, spec.url, scope, baselined or spec.emit_existing)
+    for _ in range(ATTEMPTS):
+        stored = _stored(engine, registry_id, repository)
+        with stop_on_signals(stop) as stop_event:
+            tags, requests = run_bounded(
+                lambda: _list(spec, repository, scope),
+                seconds=poll_timeout(spec),
+                stop=stop_event,
+                deadline_message=f"listing {repository} exceeded its deadline (--poll-timeout)",
+            )
+        result.requests += requests
+        result.tags = len(tags)
+        listed = fingerprint(tags)
+        if (stored is None and not tags) or (stored is not None and stored.fingerprint == listed):
+            return result
+        saved: Saved = save(engine, target, [Listed(repository, tags, listed, stored)])[0]
+        result.events, result.conflict = saved.events, saved.conflict
+        if not saved.conflict:
+            return result
+    log.info("registry %r: %s: %s", name, repository, result.conflict)
+    return result
+
+
+def _stored(engine: Engine, registry_id: int, repository: str) -> Stored | None:
+    with session_scope(engine) as session:
+        row = session.execute(
+            select(Repository.id, Repository.fingerprint, Repository.revision).where(
+                Repository.registry_id == registry_id, Repository.name == repository
+            )
+        ).first()
+    return None if row is None else Stored(row.id, row.fingerprint, row.revision)
+
+
+async def _list(spec: RegistrySpec, repository: str, scope: Scope) -> tuple[dict[str, TagState], int]:
+    poller = poller_for(spec)
+    try:
+        await poller.prepare()
+        return await poller.repository_tags(repository, scope), poller.requests
+    finally:
+        await poller.aclose()

@@ -1,0 +1,89 @@
+"""`POST /hooks/v1/{registry}`: a registry's notification, authenticated by its webhook secret (not by
+the API's tokens), answered at once; the repositories it names are listed by a Celery task.
+
+The secret is checked, in constant time, before the body is read; the body is at most 1 MB (the app's
+`BodyLimit`). Every well-formed, authenticated notification gets 202, even one that changes nothing:
+Distribution retries a refused notification forever and holds every later one behind it. Each outcome is
+counted in `watcher_webhooks_total`; neither the secret nor the Authorization header is ever logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select, update
+
+from watcher import counters, hooks, queue, webhooks
+from watcher.db import session_scope
+from watcher.models import Registry, utcnow
+from watcher.scope import Scope
+from watcher.web.errors import ApiError
+
+router = APIRouter(tags=["webhooks"])
+METRIC = "watcher_webhooks_total"
+
+
+@dataclass(frozen=True, repr=False)
+class Receiver:
+    registry_id: int
+    name: str
+    format: str
+    secret: str
+    scope: Scope
+
+
+@router.post("/hooks/v1/{registry}", status_code=202, responses={401: {}, 400: {}, 404: {}, 413: {}})
+async def receive(registry: str, request: Request) -> JSONResponse:
+    receiver = await anyio.to_thread.run_sync(_receiver, registry)
+    if not webhooks.authorized(request.headers.get("authorization"), receiver.secret):
+        await anyio.to_thread.run_sync(_record, receiver, "unauthorized")
+        raise ApiError(401, "unauthorized", f"registry {registry!r}: the notification's secret is missing or wrong")
+    body = await request.body()
+    try:
+        repositories = hooks.distribution_repositories(body, request.headers.get("content-type"))
+    except hooks.Malformed as exc:
+        await anyio.to_thread.run_sync(_record, receiver, "malformed")
+        raise ApiError(400, "malformed", f"registry {registry!r}: {exc}") from None
+    wanted = [name for name in repositories if receiver.scope.wants_repository(name)]
+    queued = await anyio.to_thread.run_sync(_queue, receiver.name, wanted)
+    outcome = "accepted" if wanted else "ignored"
+    await anyio.to_thread.run_sync(_record, receiver, outcome)
+    return respond_accepted(outcome, wanted, queued)
+
+
+def respond_accepted(outcome: str, repositories: list[str], queued: int) -> JSONResponse:
+    return JSONResponse({"outcome": outcome, "repositories": repositories, "queued": queued}, status_code=202)
+
+
+def _receiver(name: str) -> Receiver:
+    """The registry's receiver; 404 when there is no such registry or its receiver is off."""
+    with session_scope() as session:
+        row = session.scalar(select(Registry).where(Registry.name == name))
+        if row is None or not row.webhook_enabled or not row.webhook_secret:
+            raise ApiError(404, "not_found", f"no webhook receiver for registry {name!r}")
+        return Receiver(
+            row.id,
+            row.name,
+            row.webhook_format or "distribution",
+            webhooks.secret_of(row),
+            Scope.from_options(row.options or {}),
+        )
+
+
+def _queue(name: str, repositories: list[str]) -> int:
+    """Queue a poll of each repository (one already queued is not queued again); how many were queued."""
+    return sum(queue.queue_repository_poll(name, repository) for repository in repositories)
+
+
+def _record(receiver: Receiver, outcome: str) -> None:
+    """Count the outcome; an authenticated notification also sets the registry's `last_webhook_at`."""
+    labels = {"registry": receiver.name, "format": receiver.format, "outcome": outcome}
+    with session_scope() as session:
+        counters.add(session, [counters.Increment(METRIC, labels)])
+        if outcome != "unauthorized":
+            session.execute(
+                update(Registry).where(Registry.id == receiver.registry_id).values(last_webhook_at=utcnow())
+            )

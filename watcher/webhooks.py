@@ -1,0 +1,124 @@
+"""A registry's webhook receiver: opting in, its secret (encrypted like credentials), its URL and the
+registry-side set-up `watcher registry webhook NAME` prints.
+
+A notification is only a hint naming a repository to list again (`watcher.hooks`); the secret only keeps
+strangers from costing listings. It is at least 32 random bytes, URL-safe, and shown only by that command.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from watcher import registries, vault
+from watcher.errors import InputError, StateError
+from watcher.models import Registry
+from watcher.settings import get_settings
+
+SECRET_BYTES = 32
+#: the format each provider's registries send, when `--format` is not given
+DEFAULT_FORMATS = {
+    "oci": "distribution",
+    "dockerhub": "dockerhub",
+    "acr": "acr",
+    "gcr": "gcr-pubsub",
+    "ecr": "ecr-eventbridge",
+}
+KNOWN_FORMATS = (*DEFAULT_FORMATS.values(), "harbor", "github", "quay", "cloudevents")
+#: the formats this release receives
+RECEIVED_FORMATS = ("distribution",)
+
+
+@dataclass(frozen=True, repr=False)
+class Webhook:
+    """A registry's receiver as `watcher registry webhook` shows it (never logged: no repr)."""
+
+    registry: str
+    url: str
+    secret: str
+    format: str
+    enabled: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {"url": self.url, "secret": self.secret, "format": self.format, "enabled": self.enabled}
+
+
+def configure(
+    session: Session, name: str, *, format: str | None = None, rotate: bool = False, disable: bool = False
+) -> Webhook:
+    """Enable (or, with `disable`, turn off) `name`'s receiver; a secret is made the first time or on
+    `rotate`, and kept otherwise."""
+    row = registries.find(session, name)
+    chosen = format or row.webhook_format or DEFAULT_FORMATS.get(row.provider, "")
+    if chosen not in KNOWN_FORMATS:
+        raise InputError(f"--format {chosen!r} is not a webhook format: use one of {', '.join(KNOWN_FORMATS)}")
+    if chosen not in RECEIVED_FORMATS and not disable:
+        raise InputError(
+            f"registry {name!r}: webhook format {chosen!r} is not received yet: "
+            f"only {', '.join(RECEIVED_FORMATS)} is (pass --format distribution for a Distribution registry)"
+        )
+    secret = secret_of(row) if row.webhook_secret and not rotate else secrets.token_urlsafe(SECRET_BYTES)
+    row.webhook_secret = vault.keyring().encrypt(secret.encode())
+    row.webhook_format = chosen
+    row.webhook_enabled = not disable
+    return Webhook(name, url_of(name), secret, chosen, not disable)
+
+
+def secret_of(row: Registry) -> str:
+    """The registry's webhook secret, decrypted; raises Undecryptable naming the registry."""
+    if not row.webhook_secret:
+        raise StateError(f"registry {row.name!r} has no webhook secret: run `watcher registry webhook {row.name}`")
+    try:
+        return vault.keyring().decrypt(row.webhook_secret).decode()
+    except vault.Undecryptable as exc:
+        raise vault.Undecryptable(f"registry {row.name!r}: webhook secret {exc}") from None
+
+
+def authorized(header: str | None, secret: str) -> bool:
+    """`Authorization: Bearer SECRET` or the bare secret, compared in constant time."""
+    if not header:
+        return False
+    given = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+def url_of(name: str) -> str:
+    """`{WATCHER_PUBLIC_URL or http://WATCHER_LISTEN}/hooks/v1/NAME`."""
+    settings = get_settings()
+    base = settings.public_url.rstrip("/")
+    if not base:
+        if settings.listen.strip().lower() == "off":
+            raise InputError("WATCHER_LISTEN is off: set WATCHER_PUBLIC_URL to the address registries reach")
+        base = f"http://{settings.listen}"
+    return f"{base}/hooks/v1/{quote(name, safe='')}"
+
+
+def setup(hook: Webhook) -> str:
+    """What to configure on the registry's side, ready to paste."""
+    if hook.format == "distribution":
+        return distribution_setup(hook)
+    return f"configure the registry to send {hook.format} notifications to {hook.url}"
+
+
+def distribution_setup(hook: Webhook) -> str:
+    """The `notifications` section of a Distribution registry's config.yml (JSON strings are YAML)."""
+    return "\n".join(
+        [
+            "notifications:",
+            "  endpoints:",
+            "    - name: watcher",
+            f"      url: {json.dumps(hook.url)}",
+            "      headers:",
+            f"        Authorization: [{json.dumps('Bearer ' + hook.secret)}]",
+            "      timeout: 5s",
+            "      threshold: 3",
+            "      backoff: 5s",
+            "      ignore:",
+            "        actions: [pull]",
+        ]
+    )
