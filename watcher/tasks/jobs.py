@@ -62,12 +62,7 @@ def poll_registry(self: Task, name: str) -> int:
             publish()
         return len(exc.result.events)
     except TRANSIENT as exc:
-        if self.request.retries < MAX_RETRIES:
-            countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
-            log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(name, exc))
-            raise self.retry(countdown=countdown) from None
-        log.warning("%s", exc, extra=failed(name, exc))
-        return 0
+        return retry_or_give_up(self, name, exc)
     except WatcherError as exc:  # the registry's failure, bad option or credentials, or a stop request
         log.warning("%s", exc, extra=failed(name, exc))
         return 0
@@ -135,12 +130,7 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
     try:
         result = poll_repository(name, repository)
     except TRANSIENT as exc:
-        if self.request.retries < MAX_RETRIES:
-            countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**self.request.retries)
-            log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(name, exc))
-            raise self.retry(countdown=countdown) from None
-        log.warning("%s", exc, extra=failed(name, exc))
-        return 0
+        return retry_or_give_up(self, name, exc)
     except WatcherError as exc:
         log.warning("registry %r: %s: %s", name, repository, first_line(exc), extra=failed(name, exc))
         return 0
@@ -171,6 +161,17 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
     if result.events:
         publish()
     return len(result.events)
+
+
+def retry_or_give_up(task: Task, name: str, exc: WatcherError) -> int:
+    """A transient failure: retried with exponential backoff, then given up on with one line (the next
+    scheduled poll tries again)."""
+    if task.request.retries < MAX_RETRIES:
+        countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**task.request.retries)
+        log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(name, exc))
+        raise task.retry(countdown=countdown) from None
+    log.warning("%s", exc, extra=failed(name, exc))
+    return 0
 
 
 @app.task(name="watcher.relay", ignore_result=True)
