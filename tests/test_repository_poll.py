@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
-from tests.support.polls import set_options
+from tests.support.polls import push_round, set_options
 from watcher import polling, queue
 from watcher.errors import InputError
 from watcher.models import Event
@@ -109,11 +109,7 @@ def test_a_full_poll_and_repository_polls_racing_never_double_emit(
     baseline(watcher, registry, unique_repo)
     replayed = {name: dict(tags) for name, tags in truth.items()}
     for round_ in range(4):
-        for i, name in enumerate(names):
-            if (i + round_) % 2:
-                truth[name][f"t{round_}"] = registry.client.push_image(name, f"t{round_}", seed=f"{round_}")
-            else:
-                truth[name]["v1"] = registry.client.push_image(name, "v1", seed=f"moved {round_}")
+        push_round(registry.client, truth, round_)
         start = threading.Barrier(1 + 2 * len(names))
         failures: list[BaseException] = []
 

@@ -17,7 +17,7 @@ from tests.conftest import Watcher
 from tests.fakes.hostile_registry import HostileRegistry, Recorder, digest_of
 from tests.support.faults import FaultProxy
 from tests.support.fixtures import RegistryEnv
-from tests.support.polls import runs_of, set_options
+from tests.support.polls import push_round, runs_of, set_options
 from watcher import leases, pipeline, polling, registries, saving
 from watcher.bounded import DeadlineExceeded
 from watcher.db import session_scope
@@ -337,11 +337,7 @@ def test_two_racing_polls_never_both_commit_one_repository(
     monkeypatch.setattr(leases, "claim", lambda *_args: True)  # both polls hold "the" lease
     monkeypatch.setattr(pipeline, "CHUNK_REPOSITORIES", 3)  # many small commits: many chances to interleave
     for round_ in range(3):
-        for i, name in enumerate(names):
-            if (i + round_) % 2:
-                truth[name][f"t{round_}"] = registry.client.push_image(name, f"t{round_}", seed=f"{round_}")
-            else:
-                truth[name]["v1"] = registry.client.push_image(name, "v1", seed=f"moved {round_}")
+        push_round(registry.client, truth, round_)
         start = threading.Barrier(2)
         outcomes: list[str] = []
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import urlsplit
 
-from tests.support.servers import BackgroundServer
+from tests.support.servers import BackgroundServer, QuietHandler
 
 
 @dataclass
@@ -24,17 +22,11 @@ class CannedServer(BackgroundServer):
     def __init__(self, answer_for: Callable[[str], Answer], *, name: str = "canned") -> None:
         self.answer_for = answer_for
         super().__init__(_CannedHandler, name=name)
-        self._httpd.owner = self  # type: ignore[attr-defined]
 
 
-class _CannedHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
+class _CannedHandler(QuietHandler):
     def do_GET(self) -> None:
-        server: CannedServer = self.server.owner  # type: ignore[attr-defined]
+        server: CannedServer = self.owner
         answer = server.answer_for(urlsplit(self.path).path)
         self.send_response(answer.status)
         for key, value in answer.headers:

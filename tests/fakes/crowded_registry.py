@@ -76,7 +76,7 @@ class _CrowdedHandler(_HostileHandler):
     def do_GET(self) -> None:
         path = unquote(urlsplit(self.path).path)
         repository = path.removeprefix("/v2/").split("/tags/")[0].split("/manifests/")[0]
-        crowded: CrowdedRegistry = self.server.owner  # type: ignore[attr-defined]
+        crowded: CrowdedRegistry = self.owner
         retry_after = crowded.enter(repository.split("/")[0] if "/" in repository else "-")
         try:
             time.sleep(crowded.delay)

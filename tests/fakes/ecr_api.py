@@ -8,10 +8,9 @@ whatever the request asks; the requests' targets are recorded.
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.servers import BackgroundServer
+from tests.support.servers import BackgroundServer, QuietHandler
 
 
 class FakeEcrApi(BackgroundServer):
@@ -19,17 +18,11 @@ class FakeEcrApi(BackgroundServer):
         self.images = images
         self.targets: list[str] = []
         super().__init__(_Handler, name="fake-ecr-api")
-        self._httpd.owner = self  # type: ignore[attr-defined]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
+class _Handler(QuietHandler):
     def do_POST(self) -> None:
-        server: FakeEcrApi = self.server.owner  # type: ignore[attr-defined]
+        server: FakeEcrApi = self.owner
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         target = self.headers.get("X-Amz-Target", "")
         server.targets.append(target)

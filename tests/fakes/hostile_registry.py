@@ -36,11 +36,10 @@ import hashlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.support.servers import BackgroundServer
+from tests.support.servers import BackgroundServer, QuietHandler
 
 MODES = (
     "normal",
@@ -78,7 +77,6 @@ class Recorder(BackgroundServer):
         self.requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self._lock = threading.Lock()
         super().__init__(_RecorderHandler, name="recorder", host=host, port=port)
-        self._httpd.owner = self  # type: ignore[attr-defined]
 
     @property
     def authorizations(self) -> list[str]:
@@ -91,13 +89,8 @@ class Recorder(BackgroundServer):
             self.requests.append((path, authorization))
 
 
-class _QuietHandler(BaseHTTPRequestHandler):
-    """What both hosts' handlers share: HTTP/1.1, no log lines, and one way to answer."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
+class _QuietHandler(QuietHandler):
+    """What both hosts' handlers share besides: one way to answer."""
 
     def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -114,7 +107,7 @@ class _RecorderHandler(_QuietHandler):
 
     @property
     def recorder(self) -> Recorder:
-        return self.server.owner  # type: ignore[attr-defined]
+        return self.owner
 
     def do_GET(self) -> None:
         self.recorder.record(self.path, self.headers.get("Authorization"))
@@ -155,7 +148,6 @@ class HostileRegistry(BackgroundServer):
         }
         self.requests: list[str] = []
         super().__init__(_HostileHandler, name="hostile-registry", tls=tls)
-        self._httpd.owner = self  # type: ignore[attr-defined]
 
     @property
     def host(self) -> str:
@@ -202,7 +194,7 @@ class _HostileHandler(_QuietHandler):
 
     @property
     def registry(self) -> HostileRegistry:
-        return self.server.owner  # type: ignore[attr-defined]
+        return self.owner
 
     # -- answering --------------------------------------------------------------------------------
 

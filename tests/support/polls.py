@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.conftest import Watcher
+from tests.support.registry import RegistryClient
 from watcher import registries
 from watcher.db import session_scope
 from watcher.models import PollRun, Registry
@@ -47,3 +48,13 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
             return True
         time.sleep(0.25)
     return condition()
+
+
+def push_round(client: RegistryClient, truth: dict[str, dict[str, str]], round_: int) -> None:
+    """One round of real changes for the race tests: half the repositories get a new tag, the other half
+    have `v1` moved to a new digest; `truth` (repository -> tag -> digest) follows the registry."""
+    for i, name in enumerate(sorted(truth)):
+        if (i + round_) % 2:
+            truth[name][f"t{round_}"] = client.push_image(name, f"t{round_}", seed=f"{round_}")
+        else:
+            truth[name]["v1"] = client.push_image(name, "v1", seed=f"moved {round_}")

@@ -53,6 +53,20 @@ class ClosesOnExit:
         self.close()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A handler that speaks HTTP/1.1, logs nothing (the tests read the CLI's output) and reaches the
+    BackgroundServer serving it as `owner`."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    @property
+    def owner(self) -> Any:
+        return self.server.owner  # type: ignore[attr-defined]
+
+
 class BackgroundServer(ClosesOnExit):
     """A QuietServer on a free loopback port, served from a daemon thread until `close()` (idempotent).
 
@@ -72,6 +86,7 @@ class BackgroundServer(ClosesOnExit):
     ) -> None:
         address = (host, port)
         self._httpd = QuietServer(address, handler) if tls is None else TlsQuietServer(address, handler, tls)
+        self._httpd.owner = self  # type: ignore[attr-defined]  # what a handler's `owner` is (see QuietHandler)
         self.port: int = self._httpd.server_address[1]
         self.url = f"{'http' if tls is None else 'https'}://{host}:{self.port}"
         self._closed = False
