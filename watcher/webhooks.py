@@ -7,8 +7,8 @@ strangers from costing listings. It is at least 32 random bytes, URL-safe, and s
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -30,8 +30,6 @@ DEFAULT_FORMATS = {
     "ecr": "ecr-eventbridge",
 }
 KNOWN_FORMATS = (*DEFAULT_FORMATS.values(), "harbor", "github", "quay", "cloudevents")
-#: the formats this release receives
-RECEIVED_FORMATS = ("distribution",)
 
 
 @dataclass(frozen=True, repr=False)
@@ -57,16 +55,23 @@ def configure(
     chosen = format or row.webhook_format or DEFAULT_FORMATS.get(row.provider, "")
     if chosen not in KNOWN_FORMATS:
         raise InputError(f"--format {chosen!r} is not a webhook format: use one of {', '.join(KNOWN_FORMATS)}")
-    if chosen not in RECEIVED_FORMATS and not disable:
+    if chosen not in received_formats() and not disable:
         raise InputError(
             f"registry {name!r}: webhook format {chosen!r} is not received yet: "
-            f"only {', '.join(RECEIVED_FORMATS)} is (pass --format distribution for a Distribution registry)"
+            f"only {', '.join(received_formats())} is (pass --format distribution for a Distribution registry)"
         )
     secret = secret_of(row) if row.webhook_secret and not rotate else secrets.token_urlsafe(SECRET_BYTES)
     row.webhook_secret = vault.keyring().encrypt(secret.encode())
     row.webhook_format = chosen
     row.webhook_enabled = not disable
     return Webhook(name, url_of(name), secret, chosen, not disable)
+
+
+def received_formats() -> tuple[str, ...]:
+    """The formats this release receives (each has its module in `watcher.hooks`)."""
+    from watcher.hooks import FORMATS
+
+    return tuple(FORMATS)
 
 
 def secret_of(row: Registry) -> str:
@@ -87,6 +92,15 @@ def authorized(header: str | None, secret: str) -> bool:
     return hmac.compare_digest(given.encode(), secret.encode())
 
 
+def signed(header: str | None, body: bytes, secret: str) -> bool:
+    """`X-Hub-Signature-256: sha256=HEX`, the HMAC-SHA256 of the body under the secret, compared in
+    constant time."""
+    if not header or header[:7].lower() != "sha256=":
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header[7:].strip().lower().encode(), expected.encode())
+
+
 def url_of(name: str) -> str:
     """`{WATCHER_PUBLIC_URL or http://WATCHER_LISTEN}/hooks/v1/NAME`."""
     settings = get_settings()
@@ -100,25 +114,6 @@ def url_of(name: str) -> str:
 
 def setup(hook: Webhook) -> str:
     """What to configure on the registry's side, ready to paste."""
-    if hook.format == "distribution":
-        return distribution_setup(hook)
-    return f"configure the registry to send {hook.format} notifications to {hook.url}"
+    from watcher.hooks import FORMATS
 
-
-def distribution_setup(hook: Webhook) -> str:
-    """The `notifications` section of a Distribution registry's config.yml (JSON strings are YAML)."""
-    return "\n".join(
-        [
-            "notifications:",
-            "  endpoints:",
-            "    - name: watcher",
-            f"      url: {json.dumps(hook.url)}",
-            "      headers:",
-            f"        Authorization: [{json.dumps('Bearer ' + hook.secret)}]",
-            "      timeout: 5s",
-            "      threshold: 3",
-            "      backoff: 5s",
-            "      ignore:",
-            "        actions: [pull]",
-        ]
-    )
+    return FORMATS[hook.format].setup(hook)

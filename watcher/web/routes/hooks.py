@@ -9,7 +9,9 @@ counted in `watcher_webhooks_total`; neither the secret nor the Authorization he
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
+from typing import NoReturn
 
 import anyio
 from fastapi import APIRouter, Request
@@ -31,19 +33,37 @@ class Receiver:
     registry_id: int
     name: str
     format: str
+    url: str
     secret: str
     scope: Scope
 
 
 @router.post("/hooks/v1/{registry}", status_code=202, responses={401: {}, 400: {}, 404: {}, 413: {}})
 async def receive(registry: str, request: Request) -> JSONResponse:
+    """A format that sends its secret in a header (or signs its body, or a Google token)."""
+    return await _receive(registry, None, request)
+
+
+@router.post("/hooks/v1/{registry}/{secret}", status_code=202, responses={401: {}, 400: {}, 404: {}, 413: {}})
+async def receive_with_path_secret(registry: str, secret: str, request: Request) -> JSONResponse:
+    """A format whose sender cannot send a header (Docker Hub, Quay): the secret is the path's last segment."""
+    return await _receive(registry, secret, request)
+
+
+async def _receive(registry: str, path_secret: str | None, request: Request) -> JSONResponse:
     receiver = await anyio.to_thread.run_sync(_receiver, registry)
-    if not webhooks.authorized(request.headers.get("authorization"), receiver.secret):
-        await anyio.to_thread.run_sync(_record, receiver, "unauthorized")
-        raise ApiError(401, "unauthorized", f"registry {registry!r}: the notification's secret is missing or wrong")
+    hook_format = hooks.FORMATS[receiver.format]
+    if hook_format.auth is not hooks.Auth.HMAC and not _authentic(hook_format.auth, receiver, path_secret, request):
+        await _refuse(receiver)
     body = await request.body()
+    if hook_format.auth is hooks.Auth.HMAC and (
+        path_secret is not None
+        or not webhooks.signed(request.headers.get("x-hub-signature-256"), body, receiver.secret)
+    ):
+        await _refuse(receiver)
     try:
-        repositories = hooks.distribution_repositories(body, request.headers.get("content-type"))
+        notification = hooks.Notification(body, request.headers.get("content-type"), receiver.url)
+        repositories = hook_format.repositories(notification)
     except hooks.Malformed as exc:
         await anyio.to_thread.run_sync(_record, receiver, "malformed")
         raise ApiError(400, "malformed", f"registry {registry!r}: {exc}") from None
@@ -52,6 +72,22 @@ async def receive(registry: str, request: Request) -> JSONResponse:
     outcome = "accepted" if wanted else "ignored"
     await anyio.to_thread.run_sync(_record, receiver, outcome)
     return respond_accepted(outcome, wanted, queued)
+
+
+def _authentic(auth: hooks.Auth, receiver: Receiver, path_secret: str | None, request: Request) -> bool:
+    """Whether the request carries the secret the way its format sends it (checked before the body is read)."""
+    if auth is hooks.Auth.PATH:
+        return path_secret is not None and hmac.compare_digest(path_secret.encode(), receiver.secret.encode())
+    if path_secret is not None:  # a secret in the path of a format that sends it otherwise: not this format
+        return False
+    if auth is hooks.Auth.HEADER:
+        return webhooks.authorized(request.headers.get("authorization"), receiver.secret)
+    return False  # Auth.OIDC: not received yet
+
+
+async def _refuse(receiver: Receiver) -> NoReturn:
+    await anyio.to_thread.run_sync(_record, receiver, "unauthorized")
+    raise ApiError(401, "unauthorized", f"registry {receiver.name!r}: the notification's secret is missing or wrong")
 
 
 def respond_accepted(outcome: str, repositories: list[str], queued: int) -> JSONResponse:
@@ -68,6 +104,7 @@ def _receiver(name: str) -> Receiver:
             row.id,
             row.name,
             row.webhook_format or "distribution",
+            row.url,
             webhooks.secret_of(row),
             Scope.from_options(row.options or {}),
         )

@@ -1,16 +1,12 @@
-"""Reading a registry's notification: which repositories it says to list again, and nothing more.
-
-A notification is a hint, never the truth: it only names repositories, which are then listed and diffed
-exactly as a scheduled poll would (`watcher.repopoll`). So this module never looks at tags or digests
-beyond "the event is about a manifest": a forged or replayed notification costs a listing, never an event.
-"""
+"""CNCF Distribution's notifications (`docker-registry`, and registries built on it): an envelope of
+events, sent with the `Authorization` header configured in the registry's `notifications.endpoints`."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watcher.errors import WatcherError
+from watcher.hooks import Auth, HookFormat, Malformed, Notification
 from watcher.reference import repository_problem, shown
 
 #: the media types of Distribution's notification envelope (v2: Distribution 3), and plain JSON
@@ -35,15 +31,15 @@ MANIFEST_TYPES = frozenset(
 )
 RELISTING_ACTIONS = ("push", "delete")
 
+if TYPE_CHECKING:
+    from watcher.webhooks import Webhook
 
-class Malformed(WatcherError):
-    """The body is not a notification of the registry's format."""
 
-
-def distribution_repositories(body: bytes, content_type: str | None) -> list[str]:
+def repositories(notification: Notification) -> list[str]:
     """The repositories a Distribution notification envelope says changed, each once, in order: those of
     manifest `push` and `delete` events with a tag or digest. (A delete names only a digest, and Distribution
     sends blob deletes the same way, without a media type: those re-list their repository too.)"""
+    body, content_type = notification.body, notification.content_type
     media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media_type not in DISTRIBUTION_TYPES:
         raise Malformed(f"the content type {shown(media_type)} is not a Distribution notification")
@@ -78,3 +74,25 @@ def _relisted(event: Any, number: int) -> str | None:
     if media_type in MANIFEST_TYPES or (action == "delete" and not media_type):
         return repository
     return None
+
+
+def setup(hook: Webhook) -> str:
+    """The `notifications` section of a Distribution registry's config.yml (JSON strings are YAML)."""
+    return "\n".join(
+        [
+            "notifications:",
+            "  endpoints:",
+            "    - name: watcher",
+            f"      url: {json.dumps(hook.url)}",
+            "      headers:",
+            f"        Authorization: [{json.dumps('Bearer ' + hook.secret)}]",
+            "      timeout: 5s",
+            "      threshold: 3",
+            "      backoff: 5s",
+            "      ignore:",
+            "        actions: [pull]",
+        ]
+    )
+
+
+FORMAT = HookFormat("distribution", Auth.HEADER, repositories, setup)
