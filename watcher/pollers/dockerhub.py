@@ -98,6 +98,15 @@ class DockerHubPoller(OciPoller):
         """`NS/NAME` for a name the API gave as a string; anything else as sent, for `discover` to ignore."""
         return f"{self.namespace}/{name}" if isinstance(name, str) else name
 
+    async def repository_tags(self, repository: str, scope: Scope) -> dict[str, TagState]:
+        """Nothing for a repository a full poll would not list: outside the namespace and not named by
+        `--repository`. Every Hub repository can be listed, so a webhook naming another namespace's would
+        otherwise report that repository's tags as added, and the next full poll as removed."""
+        literal = scope.literal_repositories() or []
+        if repository.rpartition("/")[0] != self.namespace and repository not in literal:
+            return {}
+        return await super().repository_tags(repository, scope)
+
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         namespace, _, name = repository.rpartition("/")
         namespace = namespace or self.namespace
