@@ -41,6 +41,8 @@ class Webhook:
     secret: str
     format: str
     enabled: bool
+    #: the registry's own URL (the set-up of some formats names its host, account or region)
+    registry_url: str = ""
 
     def as_json(self) -> dict[str, object]:
         return {"url": self.url, "secret": self.secret, "format": self.format, "enabled": self.enabled}
@@ -58,13 +60,24 @@ def configure(
     if chosen not in received_formats() and not disable:
         raise InputError(
             f"registry {name!r}: webhook format {chosen!r} is not received yet: "
-            f"only {', '.join(received_formats())} is (pass --format distribution for a Distribution registry)"
+            f"use one of {', '.join(received_formats())}"
         )
     secret = secret_of(row) if row.webhook_secret and not rotate else secrets.token_urlsafe(SECRET_BYTES)
     row.webhook_secret = vault.keyring().encrypt(secret.encode())
     row.webhook_format = chosen
     row.webhook_enabled = not disable
-    return Webhook(name, url_of(name), secret, chosen, not disable)
+    return Webhook(name, hook_url(name, chosen, secret), secret, chosen, not disable, row.url)
+
+
+def hook_url(name: str, format: str, secret: str) -> str:
+    """The URL the registry must call: `url_of(name)`, and for a format whose sender cannot send a header
+    (Docker Hub, Quay) the secret as its last segment."""
+    from watcher.hooks import FORMATS, Auth
+
+    hook_format = FORMATS.get(format)
+    if hook_format is not None and hook_format.auth is Auth.PATH:
+        return f"{url_of(name)}/{quote(secret, safe='')}"
+    return url_of(name)
 
 
 def received_formats() -> tuple[str, ...]:

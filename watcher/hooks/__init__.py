@@ -60,9 +60,10 @@ class HookFormat:
 
 
 def _formats() -> dict[str, HookFormat]:
-    from watcher.hooks import distribution
+    from watcher.hooks import acr, distribution, dockerhub, ecr_eventbridge, harbor, quay
 
-    return {one.name: one for one in (distribution.FORMAT,)}
+    received = (distribution.FORMAT, harbor.FORMAT, dockerhub.FORMAT, acr.FORMAT, quay.FORMAT, ecr_eventbridge.FORMAT)
+    return {one.name: one for one in received}
 
 
 FORMATS: dict[str, HookFormat] = _formats()
