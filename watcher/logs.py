@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,19 @@ CHATTY = (
 )
 #: the JSON keys a line's own fields may not take
 RESERVED = frozenset({"time", "level", "logger", "message"})
+#: a webhook URL with the secret as its last segment (Docker Hub, Quay): `/hooks/v1/NAME/SECRET`
+_PATH_SECRET = re.compile(r"(/hooks/v1/[^/\s?#\"']+/)[^/\s?#\"']+")
+
+
+class PathSecrets(logging.Filter):
+    """Every line shows a webhook URL's path secret as `…` (uvicorn's access log, a failed request's line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _PATH_SECRET.sub(r"\1…", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_PATH_SECRET.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,6 +89,7 @@ def setup(loglevel: str | int = "INFO", log_format: str | None = None) -> None:
     level = level_of(loglevel)
     handler = logging.StreamHandler(sys.__stderr__)  # the real stderr, even if a worker redirected sys.stderr
     handler.setFormatter(JsonFormatter() if format_of(log_format) == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(PathSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
