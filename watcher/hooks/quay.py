@@ -56,6 +56,7 @@ def setup(hook: Webhook) -> str:
             f"    -d {shlex.quote(json.dumps(notification | {'title': 'watcher'}))}",
             "The URL holds the secret (Quay cannot send a header or sign): keep it as private as the secret.",
             "Quay announces pushes only: deleted and expired tags are seen by the scheduled polls.",
+            f"(Quay names its host in each notification's docker_url: one naming another host than {quay} is ignored.)",
         ]
     )
 
