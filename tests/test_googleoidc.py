@@ -158,6 +158,12 @@ def test_an_unusable_answer_verifies_nothing_and_is_not_asked_again_at_once(
     googleoidc.verify(token, EXPECTED, certs)
 
 
+def test_a_compressed_answer_is_not_inflated(google: FakeGoogleCerts) -> None:
+    google.gzip = True
+    with pytest.raises(CertsUnavailable, match="compressed"):
+        googleoidc.fetch_certs(google.certs_url)
+
+
 def test_an_unreachable_endpoint_is_one_line() -> None:
     with pytest.raises(CertsUnavailable, match=r"^Google's certificates at http://127\.0\.0\.1:9/x: ConnectError$"):
         googleoidc.fetch_certs("http://127.0.0.1:9/x")

@@ -144,6 +144,8 @@ class GoogleCerts:
         self._attempted_at = -float("inf")
         self._lock = threading.Lock()
         self._refreshing = False
+        #: one client for the cache's life: making one loads the CA bundle, which costs more than a fetch
+        self._http = httpx.Client(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False)
 
     def keys(self, kid: str | None) -> dict[str, str]:
         now = self.clock()
@@ -170,7 +172,7 @@ class GoogleCerts:
                 return self._certs  # another thread has just fetched them
             self._attempted_at = self.clock()
             try:
-                self._store(*fetch_certs(self.url))
+                self._store(*fetch_certs(self.url, self._http))
             except CertsUnavailable as exc:
                 if not self._certs:
                     raise
@@ -186,7 +188,7 @@ class GoogleCerts:
 
         def refresh() -> None:
             try:
-                certs, max_age = fetch_certs(self.url)
+                certs, max_age = fetch_certs(self.url, self._http)
                 with self._lock:
                     self._store(certs, max_age)
             except CertsUnavailable as exc:
@@ -203,23 +205,29 @@ class GoogleCerts:
         self._expires_at = self.clock() + max_age
 
 
-def fetch_certs(url: str) -> tuple[dict[str, str], float]:
-    """`{kid: PEM certificate}` and for how many seconds it is fresh; raises CertsUnavailable."""
+def fetch_certs(url: str, client: httpx.Client | None = None) -> tuple[dict[str, str], float]:
+    """`{kid: PEM certificate}` and for how many seconds it is fresh; raises CertsUnavailable. The body is
+    read raw (no decompression) and at most MAX_CERTS_BYTES of it."""
+    own = client is None
+    http = client or httpx.Client(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False)
     try:
-        with (
-            httpx.Client(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as client,
-            client.stream("GET", url, headers={"Accept": "application/json"}) as response,
-        ):
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        with http.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 raise CertsUnavailable(f"Google's certificates at {url}: HTTP {response.status_code}")
+            if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+                raise CertsUnavailable(f"Google's certificates at {url}: a compressed answer was not asked for")
             body = b""
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_raw():
                 body += chunk
                 if len(body) > MAX_CERTS_BYTES:
                     raise CertsUnavailable(f"Google's certificates at {url}: the answer exceeds {MAX_CERTS_BYTES}")
             cache_control = response.headers.get("cache-control", "")
     except httpx.HTTPError as exc:
         raise CertsUnavailable(f"Google's certificates at {url}: {type(exc).__name__}") from None
+    finally:
+        if own:
+            http.close()
     return _certs_of(body, url), _max_age(cache_control)
 
 

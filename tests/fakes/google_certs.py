@@ -12,6 +12,7 @@ authentication). Every claim can be changed, and it can be signed by a key Googl
 
 from __future__ import annotations
 
+import gzip
 import json
 import secrets
 import threading
@@ -53,13 +54,15 @@ def certificate_pem(key: rsa.RSAPrivateKey, kid: str) -> str:
 
 class FakeGoogleCerts(BackgroundServer):
     """The certificate endpoint on a free loopback port. `hits` counts its GETs; `max_age` is what its
-    Cache-Control says; `fail` makes it answer 503; `body` (when set) replaces its answer."""
+    Cache-Control says; `fail` makes it answer 503; `body` (when set) replaces its answer; `gzip` sends it
+    compressed whatever was asked."""
 
     def __init__(self, *, max_age: int = 21600) -> None:
         self.max_age = max_age
         self.hits = 0
         self.fail = False
         self.body: bytes | None = None
+        self.gzip = False
         self.keys = {secrets.token_hex(20): rsa_key(slot) for slot in (1, 2)}
         self.kid = next(iter(self.keys))
         self._certs = {kid: certificate_pem(key, kid) for kid, key in self.keys.items()}
@@ -76,7 +79,11 @@ class FakeGoogleCerts(BackgroundServer):
             "Content-Type": "application/json; charset=UTF-8",
             "Cache-Control": f"public, max-age={self.max_age}, must-revalidate, no-transform",
         }
-        return 200, headers, self.body if self.body is not None else json.dumps(self._certs).encode()
+        body = self.body if self.body is not None else json.dumps(self._certs).encode()
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+            body = gzip.compress(body)
+        return 200, headers, body
 
     def token(
         self,
