@@ -1,10 +1,12 @@
 """`POST /hooks/v1/{registry}`: a registry's notification, authenticated by its webhook secret (not by
 the API's tokens), answered at once; the repositories it names are listed by a Celery task.
 
-The secret is checked, in constant time, before the body is read; the body is at most 1 MB (the app's
-`BodyLimit`). Every well-formed, authenticated notification gets 202, even one that changes nothing:
-Distribution retries a refused notification forever and holds every later one behind it. Each outcome is
-counted in `watcher_webhooks_total`; neither the secret nor the Authorization header is ever logged.
+The secret is checked, in constant time, before the body is read (a body signature right after it is
+read; a `gcr-pubsub` push's Google OIDC token, `watcher.googleoidc`, before it, in a worker thread); the
+body is at most 1 MB (the app's `BodyLimit`). Every well-formed, authenticated notification gets 202, even
+one that changes nothing: Distribution retries a refused notification forever and holds every later one
+behind it. Each outcome is counted in `watcher_webhooks_total`; neither the secret nor the Authorization
+header is ever logged.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def _authentic(auth: hooks.Auth, receiver: Receiver, path_secret: str | None, re
         return False
     if auth is hooks.Auth.HEADER:
         return webhooks.authorized(request.headers.get("authorization"), receiver.secret)
-    return False
+    return False  # HMAC is checked once the body is read, OIDC by `_google_signed`
 
 
 def _google_signed(receiver: Receiver, authorization: str | None) -> bool:
