@@ -1,27 +1,21 @@
-"""What the tests of the signed webhook formats share: the sample payloads, signing, enabling a receiver
-and running the poll a notification queued."""
+"""`tests.support.hooks.Hook` for the formats that do not send the secret itself: `SignedHook` signs the
+body (`X-Hub-Signature-256`, github and cloudevents), `PubSubHook` sends a Google OIDC token made by the
+fake certificate endpoint (gcr-pubsub). Both keep `Hook.post`'s meaning of `secret`: `""` authenticates as
+the registry would, None sends nothing, anything else is a wrong credential (a wrong key / a wrong token)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 import httpx
 
 from tests.conftest import Watcher
-from tests.support.registry import RegistryClient
-from tests.web.test_webhooks import queued
-
-SAMPLES = Path(__file__).parent.parent / "data" / "webhooks"
-
-
-def sample(name: str) -> Any:
-    """A payload of `tests/data/webhooks/` (see SOURCES-signed.md), parsed."""
-    return json.loads((SAMPLES / name).read_text())
+from tests.fakes.google_certs import FakeGoogleCerts
+from tests.support.hooks import Hook
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -29,49 +23,58 @@ def signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def enable(watcher: Watcher, hook_format: str, name: str = "r1") -> dict[str, Any]:
-    result = watcher.cli("registry", "webhook", name, "--format", hook_format, "--json")
-    assert result.exit_code == 0, result.output
-    data: dict[str, Any] = json.loads(result.output)
-    return data
+def _content(body: dict[str, Any] | list[Any] | bytes) -> bytes:
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
 
 
-def relist(watcher: Watcher, broker: str, repository: str, name: str = "r1") -> int:
-    """Run the one poll the notification queued (it must be of `repository`); how many events it emitted."""
-    from watcher.tasks.jobs import poll_repository_task
+@dataclass
+class _Hook(Hook):
+    """`Hook.enable` typed for the subclasses."""
 
-    assert queued(watcher, broker) == [("watcher.poll_repository", [name, repository])]
-    watcher.redis.delete(broker)
-    events: int = poll_repository_task.run(name, repository)
-    return events
-
-
-def changes(watcher: Watcher) -> list[tuple[str, str, str, str]]:
-    """(repository, tag, change, digest) of every entry on the stream, oldest first."""
-    return [(e["repository"], e["tag"], e["change"], e["digest"]) for e in watcher.stream_entries()]
+    @classmethod
+    def enable(cls, watcher: Watcher, broker: str, client: httpx.Client, format: str, name: str = "r1") -> Self:
+        made = super().enable(watcher, broker, client, format, name)
+        assert isinstance(made, cls)
+        return made
 
 
-#: a step of `prove` → (body, content type) of the notification the registry (or a forger) sends for it
-Notice = Callable[[str, str], tuple[bytes, str]]
+@dataclass
+class SignedHook(_Hook):
+    def post(
+        self,
+        body: dict[str, Any] | list[Any] | bytes,  # a CloudEvents batch is a list
+        secret: str | None = "",
+        content_type: str = "application/json",
+        header: str | None = None,
+    ) -> httpx.Response:
+        """Signed with the hook's secret (`""`), another key, or not at all (None); `header` is sent as the
+        signature header's value instead."""
+        content = _content(body)
+        headers = {"Content-Type": content_type, "X-GitHub-Event": "package"}
+        if header is not None:
+            headers["X-Hub-Signature-256"] = header
+        elif secret is not None:
+            headers["X-Hub-Signature-256"] = signature(content, self.secret if secret == "" else secret)
+        return self.client.post(self.url, content=content, headers=headers)
 
 
-def prove(
-    watcher: Watcher,
-    broker: str,
-    client: RegistryClient,
-    repository: str,
-    deliver: Callable[[bytes, str], httpx.Response],
-    notice: Notice,
-) -> None:
-    """Against a registry that really changes, each notification re-lists `repository` and only the listing
-    decides: `push` (v2 pushed) emits `added`; `replay` and `forged` (a tag that does not exist) emit
-    nothing; `delete` (v2 deleted) emits `removed`. `notice(step, digest of v2)` makes each body."""
-    digest = client.push_image(repository, "v2")
-    for step, events in (("push", 1), ("replay", 0), ("forged", 0), ("delete", 1)):
-        if step == "delete":
-            client.delete(repository, "v2")
-        answer = deliver(*notice(step, digest))
-        assert answer.status_code == 202, (step, answer.text)
-        assert (answer.json()["outcome"], answer.json()["repositories"]) == ("accepted", [repository]), step
-        assert relist(watcher, broker, repository) == events, step
-    assert changes(watcher) == [(repository, "v2", "added", digest), (repository, "v2", "removed", digest)]
+@dataclass
+class PubSubHook(_Hook):
+    certs: FakeGoogleCerts | None = None
+    #: the push service account's
+    email: str = ""
+
+    def token(self, **change: Any) -> str:
+        """A push token as Google signs it for the push account and this receiver (unless changed)."""
+        assert self.certs is not None
+        claims: dict[str, Any] = {"audience": self.url, "email": self.email} | change
+        return self.certs.token(**claims)
+
+    def post(
+        self, body: dict[str, Any] | bytes, secret: str | None = "", content_type: str = "application/json"
+    ) -> httpx.Response:
+        """With a valid push token (`""`), `secret` as the bearer token, or no Authorization (None)."""
+        headers = {"Content-Type": content_type}
+        if secret is not None:
+            headers["Authorization"] = f"Bearer {self.token() if secret == '' else secret}"
+        return self.client.post(self.url, content=_content(body), headers=headers)

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures imported by name are parameters of the tests
 """The `gcr-pubsub` receiver: a Pub/Sub push of the `gcr` topic's message, authenticated by the OIDC token
 Google signs for the push service account (here the fake certificate endpoint's keys sign it), against a
 `gcr` registry made of the real token-auth registry behind the GCR fake, whose access tokens the fake
@@ -10,6 +11,7 @@ and this receiver's URL is 401 and polls nothing; Google's certificates are fetc
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import secrets
 from collections.abc import Iterator
@@ -26,9 +28,9 @@ from tests.fakes.google_certs import FakeGoogleCerts
 from tests.fakes.google_token import FakeGoogleTokenServer, ServiceAccount, rsa_key
 from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv, RegistryFactory
+from tests.support.hooks import Notice, broker, hook_server, payload, story  # noqa: F401 - fixtures
 from tests.support.token_server import TokenServer
-from tests.support.webhooks import prove, sample
-from tests.web.test_webhooks import broker, queued, server, webhook_counts  # noqa: F401 (fixtures)
+from tests.support.webhooks import PubSubHook
 from watcher import googleoidc, polling
 from watcher.settings import get_settings
 
@@ -68,131 +70,112 @@ def gcr(
 
 
 @dataclass(frozen=True)
-class Pushes:
-    """Registry r1 (provider gcr, the GCR fake's URL, the account's key) with its gcr-pubsub receiver on."""
-
-    client: httpx.Client
-    url: str  # the receiver's: the audience of the push tokens
+class Pubsub:
+    hook: PubSubHook
     registry: RegistryEnv
-    host: str  # the GCR fake's, as the gcr topic's messages name images
-    certs: FakeGoogleCerts
-    email: str  # the push service account's
-
-    def token(self, **change: Any) -> str:
-        """A push token as Google signs it for the push account and this receiver (unless changed)."""
-        claims: dict[str, Any] = {"audience": self.url, "email": self.email} | change
-        return self.certs.token(**claims)
+    #: the GCR fake's host, as the gcr topic's messages name images
+    host: str
 
 
 @pytest.fixture
 def pubsub(
     watcher: Watcher,
-    server: ApiServer,  # noqa: F811
+    hook_server: ApiServer,
+    broker: str,
     gcr: tuple[RegistryEnv, FakeGcr],
     account: ServiceAccount,
     google: tuple[FakeGoogleTokenServer, FakeGoogleCerts],
     tmp_path: Path,
-) -> Iterator[Pushes]:
+) -> Iterator[Pubsub]:
+    """Registry r1 (provider gcr, the GCR fake's URL, the account's key) with its receiver on (gcr-pubsub,
+    the default for gcr), its push service account the key's."""
     key = tmp_path / "key.json"
     key.write_text(json.dumps(account.info(google[0].token_uri)))
     extra = ("--project-id", PROJECT, "--json-key", f"@{key}", "--repository", f"{PROJECT}/*", "--no-verify")
     result = watcher.add_registry("r1", gcr[1].url, *extra, provider="gcr")
     assert result.exit_code == 0, result.output
-    enabled = watcher.cli("registry", "webhook", "r1", "--json")  # gcr → gcr-pubsub by default
-    assert enabled.exit_code == 0, enabled.output
-    assert json.loads(enabled.output)["format"] == "gcr-pubsub"
-    host = gcr[1].url.removeprefix("http://")
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        yield Pushes(client, json.loads(enabled.output)["url"], gcr[0], host, google[1], account.email)
+    with httpx.Client(base_url=hook_server.url, timeout=10) as client:
+        hook = PubSubHook.enable(watcher, broker, client, "gcr-pubsub")
+        hook.certs, hook.email = google[1], account.email
+        yield Pubsub(hook, gcr[0], gcr[1].url.removeprefix("http://"))
 
 
-def push_request(message: dict[str, Any]) -> bytes:
+def push_request(message: dict[str, Any]) -> dict[str, Any]:
     """The sample Pub/Sub push request carrying `message` as the gcr topic's data."""
-    request = sample("gcr-pubsub-insert.json")
+    request = copy.deepcopy(payload("gcr-pubsub-insert"))
     request["message"]["data"] = base64.b64encode(json.dumps(message).encode()).decode()
     request["message"]["messageId"] = request["message"]["message_id"] = str(secrets.randbelow(10**16))
-    return json.dumps(request).encode()
+    return request
 
 
-def insert(host: str, repository: str, tag: str, digest: str) -> bytes:
-    return push_request(
-        {"action": "INSERT", "digest": f"{host}/{repository}@{digest}", "tag": f"{host}/{repository}:{tag}"}
-    )
+def gcr_notice(host: str, digests: dict[str, str]) -> Notice:
+    def notice(action: str, repository: str, tag: str) -> dict[str, Any]:
+        if action == "delete":  # GCR announces a tag's deletion by the tag alone
+            return push_request({"action": "DELETE", "tag": f"{host}/{repository}:{tag}"})
+        digest = digests.get(tag, NOWHERE)
+        return push_request(
+            {"action": "INSERT", "digest": f"{host}/{repository}@{digest}", "tag": f"{host}/{repository}:{tag}"}
+        )
+
+    return notice
 
 
-def deliver(client: httpx.Client, body: bytes, token: str | None, path: str = "/hooks/v1/r1") -> httpx.Response:
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    return client.post(path, content=body, headers=headers)
-
-
-def test_a_pubsub_push_of_a_real_push_relists_the_image(
-    watcher: Watcher,
-    broker: str,  # noqa: F811
-    pubsub: Pushes,
-) -> None:
-    client, host, certs = pubsub.client, pubsub.host, pubsub.certs
+def test_a_pubsub_push_of_a_real_push(watcher: Watcher, pubsub: Pubsub) -> None:
+    hook, registry, host = pubsub.hook, pubsub.registry, pubsub.host
     repository = f"{PROJECT}/app-{secrets.token_hex(3)}"
-    pubsub.registry.client.push_image(repository, "v1")
+    registry.client.push_image(repository, "v1")
     polling.poll("r1")
-    token = pubsub.token()
-
-    def notice(step: str, digest: str) -> tuple[bytes, str]:
-        if step == "delete":  # GCR announces a tag's deletion by the tag alone
-            return push_request({"action": "DELETE", "tag": f"{host}/{repository}:v2"}), "application/json"
-        return insert(host, repository, "v404" if step == "forged" else "v2", digest), "application/json"
-
-    prove(watcher, broker, pubsub.registry.client, repository, lambda body, _: deliver(client, body, token), notice)
+    digests: dict[str, str] = {}
+    story(
+        hook,
+        repository,
+        lambda tag: digests.setdefault(tag, registry.client.push_image(repository, tag)),
+        gcr_notice(host, digests),
+        lambda tag: registry.client.delete(repository, tag),
+    )
+    counted = hook.counts()
     for elsewhere in (
-        insert(host, f"other-proj/app-{secrets.token_hex(3)}", "v1", NOWHERE),  # another project
-        insert("gcr.io", repository, "v2", NOWHERE),  # another host
-        push_request({"action": "INSERT"}).replace(b'"data"', b'"nodata"'),  # a message without data
+        gcr_notice(host, {})("push", f"other-proj/app-{secrets.token_hex(3)}", "v1"),  # another project
+        gcr_notice("gcr.io", {})("push", repository, "v2"),  # another host
+        {"message": {"attributes": {"k": "v"}, "messageId": "1"}, "subscription": "projects/p/subscriptions/s"},
     ):
-        answer = deliver(client, elsewhere, token)
+        answer = hook.post(elsewhere)
         assert answer.status_code == 202 and answer.json()["outcome"] == "ignored", answer.text
-    assert queued(watcher, broker) == []
-    assert webhook_counts(watcher) == {"accepted": 4, "ignored": 3}
-    assert certs.hits == 1  # Google's certificates were fetched once for all of these
+    assert hook.queued() == []
+    assert hook.counts() == counted | {"ignored": 3}
+    assert pubsub.hook.certs is not None and pubsub.hook.certs.hits == 1  # fetched once for all of these
 
 
 def test_any_token_but_googles_for_the_push_account_and_this_url_is_401(
-    watcher: Watcher,
-    broker: str,  # noqa: F811
-    pubsub: Pushes,
-    caplog: pytest.LogCaptureFixture,
+    pubsub: Pubsub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, url, certs = pubsub.client, pubsub.url, pubsub.certs
-    body = insert(pubsub.host, f"{PROJECT}/app", "v1", NOWHERE)
+    hook = pubsub.hook
+    body = gcr_notice(pubsub.host, {})("push", f"{PROJECT}/app", "v1")
     tokens = {
-        "none": None,
-        "the webhook secret": json.loads(watcher.cli("registry", "webhook", "r1", "--json").output)["secret"],
-        "bad signature": pubsub.token(key=rsa_key(3)),
-        "wrong audience": pubsub.token(audience=url.replace("/r1", "/r2")),
-        "wrong email": pubsub.token(email=f"attacker@{PROJECT}.iam.gserviceaccount.com"),
-        "email not verified": pubsub.token(email_verified=False),
-        "expired": pubsub.token(issued_at=1_700_000_000),
-        "wrong issuer": pubsub.token(issuer="https://evil.example.com"),
+        "the webhook secret": hook.secret,
+        "bad signature": hook.token(key=rsa_key(3)),
+        "wrong audience": hook.token(audience=hook.url.replace("/r1", "/r2")),
+        "wrong email": hook.token(email=f"attacker@{PROJECT}.iam.gserviceaccount.com"),
+        "email not verified": hook.token(email_verified=False),
+        "expired": hook.token(issued_at=1_700_000_000),
+        "wrong issuer": hook.token(issuer="https://evil.example.com"),
     }
     for why, token in tokens.items():
-        answer = deliver(client, body, token)
+        answer = hook.post(body, secret=token)
         assert answer.status_code == 401, (why, answer.text)
         assert answer.json()["error"]["code"] == "unauthorized"
-    valid = pubsub.token()
-    assert deliver(client, body, valid, path=f"/hooks/v1/r1/{tokens['the webhook secret']}").status_code == 401
-    assert queued(watcher, broker) == []
-    assert webhook_counts(watcher) == {"unauthorized": len(tokens) + 1}
-    assert valid not in caplog.text and str(tokens["the webhook secret"]) not in caplog.text
-    assert googleoidc.certs_for(certs.certs_url).fetches == 1
+    valid = hook.token()
+    in_path = hook.client.post(f"{hook.url}/{hook.secret}", json=body, headers={"Authorization": f"Bearer {valid}"})
+    assert in_path.status_code == 401
+    assert hook.queued() == []
+    assert hook.counts() == {"unauthorized": len(tokens) + 1}
+    assert valid not in caplog.text and hook.secret not in caplog.text
+    assert hook.certs is not None and googleoidc.certs_for(hook.certs.certs_url).fetches == 1
 
 
-def test_a_push_that_is_not_a_gcr_message_is_400(
-    watcher: Watcher,
-    broker: str,  # noqa: F811
-    pubsub: Pushes,
-) -> None:
-    client, host, token = pubsub.client, pubsub.host, pubsub.token()
-    bodies = [
-        b"not json",
-        b"[]",
+def test_a_push_that_is_not_a_gcr_message_is_400(pubsub: Pubsub) -> None:
+    hook, host = pubsub.hook, pubsub.host
+    bodies: list[dict[str, Any] | bytes] = [
         b'{"message": "x"}',
         b'{"message": {"data": "not base64!"}}',
         b'{"message": {"data": "' + base64.b64encode(b"[1]") + b'"}}',
@@ -201,14 +184,14 @@ def test_a_push_that_is_not_a_gcr_message_is_400(
         push_request({"action": "INSERT", "tag": f"{host}/{PROJECT}/a..b:v1"}),
     ]
     for body in bodies:
-        answer = deliver(client, body, token)
+        answer = hook.post(body)
         assert answer.status_code == 400, (body, answer.text)
-    assert queued(watcher, broker) == []
-    assert webhook_counts(watcher) == {"malformed": len(bodies)}
+    assert hook.queued() == []
+    assert hook.counts() == {"malformed": len(bodies)}
 
 
-def test_the_set_up_names_the_registrys_service_account(watcher: Watcher, pubsub: Pushes) -> None:
-    url, email = pubsub.url, pubsub.email
+def test_the_set_up_names_the_registrys_service_account(watcher: Watcher, pubsub: Pubsub) -> None:
+    url, email = pubsub.hook.url, pubsub.hook.email
     result = watcher.cli("registry", "webhook", "r1")
     assert result.exit_code == 0, result.output
     printed = result.output.split("On the registry's side (gcr-pubsub):\n", 1)[1]

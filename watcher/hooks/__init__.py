@@ -12,7 +12,6 @@ Each format lives in its own module and is described by one `HookFormat`: how it
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,24 +62,6 @@ class HookFormat:
     setup: Callable[[Webhook], str]
     #: raises InputError for a registry this format cannot serve (called when the receiver is enabled)
     check: Callable[[RegistrySpec], None] | None = None
-
-
-def json_body(body: bytes) -> Any:
-    """The body as JSON; Malformed when it is not JSON."""
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise Malformed("the body is not JSON") from None
-
-
-def valid_repository(value: object, where: str) -> str:
-    """`value` when it is a valid OCI repository name; Malformed naming `where` otherwise."""
-    from watcher.reference import repository_problem, shown
-
-    problem = repository_problem(value)
-    if problem is not None or not isinstance(value, str):
-        raise Malformed(f"{where}: the repository {shown(value)} is not a valid OCI name: it {problem}")
-    return value
 
 
 def _formats() -> dict[str, HookFormat]:

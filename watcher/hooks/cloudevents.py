@@ -15,11 +15,14 @@ registry, another package type, no `repository_url`) is acknowledged and ignored
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification, json_body, valid_repository
+from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.payload import repository as valid_repository
+from watcher.hooks.payload import same_host
 from watcher.reference import shown
 
 if TYPE_CHECKING:
@@ -29,15 +32,12 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 BINARY = "application/json"
 RELISTING_TYPES = re.compile(r"^dev\.cdevents\.artifact\.(?:published|packaged|deleted)\.\d+\.\d+\.\d+(?:-[\w.]+)?$")
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-#: Docker Hub answers under several names; a purl may use any of them
-_DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 
 
 def repositories(notification: Notification) -> list[str]:
     """The repositories of this registry the body's artifact CDEvents name, each once, in order."""
     media_type = (notification.content_type or "").split(";", 1)[0].strip().lower()
-    body = json_body(notification.body) if media_type in (STRUCTURED, BATCH, BINARY) else None
+    body = _json(notification.body) if media_type in (STRUCTURED, BATCH, BINARY) else None
     if media_type == STRUCTURED:
         cdevents = [_cdevent(body, 0)]
     elif media_type == BATCH:
@@ -48,13 +48,19 @@ def repositories(notification: Notification) -> list[str]:
         cdevents = [body]
     else:
         raise Malformed(f"the content type {shown(media_type)} is not a CloudEvents HTTP encoding")
-    host = _host(notification.registry_url)
     wanted: dict[str, None] = {}
     for number, cdevent in enumerate(cdevents):
-        repository = _relisted(cdevent, host, number) if cdevent is not None else None
+        repository = _relisted(cdevent, notification.registry_url, number) if cdevent is not None else None
         if repository is not None:
             wanted[repository] = None
     return list(wanted)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Malformed("the body is not JSON") from None
 
 
 def _cdevent(event: Any, number: int) -> Any:
@@ -67,7 +73,7 @@ def _cdevent(event: Any, number: int) -> Any:
     return event.get("data")
 
 
-def _relisted(cdevent: Any, host: str, number: int) -> str | None:
+def _relisted(cdevent: Any, registry_url: str, number: int) -> str | None:
     """The repository an artifact CDEvent names on this registry's host; None for anything else."""
     context = cdevent.get("context") if isinstance(cdevent, dict) else None
     subject = cdevent.get("subject") if isinstance(cdevent, dict) else None
@@ -79,31 +85,20 @@ def _relisted(cdevent: Any, host: str, number: int) -> str | None:
     purl = subject.get("id")
     if not isinstance(purl, str):
         raise Malformed(f"event {number}: the subject has no id")
-    return _repository_of(purl, host, number)
+    return _repository_of(purl, registry_url, number)
 
 
-def _repository_of(purl: str, host: str, number: int) -> str | None:
-    """REPOSITORY of `pkg:oci/NAME@DIGEST?repository_url=HOST/REPOSITORY` when HOST is `host`."""
+def _repository_of(purl: str, registry_url: str, number: int) -> str | None:
+    """REPOSITORY of `pkg:oci/NAME@DIGEST?repository_url=HOST/REPOSITORY` when HOST is the registry's."""
     if not purl.lower().startswith("pkg:oci/"):
         return None
     qualifiers = dict(parse_qsl(purl.split("#", 1)[0].partition("?")[2]))
     location = unquote(qualifiers.get("repository_url", ""))
     location = location.split("://", 1)[1] if "://" in location else location
     purl_host, _, path = location.partition("/")
-    if not purl_host or _normal_host(purl_host) != host:
+    if not same_host(purl_host, registry_url):
         return None
     return valid_repository(path.strip("/"), f"event {number}'s purl")
-
-
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.lower().removesuffix(_DEFAULT_PORTS.get(parts.scheme, "\0"))
-    return _normal_host(netloc)
-
-
-def _normal_host(host: str) -> str:
-    host = host.lower().removesuffix(":443")
-    return "docker.io" if host in _DOCKER_HUB else host
 
 
 def setup(hook: Webhook) -> str:
@@ -117,13 +112,17 @@ def setup(hook: Webhook) -> str:
             "  X-Hub-Signature-256: sha256=HEX, the HMAC-SHA256 of the exact body bytes keyed with the secret:",
             f"  secret: {hook.secret}",
             "Re-listed: dev.cdevents.artifact.published / .packaged / .deleted events whose subject.id is",
-            "  pkg:oci/NAME@DIGEST?repository_url=HOST/REPOSITORY, HOST being this registry's host (as in its --url).",
+            f"  pkg:oci/NAME@DIGEST?repository_url={_host_of(hook)}/REPOSITORY (this registry's host).",
             "For example:",
             f"  SIG=$(printf %s \"$BODY\" | openssl dgst -sha256 -hmac '{hook.secret}' | sed 's/^.*= //')",
             "  curl -H 'Content-Type: application/cloudevents+json' -H \"X-Hub-Signature-256: sha256=$SIG\" \\",
             f'    --data-binary "$BODY" {hook.url}',
         ]
     )
+
+
+def _host_of(hook: Webhook) -> str:
+    return urlsplit(hook.registry_url).netloc or "HOST"
 
 
 FORMAT = HookFormat("cloudevents", Auth.HMAC, repositories, setup)

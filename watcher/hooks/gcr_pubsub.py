@@ -17,10 +17,11 @@ import base64
 import binascii
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from watcher.errors import InputError
-from watcher.hooks import Auth, HookFormat, Malformed, Notification, json_body, valid_repository
+from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.payload import json_object, same_host
+from watcher.hooks.payload import repository as valid_repository
 from watcher.pollers.gcr import project_prefix, service_account_info
 from watcher.reference import shown
 
@@ -33,9 +34,7 @@ ACTIONS = ("INSERT", "DELETE")
 
 def repositories(notification: Notification) -> list[str]:
     """The image's repository when it is in the registry's host and project; nothing otherwise."""
-    payload = json_body(notification.body)
-    if not isinstance(payload, dict):
-        raise Malformed("the body is not a Pub/Sub push request (a JSON object)")
+    payload = json_object(notification, "Pub/Sub")
     message = _message_data(payload["message"]) if "message" in payload else payload
     if message is None:
         return []
@@ -44,13 +43,11 @@ def repositories(notification: Notification) -> list[str]:
     if action not in ACTIONS or not isinstance(reference, str):
         raise Malformed(f"the gcr message has no INSERT/DELETE action and image ({shown(action)})")
     host, _, path = reference.partition("/")
-    repository = _without_version(path)
+    if not same_host(host, notification.registry_url):
+        return []
+    repository = valid_repository(_without_version(path), "the gcr message")
     project = str(notification.options.get("project_id") or "")
-    if host.lower() != urlsplit(notification.registry_url).netloc.lower() or not project:
-        return []
-    if not repository.startswith(project_prefix(project)):
-        return []
-    return [valid_repository(repository, "the gcr message")]
+    return [repository] if project and repository.startswith(project_prefix(project)) else []
 
 
 def _message_data(message: Any) -> dict[str, Any] | None:

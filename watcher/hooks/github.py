@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification, json_body, valid_repository
+from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.payload import json_object
+from watcher.hooks.payload import repository as valid_repository
 from watcher.reference import shown
 
 if TYPE_CHECKING:
@@ -25,9 +27,7 @@ RELISTING_ACTIONS = frozenset({"published", "updated", "deleted"})
 
 def repositories(notification: Notification) -> list[str]:
     """The container package's repository (`owner/name`), or nothing for any other event."""
-    payload = json_body(notification.body)
-    if not isinstance(payload, dict):
-        raise Malformed("the body is not a GitHub webhook payload (a JSON object)")
+    payload = json_object(notification, "GitHub")
     event = next((name for name in EVENTS if name in payload), None)
     if event is None:
         return []  # ping, push, …: not about a package
