@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     limit_lease_seconds: int = 30
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
+    #: where Google's OIDC signing certificates are fetched (`gcr-pubsub` webhooks; tests point it at a fake)
+    google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
 
     @property
     def effective_database_url(self) -> str:

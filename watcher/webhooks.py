@@ -62,6 +62,7 @@ def configure(
             f"registry {name!r}: webhook format {chosen!r} is not received yet: "
             f"use one of {', '.join(received_formats())}"
         )
+    _check(row, chosen, disable)
     secret = secret_of(row) if row.webhook_secret and not rotate else secrets.token_urlsafe(SECRET_BYTES)
     row.webhook_secret = vault.keyring().encrypt(secret.encode())
     row.webhook_format = chosen
@@ -78,6 +79,15 @@ def hook_url(name: str, format: str, secret: str) -> str:
     if hook_format is not None and hook_format.auth is Auth.PATH:
         return f"{url_of(name)}/{quote(secret, safe='')}"
     return url_of(name)
+
+
+def _check(row: Registry, chosen: str, disable: bool) -> None:
+    """A format that cannot serve this registry (gcr-pubsub without a service-account key) is refused."""
+    from watcher.hooks import FORMATS
+
+    check = FORMATS[chosen].check if chosen in FORMATS and not disable else None
+    if check is not None:
+        check(registries.spec_of(row))
 
 
 def received_formats() -> tuple[str, ...]:

@@ -12,13 +12,14 @@ Each format lives in its own module and is described by one `HookFormat`: how it
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from watcher.errors import WatcherError
 
 if TYPE_CHECKING:
+    from watcher.spec import RegistrySpec
     from watcher.webhooks import Webhook
 
 
@@ -42,11 +43,13 @@ class Auth(enum.Enum):
 @dataclass(frozen=True)
 class Notification:
     """What the receiver hands a format: the raw body (≤ 1 MB), its content type, and the registry's URL
-    (for formats that name images by their full reference, to strip the registry's own host)."""
+    (for formats that name images by their full reference, to strip the registry's own host) and options
+    (gcr's `project_id`: a Pub/Sub message names images of every project)."""
 
     body: bytes
     content_type: str | None
     registry_url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,27 @@ class HookFormat:
     repositories: Callable[[Notification], list[str]]
     #: the registry-side set-up, ready to paste
     setup: Callable[[Webhook], str]
+    #: raises InputError for a registry this format cannot serve (called when the receiver is enabled)
+    check: Callable[[RegistrySpec], None] | None = None
 
 
 def _formats() -> dict[str, HookFormat]:
-    from watcher.hooks import acr, distribution, dockerhub, ecr_eventbridge, harbor, quay
+    from watcher.hooks import (
+        acr,
+        cloudevents,
+        distribution,
+        dockerhub,
+        ecr_eventbridge,
+        gcr_pubsub,
+        github,
+        harbor,
+        quay,
+    )
 
-    received = (distribution.FORMAT, harbor.FORMAT, dockerhub.FORMAT, acr.FORMAT, quay.FORMAT, ecr_eventbridge.FORMAT)
+    received = (
+        *(distribution.FORMAT, harbor.FORMAT, dockerhub.FORMAT, acr.FORMAT, quay.FORMAT, ecr_eventbridge.FORMAT),
+        *(github.FORMAT, cloudevents.FORMAT, gcr_pubsub.FORMAT),
+    )
     return {one.name: one for one in received}
 
 

@@ -1,31 +1,36 @@
 """`POST /hooks/v1/{registry}`: a registry's notification, authenticated by its webhook secret (not by
 the API's tokens), answered at once; the repositories it names are listed by a Celery task.
 
-The secret is checked, in constant time, before the body is read; the body is at most 1 MB (the app's
-`BodyLimit`). Every well-formed, authenticated notification gets 202, even one that changes nothing:
-Distribution retries a refused notification forever and holds every later one behind it. Each outcome is
-counted in `watcher_webhooks_total`; neither the secret nor the Authorization header is ever logged.
+The secret is checked, in constant time, before the body is read (a body signature right after it is
+read; a `gcr-pubsub` push's Google OIDC token, `watcher.googleoidc`, before it, in a worker thread); the
+body is at most 1 MB (the app's `BodyLimit`). Every well-formed, authenticated notification gets 202, even
+one that changes nothing: Distribution retries a refused notification forever and holds every later one
+behind it. Each outcome is counted in `watcher_webhooks_total`; neither the secret nor the Authorization
+header is ever logged.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from typing import NoReturn
+import logging
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, update
 
-from watcher import counters, hooks, queue, webhooks
+from watcher import counters, googleoidc, hooks, queue, webhooks
 from watcher.db import session_scope
 from watcher.models import Registry, utcnow
+from watcher.registries import spec_of
 from watcher.scope import Scope
 from watcher.web.errors import ApiError
 
 router = APIRouter(tags=["webhooks"])
 METRIC = "watcher_webhooks_total"
+log = logging.getLogger("watcher")
 
 
 @dataclass(frozen=True, repr=False)
@@ -36,6 +41,9 @@ class Receiver:
     url: str
     secret: str
     scope: Scope
+    options: dict[str, Any] = field(default_factory=dict)
+    #: what a `gcr-pubsub` push's Google token must say (None for other formats)
+    expected: googleoidc.Expected | None = None
 
 
 @router.post("/hooks/v1/{registry}", status_code=202, responses={401: {}, 400: {}, 404: {}, 413: {}})
@@ -53,7 +61,11 @@ async def receive_with_path_secret(registry: str, secret: str, request: Request)
 async def _receive(registry: str, path_secret: str | None, request: Request) -> JSONResponse:
     receiver = await anyio.to_thread.run_sync(_receiver, registry)
     hook_format = hooks.FORMATS[receiver.format]
-    if hook_format.auth is not hooks.Auth.HMAC and not _authentic(hook_format.auth, receiver, path_secret, request):
+    if hook_format.auth is hooks.Auth.OIDC:
+        authorization = request.headers.get("authorization")
+        if path_secret is not None or not await anyio.to_thread.run_sync(_google_signed, receiver, authorization):
+            await _refuse(receiver)
+    elif hook_format.auth is not hooks.Auth.HMAC and not _authentic(hook_format.auth, receiver, path_secret, request):
         await _refuse(receiver)
     body = await request.body()
     if hook_format.auth is hooks.Auth.HMAC and (
@@ -62,7 +74,7 @@ async def _receive(registry: str, path_secret: str | None, request: Request) -> 
     ):
         await _refuse(receiver)
     try:
-        notification = hooks.Notification(body, request.headers.get("content-type"), receiver.url)
+        notification = hooks.Notification(body, request.headers.get("content-type"), receiver.url, receiver.options)
         repositories = hook_format.repositories(notification)
     except hooks.Malformed as exc:
         await anyio.to_thread.run_sync(_record, receiver, "malformed")
@@ -82,7 +94,23 @@ def _authentic(auth: hooks.Auth, receiver: Receiver, path_secret: str | None, re
         return False
     if auth is hooks.Auth.HEADER:
         return webhooks.authorized(request.headers.get("authorization"), receiver.secret)
-    return False  # Auth.OIDC: not received yet
+    return False  # HMAC is checked once the body is read, OIDC by `_google_signed`
+
+
+def _google_signed(receiver: Receiver, authorization: str | None) -> bool:
+    """Whether the Pub/Sub push carries a Google-signed token for the registry's push account and URL (in a
+    worker thread: the first request of a process fetches Google's certificates)."""
+    if receiver.expected is None:
+        return False
+    try:
+        googleoidc.verify(authorization, receiver.expected)
+    except googleoidc.CertsUnavailable as exc:
+        log.warning("registry %r: a Pub/Sub push could not be verified: %s", receiver.name, exc)
+        return False
+    except googleoidc.Refused as exc:
+        log.info("registry %r: a Pub/Sub push was refused: %s", receiver.name, exc)
+        return False
+    return True
 
 
 async def _refuse(receiver: Receiver) -> NoReturn:
@@ -100,14 +128,29 @@ def _receiver(name: str) -> Receiver:
         row = session.scalar(select(Registry).where(Registry.name == name))
         if row is None or not row.webhook_enabled or not row.webhook_secret:
             raise ApiError(404, "not_found", f"no webhook receiver for registry {name!r}")
+        hook_format = row.webhook_format or "distribution"
         return Receiver(
             row.id,
             row.name,
-            row.webhook_format or "distribution",
+            hook_format,
             row.url,
             webhooks.secret_of(row),
             Scope.from_options(row.options or {}),
+            dict(row.options or {}),
+            _expected(row) if hooks.FORMATS[hook_format].auth is hooks.Auth.OIDC else None,
         )
+
+
+def _expected(row: Registry) -> googleoidc.Expected | None:
+    """The audience (the receiver's URL) and push account (the registry key's `client_email`) a Google token
+    must name; None when the registry has no such account (every push is then refused)."""
+    from watcher.errors import InputError
+    from watcher.hooks.gcr_pubsub import push_account
+
+    try:
+        return googleoidc.Expected(webhooks.url_of(row.name), push_account(spec_of(row)))
+    except InputError:
+        return None
 
 
 def _queue(name: str, repositories: list[str]) -> int:
