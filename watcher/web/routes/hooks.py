@@ -19,17 +19,17 @@ from typing import Any, NoReturn
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from watcher import counters, googleoidc, hooks, queue, webhooks
+from watcher import googleoidc, hooks, hookstats, queue, webhooks
 from watcher.db import session_scope
-from watcher.models import Registry, utcnow
+from watcher.models import Registry
 from watcher.registries import spec_of
 from watcher.scope import Scope
 from watcher.web.errors import ApiError
 
 router = APIRouter(tags=["webhooks"])
-METRIC = "watcher_webhooks_total"
+METRIC = hookstats.METRIC
 log = logging.getLogger("watcher")
 
 
@@ -80,9 +80,8 @@ async def _receive(registry: str, path_secret: str | None, request: Request) -> 
         await anyio.to_thread.run_sync(_record, receiver, "malformed")
         raise ApiError(400, "malformed", f"registry {registry!r}: {exc}") from None
     wanted = [name for name in repositories if receiver.scope.wants_repository(name)]
-    queued = await anyio.to_thread.run_sync(_queue, receiver.name, wanted)
     outcome = "accepted" if wanted else "ignored"
-    await anyio.to_thread.run_sync(_record, receiver, outcome)
+    queued = await anyio.to_thread.run_sync(_queue_and_record, receiver, wanted, outcome)
     return respond_accepted(outcome, wanted, queued)
 
 
@@ -158,12 +157,15 @@ def _queue(name: str, repositories: list[str]) -> int:
     return sum(queue.queue_repository_poll(name, repository) for repository in repositories)
 
 
+def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str) -> int:
+    """Both in one trip to a worker thread (each trip costs the event loop as much as a Redis command)."""
+    queued = _queue(receiver.name, repositories)
+    _record(receiver, outcome)
+    return queued
+
+
 def _record(receiver: Receiver, outcome: str) -> None:
-    """Count the outcome; an authenticated notification also sets the registry's `last_webhook_at`."""
-    labels = {"registry": receiver.name, "format": receiver.format, "outcome": outcome}
-    with session_scope() as session:
-        counters.add(session, [counters.Increment(METRIC, labels)])
-        if outcome != "unauthorized":
-            session.execute(
-                update(Registry).where(Registry.id == receiver.registry_id).values(last_webhook_at=utcnow())
-            )
+    """Count the outcome; an authenticated notification also sets the registry's `last_webhook_at` (both
+    committed with those of concurrent notifications: `watcher.hookstats`)."""
+    seen = outcome != "unauthorized"
+    hookstats.record(hookstats.Outcome(receiver.registry_id, receiver.name, receiver.format, outcome, seen))
