@@ -3,9 +3,11 @@ Celery tasks beat's tick dispatches, sent at once or refused in one line — nev
 the broker.
 
 Repository polls coalesce: while one of a repository is queued and not yet started, queueing it again does
-nothing (a Redis `SET NX EX` key under the installation's prefix, which the task clears as it starts), so a
-burst of notifications for one repository costs at most two listings: the one queued, and one queued while
-it runs.
+nothing (a Redis `SET NX EX` key under the installation's prefix, which the task clears as it starts). A
+poll queued within RELIST_SECONDS of the start of the repository's previous one waits until that much has
+passed (a Celery countdown), gathering every notification of the meantime: so a burst of notifications for
+one repository costs at most two listings a second, the first at once and one after the burst, instead of
+one per listing's duration for as long as the burst lasts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from watcher.settings import get_settings
 
 #: a queued mark lapses after this long even if no worker ever started its task
 QUEUED_SECONDS = 600
+#: a repository's polls start at least this far apart while notifications keep coming
+RELIST_SECONDS = 1.0
 
 
 def queue_poll(name: str) -> str:
@@ -45,6 +49,11 @@ def queued_key(name: str, repository: str) -> str:
     return f"{get_settings().events_stream}:repository-poll:{digest}"
 
 
+def started_key(name: str, repository: str) -> str:
+    """The Redis key that says a poll of the repository started less than RELIST_SECONDS ago."""
+    return queued_key(name, repository) + ":started"
+
+
 def queue_repository_poll(name: str, repository: str, client: redis.Redis | None = None) -> bool:
     """Queue a poll of one repository unless one is queued already; True when this call queued it."""
     from kombu.exceptions import OperationalError
@@ -56,7 +65,9 @@ def queue_repository_poll(name: str, repository: str, client: redis.Redis | None
         client = client or bus.connect()
         if not client.set(key, "1", nx=True, ex=QUEUED_SECONDS):
             return False
-        poll_repository_task.apply_async((name, repository), retry=False)
+        wait_ms = client.pttl(started_key(name, repository))
+        countdown = wait_ms / 1000 if wait_ms > 0 else None
+        poll_repository_task.apply_async((name, repository), countdown=countdown, retry=False)
     except (redis.RedisError, OperationalError, OSError) as exc:
         try:
             if client is not None:
@@ -70,5 +81,9 @@ def queue_repository_poll(name: str, repository: str, client: redis.Redis | None
 
 
 def started(name: str, repository: str, client: redis.Redis | None = None) -> None:
-    """A repository poll starts: a notification arriving from now on queues another one."""
-    (client or bus.connect()).delete(queued_key(name, repository))
+    """A repository poll starts: a notification arriving from now on queues another one, to start
+    RELIST_SECONDS after this one."""
+    pipeline = (client or bus.connect()).pipeline(transaction=False)
+    pipeline.delete(queued_key(name, repository))
+    pipeline.set(started_key(name, repository), "1", px=int(RELIST_SECONDS * 1000))
+    pipeline.execute()
