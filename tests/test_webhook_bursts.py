@@ -1,0 +1,82 @@
+"""A burst of notifications: counted with one transaction for all that arrive during a commit, and a
+repository's polls start at most once per RELIST_SECONDS (the next one waits for the rest of it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, select
+
+from tests.conftest import Watcher
+from tests.support.polls import wait_for
+from watcher import bus, counters, hookstats, queue
+from watcher.db import session_scope
+from watcher.models import Registry
+
+
+def messages(watcher: Watcher, key: str) -> list[dict[str, Any]]:
+    """(headers, args) of every message waiting on the queue, oldest first."""
+    raw = [json.loads(m) for m in reversed(watcher.redis.lrange(key, 0, -1))]
+    return [{**m["headers"], "args": json.loads(base64.b64decode(m["body"]))[0]} for m in raw]
+
+
+def test_a_poll_queued_just_after_one_started_waits_for_the_rest_of_the_second(
+    watcher: Watcher, celery_queue: str
+) -> None:
+    assert queue.queue_repository_poll("r1", "team/app") is True
+    queue.started("r1", "team/app")  # as the task does when it starts
+    assert queue.queue_repository_poll("r1", "team/app") is True  # notified while it lists: queued again
+    assert queue.queue_repository_poll("r1", "team/app") is False  # and coalesced from then on
+    assert queue.queue_repository_poll("r1", "team/web") is True  # another repository: at once
+    first, follow_up, other = messages(watcher, celery_queue)
+    assert [m["args"][1] for m in (first, follow_up, other)] == ["team/app", "team/app", "team/web"]
+    assert first["eta"] is None and other["eta"] is None
+    wait = datetime.fromisoformat(follow_up["eta"]).timestamp() - time.time()
+    assert 0.5 < wait <= queue.RELIST_SECONDS
+
+
+def test_a_poll_queued_after_the_second_is_not_delayed(watcher: Watcher, celery_queue: str) -> None:
+    queue.started("r1", "team/app")
+    assert watcher.redis.pttl(queue.started_key("r1", "team/app")) > 0
+    watcher.redis.delete(queue.started_key("r1", "team/app"))  # the second has passed
+    assert queue.queue_repository_poll("r1", "team/app") is True
+    assert [m["eta"] for m in messages(watcher, celery_queue)] == [None]
+
+
+def test_notifications_arriving_during_a_commit_are_counted_by_one_transaction(watcher: Watcher) -> None:
+    assert watcher.add_registry("r1", "http://127.0.0.1:9", "--no-verify").exit_code == 0
+    with session_scope(watcher.engine) as session:
+        registry_id = session.scalars(select(Registry.id)).one()
+    accepted = hookstats.Outcome(registry_id, "r1", "distribution", "accepted", seen=True)
+    refused = hookstats.Outcome(registry_id, "r1", "distribution", "unauthorized", seen=False)
+    commits: list[int] = []
+    event.listen(watcher.engine, "commit", lambda _conn: commits.append(1))
+    outcomes = [refused if i % 4 == 0 else accepted for i in range(20)]
+    threads = [threading.Thread(target=hookstats.record, args=(outcome,)) for outcome in outcomes]
+    with hookstats._writer:  # a commit in progress: every notification meanwhile waits for the next one
+        for thread in threads:
+            thread.start()
+        assert wait_for(lambda: sum(hookstats._pending.values()) == 20, 10)
+    for thread in threads:
+        thread.join(10)
+    assert len(commits) == 1
+    with session_scope(watcher.engine) as session:
+        counts = {labels["outcome"]: value for _, labels, value in counters.read_all(session)}
+        assert session.scalar(select(Registry.last_webhook_at)) is not None
+    assert counts == {"accepted": 15, "unauthorized": 5}
+    hookstats.record(accepted)  # alone: committed before it returns
+    with session_scope(watcher.engine) as session:
+        assert {labels["outcome"]: value for _, labels, value in counters.read_all(session)}["accepted"] == 16
+
+
+def test_every_connect_shares_one_client_and_its_connections(watcher: Watcher) -> None:
+    client = bus.connect()
+    assert bus.connect() is client
+    client.set(f"{queue.queued_key('r1', 'x')}", "1", ex=5)
+    assert bus.connect().get(queue.queued_key("r1", "x")) == "1"
+    assert len(client.connection_pool._available_connections) == 1  # one connection, reused
