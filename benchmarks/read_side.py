@@ -424,17 +424,22 @@ def app_server(inst: Installation) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("watcher serve did not start")
-            time.sleep(0.1)
+        wait_until_healthy(base, proc, 30, "watcher serve did not start")
         yield base
     finally:
         stop_process(proc)
+
+
+def wait_until_healthy(base: str, proc: subprocess.Popen[bytes], seconds: float, failure: str) -> None:
+    """Until `base`'s `/healthz` answers 200; RuntimeError(failure) if the process ends or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(failure)
+        time.sleep(0.1)
 
 
 # ---- HTTP measurements ----------------------------------------------------------------------------
