@@ -157,6 +157,15 @@ def floor_listener(registry_url: str) -> Iterator[tuple[str, Arrivals, Arrivals]
     notified, arrivals = Arrivals(), Arrivals()
     http = httpx.Client(base_url=registry_url, timeout=10)
 
+    def listing(repo: str) -> list[str]:
+        for attempt in range(2):  # a kept-alive connection the registry just closed fails once
+            try:
+                tags: list[str] = http.get(f"/v2/{repo}/tags/list").json().get("tags") or []
+                return tags
+            except httpx.TransportError as exc:
+                print(f"floor: listing {repo}: {exc!r}" + (", retrying" if not attempt else ""), file=sys.stderr)
+        return []
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             at = time.monotonic()
@@ -169,7 +178,7 @@ def floor_listener(registry_url: str) -> Iterator[tuple[str, Arrivals, Arrivals]
                 if event.get("action") == "push" and target.get("tag") and target.get("mediaType") == OCI_MANIFEST:
                     repo, tag = target["repository"], target["tag"]
                     notified.add(repo, tag, at)
-                    if tag in (http.get(f"/v2/{repo}/tags/list").json().get("tags") or []):
+                    if tag in listing(repo):
                         arrivals.add(repo, tag, time.monotonic())
 
         def log_message(self, format: str, *args: Any) -> None:
