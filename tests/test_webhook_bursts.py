@@ -10,9 +10,11 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 
 from tests.conftest import Watcher
+from tests.support.fixtures import RegistryEnv
 from tests.support.polls import wait_for
 from watcher import bus, counters, hookstats, queue
 from watcher.db import session_scope
@@ -40,12 +42,31 @@ def test_a_poll_queued_just_after_one_started_waits_for_the_rest_of_the_second(
     assert 0.5 < wait <= queue.RELIST_SECONDS
 
 
-def test_a_poll_queued_after_the_second_is_not_delayed(watcher: Watcher, celery_queue: str) -> None:
+def test_a_poll_queued_once_the_previous_one_finished_or_a_second_passed_starts_at_once(
+    watcher: Watcher, celery_queue: str
+) -> None:
     queue.started("r1", "team/app")
-    assert watcher.redis.pttl(queue.started_key("r1", "team/app")) > 0
-    watcher.redis.delete(queue.started_key("r1", "team/app"))  # the second has passed
+    assert 0 < watcher.redis.pttl(queue.started_key("r1", "team/app")) <= 1000 * queue.RELIST_SECONDS
+    queue.finished("r1", "team/app")  # as the task does when its poll is done
     assert queue.queue_repository_poll("r1", "team/app") is True
-    assert [m["eta"] for m in messages(watcher, celery_queue)] == [None]
+    queue.started("r1", "team/web")
+    watcher.redis.delete(queue.started_key("r1", "team/web"))  # a second passed: the mark lapsed
+    assert queue.queue_repository_poll("r1", "team/web") is True
+    assert [m["eta"] for m in messages(watcher, celery_queue)] == [None, None]
+
+
+def test_the_task_marks_its_repository_finished_whatever_the_outcome(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watcher.tasks.jobs import poll_repository_task
+
+    monkeypatch.setattr(queue, "RELIST_SECONDS", 60.0)  # the mark cannot lapse during the test
+    assert watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*").exit_code == 0
+    for repository in (f"{unique_repo}/app", "Not/A/Valid/Name"):  # listed (nothing there), and refused
+        poll_repository_task.run("r1", repository)  # marks it started, then finished
+        assert watcher.redis.exists(queue.started_key("r1", repository)) == 0
+    queue.started("r1", "team/app")
+    assert watcher.redis.exists(queue.started_key("r1", "team/app")) == 1
 
 
 def test_notifications_arriving_during_a_commit_are_counted_by_one_transaction(watcher: Watcher) -> None:

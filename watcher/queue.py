@@ -4,14 +4,16 @@ the broker.
 
 Repository polls coalesce: while one of a repository is queued and not yet started, queueing it again does
 nothing (a Redis `SET NX EX` key under the installation's prefix, which the task clears as it starts). A
-poll queued within RELIST_SECONDS of the start of the repository's previous one waits until that much has
-passed (a Celery countdown), gathering every notification of the meantime: so a burst of notifications for
+poll queued while the repository's previous one is still listing waits until RELIST_SECONDS after that one
+started (a Celery countdown), gathering every notification of the meantime: so a burst of notifications for
 one repository costs at most two listings a second, the first at once and one after the burst, instead of
-one per listing's duration for as long as the burst lasts.
+one per listing's duration for as long as the burst lasts. A poll queued once the previous one has finished
+starts at once, however soon: pushes one after the other are each reported as fast as the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import redis
@@ -50,7 +52,7 @@ def queued_key(name: str, repository: str) -> str:
 
 
 def started_key(name: str, repository: str) -> str:
-    """The Redis key that says a poll of the repository started less than RELIST_SECONDS ago."""
+    """The Redis key that says a poll of the repository is listing and started less than RELIST_SECONDS ago."""
     return queued_key(name, repository) + ":started"
 
 
@@ -82,8 +84,15 @@ def queue_repository_poll(name: str, repository: str, client: redis.Redis | None
 
 def started(name: str, repository: str, client: redis.Redis | None = None) -> None:
     """A repository poll starts: a notification arriving from now on queues another one, to start
-    RELIST_SECONDS after this one."""
+    RELIST_SECONDS after this one if this one is still listing then (`finished`)."""
     pipeline = (client or bus.connect()).pipeline(transaction=False)
     pipeline.delete(queued_key(name, repository))
     pipeline.set(started_key(name, repository), "1", px=int(RELIST_SECONDS * 1000))
     pipeline.execute()
+
+
+def finished(name: str, repository: str) -> None:
+    """A repository poll is done (whatever its outcome): a poll queued from now on starts at once. Never
+    raises: if Redis is away, the mark lapses by itself within RELIST_SECONDS."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        bus.connect().delete(started_key(name, repository))

@@ -144,6 +144,8 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
             extra=failed(name, exc),
         )
         return 0
+    finally:
+        queue.finished(name, repository)
     if not result.in_scope:
         log.info("registry %r: %s is not watched: ignored", name, repository, extra={"fields": fields})
         return 0
