@@ -137,6 +137,7 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[str, str], float] = {}
+        self.early: list[str] = []  # notified before the registry listed the tag
         self._changed = threading.Condition()
 
     def add(self, repo: str, tag: str, at: float) -> None:
@@ -178,8 +179,13 @@ def floor_listener(registry_url: str) -> Iterator[tuple[str, Arrivals, Arrivals]
                 if event.get("action") == "push" and target.get("tag") and target.get("mediaType") == OCI_MANIFEST:
                     repo, tag = target["repository"], target["tag"]
                     notified.add(repo, tag, at)
-                    if tag in listing(repo):
-                        arrivals.add(repo, tag, time.monotonic())
+                    for attempt in range(50):  # Distribution notifies before it links the tag: the race, counted
+                        if tag in listing(repo):
+                            arrivals.add(repo, tag, time.monotonic())
+                            break
+                        if not attempt:
+                            arrivals.early.append(f"{repo}:{tag}")
+                        time.sleep(0.002)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -280,6 +286,7 @@ class Latency:
     watcher: list[float] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
     notified: list[float] = field(default_factory=list)  # the notification reached the floor's endpoint
+    early: int = 0  # pushes whose tag the floor's first listing did not show yet
     copy: list[float] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
 
@@ -312,6 +319,7 @@ def measure_latency(
         result.notified.append(seen_notified - done)
         if args.gap:
             time.sleep(args.gap)
+    result.early = sum(1 for ref in listed.early if int(ref.rsplit(".", 1)[1]) >= args.warmup)
     return result
 
 
@@ -335,6 +343,10 @@ def latency_lines(result: Latency) -> tuple[list[str], list[str]]:
                 f"{max(values) * 1000:>7.0f}{min(values) * 1000:>7.0f}"
             )
     lines.append(f"(a `skopeo copy` took {statistics.median(result.copy) * 1000:.0f} ms p50, from start to exit)")
+    lines.append(
+        f"notified before the tag was listed (the floor's first GET missed it, a later one found it): "
+        f"{result.early} of {len(result.notified)}"
+    )
     if result.lost:
         misses.append(f"{len(result.lost)} pushes not seen within {WAIT_SECONDS:.0f} s: {', '.join(result.lost[:5])}")
     if result.watcher and result.floor:
