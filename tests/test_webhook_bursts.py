@@ -15,6 +15,7 @@ from sqlalchemy import event, select
 
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
+from tests.support.hooks import broker  # noqa: F401 - fixture
 from tests.support.polls import wait_for
 from watcher import bus, counters, hookstats, queue
 from watcher.db import session_scope
@@ -28,14 +29,15 @@ def messages(watcher: Watcher, key: str) -> list[dict[str, Any]]:
 
 
 def test_a_poll_queued_just_after_one_started_waits_for_the_rest_of_the_second(
-    watcher: Watcher, celery_queue: str
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
 ) -> None:
     assert queue.queue_repository_poll("r1", "team/app") is True
     queue.started("r1", "team/app")  # as the task does when it starts
     assert queue.queue_repository_poll("r1", "team/app") is True  # notified while it lists: queued again
     assert queue.queue_repository_poll("r1", "team/app") is False  # and coalesced from then on
     assert queue.queue_repository_poll("r1", "team/web") is True  # another repository: at once
-    first, follow_up, other = messages(watcher, celery_queue)
+    first, follow_up, other = messages(watcher, broker)
     assert [m["args"][1] for m in (first, follow_up, other)] == ["team/app", "team/app", "team/web"]
     assert first["eta"] is None and other["eta"] is None
     wait = datetime.fromisoformat(follow_up["eta"]).timestamp() - time.time()
@@ -43,7 +45,8 @@ def test_a_poll_queued_just_after_one_started_waits_for_the_rest_of_the_second(
 
 
 def test_a_poll_queued_once_the_previous_one_finished_or_a_second_passed_starts_at_once(
-    watcher: Watcher, celery_queue: str
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
 ) -> None:
     queue.started("r1", "team/app")
     assert 0 < watcher.redis.pttl(queue.started_key("r1", "team/app")) <= 1000 * queue.RELIST_SECONDS
@@ -52,7 +55,7 @@ def test_a_poll_queued_once_the_previous_one_finished_or_a_second_passed_starts_
     queue.started("r1", "team/web")
     watcher.redis.delete(queue.started_key("r1", "team/web"))  # a second passed: the mark lapsed
     assert queue.queue_repository_poll("r1", "team/web") is True
-    assert [m["eta"] for m in messages(watcher, celery_queue)] == [None, None]
+    assert [m["eta"] for m in messages(watcher, broker)] == [None, None]
 
 
 def test_the_task_marks_its_repository_finished_whatever_the_outcome(

@@ -20,7 +20,6 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,7 +33,6 @@ __all__ = [
     "RegistryFactory",
     "basic_registry",
     "basic_registry_server",
-    "celery_queue",
     "registry",
     "registry_factory",
     "registry_server",
@@ -201,14 +199,3 @@ def registry_factory(tmp_path: Path) -> Iterator[RegistryFactory]:
             server.close()
         for ts in token_servers:
             ts.close()
-
-
-@pytest.fixture
-def celery_queue(watcher: Any) -> Iterator[str]:
-    """The key of the installation's Celery queue in Redis (a list of messages), emptied before and after."""
-    from watcher.tasks import app  # imported once the installation's settings are set
-
-    key = f"{app.conf.broker_transport_options['global_keyprefix']}celery"
-    watcher.redis.delete(key)
-    yield key
-    watcher.redis.delete(key)
