@@ -13,7 +13,7 @@ repository's tags with one httpx GET.
    thread blocked in XREAD), and, side by side, to the floor's listing showing the tag.
    Targets: p50 <= 300 ms, p95 <= 1 s.
 2. Burst: NOTIFICATIONS Distribution envelopes (a manifest push each) over the same repositories, sent
-   CONCURRENCY at a time, interleaved with as many `GET /healthz` (the floor) on the same connections.
+   CONCURRENCY at a time, between two bursts of as many `GET /healthz` (the floor) sent the same way.
    The repository listings the burst causes are counted in the registry's own access log.
    Targets: at most 20 listings (2 per repository), the receiver's p95 <= 50 ms.
 
