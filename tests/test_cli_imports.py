@@ -13,8 +13,8 @@ import pytest
 
 from tests.support.installation import seed
 
-#: never imported by a command that only reads the state (a name and everything under it); pydantic stays:
-#: the settings are pydantic-settings, a library that does that job better than code of ours would
+#: never imported by a command that only reads the state (a name and everything under it); pydantic(-settings)
+#: only where the environment is not plain (a `.env` file, an invalid value: tests/test_settings.py)
 HEAVY = (
     "alembic",
     "anyio",
@@ -22,6 +22,7 @@ HEAVY = (
     "boto3",
     "botocore",
     "celery",
+    "dotenv",
     "fastapi",
     "google",
     "httpcore",
@@ -29,6 +30,9 @@ HEAVY = (
     "jinja2",
     "kombu",
     "prometheus_client",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
     "re2",
     "redis",
     "requests",
@@ -53,10 +57,16 @@ with open(sys.argv[1], "w") as out:
 """
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The installation, seeded and probed by this checkout's code (not whatever the venv has installed)."""
     home = tmp_path_factory.mktemp("quick")
-    return home, seed(home)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(ROOT))
+        return home, seed(home)
 
 
 def imported(installation: tuple[Path, dict[str, str]], *args: str) -> set[str]:
@@ -111,3 +121,15 @@ def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]])
     )
     modules = imported(installation, "registry", "apply", "-f", str(spec), "--no-verify")
     assert {"boto3", "yaml"} <= set(heavy(modules, HEAVY))
+
+
+def test_the_probe_sees_pydantic_where_the_settings_need_it(installation: tuple[Path, dict[str, str]]) -> None:
+    """A `.env` file is pydantic-settings' to read: the same quick command then imports it (and the check
+    of the quick commands above would have caught a command that always did)."""
+    home, _ = installation
+    (home / ".env").write_text("WATCHER_MAX_PAGES=5\n")
+    try:
+        modules = imported(installation, "status")
+    finally:
+        (home / ".env").unlink()
+    assert {"pydantic", "pydantic_settings"} <= set(heavy(modules, HEAVY))
