@@ -44,6 +44,8 @@ HEAVY = (
 SECRETS = ("cryptography",)
 #: besides, `--help` opens no database
 DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
+#: besides, `status` and `registry list/show` read the default SQLite database with sqlite3 alone
+ORM = ("sqlalchemy", "psycopg")
 
 PROBE = """
 import json, sys
@@ -86,27 +88,36 @@ def heavy(modules: set[str], denied: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("args", "denied"),
+    ("args", "denied", "reader"),
     [
-        (["--help"], HEAVY + SECRETS + DATABASE),
-        (["registry", "--help"], HEAVY + SECRETS + DATABASE),
-        (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE),
-        (["registry", "list"], HEAVY),
-        (["registry", "list", "--json"], HEAVY),
-        (["registry", "show", "aws"], HEAVY),
-        (["registry", "show", "azure", "--json"], HEAVY),
-        (["status"], HEAVY + SECRETS),
-        (["status", "--json"], HEAVY + SECRETS),
-        (["token", "list"], HEAVY + SECRETS),
+        (["--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "list"], HEAVY + ORM, "watcher.quickread"),
+        (["registry", "list", "--json"], HEAVY + ORM, "watcher.quickread"),
+        (["registry", "show", "aws"], HEAVY + ORM, "watcher.quickread"),
+        (["registry", "show", "azure", "--json"], HEAVY + ORM, "watcher.quickread"),
+        (["status"], HEAVY + SECRETS + ORM, "watcher.quickread"),
+        (["status", "--json"], HEAVY + SECRETS + ORM, "watcher.quickread"),
+        (["token", "list"], HEAVY + SECRETS, "watcher.models"),
     ],
 )
 def test_quick_commands_import_nothing_heavy(
-    installation: tuple[Path, dict[str, str]], args: list[str], denied: tuple[str, ...]
+    installation: tuple[Path, dict[str, str]], args: list[str], denied: tuple[str, ...], reader: str | None
 ) -> None:
     modules = imported(installation, *args)
     assert heavy(modules, denied) == []
-    if "sqlalchemy" not in denied:
-        assert "watcher.models" in modules  # it did read the state
+    if reader is not None:
+        assert reader in modules  # it did read the state
+
+
+def test_the_read_model_answers_where_the_quick_read_does_not(installation: tuple[Path, dict[str, str]]) -> None:
+    """A database named by WATCHER_DATABASE_URL (here the very same file) is SQLAlchemy's to read: the check
+    above would catch a quick command that always imported it."""
+    home, env = installation
+    url = f"sqlite:///{home / 'data' / 'watcher.db'}"
+    modules = imported((home, env | {"WATCHER_DATABASE_URL": url}), "status")
+    assert "sqlalchemy" in set(heavy(modules, ORM))
 
 
 def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:
