@@ -190,3 +190,30 @@ def test_what_the_quick_read_cannot_read_goes_to_the_read_model(
     monkeypatch.setenv("WATCHER_DATABASE_URL", f"sqlite:///{default_db}")
     get_settings.cache_clear()
     assert quickread.connect() is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--json"],
+        ["registry", "list"],
+        ["registry", "list", "--json"],
+        ["registry", "show", "broken"],
+        ["registry", "show", "locked", "--json"],
+        ["registry", "show", "nowhere"],
+    ],
+)
+def test_the_commands_print_the_same_either_way(
+    default_db: Path, watcher: Watcher, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """What the commands print from the quick read is what they print from the read model (plain `status`
+    prints relative times, which move between two runs; its JSON holds the same answer)."""
+    populate()
+    assert quickread.connect() is not None
+    quick = watcher.cli(*args)
+    monkeypatch.setenv("WATCHER_DATABASE_URL", f"sqlite:///{default_db}")  # the same file, for the read model
+    get_settings.cache_clear()
+    assert quickread.connect() is None
+    full = watcher.cli(*args)
+    assert (quick.exit_code, quick.stdout, quick.stderr) == (full.exit_code, full.stdout, full.stderr)
+    assert quick.stdout or quick.stderr
