@@ -57,7 +57,7 @@ def connect() -> sqlite3.Connection | None:
     current; else None."""
     settings = get_settings()
     path = Path(settings.data_dir) / "watcher.db"
-    if settings.database_url or not path.is_file() or "?" in str(path):
+    if settings.database_url or not path.is_file() or any(c in str(path) for c in "?%#"):
         return None
     create_sqlite_file(path)  # its mode narrowed, as every command does
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)

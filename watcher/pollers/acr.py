@@ -38,7 +38,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy, SansIOHTTPPolicy
+from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 
 from watcher import errors
@@ -221,26 +221,27 @@ class Meter(SansIOHTTPPolicy):
         self.tally.add(None)
 
 
-class SharedSlots(HTTPPolicy):
+class SharedSlots(SansIOHTTPPolicy):
     """Holds one of the host's deployment-wide slots (`watcher.sharedlimits`) while a request is sent, so
     every process's requests to the registry keep together to its limits; a 429 or a spent quota in the
     answer holds back every process. After the retry and authentication policies: one slot per attempt,
-    the token exchanges' too, and never two held at once."""
+    the token exchanges' too, and never two held at once. Sans-I/O, as the same instance serves the
+    exchange client's pipeline too (a chained policy has one `next`)."""
+
+    KEY = "watcher.shared_slot"
 
     def __init__(self, limits: HostLimits) -> None:
-        super().__init__()
         self.shared = SharedLimits(limits)
 
-    def send(self, request: PipelineRequest) -> PipelineResponse:
-        slot = self.shared.enter(urlsplit(request.http_request.url).netloc)
-        answer = None
-        try:
-            response: PipelineResponse = self.next.send(request)
-            answer = response.http_response
-            return response
-        finally:
-            status, headers = (answer.status_code, answer.headers) if answer is not None else (None, None)
-            self.shared.leave(slot, status, headers)
+    def on_request(self, request: PipelineRequest) -> None:
+        request.context[self.KEY] = self.shared.enter(urlsplit(request.http_request.url).netloc)
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
+        answer = response.http_response
+        self.shared.leave(request.context.pop(self.KEY, None), answer.status_code, answer.headers)
+
+    def on_exception(self, request: PipelineRequest) -> None:
+        self.shared.leave(request.context.pop(self.KEY, None))
 
 
 class StayOnOrigin(SansIOHTTPPolicy):
