@@ -1,14 +1,17 @@
-"""Wall time of the quick `watcher` commands, each a fresh process, beside `python -c pass` as the floor.
+"""Wall time of the quick `watcher` commands, each a fresh process, beside `python -c pass` as the floor
+(and `python -c "import sqlalchemy"`, what any command reading the state database pays at least).
 
 Sets up a throw-away installation (a temporary WATCHER_DATA_DIR: SQLite, embedded Redis, a generated
 key) with a few registries of different providers and an API token, runs every command once to warm
 the bytecode caches (as an installed package has them), then runs each command RUNS times, round-robin so
 a busy moment on a shared machine costs every command alike, and prints each one's median and minimum wall
-time, its median above the floor, and its median CPU time (user + system: what the command itself costs,
-which a busy machine inflates less than the wall time). Nothing is left behind.
+time, its median above the floor, its median as a ratio of each floor's, and its median CPU time (user +
+system: what the command itself costs, which a busy machine inflates less than the wall time). Nothing is
+left behind.
 
-`--source DIR` runs the commands from another checkout of the watcher (say, `git archive` of an older
-commit unpacked in DIR) with this venv, to compare before and after side by side.
+The commands run this checkout's code (PYTHONPATH), whatever the venv has installed; `--source DIR` runs
+them from another checkout instead (say, `git archive` of an older commit unpacked in DIR) with this
+venv, to compare before and after side by side.
 
 Run from the repository root: `.venv/bin/python -m benchmarks.command_speed` (15 runs each).
 """
@@ -30,6 +33,7 @@ from tests.support.installation import seed
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("python -c pass (floor)", ["-c", "pass"]),
+    ("import sqlalchemy (floor)", ["-c", "import sqlalchemy"]),
     ("watcher --help", ["-m", "watcher", "--help"]),
     ("watcher registry list", ["-m", "watcher", "registry", "list"]),
     ("watcher registry show NAME", ["-m", "watcher", "registry", "show", "aws"]),
@@ -55,13 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="runs of each command (default 15)")
     parser.add_argument("--source", type=Path, help="run the commands from this checkout instead")
     opts = parser.parse_args(argv)
-    source = opts.source.resolve() if opts.source else None
+    source = (opts.source or Path(__file__).resolve().parents[1]).resolve()
+    os.environ["PYTHONPATH"] = str(source)  # seeded, and then run, by that code
     with tempfile.TemporaryDirectory(prefix="command-speed-") as tmp:
         home = Path(tmp)
         env = seed(home)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as an installed package has it
-        if source is not None:
-            env["PYTHONPATH"] = str(source)
         for _, args in COMMANDS:  # warm: bytecode written, the database's pages in the page cache
             timed(args, env, home)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in COMMANDS}
@@ -71,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(
         f"{opts.runs} runs each, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"load {load:.1f}, code from {source or 'this checkout'}"
+        f"load {load:.1f}, code from {source}"
     )
-    floor = statistics.median(wall for wall, _ in times[COMMANDS[0][0]])
-    print(f"{'command':28} {'median s':>8} {'min s':>6} {'above floor s':>13} {'cpu s':>6}")
+    floor, alchemy = (statistics.median(wall for wall, _ in times[name]) for name, _ in COMMANDS[:2])
+    print(f"{'command':28} {'median s':>8} {'min s':>6} {'above floor s':>13} {'÷ pass':>6} {'÷ sqla':>6} {'cpu s':>6}")
     for name, runs in times.items():
         walls = [wall for wall, _ in runs]
         median, cpu = statistics.median(walls), statistics.median(c for _, c in runs)
-        print(f"{name:28} {median:8.3f} {min(walls):6.3f} {median - floor:13.3f} {cpu:6.3f}")
+        print(
+            f"{name:28} {median:8.3f} {min(walls):6.3f} {median - floor:13.3f} {median / floor:6.1f} "
+            f"{median / alchemy:6.2f} {cpu:6.3f}"
+        )
     return 0
 
 

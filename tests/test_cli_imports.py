@@ -13,8 +13,8 @@ import pytest
 
 from tests.support.installation import seed
 
-#: never imported by a command that only reads the state (a name and everything under it); pydantic stays:
-#: the settings are pydantic-settings, a library that does that job better than code of ours would
+#: never imported by a command that only reads the state (a name and everything under it); pydantic(-settings)
+#: only where the environment is not plain (a `.env` file, an invalid value: tests/test_settings.py)
 HEAVY = (
     "alembic",
     "anyio",
@@ -22,6 +22,7 @@ HEAVY = (
     "boto3",
     "botocore",
     "celery",
+    "dotenv",
     "fastapi",
     "google",
     "httpcore",
@@ -29,6 +30,9 @@ HEAVY = (
     "jinja2",
     "kombu",
     "prometheus_client",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
     "re2",
     "redis",
     "requests",
@@ -40,6 +44,8 @@ HEAVY = (
 SECRETS = ("cryptography",)
 #: besides, `--help` opens no database
 DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
+#: besides, `status` and `registry list/show` read the default SQLite database with sqlite3 alone
+ORM = ("sqlalchemy", "psycopg")
 
 PROBE = """
 import json, sys
@@ -53,10 +59,16 @@ with open(sys.argv[1], "w") as out:
 """
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The installation, seeded and probed by this checkout's code (not whatever the venv has installed)."""
     home = tmp_path_factory.mktemp("quick")
-    return home, seed(home)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(ROOT))
+        return home, seed(home)
 
 
 def imported(installation: tuple[Path, dict[str, str]], *args: str) -> set[str]:
@@ -76,27 +88,36 @@ def heavy(modules: set[str], denied: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("args", "denied"),
+    ("args", "denied", "reader"),
     [
-        (["--help"], HEAVY + SECRETS + DATABASE),
-        (["registry", "--help"], HEAVY + SECRETS + DATABASE),
-        (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE),
-        (["registry", "list"], HEAVY),
-        (["registry", "list", "--json"], HEAVY),
-        (["registry", "show", "aws"], HEAVY),
-        (["registry", "show", "azure", "--json"], HEAVY),
-        (["status"], HEAVY + SECRETS),
-        (["status", "--json"], HEAVY + SECRETS),
-        (["token", "list"], HEAVY + SECRETS),
+        (["--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "list"], HEAVY + ORM, "watcher.quickread"),
+        (["registry", "list", "--json"], HEAVY + ORM, "watcher.quickread"),
+        (["registry", "show", "aws"], HEAVY + ORM, "watcher.quickread"),
+        (["registry", "show", "azure", "--json"], HEAVY + ORM, "watcher.quickread"),
+        (["status"], HEAVY + SECRETS + ORM, "watcher.quickread"),
+        (["status", "--json"], HEAVY + SECRETS + ORM, "watcher.quickread"),
+        (["token", "list"], HEAVY + SECRETS, "watcher.models"),
     ],
 )
 def test_quick_commands_import_nothing_heavy(
-    installation: tuple[Path, dict[str, str]], args: list[str], denied: tuple[str, ...]
+    installation: tuple[Path, dict[str, str]], args: list[str], denied: tuple[str, ...], reader: str | None
 ) -> None:
     modules = imported(installation, *args)
     assert heavy(modules, denied) == []
-    if "sqlalchemy" not in denied:
-        assert "watcher.models" in modules  # it did read the state
+    if reader is not None:
+        assert reader in modules  # it did read the state
+
+
+def test_the_read_model_answers_where_the_quick_read_does_not(installation: tuple[Path, dict[str, str]]) -> None:
+    """A database named by WATCHER_DATABASE_URL (here the very same file) is SQLAlchemy's to read: the check
+    above would catch a quick command that always imported it."""
+    home, env = installation
+    url = f"sqlite:///{home / 'data' / 'watcher.db'}"
+    modules = imported((home, env | {"WATCHER_DATABASE_URL": url}), "status")
+    assert "sqlalchemy" in set(heavy(modules, ORM))
 
 
 def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:
@@ -111,3 +132,15 @@ def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]])
     )
     modules = imported(installation, "registry", "apply", "-f", str(spec), "--no-verify")
     assert {"boto3", "yaml"} <= set(heavy(modules, HEAVY))
+
+
+def test_the_probe_sees_pydantic_where_the_settings_need_it(installation: tuple[Path, dict[str, str]]) -> None:
+    """A `.env` file is pydantic-settings' to read: the same quick command then imports it (and the check
+    of the quick commands above would have caught a command that always did)."""
+    home, _ = installation
+    (home / ".env").write_text("WATCHER_MAX_PAGES=5\n")
+    try:
+        modules = imported(installation, "status")
+    finally:
+        (home / ".env").unlink()
+    assert {"pydantic", "pydantic_settings"} <= set(heavy(modules, HEAVY))

@@ -10,12 +10,16 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.conftest import Watcher
+from tests.fakes.aad import FakeAad, write_ca
 from tests.fakes.crowded_registry import CrowdedRegistry
+from tests.fakes.crowded_sdk import CrowdedAcr, CrowdedEcrApi, InFlight
 from tests.support.processes import stop_process
 from tests.support.redis_server import RedisServer
 from watcher import sharedlimits
@@ -25,6 +29,7 @@ from watcher.settings import get_settings
 from watcher.sharedlimits import SharedLimits, held_back
 
 PROCESSES = 4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def owners(count: int, repositories: int, tags: int) -> dict[str, list[str]]:
@@ -46,12 +51,33 @@ def crowded() -> Iterator[CrowdedRegistry]:
 
 def poll_in_processes(watcher: Watcher, server: CrowdedRegistry, *limits: str, tags: int = 16) -> None:
     """One registry per owner on the same host, each polled by its own `watcher poll` process at once."""
+    add_and_poll(watcher, server, server.url, "oci", *limits, tags=tags)
+
+
+def add_and_poll(
+    watcher: Watcher,
+    server: CrowdedRegistry | InFlight,
+    url: str,
+    provider: str,
+    *extra: str,
+    tags: int = 16,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Registries `p0` ... `p3` of `provider` at `url`, each watching its owner's `pN/*`, polled at once."""
     for i in range(PROCESSES):
-        added = watcher.add_registry(f"p{i}", server.url, "--repository", f"p{i}/*", "--no-verify", *limits)
+        added = watcher.add_registry(f"p{i}", url, "--repository", f"p{i}/*", "--no-verify", *extra, provider=provider)
         assert added.exit_code == 0, added.output
+    run_polls(watcher, server, tags=tags, env=env)
+
+
+def run_polls(
+    watcher: Watcher, server: CrowdedRegistry | InFlight, *, tags: int, env: dict[str, str] | None = None
+) -> None:
+    """`watcher poll p0` ... `p3` at once, each its own process running this checkout's code."""
+    env = watcher.env() | {"PYTHONPATH": str(ROOT)} | (env or {})
     procs = [
         subprocess.Popen(
-            ["watcher", "poll", f"p{i}"], env=watcher.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ["watcher", "poll", f"p{i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         for i in range(PROCESSES)
     ]
@@ -91,11 +117,17 @@ def test_a_429_seen_by_one_process_pauses_the_others(watcher: Watcher) -> None:
     with CrowdedRegistry(owners(PROCESSES, repositories=10, tags=6), delay=0.05) as server:
         server.throttle(after=20, retry_after=3)
         poll_in_processes(watcher, server, "--max-concurrency", "2", tags=60)
+    assert_everyone_paused(server, at_least=20)
+
+
+def assert_everyone_paused(server: CrowdedRegistry | InFlight, at_least: int) -> None:
+    """No process started a request during the 3 s the throttled answer asked for (bar its edges), and
+    `at_least` requests came after it, so the polls were still under way."""
     assert server.throttled_at is not None
     quiet = [s for s in server.starts if server.throttled_at + 0.5 < s < server.throttled_at + 2.5]
     after = [s for s in server.starts if s >= server.throttled_at + 2.5]
     assert quiet == []
-    assert len(after) >= 20, "the polls had ended before the pause: the test proves nothing"
+    assert len(after) >= at_least, "the polls had ended before the pause: the test proves nothing"
 
 
 HOLDER = """
@@ -195,3 +227,69 @@ def test_what_an_answer_asks_of_every_process() -> None:
     assert held_back(429, {"retry-after": "600"}, limits) == (60000, 0, 0)
     assert held_back(200, {"ratelimit-remaining": "0;w=20"}, limits) == (20000, 0, 0)
     assert held_back(200, {"ratelimit-remaining": "4;w=20"}, limits) == (5000, 5000, 20000)
+    # an SDK's throttling error (AWS sends a 400 ThrottlingException): the backoff, or the Retry-After if any
+    assert held_back(400, {}, limits) == (0, 0, 0)
+    assert held_back(400, {}, limits, throttled=True) == (500, 0, 0)
+    assert held_back(400, {"retry-after": "2"}, limits, throttled=True) == (2000, 0, 0)
+
+
+# ---- the SDK-driven providers: boto3 (ECR) and the azure SDK (ACR with Azure AD) -------------------------
+ECR_URL = "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+ECR_KEYS = ("--access-key", "AKIAWATCHERTEST00001", "--secret-key", "never-shown-secret")
+TENANT, CLIENT_ID, CLIENT_SECRET = "72f988bf-0000-4000-8000-000000000001", "watcher-sp", "sp-s3cret-value"
+AAD = ("--tenant-id", TENANT, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET)
+
+
+@dataclass
+class SdkRegistry:
+    """A crowded fake of one SDK-driven provider, and how `watcher poll` processes reach it."""
+
+    server: InFlight
+    url: str
+    provider: str
+    credentials: tuple[str, ...]
+    env: dict[str, str]
+
+    def poll(self, watcher: Watcher, *limits: str) -> None:
+        add_and_poll(watcher, self.server, self.url, self.provider, *self.credentials, *limits, env=self.env)
+
+
+@pytest.fixture(params=["ecr", "acr"])
+def sdk_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SdkRegistry]:
+    """ECR: the crowded ECR API, with nothing of this machine's AWS set-up. ACR with Azure AD: the crowded
+    fake ACR and its fake Azure AD, the azure SDK pointed at them. Either way 16 tags for each owner."""
+    if request.param == "ecr":
+        with CrowdedEcrApi(owners(PROCESSES, repositories=8, tags=2), delay=0.05) as api:
+            aws = {
+                "AWS_ENDPOINT_URL_ECR": api.url,
+                "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+            yield SdkRegistry(api, ECR_URL, "ecr", ECR_KEYS, aws)
+        return
+    ca = trustme.CA()
+    with FakeAad(ca) as aad, CrowdedAcr(ca, aad, delay=0.05) as acr:
+        aad.add_app(TENANT, CLIENT_ID, CLIENT_SECRET)
+        for repository, tags in owners(PROCESSES, repositories=4, tags=4).items():
+            for tag in tags:
+                acr.push(repository, tag)
+        azure = {
+            "AZURE_AUTHORITY_HOST": aad.url,
+            "AZURE_TOKEN_CREDENTIALS": "EnvironmentCredential",
+            "REQUESTS_CA_BUNDLE": str(write_ca(ca, tmp_path)),
+        }
+        yield SdkRegistry(acr, acr.url, "acr", AAD, azure)
+
+
+def test_sdk_polls_in_processes_stay_within_max_concurrency(watcher: Watcher, sdk_registry: SdkRegistry) -> None:
+    sdk_registry.poll(watcher, "--max-concurrency", "2")
+    # each process alone may have 2 in flight (ACR: its token exchanges too); together they may not either
+    assert sdk_registry.server.max_in_flight == 2
+
+
+def test_sdk_throttling_seen_by_one_process_pauses_the_others(watcher: Watcher, sdk_registry: SdkRegistry) -> None:
+    """ECR's 400 ThrottlingException, ACR's 429: every process waits as the answer asked."""
+    sdk_registry.server.throttle(after=8, retry_after=3)
+    sdk_registry.poll(watcher, "--max-concurrency", "1")
+    assert_everyone_paused(sdk_registry.server, at_least=10)

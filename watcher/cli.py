@@ -2,8 +2,9 @@
 
 Commands that only read the state (`--help`, `registry list/show`, `status`, `token list`) must start
 fast, so this module imports little more than click: each command imports what it needs itself (the
-database and the read model; the SDKs, httpx, Redis, Celery, the web app only where used), and `--help`
-imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so.
+database and the read model; the SDKs, httpx, Redis, Celery, the web app only where used). `--help`
+imports no SQLAlchemy at all, and neither do `status` and `registry list/show` on the default SQLite
+database (`watcher.quickread`). tests/test_cli_imports.py keeps it so.
 """
 
 from __future__ import annotations
@@ -154,11 +155,9 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @friendly
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
-    from watcher.db import session_scope
-    from watcher.readmodel import registry_details
+    from watcher.quickread import read
 
-    with session_scope() as session:
-        rows = registry_details(session)
+    rows = read("registry_details")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -180,11 +179,9 @@ def registry_list(as_json: bool) -> None:
 @friendly
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
-    from watcher.db import session_scope
-    from watcher.readmodel import registry_detail
+    from watcher.quickread import read
 
-    with session_scope() as session:
-        info = registry_detail(session, name)
+    info = read("registry_detail", name)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -341,12 +338,10 @@ def line_of(entry: dict[str, str]) -> str:
 @friendly
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, size."""
-    from watcher.db import session_scope
-    from watcher.readmodel import registry_statuses
+    from watcher.quickread import read
     from watcher.tables import ago, table
 
-    with session_scope() as session:
-        statuses = registry_statuses(session)
+    statuses = read("registry_statuses")
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
         return

@@ -5,7 +5,8 @@ SQLite: a file lock beside the database), and a process finding the schema curre
 "Current" is one cheap read of Alembic's version table compared with `HEAD_REVISION`, so a command on a
 current database never imports Alembic (a test keeps the constant equal to the migrations' head).
 A SQLite database is created 0600 before SQLite opens it, so its -wal and -shm files, which SQLite gives
-the database's mode, are private too.
+the database's mode, are private too. SQLAlchemy is imported where it is used: the quick commands read the
+default SQLite database without it (`watcher.quickread`), with this module's constant and file set-up.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
 from watcher.errors import StateError
 from watcher.private_files import file_lock, narrow, private_dir, touch_private
 from watcher.settings import get_settings
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.orm import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the newest migration's revision: bump it with every new migration (tests/test_db.py checks it)
@@ -52,13 +50,15 @@ def head_revision() -> str | None:
 
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL; None for another database, an in-memory one or a `file:` URI."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return None if parsed.database.startswith("file:") else Path(parsed.database)
 
 
-def _create_sqlite_file(path: Path) -> None:
+def create_sqlite_file(path: Path) -> None:
     """The database file, 0600; a directory made for it is 0700, and so is the data dir (narrowed if wider)."""
     if not path.parent.exists() or path.parent.resolve() == Path(get_settings().data_dir).resolve():
         private_dir(path.parent)
@@ -68,10 +68,12 @@ def _create_sqlite_file(path: Path) -> None:
 
 
 def _make_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
     if url.startswith("sqlite"):
         path = sqlite_file(url)
         if path is not None:
-            _create_sqlite_file(path)
+            create_sqlite_file(path)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -92,6 +94,8 @@ def _make_engine(url: str) -> Engine:
 @lru_cache(maxsize=4)
 def get_engine(url: str | None = None) -> Engine:
     """One engine per URL per process, migrated to the newest schema before first use."""
+    from sqlalchemy.exc import OperationalError
+
     url = url or get_settings().effective_database_url
     engine = _make_engine(url)
     try:
@@ -103,6 +107,8 @@ def get_engine(url: str | None = None) -> Engine:
 
 def migrate(engine: Engine, url: str) -> None:
     """Bring the schema to the newest revision; one process at a time, and only when it is behind."""
+    from sqlalchemy import text
+
     with engine.connect() as conn:
         if stored_revisions(conn) == [HEAD_REVISION]:
             return  # the common case: one small read, no lock, no Alembic
@@ -118,6 +124,9 @@ def migrate(engine: Engine, url: str) -> None:
 
 def stored_revisions(conn: Connection) -> list[str]:
     """The revisions in Alembic's version table; none for a new database (no table yet)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
     except DBAPIError:  # no such table: a new database; any other failure recurs, reported, below
@@ -133,6 +142,8 @@ def _migration_lock(url: str) -> AbstractContextManager[None]:
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
+    from sqlalchemy.orm import sessionmaker
+
     factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
     with factory() as session, session.begin():
         yield session

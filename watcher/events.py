@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote, urlsplit
 
 from watcher.diff import Change, ChangeKind
 from watcher.models import Event
+from watcher.registryview import rfc3339  # where the quick commands find it without SQLAlchemy
 
 CDEVENTS_SPEC = "0.5.1"
 CDEVENT_TYPES = {
@@ -16,12 +17,6 @@ CDEVENT_TYPES = {
     ChangeKind.UPDATED: "dev.cdevents.artifact.published.0.3.0",
     ChangeKind.REMOVED: "dev.cdevents.artifact.deleted.0.2.0",
 }
-
-
-def rfc3339(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def package_url(host: str, repository: str, tag: str, digest: str) -> str:

@@ -49,11 +49,24 @@ def _configured_secrets() -> list[str]:
 
 
 def check_configuration(settings: Settings) -> None:
-    """The database and Redis URLs are usable as URLs (no connection is made): else one InputError."""
+    """The database and Redis URLs are usable as URLs (no connection is made): else one InputError. The
+    default database's URL is ours, always usable, so the quick commands need not import SQLAlchemy for it."""
+    if settings.database_url or "?" in str(settings.data_dir):
+        _check_database_url(settings.effective_database_url)
+    if settings.redis_url != "embedded":
+        import redis.connection
+
+        try:
+            redis.connection.parse_url(settings.redis_url)
+        except ValueError as exc:
+            reason = str(exc).split(" as ")[0].rstrip(".")
+            raise InputError(f"WATCHER_REDIS_URL {mask(settings.redis_url)!r}: {reason}: {REDIS_USAGE}") from None
+
+
+def _check_database_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    url = settings.effective_database_url
     try:
         parsed = make_url(url)
         backend, port = parsed.get_backend_name(), parsed.port
@@ -63,14 +76,6 @@ def check_configuration(settings: Settings) -> None:
         raise InputError(f"WATCHER_DATABASE_URL: {backend!r} databases are not supported: {DATABASE_USAGE}")
     if port is not None and not 1 <= port <= 65535:
         raise InputError(f"WATCHER_DATABASE_URL: port {port} is out of range: use a port from 1 to 65535")
-    if settings.redis_url != "embedded":
-        import redis.connection
-
-        try:
-            redis.connection.parse_url(settings.redis_url)
-        except ValueError as exc:
-            reason = str(exc).split(" as ")[0].rstrip(".")
-            raise InputError(f"WATCHER_REDIS_URL {mask(settings.redis_url)!r}: {reason}: {REDIS_USAGE}") from None
 
 
 def one_line(exc: BaseException) -> str:

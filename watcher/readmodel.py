@@ -21,6 +21,18 @@ from sqlalchemy.orm import Session
 
 from watcher.errors import InputError
 from watcher.models import Event, PollRun, Registry, Repository, Tag
+from watcher.registryview import (  # what the quick commands share without SQLAlchemy; re-exported
+    RegistryStatus,
+    build_details,
+    build_statuses,
+    rfc3339_or_none,
+)
+from watcher.registryview import (
+    first_line as first_line,
+)
+from watcher.registryview import (
+    poll_json as poll_json,
+)
 
 MAX_PAGE = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # where tags without a push time sort
@@ -81,37 +93,6 @@ class Page:
 
 
 # ---- registries -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RegistryStatus:
-    """How one registry is doing: what `watcher status` prints and the API's `status` object holds."""
-
-    name: str
-    provider: str
-    state: State
-    last_poll_at: datetime | None
-    last_success_at: datetime | None
-    last_error: str
-    next_poll_at: datetime | None
-    repositories: int
-    tags: int
-    #: when the registry's webhook receiver last took an authenticated notification
-    last_webhook_at: datetime | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "provider": self.provider,
-            "state": self.state,
-            "last_poll_at": rfc3339_or_none(self.last_poll_at),
-            "last_success_at": rfc3339_or_none(self.last_success_at),
-            "last_error": self.last_error or None,
-            "next_poll_at": rfc3339_or_none(self.next_poll_at),
-            "repositories": self.repositories,
-            "tags": self.tags,
-            "last_webhook_at": rfc3339_or_none(self.last_webhook_at),
-        }
-
-
 def newest_run_id(*conditions: Any) -> Any:
     """The id of a registry's newest poll run matching `conditions`, as a column of a registries query: an
     index walk back from the newest id (`ix_poll_runs_registry_id_id`), however long the history is."""
@@ -148,8 +129,6 @@ def registry_statuses(session: Session, names: Sequence[str] | None = None) -> l
             select(PollRun.id, PollRun.finished_at, PollRun.outcome, PollRun.error).where(PollRun.id.in_(run_ids))
         )
     }
-    last_runs = {row.id: runs[row.last_run_id] for row in rows if row.last_run_id in runs}
-    last_success = {row.id: runs[row.last_ok_id].finished_at for row in rows if row.last_ok_id in runs}
     repositories = dict(
         session.execute(
             select(Repository.registry_id, func.count(Repository.id))
@@ -165,35 +144,7 @@ def registry_statuses(session: Session, names: Sequence[str] | None = None) -> l
             .group_by(Repository.registry_id)
         ).all()
     )
-    statuses = []
-    for row in rows:
-        run = last_runs.get(row.id)
-        state: State = "pending" if run is None else ("ok" if run.outcome == "ok" else "failing")
-        statuses.append(
-            RegistryStatus(
-                name=row.name,
-                provider=row.provider,
-                state=state,
-                last_poll_at=run.finished_at if run is not None else None,
-                last_success_at=last_success.get(row.id),
-                last_error=first_line(run.error) if run is not None and state == "failing" else "",
-                next_poll_at=row.next_poll_at,
-                repositories=repositories.get(row.id, 0),
-                tags=tags.get(row.id, 0),
-                last_webhook_at=row.last_webhook_at,
-            )
-        )
-    return statuses
-
-
-def first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-
-
-def rfc3339_or_none(moment: datetime | None) -> str | None:
-    from watcher.events import rfc3339
-
-    return rfc3339(moment) if moment is not None else None
+    return build_statuses(rows, runs, repositories, tags)
 
 
 def registry_names(session: Session) -> list[str]:
@@ -203,10 +154,6 @@ def registry_names(session: Session) -> list[str]:
 def registry_details(session: Session, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Everything about each registry that may be shown — secrets only as `set` — with its status: what
     `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
-    from watcher import vault
-    from watcher.pollers import secret_fields
-    from watcher.spec import format_interval
-
     query = select(Registry).order_by(Registry.name)
     if names is not None:
         query = query.where(Registry.name.in_(list(names)))
@@ -214,36 +161,7 @@ def registry_details(session: Session, names: Sequence[str] | None = None) -> li
     statuses = {s.name: s for s in registry_statuses(session, [r.name for r in rows])} if rows else {}
     last_ids = select(newest_run_id()).where(Registry.id.in_([r.id for r in rows]))
     last_runs = {run.registry_id: run for run in session.scalars(select(PollRun).where(PollRun.id.in_(last_ids)))}
-    details = []
-    for row in rows:
-        shown: dict[str, str] | str
-        try:
-            credentials = vault.decrypt(row.credentials)
-        except vault.Undecryptable as exc:
-            shown = str(exc)  # this registry's credentials are unreadable; the others are shown as ever
-        else:
-            secret = secret_fields(row.provider)
-            shown = {key: ("set" if key in secret else value) for key, value in sorted(credentials.items())}
-        status = statuses[row.name]
-        last = last_runs.get(row.id)
-        details.append(
-            {
-                "name": row.name,
-                "provider": row.provider,
-                "url": row.url,
-                "interval": format_interval(row.interval_seconds),
-                "credentials": shown,
-                "options": dict(row.options or {}),
-                "emit_existing": row.emit_existing,
-                "baselined": row.baselined,
-                "repositories": status.repositories,
-                "tags": status.tags,
-                "next_poll_at": rfc3339_or_none(row.next_poll_at),
-                "last_poll": None if last is None else poll_json(last),
-                "status": status.as_json(),
-            }
-        )
-    return details
+    return build_details(rows, statuses, last_runs)
 
 
 def registry_detail(session: Session, name: str) -> dict[str, Any]:
@@ -400,21 +318,6 @@ def polls_page(session: Session, registry: str, *, cursor: str | None = None, li
         query = query.where(PollRun.id < before)
     rows = list(session.scalars(query.order_by(PollRun.id.desc()).limit(limit + 1)))
     return Page(rows[:limit], encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None)
-
-
-def poll_json(run: PollRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "started_at": rfc3339_or_none(run.started_at),
-        "finished_at": rfc3339_or_none(run.finished_at),
-        "outcome": run.outcome,
-        "error": run.error or None,
-        "repositories": run.repositories,
-        "tags": run.tags,
-        "events": run.events,
-        "requests": run.requests,
-        "ignored": run.ignored,
-    }
 
 
 # ---- events ---------------------------------------------------------------------------------------

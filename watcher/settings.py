@@ -1,24 +1,38 @@
-"""Process-wide settings, read from WATCHER_* environment variables and a `.env` file."""
+"""Process-wide settings, read from WATCHER_* environment variables and a `.env` file.
+
+pydantic-settings is the authority on what a setting may be (and says what is wrong with one), but
+importing it costs a quick command a good part of its time. So the common case is read here: settings
+given only as environment variables, each in its plain form (an integer as digits). Anything else — a
+`.env` file in the working directory, an integer written another way, one setting under two spellings —
+goes to pydantic-settings, which reads it exactly as before. Both give the same `Settings`
+(tests/test_settings.py compares them).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any
 
 from watcher.errors import InputError
+
+ENV_PREFIX = "WATCHER_"
+ENV_FILE = ".env"
+_PLAIN_INT = re.compile(r"-?[0-9]+")
 
 
 class SettingsError(InputError):
     """A WATCHER_* variable is not of its setting's type: one line naming it, never echoing its value."""
 
 
-class Settings(BaseSettings):
-    """The contract's environment variables; anything unset falls back to embedded defaults."""
-
-    model_config = SettingsConfigDict(env_prefix="WATCHER_", env_file=".env", extra="ignore")
+@dataclass(frozen=True)
+class Settings:
+    """The contract's environment variables; anything unset falls back to embedded defaults. Every field
+    has a default, whose type is the setting's (str, int or Path)."""
 
     data_dir: Path = Path(".watcher")
     database_url: str = ""
@@ -66,11 +80,57 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'watcher.db'}"
 
 
+#: each setting's name and its default (whose type is the setting's)
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    return plain_settings() or validated_settings()
+
+
+def plain_settings() -> Settings | None:
+    """The settings when the environment gives each one plainly (and there is no `.env` file); else None."""
+    if Path(ENV_FILE).is_file():
+        return None
+    given: dict[str, str] = {}
+    for key, value in os.environ.items():
+        name = key.lower().removeprefix(ENV_PREFIX.lower())
+        if name == key.lower() or name not in DEFAULTS:
+            continue  # not ours (WATCHER_DEBUG is read where it is used)
+        if name in given:
+            return None  # two spellings of one setting: which wins is pydantic-settings' rule
+        given[name] = value
+    values: dict[str, Any] = {}
+    for name, value in given.items():
+        default = DEFAULTS[name]
+        if isinstance(default, Path):
+            values[name] = Path(value)
+        elif isinstance(default, int):
+            if not _PLAIN_INT.fullmatch(value):
+                return None  # " 42 ", "1_000", or not a number at all: pydantic's to accept or to explain
+            values[name] = int(value)
+        else:
+            values[name] = value
+    return Settings(**values)
+
+
+def validated_settings() -> Settings:
+    """The settings as pydantic-settings reads them (`.env` included), or SettingsError naming the first
+    invalid one."""
+    from pydantic import ValidationError, create_model
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Base(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=ENV_FILE, extra="ignore")
+
+    fields: dict[str, Any] = {name: (type(default), default) for name, default in DEFAULTS.items()}
+    fields["data_dir"] = (Path, DEFAULTS["data_dir"])  # not PosixPath: pydantic's Path accepts any str
+    model = create_model("Settings", __base__=Base, **fields)
     try:
-        return Settings()
+        read = model()
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "?"
         raise SettingsError(f"WATCHER_{field.upper()} is not valid: {error['msg']}: fix or unset it") from None
+    return Settings(**read.model_dump())

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import redis
@@ -186,9 +186,17 @@ class _Renewer:
 RENEWER = _Renewer()
 
 
+class Slot(NamedTuple):
+    """One slot of a host, held by a request under way (`SharedLimits.enter`)."""
+
+    keys: list[str]
+    token: str
+
+
 class SharedLimits:
     """One transport's limits as the deployment holds them, per host its requests go to. `send` for async
-    transports; `held` for threads (SDK calls) — the same keys, so both count against one host."""
+    transports; `held`, or `enter` and `leave`, for threads (SDK calls) — the same keys, so both count
+    against one host."""
 
     def __init__(self, limits: http.HostLimits, settings: Settings | None = None) -> None:
         settings = settings or get_settings()
@@ -281,19 +289,45 @@ class SharedLimits:
     @contextmanager
     def held(self, host: str) -> Iterator[None]:
         """Blocks the calling thread until `host` has a free slot and its next start has come; frees it after."""
-        keys = self._keys(host)
-        token = self._start_blocking(keys)
+        slot = self.enter(host)
         try:
             yield
         finally:
-            if token is not None:
-                self._end_blocking(keys, token)
+            self.leave(slot)
+
+    def enter(self, host: str) -> Slot | None:
+        """Blocks until `host` has a free slot and its next start has come: the slot to `leave` (None when
+        there are no shared limits now). For SDK hooks, whose start and end are two separate calls."""
+        keys = self._keys(host)
+        token = self._start_blocking(keys)
+        return None if token is None else Slot(keys, token)
+
+    def leave(
+        self,
+        slot: Slot | None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        throttled: bool = False,
+    ) -> None:
+        """Frees `slot`, and holds back every process as the answer (`status`, `headers`) asks: a 429, or
+        an SDK's own throttling error (`throttled`), pauses the host."""
+        if slot is None:
+            return
+        pause = (0, 0, 0) if status is None else held_back(status, headers or {}, self._limits, throttled=throttled)
+        self._end_blocking(slot.keys, slot.token, pause)
 
     def _sync_client(self) -> redis.Redis:
         if self._sync is None:
             assert self._url is not None
             self._sync = redis.Redis.from_url(self._url, **_client_options())
         return self._sync
+
+    def close(self) -> None:
+        """Closes the connections of the blocking API."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
     def _start_blocking(self, keys: list[str]) -> str | None:
         if self._url is None or OUTAGE.active():
@@ -318,11 +352,11 @@ class SharedLimits:
             time.sleep(delay / 1000)
         return token
 
-    def _end_blocking(self, keys: list[str], token: str) -> None:
+    def _end_blocking(self, keys: list[str], token: str, pause: tuple[int, int, int] = (0, 0, 0)) -> None:
         assert self._url is not None
         RENEWER.discard(self._url, keys[0], self._lease_ms, token)
         try:
-            self._sync_client().eval(END, 2, *keys, token, 0, 0, 0)
+            self._sync_client().eval(END, 2, *keys, token, *pause)
         except (redis.RedisError, OSError) as exc:
             OUTAGE.begin(self._url, exc)
         self._freed_sync.set()
@@ -351,11 +385,14 @@ class SharedLimits:
         return held_back(response.status_code, response.headers, self._limits)
 
 
-def held_back(status: int, headers: Mapping[str, str], limits: http.HostLimits) -> tuple[int, int, int]:
-    """The pause, quota gap and quota window (ms) an answer asks of every client of the host."""
+def held_back(
+    status: int, headers: Mapping[str, str], limits: http.HostLimits, *, throttled: bool = False
+) -> tuple[int, int, int]:
+    """The pause, quota gap and quota window (ms) an answer asks of every client of the host: a 429 (or an
+    answer an SDK knows as throttling, `throttled`) pauses for its Retry-After, else the backoff."""
     cap = limits.max_wait_seconds
     pause = gap = window = 0.0
-    if status == 429:
+    if status == 429 or throttled:
         told = http.retry_after_seconds(headers)
         pause = min(cap, told if told is not None else limits.backoff_seconds)
     quota = http.quota_left(headers)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 
-from watcher.models import utcnow
-
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Collection[str] = ()) -> Iterator[str]:
     """The header and rows, columns padded to fit (numbers right-aligned); the last column is not padded."""
@@ -24,7 +22,7 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "never"
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    seconds = ((now or utcnow()) - moment).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
     size = abs(seconds)
     if size < 5:
         return "just now"

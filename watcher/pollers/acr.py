@@ -6,7 +6,8 @@ is the OCI poller as it is. Azure AD (`--tenant-id/--client-id/--client-secret`,
 all the default Azure credential chain) goes through the azure SDK and ACR's own `/acr/v1/` API, which
 lists every tag with its digest and last-update time in one paged call; the SDK swaps the AAD token for
 ACR tokens (`/oauth2/exchange`, `/oauth2/token`) on each challenge. The SDK is synchronous: each call
-runs in a thread, at most `max_concurrency` at once, every HTTP request paced by `rate_limit`.
+runs in a thread, at most `max_concurrency` at once, every HTTP request paced by `rate_limit`, and held
+within the same limits across the deployment too (`SharedSlots`, as `watcher.sharedlimits` does for httpx).
 
 `AZURE_AUTHORITY_HOST` points Azure AD elsewhere (a national cloud, or a test authority); for a host
 Microsoft does not know, instance discovery is turned off so nothing calls login.microsoftonline.com.
@@ -49,6 +50,7 @@ from watcher.netpolicy import policed_session
 from watcher.origin import OffOrigin, origin_of, shown
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
+from watcher.sharedlimits import SharedLimits
 from watcher.spec import RegistrySpec
 from watcher.tally import Tally
 
@@ -219,6 +221,29 @@ class Meter(SansIOHTTPPolicy):
         self.tally.add(None)
 
 
+class SharedSlots(SansIOHTTPPolicy):
+    """Holds one of the host's deployment-wide slots (`watcher.sharedlimits`) while a request is sent, so
+    every process's requests to the registry keep together to its limits; a 429 or a spent quota in the
+    answer holds back every process. After the retry and authentication policies: one slot per attempt,
+    the token exchanges' too, and never two held at once. Sans-I/O, as the same instance serves the
+    exchange client's pipeline too (a chained policy has one `next`)."""
+
+    KEY = "watcher.shared_slot"
+
+    def __init__(self, limits: HostLimits) -> None:
+        self.shared = SharedLimits(limits)
+
+    def on_request(self, request: PipelineRequest) -> None:
+        request.context[self.KEY] = self.shared.enter(urlsplit(request.http_request.url).netloc)
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
+        answer = response.http_response
+        self.shared.leave(request.context.pop(self.KEY, None), answer.status_code, answer.headers)
+
+    def on_exception(self, request: PipelineRequest) -> None:
+        self.shared.leave(request.context.pop(self.KEY, None))
+
+
 class StayOnOrigin(SansIOHTTPPolicy):
     """Every request of the pipeline (paging links and redirects included) goes to the registry's own
     origin, checked before the ACR token is added: nothing of ours reaches another host."""
@@ -255,6 +280,7 @@ class AcrApi:
     ) -> None:
         self.endpoint = endpoint
         self.meter = Meter(limits.requests_per_second)
+        self._shared = SharedSlots(limits)
         self._make_credential = make_credential
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._options: dict[str, Any] = {
@@ -278,7 +304,7 @@ class AcrApi:
             credential,
             audience=AUDIENCE,
             retry_policy=TlsFailFast(**self._options),
-            per_retry_policies=[StayOnOrigin(self.endpoint), self.meter],
+            per_retry_policies=[StayOnOrigin(self.endpoint), self.meter, self._shared],
             # the registry (its listing and token exchange share this transport): the network policy and body cap
             transport=RequestsTransport(session=policed_session(), **self._options),
             **self._options,
@@ -334,6 +360,7 @@ class AcrApi:
     def close(self) -> None:
         for client, credential in [*self._retired, (self._client, self._credential)]:
             _close(client, credential)
+        self._shared.shared.close()
 
 
 def _close(client: Any, credential: Any) -> None:

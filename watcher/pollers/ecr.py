@@ -40,6 +40,7 @@ from watcher.errors import InputError
 from watcher.http import HostLimits, Pacer
 from watcher.pollers.base import Poller, TagFilter
 from watcher.scope import Scope
+from watcher.sdklimits import BotocoreSlots
 from watcher.spec import RegistrySpec
 from watcher.tally import Tally
 
@@ -169,6 +170,7 @@ class EcrPoller(Poller):
         )
         client = session.client("ecr", config=config)
         client.meta.events.register("response-received.ecr", self._count_response)
+        BotocoreSlots(self.limits, THROTTLE_CODES).register(client)  # the limits, held by the whole deployment
         return client
 
     def _count_response(self, response_dict: dict[str, Any] | None = None, **_: Any) -> None:
