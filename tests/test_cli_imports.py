@@ -44,8 +44,6 @@ HEAVY = (
 SECRETS = ("cryptography",)
 #: besides, `--help` opens no database
 DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
-#: besides, `status` and `registry list/show` read the default SQLite database with sqlite3 alone
-ORM = ("sqlalchemy", "psycopg")
 
 PROBE = """
 import json, sys
@@ -93,12 +91,12 @@ def heavy(modules: set[str], denied: tuple[str, ...]) -> list[str]:
         (["--help"], HEAVY + SECRETS + DATABASE, None),
         (["registry", "--help"], HEAVY + SECRETS + DATABASE, None),
         (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE, None),
-        (["registry", "list"], HEAVY + ORM, "watcher.quickread"),
-        (["registry", "list", "--json"], HEAVY + ORM, "watcher.quickread"),
-        (["registry", "show", "aws"], HEAVY + ORM, "watcher.quickread"),
-        (["registry", "show", "azure", "--json"], HEAVY + ORM, "watcher.quickread"),
-        (["status"], HEAVY + SECRETS + ORM, "watcher.quickread"),
-        (["status", "--json"], HEAVY + SECRETS + ORM, "watcher.quickread"),
+        (["registry", "list"], HEAVY, "watcher.readmodel"),
+        (["registry", "list", "--json"], HEAVY, "watcher.readmodel"),
+        (["registry", "show", "aws"], HEAVY, "watcher.readmodel"),
+        (["registry", "show", "azure", "--json"], HEAVY, "watcher.readmodel"),
+        (["status"], HEAVY + SECRETS, "watcher.readmodel"),
+        (["status", "--json"], HEAVY + SECRETS, "watcher.readmodel"),
         (["token", "list"], HEAVY + SECRETS, "watcher.models"),
     ],
 )
@@ -109,15 +107,6 @@ def test_quick_commands_import_nothing_heavy(
     assert heavy(modules, denied) == []
     if reader is not None:
         assert reader in modules  # it did read the state
-
-
-def test_the_read_model_answers_where_the_quick_read_does_not(installation: tuple[Path, dict[str, str]]) -> None:
-    """A database named by WATCHER_DATABASE_URL (here the very same file) is SQLAlchemy's to read: the check
-    above would catch a quick command that always imported it."""
-    home, env = installation
-    url = f"sqlite:///{home / 'data' / 'watcher.db'}"
-    modules = imported((home, env | {"WATCHER_DATABASE_URL": url}), "status")
-    assert "sqlalchemy" in set(heavy(modules, ORM))
 
 
 def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:

@@ -3,8 +3,7 @@
 Commands that only read the state (`--help`, `registry list/show`, `status`, `token list`) must start
 fast, so this module imports little more than click: each command imports what it needs itself (the
 database and the read model; the SDKs, httpx, Redis, Celery, the web app only where used). `--help`
-imports no SQLAlchemy at all, and neither do `status` and `registry list/show` on the default SQLite
-database (`watcher.quickread`). tests/test_cli_imports.py keeps it so.
+imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so.
 """
 
 from __future__ import annotations
@@ -155,9 +154,11 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @friendly
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
-    from watcher.quickread import read
+    from watcher.db import session_scope
+    from watcher.readmodel import registry_details
 
-    rows = read("registry_details")
+    with session_scope() as session:
+        rows = registry_details(session)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -179,9 +180,11 @@ def registry_list(as_json: bool) -> None:
 @friendly
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
-    from watcher.quickread import read
+    from watcher.db import session_scope
+    from watcher.readmodel import registry_detail
 
-    info = read("registry_detail", name)
+    with session_scope() as session:
+        info = registry_detail(session, name)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -338,10 +341,12 @@ def line_of(entry: dict[str, str]) -> str:
 @friendly
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, size."""
-    from watcher.quickread import read
+    from watcher.db import session_scope
+    from watcher.readmodel import registry_statuses
     from watcher.tables import ago, table
 
-    statuses = read("registry_statuses")
+    with session_scope() as session:
+        statuses = registry_statuses(session)
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
         return

@@ -5,8 +5,7 @@ SQLite: a file lock beside the database), and a process finding the schema curre
 "Current" is one cheap read of Alembic's version table compared with `HEAD_REVISION`, so a command on a
 current database never imports Alembic (a test keeps the constant equal to the migrations' head).
 A SQLite database is created 0600 before SQLite opens it, so its -wal and -shm files, which SQLite gives
-the database's mode, are private too. SQLAlchemy is imported where it is used: the quick commands read the
-default SQLite database without it (`watcher.quickread`), with this module's constant and file set-up.
+the database's mode, are private too. SQLAlchemy is imported where it is used (`--help` needs none).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""How a registry is shown (`status`, `registry list/show`, the API): built from plain rows, so both the read
-model (SQLAlchemy) and the quick commands' read of the SQLite database (`watcher.quickread`, sqlite3 alone)
-build the very same answer. Nothing here imports SQLAlchemy.
+"""How a registry is shown (`status`, `registry list/show`, the API), built from the read model's rows:
+the assembly apart from the queries (`watcher.readmodel`), importing no SQLAlchemy.
 
-A row is anything with the columns as attributes: a SQLAlchemy row or model, or `quickread`'s namespace.
+A row is anything with the columns as attributes: a SQLAlchemy row or model.
 """
 
 from __future__ import annotations
