@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     limit_lease_seconds: int = 30
     #: a registry whose catalog names more repositories than this is listed in chunks of this many, each
     #: by any free worker of `watcher run` (`watcher poll` lists every chunk itself); 0: never split
-    fanout_repositories: int = 100
+    fanout_repositories: int = 50
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
 
