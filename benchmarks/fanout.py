@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -41,6 +42,7 @@ import redis
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import Engine
 
+from benchmarks.poll_speed import process_cpu
 from tests.support.processes import stop_process
 from watcher.models import PollRun, Registry, utcnow
 
@@ -188,8 +190,38 @@ class Worker:
         helped = re.findall(rf"(\d+) chunks? of poll run {run_id} listed here", text)
         return sum(map(int, helped))
 
+    def cpu(self) -> float:
+        """CPU seconds used so far by the worker's processes (its main process, beat and pool)."""
+        pids, seen = [self.proc.pid], 0.0
+        while pids:
+            pid = pids.pop()
+            with contextlib.suppress(OSError, ValueError):
+                seen += process_cpu(pid)
+                pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return seen
+
     def stop(self) -> None:
         stop_process(self.proc, timeout=30)
+
+
+@dataclasses.dataclass
+class Pair:
+    """One steady poll with worker A alone and one with A and B: seconds, and each worker's CPU seconds."""
+
+    one: float
+    two: float
+    cpu_one: float
+    cpu_a: float
+    cpu_b: float
+
+    @property
+    def ratio(self) -> float:
+        return self.two / self.one
+
+    @property
+    def cpu_ratio(self) -> float:
+        """What the ratio would be with a free core for each worker: the busier one's share of the work."""
+        return max(self.cpu_a, self.cpu_b) / self.cpu_one
 
 
 def steady_poll(engine: Engine, registry_id: int, after: int) -> PollRun:
@@ -206,6 +238,13 @@ def steady_poll(engine: Engine, registry_id: int, after: int) -> PollRun:
             return run  # type: ignore[return-value]
         time.sleep(0.2)
     raise SystemExit("a steady poll did not finish in 30 minutes")
+
+
+def timed(engine: Engine, registry_id: int, after: int, a: Worker, b: Worker | None) -> tuple[PollRun, float, float]:
+    """A steady poll, and the CPU seconds workers A and B used meanwhile."""
+    before = (a.cpu(), b.cpu() if b else 0.0)
+    run = steady_poll(engine, registry_id, after)
+    return run, a.cpu() - before[0], (b.cpu() - before[1]) if b else 0.0
 
 
 def seconds_of(run: PollRun) -> float:
@@ -240,33 +279,41 @@ def measure(args: argparse.Namespace, tmp: Path, endpoint: str) -> int:
             baseline = steady_poll(engine, registry_id, 0)
             print(f"baseline: {baseline.outcome}, {baseline.tags} tags in {time.monotonic() - started:.1f} s")
             last, pairs = baseline.id, []
-            for n in range(args.runs):
-                one = steady_poll(engine, registry_id, last)
-                b = Worker(env, tmp / f"b{n}.log")
-                try:
-                    two = steady_poll(engine, registry_id, one.id)
-                finally:
+            for n in range(args.runs):  # odd pairs start with two workers: drift in the machine's load evens out
+                if n % 2:
+                    b = Worker(env, tmp / f"b{n}.log")
+                    two, cpu_a, cpu_b = timed(engine, registry_id, last, a, b)
                     b.stop()
-                last = two.id
+                    one, cpu_one, _ = timed(engine, registry_id, two.id, a, None)
+                else:
+                    one, cpu_one, _ = timed(engine, registry_id, last, a, None)
+                    b = Worker(env, tmp / f"b{n}.log")
+                    two, cpu_a, cpu_b = timed(engine, registry_id, one.id, a, b)
+                    b.stop()
+                last = max(one.id, two.id)
                 for run in (one, two):
                     if run.outcome != "ok" or run.events or run.tags != args.repos * args.tags:
                         raise SystemExit(f"poll run {run.id}: {run.outcome}, {run.tags} tags, {run.events} events")
                 helped = b.chunks_of(two.id) or a.chunks_of(two.id)  # whichever was not the poll's own
                 if not helped:
                     raise SystemExit(f"poll run {two.id}: no second worker listed a chunk")
-                pairs.append((seconds_of(one), seconds_of(two)))
-                one_s, two_s = pairs[-1]
-                print(f"run {n + 1}: 1 worker {one_s:.2f} s, 2 workers {two_s:.2f} s ({helped} chunks by the helper)")
+                pairs.append(Pair(seconds_of(one), seconds_of(two), cpu_one, cpu_a, cpu_b))
+                p = pairs[-1]
+                print(
+                    f"pair {n + 1}: 1 worker {p.one:.2f} s ({p.cpu_one:.1f} CPU s), 2 workers {p.two:.2f} s "
+                    f"({p.cpu_a:.1f} + {p.cpu_b:.1f} CPU s; {helped} chunks by the helper)"
+                )
         finally:
             a.stop()
             engine.dispose()
     return report(args, pairs)
 
 
-def report(args: argparse.Namespace, pairs: list[tuple[float, float]]) -> int:
-    ones, twos = [p[0] for p in pairs], [p[1] for p in pairs]
+def report(args: argparse.Namespace, pairs: list[Pair]) -> int:
+    ones, twos = [p.one for p in pairs], [p.two for p in pairs]
     ratio = statistics.median(twos) / statistics.median(ones)
-    each = sorted(two / one for one, two in pairs)
+    each = sorted(p.ratio for p in pairs)
+    cpu = sorted(p.cpu_ratio for p in pairs)
     chunks = -(-args.repos // args.chunk)
     print(
         f"\n{args.repos} repositories x {args.tags} tags ({args.repos * args.tags:,} tags), {args.db}, "
@@ -275,6 +322,10 @@ def report(args: argparse.Namespace, pairs: list[tuple[float, float]]) -> int:
     print(f"1 worker : median {statistics.median(ones):.2f} s (min {min(ones):.2f}, max {max(ones):.2f})")
     print(f"2 workers: median {statistics.median(twos):.2f} s (min {min(twos):.2f}, max {max(twos):.2f})")
     print(f"2 workers / 1 worker: {ratio:.2f} (target <= {TARGET}); per pair {', '.join(f'{r:.2f}' for r in each)}")
+    print(
+        f"busier worker's CPU / 1 worker's CPU (the ratio with a free core each): median "
+        f"{statistics.median(cpu):.2f}; per pair {', '.join(f'{r:.2f}' for r in cpu)}"
+    )
     return 0 if ratio <= TARGET else 1
 
 

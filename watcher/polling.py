@@ -7,6 +7,10 @@ The whole poll is bounded by the registry's deadline (`poll_timeout`) and by a s
 committed before either stay committed, and the error says how many. The first poll of a registry to
 complete records its baseline silently (unless `--emit-existing`); until one has, a repository new to the
 snapshot is recorded silently too, while one already stored reports its changes.
+
+A worker's poll of a registry with more than `WATCHER_FANOUT_REPOSITORIES` repositories is split into
+chunks that every free worker lists (`watcher.fanout`); it is still one poll, with one run, one lease and
+one outcome, closed once every chunk is. `watcher poll NAME` lists every chunk in its own process.
 """
 
 from __future__ import annotations
