@@ -48,6 +48,7 @@ from watcher.scope import Scope
 from watcher.settings import get_settings
 from watcher.shutdown import stop_on_signals
 from watcher.snapshot import IN_CHUNK, Stored
+from watcher.spec import RegistrySpec
 
 log = logging.getLogger("watcher")
 #: a chunk taken this many times without completing fails the poll (its workers keep dying on it)
@@ -437,7 +438,7 @@ def help_poll(name: str, run_id: int, *, engine: Engine | None = None, stop: thr
     with stop_on_signals(stop) as stop_event, Taker(plan, name) as taker:
         try:
             run_bounded(
-                lambda: _help(poller_for(spec), engine, target, taker, writer, meta["owner"], helped),
+                lambda: _help(spec, engine, target, taker, writer, meta["owner"], helped),
                 seconds=seconds,
                 stop=stop_event,
                 deadline_message="the poll exceeded its deadline (--poll-timeout)",
@@ -448,28 +449,40 @@ def help_poll(name: str, run_id: int, *, engine: Engine | None = None, stop: thr
 
 
 async def _help(
-    poller: Poller, engine: Engine, target: Target, taker: Taker, writer: Executor, owner: str, helped: Helped
+    spec: RegistrySpec, engine: Engine, target: Target, taker: Taker, writer: Executor, owner: str, helped: Helped
 ) -> None:
+    """Take chunks and list them; the poller (an SDK client, for some providers costly to make) is made
+    only once a chunk is taken: most helpers of a poll arrive when none is left."""
     loop = asyncio.get_running_loop()
+    poller: Poller | None = None
     try:
-        await poller.prepare()
         while await loop.run_in_executor(writer, holds_lease, engine, target.registry_id, owner):
             taken = taker.take()
             if taken is None:
                 return
+            if poller is None:
+                poller = poller_for(spec)
+                await poller.prepare()
             tally, counted = await list_chunk(poller, engine, target, taker, taken, writer)
             helped.chunks += counted
             helped.repositories += tally.repositories
             helped.events += len(tally.events)
             helped.failed += len(tally.failures)
     finally:
+        if poller is not None:
+            await _count_requests(poller, taker.plan, target.registry, helped)
+
+
+async def _count_requests(poller: Poller, plan: Plan, name: str, helped: Helped) -> None:
+    """A helper's requests, codes and ignored names go to the poll's totals; its ignored lines to its log."""
+    try:
         helped.requests = poller.requests
-        try:
-            taker.plan.count(requests=poller.requests, ignored=poller.ignored_count, codes=poller.codes)
-        except redis.RedisError as exc:
-            log.warning("registry %r: requests not counted: %s", target.registry, _line(exc))
+        plan.count(requests=poller.requests, ignored=poller.ignored_count, codes=poller.codes)
+    except redis.RedisError as exc:
+        log.warning("registry %r: requests not counted: %s", name, _line(exc))
+    finally:
         for line in poller.ignored:
-            log.warning("registry %r: %s", target.registry, line)
+            log.warning("registry %r: %s", name, line)
         await poller.aclose()
 
 
