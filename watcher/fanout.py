@@ -234,7 +234,7 @@ class Plan:
         return meta, [(repo, cause) for repo, cause in map(json.loads, failures)]
 
 
-class Taker:
+class Taker(leases.Beat):
     """`with Taker(plan) as taker:` this process's hold on the chunk it lists, renewed by a heartbeat thread
     while the block runs; the chunk is handed back if the block ends before it completes."""
 
@@ -244,37 +244,31 @@ class Taker:
         self.token = leases.new_owner()
         self.current: int | None = None
         self.lease_ms = int(leases.lease_length().total_seconds() * 1000)
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"watcher-chunk-{plan.run_id}", daemon=True)
-
-    def __enter__(self) -> Taker:
-        self._thread.start()
-        return self
+        super().__init__(self.lease_ms / 3000, self._renew, f"watcher-chunk-{plan.run_id}")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
+        super().__exit__(exc_type, exc, tb)
         if self.current is not None:  # cut short: another worker lists it
             try:
                 self.plan.give_back(self.current, self.token)
             except redis.RedisError as error:  # it lapses back on its own
-                log.warning("registry %r: chunk not handed back: %s", self.name, str(error).splitlines()[0])
+                log.warning("registry %r: chunk not handed back: %s", self.name, _line(error))
 
     def take(self) -> Taken | None:
         taken = self.plan.take(self.token, self.lease_ms)
         self.current = taken.index if taken else None
         return taken
 
-    def _beat(self) -> None:
-        while not self._done.wait(self.lease_ms / 3000):
-            index = self.current
-            try:
-                if index is not None:
-                    self.plan.renew(index, self.token, self.lease_ms)
-            except redis.RedisError as exc:
-                log.warning("registry %r: chunk lease not renewed: %s", self.name, str(exc).splitlines()[0])
+    def _renew(self) -> bool:
+        index = self.current
+        try:
+            if index is not None:
+                self.plan.renew(index, self.token, self.lease_ms)
+        except redis.RedisError as exc:
+            log.warning("registry %r: chunk lease not renewed: %s", self.name, _line(exc))
+        return True
 
 
 # ---- listing one chunk ---------------------------------------------------------------------------------

@@ -98,15 +98,7 @@ def poll_chunk(name: str, run_id: int) -> int:
         log.warning("registry %r: chunks of poll run %d: %s", name, run_id, first_line(exc), extra=failed(name, exc))
         return 0
     except Exception as exc:
-        log.error(
-            "registry %r: chunks of poll run %d failed: %s: %s",
-            name,
-            run_id,
-            type(exc).__name__,
-            first_line(exc),
-            extra=failed(name, exc),
-        )
-        return 0
+        return unexpected(name, f"chunks of poll run {run_id}", exc)
     if helped.chunks:
         fields = {"registry": name, "run": run_id, "chunks": helped.chunks, "repositories": helped.repositories}
         fields |= {"events": helped.events, "failed_repositories": helped.failed, "requests": helped.requests}
@@ -187,15 +179,7 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
         log.warning("registry %r: %s: %s", name, repository, first_line(exc), extra=failed(name, exc))
         return 0
     except Exception as exc:
-        log.error(
-            "registry %r: %s: poll failed: %s: %s",
-            name,
-            repository,
-            type(exc).__name__,
-            first_line(exc),
-            extra=failed(name, exc),
-        )
-        return 0
+        return unexpected(name, f"{repository}: poll", exc)
     if not result.in_scope:
         log.info("registry %r: %s is not watched: ignored", name, repository, extra={"fields": fields})
         return 0
@@ -213,6 +197,14 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
     if result.events:
         publish()
     return len(result.events)
+
+
+def unexpected(name: str, what: str, exc: Exception) -> int:
+    """The one line of a task that failed in a way nobody planned for: `registry 'r': WHAT failed: ...`."""
+    log.error(
+        "registry %r: %s failed: %s: %s", name, what, type(exc).__name__, first_line(exc), extra=failed(name, exc)
+    )
+    return 0
 
 
 def retry_or_give_up(task: Task, name: str, exc: WatcherError) -> int:
