@@ -14,8 +14,10 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
+from typing import Self
 
 from sqlalchemy import Engine, or_, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -69,19 +71,17 @@ def release(session: Session, registry_id: int, owner: str) -> None:
     )
 
 
-class Heartbeat:
-    """`with Heartbeat(...):` renews the lease from a daemon thread until the block ends."""
+class Beat:
+    """`with Beat(every, beat, name):` calls `beat()` from a daemon thread every `every` seconds until the
+    block ends, or until `beat()` returns False."""
 
-    def __init__(self, engine: Engine, registry_id: int, owner: str, name: str) -> None:
-        self.engine = engine
-        self.name = name
-        self.registry_id = registry_id
-        self.owner = owner
-        self.every = lease_length().total_seconds() / 3
+    def __init__(self, every: float, beat: Callable[[], bool], name: str) -> None:
+        self.every = every
+        self._call = beat
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"watcher-lease-{registry_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=name, daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -93,8 +93,25 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._done.wait(self.every):
-            try:
-                if not renew(self.engine, self.registry_id, self.owner):
-                    return  # released, or lost: the revision checks at commit decide
-            except SQLAlchemyError as exc:
-                log.warning("registry %r: lease not renewed: %s", self.name, str(exc).splitlines()[0])
+            if not self._call():
+                return
+
+
+class Heartbeat(Beat):
+    """`with Heartbeat(...):` renews the lease from a daemon thread until the block ends."""
+
+    def __init__(self, engine: Engine, registry_id: int, owner: str, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.registry_id = registry_id
+        self.owner = owner
+        super().__init__(lease_length().total_seconds() / 3, self._renew, f"watcher-lease-{registry_id}")
+
+    def _renew(self) -> bool:
+        """False once the lease is no longer ours (released, or lapsed and taken): the revision checks at
+        commit decide then. A database that cannot be reached is tried again at the next beat."""
+        try:
+            return renew(self.engine, self.registry_id, self.owner)
+        except SQLAlchemyError as exc:
+            log.warning("registry %r: lease not renewed: %s", self.name, str(exc).splitlines()[0])
+            return True

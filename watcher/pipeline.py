@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class Tally:
     #: (repository, one-line cause) of each repository that failed
     failures: list[tuple[str, str]] = field(default_factory=list)
     first_error: RegistryError | None = None
+    #: a fanned-out poll (`watcher.fanout`): what other workers did, counted but not held here
+    elsewhere: Elsewhere = field(default_factory=lambda: Elsewhere())
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -78,6 +81,19 @@ class Tally:
                 else:
                     self.saved += 1
                     self.events += one.events
+
+
+@dataclass
+class Elsewhere:
+    """What the chunks of a fanned-out poll listed by other workers did: events, requests and ignored
+    names (theirs), and how many chunks there were (`chunks`) and how many this process listed (`here`)."""
+
+    events: int = 0
+    requests: int = 0
+    ignored: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    chunks: int = 0
+    here: int = 0
 
 
 class Buffer:
@@ -112,15 +128,45 @@ class Buffer:
             return [item for item, _ in taken] or None
 
 
-async def run(poller: Poller, scope: Scope, store: Store, writer: Executor, tally: Tally) -> None:
-    """Discover, then list, compare and commit every repository; a RegistryError from the catalog (or any
-    other error) fails the poll, one from a repository's listing only that repository."""
+class Split(Protocol):
+    """Hands a big registry's repositories to other workers (`watcher.fanout`)."""
+
+    async def __call__(self, poller: Poller, names: list[str], gone: list[str]) -> bool:
+        """True when the repositories were listed and committed that way and `tally` says so; False to
+        list them here."""
+        ...
+
+
+async def run(
+    poller: Poller, scope: Scope, store: Store, writer: Executor, tally: Tally, split: Split | None = None
+) -> None:
+    """Discover, then list, compare and commit every repository (or hand them to `split`); a RegistryError
+    from the catalog (or any other error) fails the poll, one from a repository's listing only that
+    repository."""
     loop = asyncio.get_running_loop()
     await poller.prepare()
     names = await poller.discover(scope)
     stored = await loop.run_in_executor(writer, store.stored)
     gone = sorted(set(stored) - set(names))  # a complete catalog no longer names them: their tags are removed
     tally.total = len(names) + len(gone)
+    if split is not None and await split(poller, names, gone):
+        return
+    await list_repositories(poller, scope, names, gone, stored, store, writer, tally)
+
+
+async def list_repositories(
+    poller: Poller,
+    scope: Scope,
+    names: list[str],
+    gone: list[str],
+    stored: dict[str, Stored],
+    store: Store,
+    writer: Executor,
+    tally: Tally,
+) -> None:
+    """List `names` a few at a time and commit what changed, with the removal of `gone` (stored, no longer
+    in the catalog); a whole poll's repositories, or one chunk of them."""
+    loop = asyncio.get_running_loop()
     buffer = Buffer()
 
     async def write() -> None:

@@ -7,6 +7,10 @@ The whole poll is bounded by the registry's deadline (`poll_timeout`) and by a s
 committed before either stay committed, and the error says how many. The first poll of a registry to
 complete records its baseline silently (unless `--emit-existing`); until one has, a repository new to the
 snapshot is recorded silently too, while one already stored reports its changes.
+
+A worker's poll of a registry with more than `WATCHER_FANOUT_REPOSITORIES` repositories is split into
+chunks that every free worker lists (`watcher.fanout`); it is still one poll, with one run, one lease and
+one outcome, closed once every chunk is. `watcher poll NAME` lists every chunk in its own process.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import counters, leases, pipeline, pollmetrics, runs, saving
+from watcher import counters, fanout, leases, pipeline, pollmetrics, runs, saving
 from watcher.bounded import DeadlineExceeded, Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.errors import InputError, RegistryError, StateError, WatcherError
@@ -63,6 +67,15 @@ class PollResult:
     seconds: float = 0.0
     #: (repository, one-line cause) of each repository that failed; the others were saved
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: a poll split into chunks (`watcher.fanout`): how many, how many this process listed, and the events
+    #: other workers' chunks committed (counted, not in `events`)
+    chunks: int = 0
+    chunks_here: int = 0
+    other_events: int = 0
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events) + self.other_events
 
 
 class PartialPoll(WatcherError):
@@ -74,12 +87,18 @@ class PartialPoll(WatcherError):
 
 
 def poll(
-    name: str, *, engine: Engine | None = None, owner: str | None = None, stop: threading.Event | None = None
+    name: str,
+    *,
+    engine: Engine | None = None,
+    owner: str | None = None,
+    stop: threading.Event | None = None,
+    dispatch: fanout.Dispatch | None = None,
 ) -> PollResult:
-    """Poll `name` once. Raises Busy, NotFoundError, Interrupted (`stop` was set, or SIGTERM/SIGINT came),
-    PartialPoll (some repositories failed, the others were saved), or a RegistryError such as
-    DeadlineExceeded (the catalog, or every repository, failed; or the deadline passed): the run says why,
-    and the message says what was saved before."""
+    """Poll `name` once; with `dispatch` (a worker's poll), a big catalog is split into chunks that any free
+    worker lists (`watcher.fanout`), and without it this process lists them all. Raises Busy, NotFoundError,
+    Interrupted (`stop` was set, or SIGTERM/SIGINT came), PartialPoll (some repositories failed, the others
+    were saved), or a RegistryError such as DeadlineExceeded (the catalog, or every repository, failed; or
+    the deadline passed): the run says why, and the message says what was saved before."""
     engine = engine or get_engine()
     owner = owner or leases.new_owner()
     started = time.monotonic()
@@ -99,10 +118,11 @@ def poll(
                 target = Target(
                     row.id, name, spec.url, Scope.from_options(spec.options), baselined or spec.emit_existing
                 )
-                _bounded_poll(engine, spec, target, stop_event, made, tally)
+                _bounded_poll(engine, spec, target, stop_event, made, tally, poll_id, dispatch)
             except BaseException as exc:
                 _say_what_was_saved(exc, tally)
-                _finish_unsaved(engine, poll_id, made[0].codes if made else Counter(), exc, tally)
+                codes = (made[0].codes if made else Counter()) + tally.elsewhere.codes
+                _finish_unsaved(engine, poll_id, codes, exc, tally)
                 if isinstance(exc, Interrupted):
                     raise Interrupted(f"registry {name!r}: {exc}") from None
                 if isinstance(exc, RegistryError):
@@ -130,21 +150,34 @@ class PollId:
 
 
 def _bounded_poll(
-    engine: Engine, spec: RegistrySpec, target: Target, stop: threading.Event, made: list[Poller], tally: Tally
+    engine: Engine,
+    spec: RegistrySpec,
+    target: Target,
+    stop: threading.Event,
+    made: list[Poller],
+    tally: Tally,
+    poll_id: PollId,
+    dispatch: fanout.Dispatch | None,
 ) -> None:
-    """The pipeline to its deadline or a stop request; then the writer thread is waited for, so `tally` says
-    exactly what was committed, whichever way the poll ended."""
+    """The pipeline to its deadline or a stop request; then the writer thread is waited for (and the chunks
+    of a split poll closed), so `tally` says exactly what was committed, whichever way the poll ended."""
     seconds = poll_timeout(spec)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-writer")
+    split = None
+    if dispatch is not None:
+        deadline = time.time() + seconds
+        split = fanout.Coordinator(engine, target, poll_id.run_id, poll_id.owner, dispatch, writer, tally, deadline)
     try:
         run_bounded(
-            lambda: _run(spec, made, RegistryStore(engine, target), writer, tally),
+            lambda: _run(spec, made, RegistryStore(engine, target), writer, tally, split),
             seconds=seconds,
             stop=stop,
             deadline_message=f"the poll exceeded its {_duration(seconds)} deadline (--poll-timeout)",
         )
     finally:
         writer.shutdown(wait=True, cancel_futures=True)
+        if split is not None:
+            split.close()
 
 
 def poll_timeout(spec: RegistrySpec) -> float:
@@ -165,13 +198,18 @@ def _duration(seconds: float) -> str:
 
 
 async def _run(
-    spec: RegistrySpec, made: list[Poller], store: RegistryStore, writer: ThreadPoolExecutor, tally: Tally
+    spec: RegistrySpec,
+    made: list[Poller],
+    store: RegistryStore,
+    writer: ThreadPoolExecutor,
+    tally: Tally,
+    split: pipeline.Split | None,
 ) -> None:
     """The pipeline; the poller goes into `made` so that a failed poll's requests are counted too."""
     poller = poller_for(spec)
     made.append(poller)
     try:
-        await pipeline.run(poller, store.target.scope, store, writer, tally)
+        await pipeline.run(poller, store.target.scope, store, writer, tally, split)
     finally:
         await poller.aclose()
 
@@ -217,7 +255,7 @@ def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: B
                 error=error.splitlines()[0] if error else outcome,
                 repositories=tally.repositories,
                 tags=tally.tags,
-                events=len(tally.events),
+                events=len(tally.events) + tally.elsewhere.events,
             )
             counters.add(session, increments)
             leases.release(session, poll_id.registry_id, poll_id.owner)
@@ -232,16 +270,20 @@ def _finish(
 ) -> PollResult:
     """Close the run of a poll that went through every repository: `ok`, or `failed` naming the repositories
     that failed. Only a poll with none failed completes the registry's baseline."""
+    elsewhere = tally.elsewhere
     result = PollResult(
         registry=spec.name,
         baseline=baseline,
         repositories=tally.repositories,
         tags=tally.tags,
-        requests=poller.requests,
+        requests=poller.requests + elsewhere.requests,
         events=tally.events,
-        ignored=poller.ignored_count,
+        ignored=poller.ignored_count + elsewhere.ignored,
         seconds=poll_id.seconds(),
         failures=sorted(tally.failures),
+        chunks=elsewhere.chunks,
+        chunks_here=elsewhere.here,
+        other_events=elsewhere.events,
     )
     error = _failures_line(result.failures, tally.total)
     if tally.first_error is not None and not tally.done and len(tally.failures) == tally.total:
@@ -250,7 +292,8 @@ def _finish(
     with session_scope(engine) as session:
         if not result.failures and baseline:
             session.execute(update(Registry).where(Registry.id == poll_id.registry_id).values(baselined=True))
-        counters.add(session, pollmetrics.finished(spec.name, spec.provider, outcome, result.seconds, poller.codes))
+        codes = poller.codes + elsewhere.codes
+        counters.add(session, pollmetrics.finished(spec.name, spec.provider, outcome, result.seconds, codes))
         runs.finish(
             session,
             poll_id.run_id,
@@ -258,7 +301,7 @@ def _finish(
             error=error.splitlines()[0] if error else "",
             repositories=result.repositories,
             tags=result.tags,
-            events=len(result.events),
+            events=result.event_count,
             requests=result.requests,
             ignored=result.ignored,
         )

@@ -70,6 +70,9 @@ class Settings:
     #: a request's claim on one of its host's deployment-wide slots, renewed while it runs: a crashed
     #: process's slots lapse this soon
     limit_lease_seconds: int = 30
+    #: a registry whose catalog names more repositories than this is listed in chunks of this many, each
+    #: by any free worker of `watcher run` (`watcher poll` lists every chunk itself); 0: never split
+    fanout_repositories: int = 50
     #: the shortest `--interval` accepted (tests lower it; registrations cannot)
     min_interval_seconds: int = 10
     #: where Google's OIDC signing certificates are fetched (`gcr-pubsub` webhooks; tests point it at a fake)

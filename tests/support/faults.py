@@ -1,8 +1,9 @@
 """A forwarding proxy in front of a real registry that injects the failures real networks produce.
 
 Not a fake: every request it does not break is answered by the real registry behind it. Rules match a
-request path by regex and either answer with a status, answer with a malformed body, or drop the
-connection without answering — optionally only after letting the first N matching requests through.
+request path by regex and either answer with a status, answer with a malformed body, drop the
+connection without answering, or forward the request only after a delay (a slow network) — optionally
+only after letting the first N matching requests through.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Literal
@@ -18,7 +20,7 @@ import httpx
 
 from tests.support.servers import BackgroundServer
 
-Action = Literal["status", "malformed", "drop"]
+Action = Literal["status", "malformed", "drop", "delay"]
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 
 
@@ -30,6 +32,7 @@ class Rule:
     after: int = 0  # let this many matching requests through first
     headers: dict[str, str] | None = None
     seen: int = 0
+    seconds: float = 0.0  # how long a `delay` rule holds a request before forwarding it
 
 
 class FaultProxy(BackgroundServer):
@@ -66,8 +69,9 @@ class FaultProxy(BackgroundServer):
         status: int = 500,
         after: int = 0,
         headers: dict[str, str] | None = None,
+        seconds: float = 0.0,
     ) -> Rule:
-        rule = Rule(re.compile(path_regex), action, status, after, headers)
+        rule = Rule(re.compile(path_regex), action, status, after, headers, seconds=seconds)
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -93,6 +97,9 @@ class FaultProxy(BackgroundServer):
         with self._lock:
             self.requests.append((handler.command, handler.path))
         rule = self._match(handler.path)
+        if rule is not None and rule.action == "delay":
+            time.sleep(rule.seconds)
+            rule = None
         if rule is not None and rule.action == "drop":
             handler.close_connection = True
             handler.connection.close()

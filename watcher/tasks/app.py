@@ -15,6 +15,7 @@ from watcher.settings import get_settings
 
 POLL_TASK = "watcher.poll"
 REPOSITORY_POLL_TASK = "watcher.poll_repository"
+CHUNK_TASK = "watcher.poll_chunk"
 TICK_SECONDS = 1.0
 RELAY_SWEEP_SECONDS = 5.0
 
@@ -78,12 +79,13 @@ def _fresh_connections(**_: Any) -> None:
 def _interrupt_polls_in_flight(**_: Any) -> None:
     """A warm shutdown waits for the tasks running in the pool; a poll stuck on a slow registry would hold
     it up until its deadline. So the main process asks each child running a poll to stop (SIGTERM): the
-    poll ends within a moment, records its run as abandoned and releases its lease (`watcher.shutdown`),
-    and the shutdown completes. Other tasks are short and finish as usual."""
+    poll ends within a moment, records its run as abandoned and releases its lease (`watcher.shutdown`), a
+    chunk of a split poll goes back to its queue for another worker, and the shutdown completes. Other
+    tasks are short and finish as usual."""
     from celery.worker import state
 
     for request in list(state.active_requests):
-        if request.task_name in (POLL_TASK, REPOSITORY_POLL_TASK) and request.worker_pid:
+        if request.task_name in (POLL_TASK, REPOSITORY_POLL_TASK, CHUNK_TASK) and request.worker_pid:
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(request.worker_pid, signal.SIGTERM)
 

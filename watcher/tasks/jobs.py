@@ -12,7 +12,7 @@ import redis
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import bus, queue, scheduler
+from watcher import bus, fanout, queue, scheduler
 from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
@@ -20,7 +20,7 @@ from watcher.models import utcnow
 from watcher.polling import Busy, PartialPoll, PollResult, poll
 from watcher.relay import relay
 from watcher.repopoll import poll_repository
-from watcher.tasks.app import POLL_TASK, REPOSITORY_POLL_TASK, app
+from watcher.tasks.app import CHUNK_TASK, POLL_TASK, REPOSITORY_POLL_TASK, app
 
 log = logging.getLogger("watcher")
 TRANSIENT = (UnreachableError, BadResponseError, RateLimitedError)
@@ -52,15 +52,15 @@ def poll_registry(self: Task, name: str) -> int:
     A transient failure is retried with backoff, up to MAX_RETRIES; after that, and for any other failure,
     the poll's run says why and the log has one line."""
     try:
-        result = poll(name)
+        result = poll(name, dispatch=dispatch_chunks(name))
     except Busy as exc:
         log.info("%s", exc)
         return 0
     except PartialPoll as exc:  # the failed repositories are listed again by the next scheduled poll
         log_result(exc.result, exc)
-        if exc.result.events:
+        if exc.result.event_count:
             publish()
-        return len(exc.result.events)
+        return exc.result.event_count
     except TRANSIENT as exc:
         return retry_or_give_up(self, name, exc)
     except WatcherError as exc:  # the registry's failure, bad option or credentials, or a stop request
@@ -73,9 +73,50 @@ def poll_registry(self: Task, name: str) -> int:
         log.debug("registry %r: poll failed", name, exc_info=True)
         return 0
     log_result(result)
-    if result.events:
+    if result.event_count:
         publish()
-    return len(result.events)
+    return result.event_count
+
+
+def dispatch_chunks(name: str) -> fanout.Dispatch:
+    """How a worker's poll of a big registry hands its further chunks to the pool."""
+
+    def dispatch(run_id: int, count: int) -> None:
+        for _ in range(count):
+            poll_chunk.delay(name, run_id)
+
+    return dispatch
+
+
+@app.task(name=CHUNK_TASK, ignore_result=True)
+def poll_chunk(name: str, run_id: int) -> int:
+    """List chunks of a split poll of `name` (run `run_id`) while any is left, and publish their events.
+    Never retried as a task: a chunk that fails goes back to its poll's queue, whose process lists it."""
+    try:
+        helped = fanout.help_poll(name, run_id)
+    except WatcherError as exc:
+        log.warning("registry %r: chunks of poll run %d: %s", name, run_id, first_line(exc), extra=failed(name, exc))
+        return 0
+    except Exception as exc:
+        return unexpected(name, f"chunks of poll run {run_id}", exc)
+    if helped.chunks:
+        fields = {"registry": name, "run": run_id, "chunks": helped.chunks, "repositories": helped.repositories}
+        fields |= {"events": helped.events, "failed_repositories": helped.failed, "requests": helped.requests}
+        log.info(
+            "registry %r: %d chunk%s of poll run %d listed here: %d repositories, %d events, %d failed, %d requests",
+            name,
+            helped.chunks,
+            "" if helped.chunks == 1 else "s",
+            run_id,
+            helped.repositories,
+            helped.events,
+            helped.failed,
+            helped.requests,
+            extra={"fields": fields},
+        )
+    if helped.events:
+        publish()
+    return helped.events
 
 
 def log_result(result: PollResult, partial: PartialPoll | None = None) -> None:
@@ -86,27 +127,30 @@ def log_result(result: PollResult, partial: PartialPoll | None = None) -> None:
         "outcome": "failed" if partial is not None else "ok",
         "repositories": result.repositories,
         "tags": result.tags,
-        "events": len(result.events),
+        "events": result.event_count,
         "requests": result.requests,
         "seconds": round(result.seconds, 3),
         "baseline": result.baseline,
     }
     if result.ignored:
         fields["ignored"] = result.ignored
+    if result.chunks:
+        fields |= {"chunks": result.chunks, "chunks_here": result.chunks_here}
     if partial is not None:
         fields["failed_repositories"] = len(result.failures)
         fields["error"] = first_line(partial)
-        log.warning("%s (events saved: %d)", first_line(partial), len(result.events), extra={"fields": fields})
+        log.warning("%s (events saved: %d)", first_line(partial), result.event_count, extra={"fields": fields})
         return
     log.info(
-        "registry %r: polled in %.2fs: %d repositories, %d tags, %d events, %d requests%s%s",
+        "registry %r: polled in %.2fs: %d repositories, %d tags, %d events, %d requests%s%s%s",
         result.registry,
         result.seconds,
         result.repositories,
         result.tags,
-        len(result.events),
+        result.event_count,
         result.requests,
         f", {result.ignored} ignored" if result.ignored else "",
+        f", {result.chunks} chunks ({result.chunks_here} listed here)" if result.chunks else "",
         " (baseline)" if result.baseline else "",
         extra={"fields": fields},
     )
@@ -135,15 +179,7 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
         log.warning("registry %r: %s: %s", name, repository, first_line(exc), extra=failed(name, exc))
         return 0
     except Exception as exc:
-        log.error(
-            "registry %r: %s: poll failed: %s: %s",
-            name,
-            repository,
-            type(exc).__name__,
-            first_line(exc),
-            extra=failed(name, exc),
-        )
-        return 0
+        return unexpected(name, f"{repository}: poll", exc)
     finally:
         queue.finished(name, repository)
     if not result.in_scope:
@@ -163,6 +199,14 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
     if result.events:
         publish()
     return len(result.events)
+
+
+def unexpected(name: str, what: str, exc: Exception) -> int:
+    """The one line of a task that failed in a way nobody planned for: `registry 'r': WHAT failed: ...`."""
+    log.error(
+        "registry %r: %s failed: %s: %s", name, what, type(exc).__name__, first_line(exc), extra=failed(name, exc)
+    )
+    return 0
 
 
 def retry_or_give_up(task: Task, name: str, exc: WatcherError) -> int:
