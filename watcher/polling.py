@@ -74,12 +74,17 @@ class PartialPoll(WatcherError):
 
 
 def poll(
-    name: str, *, engine: Engine | None = None, owner: str | None = None, stop: threading.Event | None = None
+    name: str,
+    *,
+    engine: Engine | None = None,
+    owner: str | None = None,
+    stop: threading.Event | None = None,
+    trigger: runs.Trigger = "manual",
 ) -> PollResult:
     """Poll `name` once. Raises Busy, NotFoundError, Interrupted (`stop` was set, or SIGTERM/SIGINT came),
     PartialPoll (some repositories failed, the others were saved), or a RegistryError such as
     DeadlineExceeded (the catalog, or every repository, failed; or the deadline passed): the run says why,
-    and the message says what was saved before."""
+    and the message says what was saved before. Its run records `trigger` (beat's tick passes `schedule`)."""
     engine = engine or get_engine()
     owner = owner or leases.new_owner()
     started = time.monotonic()
@@ -89,7 +94,7 @@ def poll(
             poll_id = PollId(row.id, name, row.provider, run_id=0, owner=owner, started=started)
             if not leases.claim(session, row.id, owner):
                 raise Busy(f"registry {name!r} is being polled by another worker")
-            poll_id.run_id = runs.start(session, row.id)
+            poll_id.run_id = runs.start(session, row.id, trigger)
             baselined = row.baselined
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []
