@@ -25,7 +25,7 @@ from watcher.cli import main
 from watcher.db import get_engine
 from watcher.settings import Settings, get_settings
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.workers"]
 
 RUN_ID = secrets.token_hex(4)
 PG_ADMIN_URL = os.environ.get("WATCHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,31 +15,9 @@ from sqlalchemy import select
 from tests.conftest import Watcher
 from tests.fakes.hostile_registry import HostileRegistry, Recorder
 from tests.support.polls import lease_of, runs_of, set_row, wait_for
-from tests.support.processes import stop_process
 from watcher import polling
 from watcher.models import PollRun, utcnow
 from watcher.settings import get_settings
-
-
-@pytest.fixture
-def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--concurrency", str(concurrency), "--loglevel", "INFO"],
-            env=watcher.env(),  # every worker shares the one installation: data dir, database, Redis
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a test may kill the worker and its children
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_process(proc, timeout=20)
 
 
 def poll_runs(watcher: Watcher) -> list[PollRun]:

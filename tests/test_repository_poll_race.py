@@ -1,0 +1,145 @@
+"""Webhook polls racing a full poll on two real Celery workers, against PostgreSQL, while images are
+pushed and deleted in between: the stream, replayed, is exactly the registry; no event twice, none false."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Watcher
+from tests.support.fixtures import RegistryEnv
+from tests.support.polls import push_round, runs_of, wait_for
+from tests.support.registry import RegistryClient
+from tests.support.workers import ready
+from watcher import polling
+from watcher.models import PollRun
+from watcher.relay import relay
+from watcher.saving import CONFLICT
+
+REPOSITORIES = 10
+ROUNDS = 5  # each round: a full poll and one repository poll of each repository, so 50 in all
+
+Tags = dict[str, dict[str, str]]
+
+
+def registry_now(client: RegistryClient, names: list[str]) -> Tags:
+    """What the registry really holds: repository -> tag -> digest."""
+    return {name: {tag: client.digest(name, tag) for tag in client.tags(name)} for name in names}
+
+
+def replay(start: Tags, entries: list[dict[str, str]], history: set[tuple[str, str, str]]) -> Tags:
+    """Apply the stream to the baseline, refusing any event that is not a change of the state so far or
+    names a digest never pushed to that tag."""
+    state = {name: dict(tags) for name, tags in start.items()}
+    for e in entries:
+        tags, tag, digest = state.setdefault(e["repository"], {}), e["tag"], e["digest"]
+        if e["change"] == "added":
+            assert tag not in tags, e
+        elif e["change"] == "updated":
+            assert tags.get(tag) == e["previous_digest"] != digest, e
+        else:
+            assert tags.pop(tag, None) == digest, e
+            continue
+        assert (e["repository"], tag, digest) in history, f"an event for a push that never happened: {e}"
+        tags[tag] = digest
+    return {name: tags for name, tags in state.items() if tags}
+
+
+def repository_runs(watcher: Watcher) -> list[PollRun]:
+    return [r for r in runs_of(watcher, "r1") if r.listed_repositories is not None]
+
+
+def overlapping(whole: list[PollRun], repository_polls: list[PollRun]) -> int:
+    """How many repository polls ran while a full poll was running."""
+    return sum(
+        any(w.started_at < r.finished_at and r.started_at < w.finished_at for w in whole if w.finished_at)
+        for r in repository_polls
+        if r.finished_at
+    )
+
+
+def settled(watcher: Watcher, broker: str) -> bool:
+    """Every repository poll ran (and no poll of any kind is running or waiting on the broker)."""
+    runs = runs_of(watcher, "r1")
+    done = [r for r in runs if r.listed_repositories is not None and r.outcome != "running"]
+    return (
+        len(done) >= REPOSITORIES * ROUNDS
+        and all(r.outcome != "running" for r in runs)
+        and watcher.redis.llen(broker) == 0
+    )
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_full_poll_and_50_repository_polls_on_two_workers_replay_to_the_registry(
+    watcher: Watcher,
+    registry: RegistryEnv,
+    unique_repo: str,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    from watcher.tasks import app  # imported once the installation's settings are set
+    from watcher.tasks.jobs import poll_registry, poll_repository_task
+
+    broker = f"{app.conf.broker_transport_options['global_keyprefix']}celery"
+    client = registry.client
+    names = [f"{unique_repo}/r{i}" for i in range(REPOSITORIES)]
+    truth: Tags = {name: {"v1": client.push_image(name, "v1")} for name in names}
+    added = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--interval", "1h")
+    assert added.exit_code == 0, added.output
+    polling.poll("r1")  # the baseline (silent); beat's first tick will poll once more, racing too
+    baseline = {name: dict(tags) for name, tags in truth.items()}
+    history = {(name, tag, digest) for name, tags in truth.items() for tag, digest in tags.items()}
+    for name in ("w1", "w2"):
+        start_worker(name, concurrency=2)
+    for name in ("w1", "w2"):
+        assert wait_for(partial(ready, tmp_path / f"{name}.log"), 60), f"worker {name} did not start"
+
+    began = time.monotonic()
+    for round_ in range(ROUNDS):
+        push_round(client, truth, round_)  # while the previous round's polls run
+        if round_ >= 2:  # and a tag deleted: Distribution deletes by digest, which only this tag points at
+            name = names[round_]
+            gone = next(tag for tag in sorted(truth[name]) if tag.startswith("t"))
+            client.delete(name, gone)
+            del truth[name][gone]
+        history |= {(name, tag, digest) for name, tags in truth.items() for tag, digest in tags.items()}
+        poll_registry.apply_async(("r1",), {"trigger": "manual"})
+        for name in names:
+            poll_repository_task.apply_async(("r1", name))
+    assert wait_for(lambda: settled(watcher, broker), 45), [(r.outcome, r.trigger) for r in runs_of(watcher, "r1")]
+    raced = time.monotonic() - began
+
+    repository_polls = repository_runs(watcher)
+    assert len(repository_polls) == REPOSITORIES * ROUNDS
+    assert {r.trigger for r in repository_polls} == {"webhook"}
+    assert {tuple(r.listed_repositories or []) for r in repository_polls} == {(name,) for name in names}
+    assert all(r.outcome == "ok" or r.error == CONFLICT for r in repository_polls), [r.error for r in repository_polls]
+    whole = [r for r in runs_of(watcher, "r1") if r.listed_repositories is None]
+    assert {r.trigger for r in whole} <= {"manual", "schedule"} and len(whole) >= 2
+
+    assert overlapping(whole, repository_polls), "no repository poll ran while a full poll did: no race"
+    for name in ("w1", "w2"):  # both workers took part
+        assert f"{names[0].rsplit('/', 1)[0]}/r" in (tmp_path / f"{name}.log").read_text(), name
+
+    safety_net = polling.poll("r1")  # whatever a poll that lost every race left out, a later poll reports
+    relay(watcher.redis)
+    entries = watcher.stream_entries()
+    assert len(safety_net.events) < len(entries) / 2, "the racing polls reported little: nothing was tested"
+    ids = [e["event_id"] for e in entries]
+    assert len(ids) == len(set(ids)), "an event_id on the stream twice"
+    final = registry_now(client, names)
+    assert final == truth
+    assert replay(baseline, entries, history) == final
+    for name in ("w1", "w2"):
+        assert "Traceback" not in (tmp_path / f"{name}.log").read_text()
+    conflicts = sum(r.outcome != "ok" for r in repository_polls)
+    print(
+        f"raced {raced:.1f}s: {len(entries)} events, {len(repository_polls)} repository polls "
+        f"({overlapping(whole, repository_polls)} beside a full poll, {conflicts} gave up), {len(whole)} full polls; "
+        f"{len(safety_net.events)} events left for the poll after"
+    )
