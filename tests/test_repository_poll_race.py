@@ -4,7 +4,7 @@ pushed and deleted in between: the stream, replayed, is exactly the registry; no
 The registry is reached through a proxy that delays each request as a network would, and each round's
 polls are queued just before its pushes (notifications of the previous round's, arriving late), so the
 polls list while tags change under them. Broken on purpose (the compare-and-set of a repository's
-revision made to always pass), the test failed 3 runs of 4 here: races are found, not guaranteed; the
+revision made to always pass), the test failed 4 runs of 8 here: races are found, not guaranteed; the
 deterministic cases are in tests/test_repository_polls.py."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from benchmarks.poll_speed import delay_proxy
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
+from tests.support.hooks import broker  # noqa: F401 - fixture
 from tests.support.polls import push_round, runs_of, wait_for
 from tests.support.registry import RegistryClient
 from tests.support.workers import ready
@@ -95,14 +96,14 @@ def overlapping(whole: list[PollRun], repository_polls: list[PollRun]) -> int:
     )
 
 
-def settled(watcher: Watcher, broker: str) -> bool:
+def settled(watcher: Watcher, queue: str) -> bool:
     """Every repository poll ran (and no poll of any kind is running or waiting on the broker)."""
     runs = runs_of(watcher, "r1")
     done = [r for r in runs if r.listed_repositories is not None and r.outcome != "running"]
     return (
         len(done) >= REPOSITORIES * ROUNDS
         and all(r.outcome != "running" for r in runs)
-        and watcher.redis.llen(broker) == 0
+        and watcher.redis.llen(queue) == 0
     )
 
 
@@ -118,27 +119,27 @@ def test_a_full_poll_and_50_repository_polls_on_two_workers_replay_to_the_regist
     watcher: Watcher,
     registry: RegistryEnv,
     remote: str,
+    broker: str,  # noqa: F811 - the fixture imported above
     unique_repo: str,
     start_worker: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    from watcher.tasks import app  # imported once the installation's settings are set
     from watcher.tasks.jobs import poll_registry, poll_repository_task
 
-    broker = f"{app.conf.broker_transport_options['global_keyprefix']}celery"
+    for name in ("w1", "w2"):
+        start_worker(name, concurrency=2)  # starting while the images are pushed
     client = registry.client
     names = [f"{unique_repo}/r{i}" for i in range(REPOSITORIES)]
     truth: Tags = {name: {"v1": client.push_image(name, "v1")} for name in names}
     added = watcher.add_registry("r1", remote, "--repository", f"{unique_repo}/*", "--interval", "1h")
     assert added.exit_code == 0, added.output
-    polling.poll("r1")  # the baseline (silent); beat's first tick will poll once more, racing too
     baseline = {name: dict(tags) for name, tags in truth.items()}
     timeline = Timeline()
     timeline.record(truth)
     for name in ("w1", "w2"):
-        start_worker(name, concurrency=2)
-    for name in ("w1", "w2"):
         assert wait_for(partial(ready, tmp_path / f"{name}.log"), 60), f"worker {name} did not start"
+    # beat's first tick polls it: the baseline, silent
+    assert wait_for(lambda: [r.outcome for r in runs_of(watcher, "r1")] == ["ok"], 30), "no baseline poll"
 
     began = time.monotonic()
     for round_ in range(ROUNDS):

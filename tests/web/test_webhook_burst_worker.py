@@ -1,37 +1,28 @@
 """A burst of notifications for one repository, sent through the real receiver to a real Celery worker,
-costs at most two listings of it a second: the first at once, the rest coalesced."""
+costs at most two listings of it a second: the first at once, the rest coalesced (watcher.queue)."""
 
 from __future__ import annotations
 
 import math
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
+from tests.support.hooks import Hook, broker, hook_server  # noqa: F401 - fixtures
 from tests.support.polls import runs_of, wait_for
 from tests.support.workers import ready
-from tests.web.test_webhooks import MANIFEST, enable, envelope, event, post
+from tests.web.test_webhooks import MANIFEST, V1, envelope, event
 from watcher import polling
-from watcher.settings import get_settings
 
 NOTIFICATIONS = 100
-
-
-@pytest.fixture
-def server(watcher: Watcher, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    with ApiServer() as api:
-        monkeypatch.setenv("WATCHER_PUBLIC_URL", api.url)
-        get_settings.cache_clear()
-        yield api
 
 
 def repository_runs(watcher: Watcher) -> list[tuple[str, list[str] | None]]:
@@ -40,7 +31,8 @@ def repository_runs(watcher: Watcher) -> list[tuple[str, list[str] | None]]:
 
 def test_a_burst_of_100_notifications_for_one_repository_costs_at_most_two_listings_a_second(
     watcher: Watcher,
-    server: ApiServer,
+    hook_server: ApiServer,  # noqa: F811 - the fixture imported above
+    broker: str,  # noqa: F811 - the fixture imported above
     registry: RegistryEnv,
     unique_repo: str,
     start_worker: Callable[..., subprocess.Popen[bytes]],
@@ -51,15 +43,15 @@ def test_a_burst_of_100_notifications_for_one_repository_costs_at_most_two_listi
     added = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--interval", "1h")
     assert added.exit_code == 0, added.output
     polling.poll("r1")  # the baseline; the next scheduled poll is an hour away
-    secret = enable(watcher)["secret"]
     start_worker("w1", concurrency=2)
     assert wait_for(partial(ready, tmp_path / "w1.log"), 60), "the worker did not start"
     registry.client.push_image(app, "v2")
     body = envelope(event("push", app, mediaType=MANIFEST, tag="v2", digest="sha256:" + "a" * 64))
 
-    with httpx.Client(base_url=server.url, timeout=10) as client, ThreadPoolExecutor(4) as pool:
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(4) as pool:
+        hook = Hook.enable(watcher, broker, client, "distribution")
         began = time.monotonic()
-        answers = list(pool.map(lambda _: post(client, body, f"Bearer {secret}").status_code, range(NOTIFICATIONS)))
+        answers = list(pool.map(lambda _: hook.post(body, content_type=V1).status_code, range(NOTIFICATIONS)))
         took = time.monotonic() - began
     assert answers == [202] * NOTIFICATIONS
     assert wait_for(lambda: len(repository_runs(watcher)) >= 1, 30), "no repository was listed"
