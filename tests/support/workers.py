@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.processes import stop_process
 
-__all__ = ["start_worker"]
+__all__ = ["start_worker", "worker_queue"]
 
 
 @pytest.fixture
@@ -36,6 +36,27 @@ def start_worker(watcher: Any, tmp_path: Path) -> Iterator[Callable[..., subproc
     yield start
     for proc in procs:
         stop_process(proc, timeout=20)
+
+
+@pytest.fixture
+def worker_queue(watcher: Any) -> Iterator[str]:
+    """The Celery queue's key, as this installation's workers read it, emptied before and after; tasks
+    this process sends go there too. The app's key prefix is fixed when it is first imported, maybe by an
+    earlier test of another installation: it is pointed at this one's for the test, then back."""
+    from watcher.tasks import app
+
+    def use(options: dict[str, Any]) -> None:
+        app.conf.broker_transport_options = options
+        app._pool = None  # made again, under these options (kombu keeps one pool per options: none is closed)
+        app.amqp._producer_pool = None
+
+    before = dict(app.conf.broker_transport_options)
+    prefix = f"{watcher.stream}:celery:"
+    use({**before, "global_keyprefix": prefix})
+    watcher.redis.delete(f"{prefix}celery")
+    yield f"{prefix}celery"
+    watcher.redis.delete(f"{prefix}celery")
+    use(before)
 
 
 def ready(log: Path) -> bool:

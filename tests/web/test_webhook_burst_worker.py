@@ -16,7 +16,7 @@ import httpx
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
-from tests.support.hooks import Hook, broker, hook_server  # noqa: F401 - fixtures
+from tests.support.hooks import Hook, hook_server  # noqa: F401 - fixture
 from tests.support.polls import runs_of, wait_for
 from tests.support.workers import ready
 from tests.web.test_webhooks import MANIFEST, V1, envelope, event
@@ -32,7 +32,7 @@ def repository_runs(watcher: Watcher) -> list[tuple[str, list[str] | None]]:
 def test_a_burst_of_100_notifications_for_one_repository_costs_at_most_two_listings_a_second(
     watcher: Watcher,
     hook_server: ApiServer,  # noqa: F811 - the fixture imported above
-    broker: str,  # noqa: F811 - the fixture imported above
+    worker_queue: str,
     registry: RegistryEnv,
     unique_repo: str,
     start_worker: Callable[..., subprocess.Popen[bytes]],
@@ -49,7 +49,7 @@ def test_a_burst_of_100_notifications_for_one_repository_costs_at_most_two_listi
     body = envelope(event("push", app, mediaType=MANIFEST, tag="v2", digest="sha256:" + "a" * 64))
 
     with httpx.Client(timeout=10) as client, ThreadPoolExecutor(4) as pool:
-        hook = Hook.enable(watcher, broker, client, "distribution")
+        hook = Hook.enable(watcher, worker_queue, client, "distribution")
         began = time.monotonic()
         answers = list(pool.map(lambda _: hook.post(body, content_type=V1).status_code, range(NOTIFICATIONS)))
         took = time.monotonic() - began
