@@ -340,7 +340,8 @@ def line_of(entry: dict[str, str]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
 @friendly
 def status_command(as_json: bool) -> None:
-    """How every registry is doing: state, last poll, last success, last error, next poll, size."""
+    """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
+    (blank when none ever came), size."""
     from watcher.db import session_scope
     from watcher.readmodel import registry_statuses
     from watcher.tables import ago, table
@@ -353,7 +354,18 @@ def status_command(as_json: bool) -> None:
     if not statuses:
         click.echo("no registries: add one with `watcher registry add`")
         return
-    header = ("NAME", "PROVIDER", "STATE", "LAST POLL", "LAST SUCCESS", "NEXT POLL", "REPOS", "TAGS", "LAST ERROR")
+    header = (
+        "NAME",
+        "PROVIDER",
+        "STATE",
+        "LAST POLL",
+        "LAST SUCCESS",
+        "NEXT POLL",
+        "LAST WEBHOOK",
+        "REPOS",
+        "TAGS",
+        "LAST ERROR",
+    )
     rows = [
         (
             s.name,
@@ -362,6 +374,7 @@ def status_command(as_json: bool) -> None:
             ago(s.last_poll_at),
             ago(s.last_success_at),
             ago(s.next_poll_at),
+            ago(s.last_webhook_at) if s.last_webhook_at is not None else "",
             str(s.repositories),
             str(s.tags),
             s.last_error,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -139,11 +140,24 @@ class Event(Base):
     stream_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
+#: a registry-wide run (not a poll of some repositories only): the runs a registry's health is read from
+WHOLE_REGISTRY = text("listed_repositories IS NULL")
+
+
 class PollRun(Base):
-    """One poll of one registry: when, how it ended, and what it cost."""
+    """One poll of one registry (or of some of its repositories): when, why, how it ended, what it cost."""
 
     __tablename__ = "poll_runs"
-    __table_args__ = (Index("ix_poll_runs_registry_id_id", "registry_id", "id"),)
+    __table_args__ = (
+        Index("ix_poll_runs_registry_id_id", "registry_id", "id"),
+        Index(
+            "ix_poll_runs_registry_whole_id",
+            "registry_id",
+            "id",
+            postgresql_where=WHOLE_REGISTRY,
+            sqlite_where=WHOLE_REGISTRY,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"), index=True)
@@ -156,6 +170,9 @@ class PollRun(Base):
     events: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
     ignored: Mapped[int] = mapped_column(Integer, default=0)  # names the registry sent that are not valid OCI
+    trigger: Mapped[str] = mapped_column(String(10), default="schedule")  # schedule | webhook | manual
+    #: the repositories a poll of some repositories only listed (a webhook's); None for a registry-wide poll
+    listed_repositories: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class ApiToken(Base):

@@ -93,12 +93,14 @@ def poll(
     owner: str | None = None,
     stop: threading.Event | None = None,
     dispatch: fanout.Dispatch | None = None,
+    trigger: runs.Trigger = "manual",
 ) -> PollResult:
     """Poll `name` once; with `dispatch` (a worker's poll), a big catalog is split into chunks that any free
     worker lists (`watcher.fanout`), and without it this process lists them all. Raises Busy, NotFoundError,
     Interrupted (`stop` was set, or SIGTERM/SIGINT came), PartialPoll (some repositories failed, the others
     were saved), or a RegistryError such as DeadlineExceeded (the catalog, or every repository, failed; or
-    the deadline passed): the run says why, and the message says what was saved before."""
+    the deadline passed): the run says why, and the message says what was saved before. Its run records
+    `trigger` (beat's tick passes `schedule`)."""
     engine = engine or get_engine()
     owner = owner or leases.new_owner()
     started = time.monotonic()
@@ -108,7 +110,7 @@ def poll(
             poll_id = PollId(row.id, name, row.provider, run_id=0, owner=owner, started=started)
             if not leases.claim(session, row.id, owner):
                 raise Busy(f"registry {name!r} is being polled by another worker")
-            poll_id.run_id = runs.start(session, row.id)
+            poll_id.run_id = runs.start(session, row.id, trigger)
             baselined = row.baselined
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []

@@ -30,7 +30,7 @@ RELIST_SECONDS = 1.0
 
 
 def queue_poll(name: str) -> str:
-    """Queue a poll of `name` now; returns the queued task's id (the poll's id until it runs)."""
+    """Queue a `manual` poll of `name` now; returns the queued task's id (the poll's id until it runs)."""
     from kombu.exceptions import OperationalError
 
     from watcher.tasks.jobs import poll_registry
@@ -38,7 +38,7 @@ def queue_poll(name: str) -> str:
     with session_scope() as session:
         registries.find(session, name)
     try:
-        return str(poll_registry.apply_async((name,), retry=False).id)
+        return str(poll_registry.apply_async((name,), {"trigger": "manual"}, retry=False).id)
     except (OperationalError, OSError) as exc:
         raise StateError(
             f"registry {name!r}: the poll could not be queued: the broker did not answer ({exc})"

@@ -93,12 +93,17 @@ class Page:
 
 
 # ---- registries -----------------------------------------------------------------------------------
-def newest_run_id(*conditions: Any) -> Any:
-    """The id of a registry's newest poll run matching `conditions`, as a column of a registries query: an
-    index walk back from the newest id (`ix_poll_runs_registry_id_id`), however long the history is."""
+def newest_run_id(*conditions: Any, whole: bool = True) -> Any:
+    """The id of a registry's newest registry-wide poll run matching `conditions` (or, `whole` False, its
+    newest poll of some repositories only), as a column of a registries query: an index walk back from the
+    newest id (`ix_poll_runs_registry_whole_id`, `ix_poll_runs_registry_id_id`), however long the history.
+
+    Only registry-wide runs make a registry's state, last poll and last error: a webhook's poll of one
+    repository says nothing of the catalog or of the other repositories (`watcher.runs`)."""
+    kind = PollRun.listed_repositories.is_(None) if whole else PollRun.listed_repositories.is_not(None)
     return (
         select(PollRun.id)
-        .where(PollRun.registry_id == Registry.id, *conditions)
+        .where(PollRun.registry_id == Registry.id, kind, *conditions)
         .order_by(PollRun.id.desc())
         .limit(1)
         .scalar_subquery()
@@ -106,7 +111,8 @@ def newest_run_id(*conditions: Any) -> Any:
 
 
 def registry_statuses(session: Session, names: Sequence[str] | None = None) -> list[RegistryStatus]:
-    """The status of every registry (or of `names`), by name: four queries in all, whatever their number."""
+    """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
+    Its state, last poll and last error come from registry-wide polls only (`newest_run_id`)."""
     query = select(
         Registry.id,
         Registry.name,
@@ -159,9 +165,14 @@ def registry_details(session: Session, names: Sequence[str] | None = None) -> li
         query = query.where(Registry.name.in_(list(names)))
     rows = list(session.scalars(query))
     statuses = {s.name: s for s in registry_statuses(session, [r.name for r in rows])} if rows else {}
-    last_ids = select(newest_run_id()).where(Registry.id.in_([r.id for r in rows]))
-    last_runs = {run.registry_id: run for run in session.scalars(select(PollRun).where(PollRun.id.in_(last_ids)))}
-    return build_details(rows, statuses, last_runs)
+    ids = [r.id for r in rows]
+    last_ids = select(newest_run_id()).where(Registry.id.in_(ids))
+    webhook_ids = select(newest_run_id(whole=False)).where(Registry.id.in_(ids))
+    last_runs: dict[int, PollRun] = {}
+    webhook_runs: dict[int, PollRun] = {}
+    for run in session.scalars(select(PollRun).where(PollRun.id.in_(last_ids.union(webhook_ids)))):
+        (last_runs if run.listed_repositories is None else webhook_runs)[run.registry_id] = run
+    return build_details(rows, statuses, last_runs, webhook_runs)
 
 
 def registry_detail(session: Session, name: str) -> dict[str, Any]:
@@ -309,7 +320,7 @@ def aware_utc(moment: datetime | None) -> datetime | None:
 
 
 def polls_page(session: Session, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
-    """A registry's poll history, newest first."""
+    """A registry's poll history, newest first: its registry-wide polls and its webhooks' repository polls."""
     check_limit(limit)
     row = _registry_row(session, registry)
     query = select(PollRun).where(PollRun.registry_id == row.id)

@@ -88,9 +88,13 @@ def build_statuses(
 
 
 def build_details(
-    rows: Sequence[Any], statuses: Mapping[str, RegistryStatus], last_runs: Mapping[int, Any]
+    rows: Sequence[Any],
+    statuses: Mapping[str, RegistryStatus],
+    last_runs: Mapping[int, Any],
+    webhook_runs: Mapping[int, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Details from the registries' rows, their statuses by name and their newest runs by registry id."""
+    """Details from the registries' rows, their statuses by name, and by registry id their newest
+    registry-wide runs and their newest webhook (repository) polls."""
     from watcher import vault
     from watcher.pollers import secret_fields
     from watcher.spec import format_interval
@@ -106,7 +110,7 @@ def build_details(
             secret = secret_fields(row.provider)
             shown = {key: ("set" if key in secret else value) for key, value in sorted(credentials.items())}
         status = statuses[row.name]
-        last = last_runs.get(row.id)
+        last, webhook = last_runs.get(row.id), (webhook_runs or {}).get(row.id)
         details.append(
             {
                 "name": row.name,
@@ -121,6 +125,7 @@ def build_details(
                 "tags": status.tags,
                 "next_poll_at": rfc3339_or_none(row.next_poll_at),
                 "last_poll": None if last is None else poll_json(last),
+                "last_webhook_poll": None if webhook is None else poll_json(webhook),
                 "status": status.as_json(),
             }
         )
@@ -139,4 +144,6 @@ def poll_json(run: Any) -> dict[str, Any]:
         "events": run.events,
         "requests": run.requests,
         "ignored": run.ignored,
+        "trigger": run.trigger,
+        "listed_repositories": run.listed_repositories,
     }

@@ -4,7 +4,9 @@ It is what a webhook triggers. It takes no lease: each repository's commit is a 
 revision (`watcher.saving`), so it runs safely beside a full poll of the registry or another poll of the
 same repository. When another poll committed the repository after this one read it, this one reads and
 lists it again (up to ATTEMPTS times): its listing is never diffed against a newer snapshot. A repository
-outside the registry's scope is ignored; one the registry does not have (any more) has its tags removed.
+outside the registry's scope is ignored (no run recorded: nothing was listed); one the registry does not
+have (any more) has its tags removed. Each poll is a run in the registry's poll history, trigger `webhook`,
+naming the repository it listed; it does not count for the registry's health (`watcher.runs`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from watcher.bounded import run_bounded
+from watcher import runs
+from watcher.bounded import Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.diff import TagState
-from watcher.errors import InputError
+from watcher.errors import InputError, WatcherError
+from watcher.leases import lease_length
 from watcher.models import Event, Repository
 from watcher.pollers import poller_for
 from watcher.polling import poll_timeout
@@ -28,7 +33,7 @@ from watcher.saving import Listed, Saved, Target, save
 from watcher.scope import Scope
 from watcher.shutdown import stop_on_signals
 from watcher.snapshot import Stored, fingerprint
-from watcher.spec import RegistrySpec
+from watcher.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec
 
 log = logging.getLogger("watcher")
 #: how many times a repository another poll keeps committing meanwhile is read and listed again
@@ -50,10 +55,16 @@ class RepositoryPoll:
 
 
 def poll_repository(
-    name: str, repository: str, *, engine: Engine | None = None, stop: threading.Event | None = None
+    name: str,
+    repository: str,
+    *,
+    engine: Engine | None = None,
+    stop: threading.Event | None = None,
+    trigger: runs.Trigger = "webhook",
 ) -> RepositoryPoll:
-    """List `repository` of registry `name` and commit what changed. Raises NotFoundError, InputError (not a
-    valid repository name) or the listing's RegistryError (nothing saved)."""
+    """List `repository` of registry `name` and commit what changed, recorded as a run. Raises
+    NotFoundError, InputError (not a valid repository name, or a bad option) or the listing's RegistryError
+    (nothing saved; the run says why)."""
     problem = repository_problem(repository)
     if problem is not None:
         raise InputError(f"registry {name!r}: {repository[:200]!r} is not a valid OCI repository name: it {problem}")
@@ -67,12 +78,32 @@ def poll_repository(
     if not scope.wants_repository(repository):
         result.in_scope = False
         return result
-    target = Target(registry_id, name, spec.url, scope, baselined or spec.emit_existing)
+    with session_scope(engine) as session:
+        run_id = runs.start_repositories(
+            session, registry_id, [repository], trigger, lapses_after=_longest(spec) + lease_length()
+        )
+    try:
+        _poll(engine, Target(registry_id, name, spec.url, scope, baselined or spec.emit_existing), spec, result, stop)
+    except BaseException as exc:
+        outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+        error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
+        _finish(engine, run_id, result, outcome, error)
+        raise
+    _finish(engine, run_id, result, "failed" if result.conflict else "ok", result.conflict)
+    return result
+
+
+def _poll(
+    engine: Engine, target: Target, spec: RegistrySpec, result: RepositoryPoll, stop: threading.Event | None
+) -> None:
+    """List and commit, again while another poll keeps committing the repository meanwhile (`result.conflict`
+    says so when it still did after ATTEMPTS)."""
+    repository = result.repository
     for _ in range(ATTEMPTS):
-        stored = _stored(engine, registry_id, repository)
+        stored = _stored(engine, target.registry_id, repository)
         with stop_on_signals(stop) as stop_event:
             tags, requests = run_bounded(
-                lambda: _list(spec, repository, scope),
+                lambda: _list(spec, repository, target.scope),
                 seconds=poll_timeout(spec),
                 stop=stop_event,
                 deadline_message=f"listing {repository} exceeded its deadline (--poll-timeout)",
@@ -81,13 +112,35 @@ def poll_repository(
         result.tags = len(tags)
         listed = fingerprint(tags)
         if (stored is None and not tags) or (stored is not None and stored.fingerprint == listed):
-            return result
+            return
         saved: Saved = save(engine, target, [Listed(repository, tags, listed, stored)])[0]
         result.events, result.conflict = saved.events, saved.conflict
         if not saved.conflict:
-            return result
-    log.info("registry %r: %s: %s", name, repository, result.conflict)
-    return result
+            return
+    log.info("registry %r: %s: %s", target.registry, repository, result.conflict)
+
+
+def _longest(spec: RegistrySpec) -> timedelta:
+    """How long a repository poll may run at most (its deadline for each attempt): past that, its run is dead."""
+    try:
+        seconds = poll_timeout(spec)
+    except InputError:  # the poll fails on it, and says so in its run
+        seconds = DEFAULT_POLL_TIMEOUT_SECONDS
+    return timedelta(seconds=ATTEMPTS * seconds)
+
+
+def _finish(engine: Engine, run_id: int, result: RepositoryPoll, outcome: str, error: str) -> None:
+    with session_scope(engine) as session:
+        runs.finish(
+            session,
+            run_id,
+            outcome,
+            error=error.splitlines()[0] if error else "",
+            repositories=1,
+            tags=result.tags,
+            events=len(result.events),
+            requests=result.requests,
+        )
 
 
 def _stored(engine: Engine, registry_id: int, repository: str) -> Stored | None:

@@ -1,4 +1,4 @@
-"""`watcher run` worker processes for tests: each shares the test's installation and is stopped at the end."""
+"""Real Celery workers for tests: `watcher run` subprocesses sharing the test's installation."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import Watcher
 from tests.support.processes import stop_process
+
+__all__ = ["start_worker", "worker_queue"]
 
 
 @pytest.fixture
-def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """start_worker(name, concurrency): a `watcher run` logging to `tmp_path/NAME.log`, in its own process
-    group (a test may kill the worker and its children)."""
+def start_worker(watcher: Any, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """`start_worker(name, concurrency=2)` starts `watcher run` (a worker with its beat), logging to
+    `tmp_path/NAME.log`; every worker started is stopped when the test ends."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
@@ -34,3 +36,29 @@ def start_worker(watcher: Watcher, tmp_path: Path) -> Iterator[Callable[..., sub
     yield start
     for proc in procs:
         stop_process(proc, timeout=20)
+
+
+@pytest.fixture
+def worker_queue(watcher: Any) -> Iterator[str]:
+    """The Celery queue's key, as this installation's workers read it, emptied before and after; tasks
+    this process sends go there too. The app's key prefix is fixed when it is first imported, maybe by an
+    earlier test of another installation: it is pointed at this one's for the test, then back."""
+    from watcher.tasks import app
+
+    def use(options: dict[str, Any]) -> None:
+        app.conf.broker_transport_options = options
+        app._pool = None  # made again, under these options (kombu keeps one pool per options: none is closed)
+        app.amqp._producer_pool = None
+
+    before = dict(app.conf.broker_transport_options)
+    prefix = f"{watcher.stream}:celery:"
+    use({**before, "global_keyprefix": prefix})
+    watcher.redis.delete(f"{prefix}celery")
+    yield f"{prefix}celery"
+    watcher.redis.delete(f"{prefix}celery")
+    use(before)
+
+
+def ready(log: Path) -> bool:
+    """Whether the worker logging to `log` is ready to take tasks (Celery says so)."""
+    return log.exists() and "ready." in log.read_text()

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.conftest import Watcher
 from tests.support.browser import chromium, screenshot, wait_for
@@ -21,7 +22,7 @@ from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv
 from tests.support.registry import free_port
 from tests.web.conftest import Api
 from watcher.db import session_scope
-from watcher.models import Registry
+from watcher.models import Registry, utcnow
 
 WRONG_PASSWORD = "not-the-password-7Qx"
 #: where the README's screenshot is written when CONSOLE_SCREENSHOT_TO names a path
@@ -240,3 +241,35 @@ def test_readers_only_read_forged_posts_are_refused_and_logging_out_ends_the_ses
         console.open(path)
         assert console.path().startswith("/console/login"), path
     assert re.search(r"/console/login\?next=/console/events$", console.path())
+
+
+def test_the_console_shows_each_registrys_last_webhook_and_what_triggered_each_poll(
+    watcher: Watcher, console: Console, registry: RegistryEnv, unique_repo: str
+) -> None:
+    from watcher.repopoll import poll_repository
+
+    image = f"{unique_repo}/app"
+    registry.client.push_image(image, "v1")
+    for name in ("hooked", "plain"):
+        assert watcher.add_registry(name, registry.url, "--repository", f"{unique_repo}/*").exit_code == 0
+    poll(watcher, "hooked")
+    registry.client.push_image(image, "v2")
+    poll_repository("hooked", image)
+    with session_scope() as session:
+        session.execute(
+            update(Registry).where(Registry.name == "hooked").values(last_webhook_at=utcnow() - timedelta(minutes=4))
+        )
+
+    console.log_in(console.api.reader_token)
+    hooked = console.visible('#registries tr[data-registry="hooked"] td.webhook')
+    assert hooked.text == "4 min ago"
+    assert str(hooked.find_element(By.CSS_SELECTOR, "time").get_attribute("title")).endswith("UTC")
+    assert console.find('#registries tr[data-registry="plain"] td.webhook').text == ""
+    assert console.find('#registries tr[data-registry="hooked"] .badge').text == "ok"
+    console.shot("registries-webhook")
+
+    console.open("/console/registries/hooked")
+    assert console.visible("#last-webhook").text == "4 min ago"
+    assert [c.text for c in console.all("#polls td.trigger")] == [f"webhook: {image}", "manual"]
+    console.open("/console/registries/plain")
+    assert console.all("#last-webhook") == []

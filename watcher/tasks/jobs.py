@@ -20,6 +20,7 @@ from watcher.models import utcnow
 from watcher.polling import Busy, PartialPoll, PollResult, poll
 from watcher.relay import relay
 from watcher.repopoll import poll_repository
+from watcher.runs import Trigger
 from watcher.tasks.app import CHUNK_TASK, POLL_TASK, REPOSITORY_POLL_TASK, app
 
 log = logging.getLogger("watcher")
@@ -46,13 +47,14 @@ def tick() -> list[str]:
 
 
 @app.task(name=POLL_TASK, bind=True, ignore_result=True)
-def poll_registry(self: Task, name: str) -> int:
+def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
     """Poll one registry and publish its events at once; the relay sweep catches up if Redis was down.
+    Beat's tick dispatches it as `schedule`; "Poll now" queues it as `manual`.
 
     A transient failure is retried with backoff, up to MAX_RETRIES; after that, and for any other failure,
     the poll's run says why and the log has one line."""
     try:
-        result = poll(name, dispatch=dispatch_chunks(name))
+        result = poll(name, dispatch=dispatch_chunks(name), trigger=trigger)
     except Busy as exc:
         log.info("%s", exc)
         return 0

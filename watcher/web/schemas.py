@@ -57,6 +57,8 @@ class Registry(BaseModel):
     tags: int
     next_poll_at: str | None
     last_poll: dict[str, Any] | None
+    #: the newest poll a webhook triggered (of the repositories it named): not part of `status`
+    last_webhook_poll: dict[str, Any] | None = None
     status: RegistryStatus
 
 
@@ -76,6 +78,9 @@ class Tag(BaseModel):
 
 
 class Poll(BaseModel):
+    """One run of the poll history: a registry-wide poll (`schedule` or `manual`), or a webhook's poll of
+    the repositories it named (`listed_repositories`; null for a registry-wide poll)."""
+
     id: int
     started_at: str | None
     finished_at: str | None
@@ -86,6 +91,8 @@ class Poll(BaseModel):
     events: int
     requests: int
     ignored: int
+    trigger: Literal["schedule", "webhook", "manual"]
+    listed_repositories: list[str] | None = None
 
 
 class Event(BaseModel):
