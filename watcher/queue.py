@@ -9,6 +9,11 @@ started (a Celery countdown), gathering every notification of the meantime: so a
 one repository costs at most two listings a second, the first at once and one after the burst, instead of
 one per listing's duration for as long as the burst lasts. A poll queued once the previous one has finished
 starts at once, however soon: pushes one after the other are each reported as fast as the first.
+
+A notification may name the tags it pushed (`HookFormat.pushed`); a listing that does not show one of them
+yet (Distribution notifies before it links the tag) queues one more listing CONFIRM_SECONDS later, once:
+so a forged notification costs at most two listings, and a true one is never left for the next scheduled
+poll.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from watcher.settings import get_settings
 QUEUED_SECONDS = 600
 #: a repository's polls start at least this far apart while notifications keep coming
 RELIST_SECONDS = 1.0
+#: a listing not showing a pushed tag yet is made once more this much later
+CONFIRM_SECONDS = 1.0
+#: at most this many pushed tags are carried to the poll (the rest are only listed)
+MAX_EXPECTED_TAGS = 20
 
 
 def queue_poll(name: str) -> str:
@@ -56,8 +65,16 @@ def started_key(name: str, repository: str) -> str:
     return queued_key(name, repository) + ":started"
 
 
-def queue_repository_poll(name: str, repository: str, client: redis.Redis | None = None) -> bool:
-    """Queue a poll of one repository unless one is queued already; True when this call queued it."""
+def queue_repository_poll(
+    name: str,
+    repository: str,
+    client: redis.Redis | None = None,
+    *,
+    expect: list[str] | None = None,
+    delay: float = 0.0,
+) -> bool:
+    """Queue a poll of one repository unless one is queued already; True when this call queued it. `expect`:
+    the tags the notification says were pushed; `delay`: seconds to wait at least before it starts."""
     from kombu.exceptions import OperationalError
 
     from watcher.tasks.jobs import poll_repository_task
@@ -67,9 +84,9 @@ def queue_repository_poll(name: str, repository: str, client: redis.Redis | None
         client = client or bus.connect()
         if not client.set(key, "1", nx=True, ex=QUEUED_SECONDS):
             return False
-        wait_ms = client.pttl(started_key(name, repository))
-        countdown = wait_ms / 1000 if wait_ms > 0 else None
-        poll_repository_task.apply_async((name, repository), countdown=countdown, retry=False)
+        wait = max(client.pttl(started_key(name, repository)) / 1000, delay)
+        options = {"expect": expect[:MAX_EXPECTED_TAGS]} if expect else {}
+        poll_repository_task.apply_async((name, repository), options, countdown=wait if wait > 0 else None, retry=False)
     except (redis.RedisError, OperationalError, OSError) as exc:
         try:
             if client is not None:

@@ -48,6 +48,8 @@ class RepositoryPoll:
     repository: str
     in_scope: bool = True
     tags: int = 0
+    #: the tags the listing showed (in scope)
+    listed: frozenset[str] = frozenset()
     requests: int = 0
     events: list[Event] = field(default_factory=list)
     #: why the repository was not saved (another poll kept committing it), or ""
@@ -109,7 +111,7 @@ def _poll(
                 deadline_message=f"listing {repository} exceeded its deadline (--poll-timeout)",
             )
         result.requests += requests
-        result.tags = len(tags)
+        result.tags, result.listed = len(tags), frozenset(tags)
         listed = fingerprint(tags)
         if (stored is None and not tags) or (stored is not None and stored.fingerprint == listed):
             return

@@ -50,6 +50,17 @@ def broker(watcher: Watcher) -> Iterator[str]:
     watcher.redis.delete(key)
 
 
+def queued_kwargs(watcher: Watcher, key: str) -> list[dict[str, Any]]:
+    """The keyword arguments of every message waiting on the queue, oldest first."""
+    messages = [json.loads(m) for m in reversed(watcher.redis.lrange(key, 0, -1))]
+    return [json.loads(base64.b64decode(m["body"]))[1] for m in messages]
+
+
+def queued_eta(watcher: Watcher, key: str) -> list[str | None]:
+    """When each message waiting on the queue may start (None: at once), oldest first."""
+    return [json.loads(m)["headers"].get("eta") for m in reversed(watcher.redis.lrange(key, 0, -1))]
+
+
 def queued(watcher: Watcher, key: str) -> list[tuple[str, list[Any]]]:
     """(task, args) of every message waiting on the queue, oldest first."""
     messages = [json.loads(m) for m in reversed(watcher.redis.lrange(key, 0, -1))]
@@ -128,6 +139,29 @@ def test_a_push_to_the_real_registry_reaches_the_stream_without_a_scheduled_poll
         assert "unauthorized" not in webhook_counts(watcher)
 
 
+def test_a_pushed_tag_the_listing_does_not_show_yet_is_looked_for_once_more(
+    watcher: Watcher, broker: str, tmp_path: Path, unique_repo: str
+) -> None:
+    """Distribution notifies before it links the tag: a listing made at once may miss it. The poll then
+    queues one more listing a moment later (without the hint, so never a third), which reports it."""
+    from watcher.tasks.jobs import poll_repository_task
+
+    app = f"{unique_repo}/app"
+    with real_registry(tmp_path, watcher, unique_repo) as registry, RegistryClient(registry.url) as client:
+        client.push_image(app, "v1")
+        polling.poll("r1")  # the baseline
+        assert poll_repository_task.run("r1", app, expect=["v1"]) == 0  # shown: nothing more to do
+        assert queued(watcher, broker) == []
+        assert poll_repository_task.run("r1", app, expect=["v2"]) == 0  # notified, not linked yet
+        assert queued(watcher, broker) == [("watcher.poll_repository", ["r1", app])]
+        assert queued_kwargs(watcher, broker) == [{}] and queued_eta(watcher, broker) != [None]
+        digest = client.push_image(app, "v2")
+        watcher.redis.delete(broker)
+        assert poll_repository_task.run("r1", app) == 1  # the follow-up
+        assert [(e["tag"], e["change"], e["digest"]) for e in watcher.stream_entries()] == [("v2", "added", digest)]
+        assert queued(watcher, broker) == []
+
+
 def test_the_real_registry_with_a_wrong_secret_is_refused_and_polls_nothing(
     watcher: Watcher, server: ApiServer, broker: str, tmp_path: Path, unique_repo: str
 ) -> None:
@@ -179,6 +213,7 @@ def test_a_manifest_push_or_delete_queues_its_repository_once(
         ("watcher.poll_repository", ["r1", "team/app"]),
         ("watcher.poll_repository", ["r1", "team/web"]),
     ]
+    assert queued_kwargs(watcher, broker) == [{"expect": ["v1"]}, {}]  # the pushed tag goes with its poll
     assert webhook_counts(watcher) == {"accepted": 2}
     (status,) = json.loads(watcher.cli("status", "--json").stdout)
     assert status["last_webhook_at"] is not None and status["last_webhook_at"].endswith("Z")

@@ -60,6 +60,9 @@ class HookFormat:
     repositories: Callable[[Notification], list[str]]
     #: the registry-side set-up, ready to paste
     setup: Callable[[Webhook], str]
+    #: the tags a notification says were pushed, by repository, for formats that name them; a listing that
+    #: does not show one yet is made once more a moment later (`watcher.queue.CONFIRM_SECONDS`)
+    pushed: Callable[[Notification], dict[str, list[str]]] | None = None
     #: raises InputError for a registry this format cannot serve (called when the receiver is enabled)
     check: Callable[[RegistrySpec], None] | None = None
 

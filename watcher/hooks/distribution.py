@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from watcher.hooks import Auth, HookFormat, Malformed, Notification
-from watcher.reference import repository_problem, shown
+from watcher.reference import is_tag, repository_problem, shown
 
 #: the media types of Distribution's notification envelope (v2: Distribution 3), and plain JSON
 DISTRIBUTION_TYPES = frozenset(
@@ -39,6 +39,27 @@ def repositories(notification: Notification) -> list[str]:
     """The repositories a Distribution notification envelope says changed, each once, in order: those of
     manifest `push` and `delete` events with a tag or digest. (A delete names only a digest, and Distribution
     sends blob deletes the same way, without a media type: those re-list their repository too.)"""
+    wanted: dict[str, None] = {}
+    for number, event in enumerate(_events(notification)):
+        repository = _relisted(event, number)
+        if repository is not None:
+            wanted[repository] = None
+    return list(wanted)
+
+
+def pushed(notification: Notification) -> dict[str, list[str]]:
+    """The tags of manifest pushes, by repository. Distribution sends a push's notification before it links
+    the tag (`manifests.Put` fires the event, then tags it), so a listing made at once may not show it yet."""
+    tags: dict[str, list[str]] = {}
+    for number, event in enumerate(_events(notification)):
+        repository = _relisted(event, number)
+        tag = event["target"].get("tag")
+        if repository is not None and event["action"] == "push" and is_tag(tag):
+            tags.setdefault(repository, []).append(tag)
+    return tags
+
+
+def _events(notification: Notification) -> list[Any]:
     body, content_type = notification.body, notification.content_type
     media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media_type not in DISTRIBUTION_TYPES:
@@ -50,12 +71,7 @@ def repositories(notification: Notification) -> list[str]:
     events = envelope.get("events") if isinstance(envelope, dict) else None
     if not isinstance(events, list):
         raise Malformed('the body has no "events" list')
-    wanted: dict[str, None] = {}
-    for number, event in enumerate(events):
-        repository = _relisted(event, number)
-        if repository is not None:
-            wanted[repository] = None
-    return list(wanted)
+    return events
 
 
 def _relisted(event: Any, number: int) -> str | None:
@@ -95,4 +111,4 @@ def setup(hook: Webhook) -> str:
     )
 
 
-FORMAT = HookFormat("distribution", Auth.HEADER, repositories, setup)
+FORMAT = HookFormat("distribution", Auth.HEADER, repositories, setup, pushed=pushed)

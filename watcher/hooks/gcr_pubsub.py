@@ -113,4 +113,4 @@ def setup(hook: Webhook) -> str:
     )
 
 
-FORMAT = HookFormat("gcr-pubsub", Auth.OIDC, repositories, setup, check)
+FORMAT = HookFormat("gcr-pubsub", Auth.OIDC, repositories, setup, check=check)

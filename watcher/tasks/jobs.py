@@ -165,9 +165,10 @@ def failed(name: str, exc: BaseException) -> dict[str, object]:
 
 
 @app.task(name=REPOSITORY_POLL_TASK, bind=True, ignore_result=True)
-def poll_repository_task(self: Task, name: str, repository: str) -> int:
+def poll_repository_task(self: Task, name: str, repository: str, expect: list[str] | None = None) -> int:
     """Poll one repository of one registry (a webhook's hint) and publish its events at once. Its queued
-    mark is cleared first, so a notification arriving while it lists queues one more poll."""
+    mark is cleared first, so a notification arriving while it lists queues one more poll. A pushed tag
+    (`expect`) the listing does not show yet is looked for once more a moment later (`queue.CONFIRM_SECONDS`)."""
     try:
         queue.started(name, repository)
     except (redis.RedisError, OSError) as exc:  # the mark lapses on its own
@@ -187,6 +188,8 @@ def poll_repository_task(self: Task, name: str, repository: str) -> int:
     if not result.in_scope:
         log.info("registry %r: %s is not watched: ignored", name, repository, extra={"fields": fields})
         return 0
+    if expect and not set(expect) <= result.listed:
+        confirm(name, repository)
     fields |= {"tags": result.tags, "events": len(result.events), "requests": result.requests}
     log.info(
         "registry %r: %s polled: %d tags, %d events, %d requests%s",
@@ -209,6 +212,14 @@ def unexpected(name: str, what: str, exc: Exception) -> int:
         "registry %r: %s failed: %s: %s", name, what, type(exc).__name__, first_line(exc), extra=failed(name, exc)
     )
     return 0
+
+
+def confirm(name: str, repository: str) -> None:
+    """List the repository once more a moment later (without `expect`: never a third time for one hint)."""
+    try:
+        queue.queue_repository_poll(name, repository, delay=queue.CONFIRM_SECONDS)
+    except WatcherError as exc:  # the next scheduled poll sees the tag
+        log.warning("%s", exc)
 
 
 def retry_or_give_up(task: Task, name: str, exc: WatcherError) -> int:

@@ -76,12 +76,14 @@ async def _receive(registry: str, path_secret: str | None, request: Request) -> 
     try:
         notification = hooks.Notification(body, request.headers.get("content-type"), receiver.url, receiver.options)
         repositories = hook_format.repositories(notification)
+        pushed = hook_format.pushed(notification) if hook_format.pushed else {}
     except hooks.Malformed as exc:
         await anyio.to_thread.run_sync(_record, receiver, "malformed")
         raise ApiError(400, "malformed", f"registry {registry!r}: {exc}") from None
     wanted = [name for name in repositories if receiver.scope.wants_repository(name)]
     outcome = "accepted" if wanted else "ignored"
-    queued = await anyio.to_thread.run_sync(_queue_and_record, receiver, wanted, outcome)
+    expected = {name: pushed[name] for name in wanted if name in pushed}
+    queued = await anyio.to_thread.run_sync(_queue_and_record, receiver, wanted, outcome, expected)
     return respond_accepted(outcome, wanted, queued)
 
 
@@ -185,14 +187,17 @@ def _expected(row: Registry) -> googleoidc.Expected | None:
         return None
 
 
-def _queue(name: str, repositories: list[str]) -> int:
+def _queue(name: str, repositories: list[str], expected: dict[str, list[str]]) -> int:
     """Queue a poll of each repository (one already queued is not queued again); how many were queued."""
-    return sum(queue.queue_repository_poll(name, repository) for repository in repositories)
+    return sum(
+        queue.queue_repository_poll(name, repository, expect=expected.get(repository, []))
+        for repository in repositories
+    )
 
 
-def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str) -> int:
+def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str, expected: dict[str, list[str]]) -> int:
     """Both in one trip to a worker thread (each trip costs the event loop as much as a Redis command)."""
-    queued = _queue(receiver.name, repositories)
+    queued = _queue(receiver.name, repositories, expected)
     _record(receiver, outcome)
     return queued
 
