@@ -2,7 +2,7 @@
 
 A group of repositories (up to `watcher.pipeline`'s chunk) is written in one transaction with a handful of
 statements whatever its size: one compare-and-set UPDATE of the stored repositories' revisions (executemany),
-one SELECT of their tag rows, one statement each for the tags inserted and updated (`watcher.db.insert_rows`,
+one SELECT of their tag rows, one statement each for the tags inserted and updated (`watcher.bulk.insert_rows`,
 `update_rows`: executemany, or on PostgreSQL one `unnest()` of arrays), one DELETE per
 chunk of ids, one multi-row INSERT of the events and one of new repositories. The compare-and-set is what
 keeps two polls from both committing against one repository's snapshot: a repository stored when the poll
@@ -25,7 +25,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher import counters, pollmetrics
-from watcher.db import insert_rows, session_scope, update_rows
+from watcher.bulk import insert_rows, update_rows
+from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind, TagState
 from watcher.errors import StateError
 from watcher.events import new_event
