@@ -27,21 +27,19 @@ import contextlib
 import json
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import throwaway
+
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("WATCHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("WATCHER_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 NAME = "bench"
@@ -179,49 +177,21 @@ class Installation:
 
 @contextlib.contextmanager
 def installation(db: str, endpoint: str) -> Iterator[Installation]:
-    """A temporary data dir, a database of the run's own and a unique Redis stream key; all removed after."""
-    tmp = Path(tempfile.mkdtemp(prefix="watcher-ecr-bench-"))
-    run = secrets.token_hex(4)
-    pg_name = f"watcher_ecr_bench_{run}"
-    if db == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
-        url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{pg_name}"
-    else:
-        url = f"sqlite:///{tmp / 'watcher.db'}"
-    stream = f"watcher-bench:{run}:events"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "AWS_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "WATCHER_DATA_DIR": str(tmp / "data"),
-            "WATCHER_DATABASE_URL": url,
-            "WATCHER_REDIS_URL": REDIS_URL,
-            "WATCHER_EVENTS_STREAM": stream,
-            "WATCHER_SECRET_KEY": secrets.token_urlsafe(24),
-            "AWS_ENDPOINT_URL_ECR": endpoint,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(tmp / "aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"),
-        }
-    )
-    try:
-        yield Installation(env, db, url, tmp)
-    finally:
-        if db == "postgresql":
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
-        with contextlib.suppress(Exception):
-            import redis
-
-            client = redis.Redis.from_url(REDIS_URL)
-            for key in client.scan_iter(f"{stream}*"):
-                client.delete(key)
-        shutil.rmtree(tmp, ignore_errors=True)
+    """A throw-away state (`benchmarks.throwaway`), and the environment of every child: WATCHER_* for it,
+    boto3 pointed at the fake and kept away from this machine's AWS configuration."""
+    with throwaway.state(db, "ecr-bench") as state:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "AWS_"))}
+        env.update(state.env)
+        env.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "AWS_ENDPOINT_URL_ECR": endpoint,
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_CONFIG_FILE": str(state.tmp / "aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(state.tmp / "aws-credentials"),
+            }
+        )
+        yield Installation(env, db, state.url, state.tmp)
 
 
 @contextlib.contextmanager
