@@ -2,9 +2,10 @@
 
 CPython's full collections walk every tracked object, and a worker that has imported SQLAlchemy, botocore
 and the rest holds around a million of them that live as long as the process. A big poll allocates
-enough to set off full collections again and again (a third of a 1 %-changed ECR poll's CPU went to
-them). `settle()` collects once, then freezes what is left (`gc.freeze`): those objects are never
-scanned again, while everything a poll allocates afterwards is collected as usual.
+enough to set off full collections again and again (py-spy put a third of a 100k-tag ECR poll's samples
+in them; freezing saved about 15 % of its CPU, `benchmarks/ecr_scale.py`). `settle()` collects once, then
+freezes what is left (`gc.freeze`): those objects are never scanned again, while everything a poll
+allocates afterwards is collected as usual.
 """
 
 from __future__ import annotations
