@@ -103,13 +103,13 @@ def whole_listing(pages: list[bytes], parse: Parse) -> int:
     assert isinstance(poller, EcrPoller)
     queue = list(pages)
 
-    async def answer(operation: str, **params: Any) -> dict[str, Any]:
+    def answer(operation: str, params: dict[str, Any]) -> dict[str, Any]:
         page = parse(queue.pop(0))
         if not queue:
             page.pop("nextToken", None)
         return page
 
-    poller._call = answer  # type: ignore[method-assign]
+    poller._invoke = answer  # type: ignore[method-assign]
     tags = asyncio.run(poller.tags("team/app", lambda _tag: True))
     return len(tags or {})
 

@@ -31,12 +31,9 @@ import json
 import os
 import platform
 import random
-import secrets
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,17 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import redis
 from sqlalchemy import Engine, event, text
 
+from benchmarks import throwaway
 from tests.support.processes import stop_process
 from tests.support.registry import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-PG_ADMIN_URL = os.environ.get("WATCHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("WATCHER_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 # the shape of the seeded deployment
@@ -96,36 +90,13 @@ def installation(db: str) -> Iterator[Installation]:
     """A temporary data dir, a database of our own and a unique Redis stream key, all removed afterwards.
     WATCHER_* variables go into this process's environment too: the seeding and the SSE writer use the app's
     own engine (`watcher.db.get_engine`)."""
-    tmp = Path(tempfile.mkdtemp(prefix="watcher-read-bench-"))
-    run = secrets.token_hex(4)
-    pg_name = f"watcher_bench_{run}"
-    if db == "postgresql":
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
-        url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{pg_name}"
-    else:
-        url = f"sqlite:///{tmp / 'watcher.db'}"
-    stream = f"watcher-bench:{run}:events"
-    env = {
-        "WATCHER_DATA_DIR": str(tmp / "data"),
-        "WATCHER_DATABASE_URL": url,
-        "WATCHER_REDIS_URL": REDIS_URL,
-        "WATCHER_EVENTS_STREAM": stream,
-        "WATCHER_SECRET_KEY": secrets.token_urlsafe(24),
-    }
-    os.environ.update(env)
-    _clear_caches()
-    try:
-        yield Installation(db, tmp, url, stream, env)
-    finally:
-        _clear_caches(dispose=True)
-        if db == "postgresql":
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(f"{stream}*"):
-            client.delete(key)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with throwaway.state(db, "read-bench") as state:
+        os.environ.update(state.env)
+        _clear_caches()
+        try:
+            yield Installation(db, state.tmp, state.url, state.stream, state.env)
+        finally:
+            _clear_caches(dispose=True)
 
 
 def _clear_caches(dispose: bool = False) -> None:

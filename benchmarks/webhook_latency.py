@@ -49,7 +49,8 @@ import redis
 import yaml
 from click.testing import CliRunner
 
-from benchmarks.read_side import REDIS_URL, Installation, installation, machine, percentile, wait_until_healthy
+from benchmarks.read_side import Installation, installation, machine, percentile, wait_until_healthy
+from benchmarks.throwaway import REDIS_URL
 from tests.support.processes import stop_process
 from tests.support.registry import OCI_MANIFEST, RegistryServer, _image_blobs, free_port
 

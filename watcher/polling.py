@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import counters, fanout, leases, pipeline, pollmetrics, runs, saving
+from watcher import counters, fanout, heap, leases, pipeline, pollmetrics, runs, saving
 from watcher.bounded import DeadlineExceeded, Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.errors import InputError, RegistryError, StateError, WatcherError
@@ -209,6 +209,7 @@ async def _run(
 ) -> None:
     """The pipeline; the poller goes into `made` so that a failed poll's requests are counted too."""
     poller = poller_for(spec)
+    heap.settle()  # what the process imported, the poller's SDK included, is never scanned again
     made.append(poller)
     try:
         await pipeline.run(poller, store.target.scope, store, writer, tally, split)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import re
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -219,14 +220,25 @@ class EcrPoller(Poller):
                 return names
 
     async def tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
-        """Every wanted tag with its image's digest and push time; untagged images are skipped."""
+        """Every wanted tag with its image's digest and push time; untagged images are skipped.
+
+        The whole repository is read in one worker thread, page after page, holding one of the registry's
+        slots: the thread that parses a page also reads it, and the event loop (which every thread needs
+        the GIL back for) is woken once per repository instead of once per page."""
+        async with self._slots:
+            return await asyncio.to_thread(self._tags, repository, wanted)
+
+    def _tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         found: dict[str, TagState] = {}
         count = 0
         token: str | None = None
         while True:
             params = self._page(token) | {"repositoryName": repository, "filter": {"tagStatus": "TAGGED"}}
+            delay = self._pacer.reserve()
+            if delay > 0:
+                time.sleep(delay)
             try:
-                page = await self._call("describe_images", **params)
+                page = self._invoke("describe_images", params)
             except RepositoryGone:
                 return None
             for image in entries(page, "imageDetails", f"images of {repository}"):
