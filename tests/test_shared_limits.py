@@ -285,7 +285,8 @@ def sdk_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sdk
 def test_sdk_polls_in_processes_stay_within_max_concurrency(watcher: Watcher, sdk_registry: SdkRegistry) -> None:
     sdk_registry.poll(watcher, "--max-concurrency", "2")
     # each process alone may have 2 in flight (ACR: its token exchanges too); together they may not either
-    assert sdk_registry.server.max_in_flight == 2
+    # (without the shared slots they reach 4 to 5; a loaded machine may start them too far apart to reach 2)
+    assert 1 <= sdk_registry.server.max_in_flight <= 2
 
 
 def test_sdk_throttling_seen_by_one_process_pauses_the_others(watcher: Watcher, sdk_registry: SdkRegistry) -> None:
