@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures imported by name are parameters of the tests
 """`POST /hooks/v1/{registry}`: the real Distribution registry's notifications, sent where
 `watcher registry webhook` says, queue a poll of the pushed repository, whose `added` event reaches the
 stream without any scheduled poll; a wrong secret, a malformed body, an unknown registry are refused and
@@ -19,35 +20,16 @@ from sqlalchemy import select
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
+from tests.support.hooks import broker, hook_server  # noqa: F401 - fixtures
 from tests.support.polls import wait_for
 from tests.support.registry import RegistryClient, RegistryServer
 from watcher import counters, polling
 from watcher.db import session_scope
 from watcher.models import Registry
-from watcher.settings import get_settings
 
 V1 = "application/vnd.docker.distribution.events.v1+json"
 V2 = "application/vnd.docker.distribution.events.v2+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-@pytest.fixture
-def server(watcher: Watcher, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    with ApiServer() as api:
-        monkeypatch.setenv("WATCHER_PUBLIC_URL", api.url)
-        get_settings.cache_clear()
-        yield api
-
-
-@pytest.fixture
-def broker(watcher: Watcher) -> Iterator[str]:
-    """The Celery queue's key, emptied before and after the test."""
-    from watcher.tasks import app  # imported once the installation's settings are set
-
-    key = f"{app.conf.broker_transport_options['global_keyprefix']}celery"
-    watcher.redis.delete(key)
-    yield key
-    watcher.redis.delete(key)
 
 
 def queued_kwargs(watcher: Watcher, key: str) -> list[dict[str, Any]]:
@@ -111,7 +93,7 @@ def notify_with(registry: RegistryServer, watcher: Watcher, secret: str | None =
 
 
 def test_a_push_to_the_real_registry_reaches_the_stream_without_a_scheduled_poll(
-    watcher: Watcher, server: ApiServer, broker: str, tmp_path: Path, unique_repo: str
+    watcher: Watcher, hook_server: ApiServer, broker: str, tmp_path: Path, unique_repo: str
 ) -> None:
     from watcher.tasks.jobs import poll_repository_task
 
@@ -163,7 +145,7 @@ def test_a_pushed_tag_the_listing_does_not_show_yet_is_looked_for_once_more(
 
 
 def test_the_real_registry_with_a_wrong_secret_is_refused_and_polls_nothing(
-    watcher: Watcher, server: ApiServer, broker: str, tmp_path: Path, unique_repo: str
+    watcher: Watcher, hook_server: ApiServer, broker: str, tmp_path: Path, unique_repo: str
 ) -> None:
     with real_registry(tmp_path, watcher, unique_repo) as registry, RegistryClient(registry.url) as client:
         client.push_image(f"{unique_repo}/app", "v1")
@@ -181,10 +163,10 @@ def test_the_real_registry_with_a_wrong_secret_is_refused_and_polls_nothing(
 
 # ---- each answer ------------------------------------------------------------------------------------
 @pytest.fixture
-def hook(watcher: Watcher, server: ApiServer, registry: RegistryEnv) -> Iterator[tuple[httpx.Client, str]]:
+def hook(watcher: Watcher, hook_server: ApiServer, registry: RegistryEnv) -> Iterator[tuple[httpx.Client, str]]:
     assert watcher.add_registry("r1", registry.url, "--repository", "team/*", "--no-verify").exit_code == 0
     secret = enable(watcher)["secret"]
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=hook_server.url, timeout=10) as client:
         yield client, secret
 
 
