@@ -60,10 +60,10 @@ def open_session(session: Session, token: str) -> tuple[str, Live] | None:
     return session_id, Live(opened.id, row.name, row.role)
 
 
-def resolve(session: Session, session_id: str | None, *, take_notice: bool = False) -> Live | None:
+def resolve(session: Session, session_id: str | None, *, take_notice: bool = False, use: bool = True) -> Live | None:
     """The live session `session_id` names, or None (unknown, logged out, idle, too old, or its token revoked
-    or expired: such a row is deleted). Its use is recorded at most once a minute; `take_notice` hands its
-    waiting notice over once."""
+    or expired: such a row is deleted). Its use is recorded at most once a minute (unless `use` is False: a
+    check that is not the person's doing); `take_notice` hands its waiting notice over once."""
     if not session_id or len(session_id) > MAX_ID_LENGTH:
         return None
     found = session.execute(
@@ -79,7 +79,7 @@ def resolve(session: Session, session_id: str | None, *, take_notice: bool = Fal
         session.execute(delete(ConsoleSession).where(ConsoleSession.id == row.id))
         return None
     changes: dict[str, object] = {}
-    if now - row.last_used_at > TOUCH_EVERY:
+    if use and now - row.last_used_at > TOUCH_EVERY:
         changes["last_used_at"] = now
         tokens.touch(session, token, now)
     notice = row.notice if take_notice else None

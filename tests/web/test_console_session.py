@@ -3,6 +3,7 @@ or expiring its token, and by idling; its CSRF tokens are bound to it. (The brow
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import httpx
@@ -15,6 +16,7 @@ from tests.web.conftest import Api
 from watcher import console_sessions, tokens
 from watcher.db import session_scope
 from watcher.models import ApiToken, ConsoleSession, utcnow
+from watcher.web.routes import events
 
 
 def refused(client: httpx.Client) -> bool:
@@ -163,3 +165,31 @@ def test_the_cookie_is_secure_when_the_console_is_served_over_https(
     get_settings.cache_clear()
     secure = httpx.get(api.server.url + "/console/login").headers["set-cookie"].lower()
     assert "; secure" in secure and "httponly" in secure and "samesite=strict" in secure
+
+
+@pytest.mark.parametrize("ending", ["logout", "revoke"])
+def test_an_open_event_stream_ends_with_its_session_or_token(
+    watcher: Watcher, api: Api, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """A stream is one long request: it checks its caller again as it runs, so a cookie copied before logout
+    (or a revoked token) does not keep reading events."""
+    monkeypatch.setattr(events, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(events, "RECHECK_SECONDS", 0.1)
+    url = api.server.url
+    with console.log_in(url, api.admin_token) as browser:
+        reader = console.copy(url, console.cookie_of(browser)) if ending == "logout" else api.reader
+        with reader.stream("GET", "/api/v1/events/stream") as stream:
+            assert stream.status_code == 200
+            lines = (line for line in stream.iter_lines() if line)
+            assert next(lines) == ": connected"
+            for _ in range(5):  # still allowed, past a few re-checks
+                assert next(lines) == ": keep-alive"
+            if ending == "logout":
+                csrf = console.csrf_of(browser.get("/console/"))
+                assert browser.post("/console/logout", data={"csrf": csrf}).status_code == 303
+            else:
+                assert watcher.cli("token", "revoke", "test-reader").exit_code == 0
+            deadline = time.monotonic() + 10
+            for _ in lines:  # keep-alives until the next re-check, then the server ends the stream
+                assert time.monotonic() < deadline, "the stream outlived its session"
+        assert reader.get("/api/v1/events/stream").status_code == 401

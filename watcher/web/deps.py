@@ -69,6 +69,19 @@ def principal_of_session(sid: str | None) -> Principal | None:
         return Principal(found.name, found.role) if found is not None else None
 
 
+def still_authorized(request: Request) -> bool:
+    """Whether the caller of a long request (the event stream) may still read: its token is live, or its
+    console session is. The session is not counted as used, so a page left open does not keep it from idling."""
+    token = bearer_token(request)
+    if token is not None:
+        return principal_of(token) is not None
+    sid = session_id(request)
+    if sid is None:
+        return False
+    with session_scope() as session:
+        return console_sessions.resolve(session, sid, use=False) is not None
+
+
 def authorize(request: Request) -> Principal:
     """Who is asking; 401 without a valid token, 403 for a reader doing more than reading."""
     token = bearer_token(request)
