@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from tests.conftest import Watcher
-from watcher import tokens
+from watcher import console_sessions, tokens
 from watcher.db import session_scope
-from watcher.models import ApiToken, utcnow
+from watcher.models import ApiToken, ConsoleSession, utcnow
 
 
 def create(watcher: Watcher, name: str, role: str, *extra: str) -> str:
@@ -68,3 +68,25 @@ def test_token_mistakes_are_one_line(watcher: Watcher) -> None:
         result = watcher.cli("token", *args)
         assert result.exit_code != 0 and needle in result.stderr, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_a_console_session_is_kept_as_a_hash_and_ends_with_its_token(watcher: Watcher) -> None:
+    token = create(watcher, "ops", "admin")
+    with session_scope(watcher.engine) as session:
+        assert console_sessions.open_session(session, token[:-1] + "x") is None
+        opened = console_sessions.open_session(session, token)
+        assert opened is not None
+        session_id, live = opened
+    assert (live.name, live.role) == ("ops", "admin") and len(session_id) >= 43
+    with session_scope(watcher.engine) as session:
+        row = session.scalar(select(ConsoleSession))
+        assert row is not None and row.session_hash == tokens.digest(session_id)
+        assert session_id not in row.session_hash and token not in row.session_hash
+        found = console_sessions.resolve(session, session_id)
+        assert found is not None and found.name == "ops"
+        assert console_sessions.resolve(session, session_id + "x") is None
+        assert console_sessions.resolve(session, "x" * 10_000) is None
+    assert watcher.cli("token", "revoke", "ops").exit_code == 0
+    with session_scope(watcher.engine) as session:
+        assert session.scalar(select(ConsoleSession)) is None  # revoking ended it at once
+        assert console_sessions.resolve(session, session_id) is None

@@ -190,6 +190,22 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class ConsoleSession(Base):
+    """A console login: only the SHA-256 of its cookie's random id is kept (`watcher.console_sessions`), with
+    the token it was opened with, so revoking or expiring that token ends it too."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: written at most once a minute, so that reading pages does not write on every request
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: the one-time notice the next page shows ("a poll of 'r1' is queued")
+    notice: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class Counter(Base):
     """A deployment-wide Prometheus counter: every worker adds to it in the transaction that did the counted
     work, so `/metrics` served by any process reports the whole deployment, and a restart loses nothing."""

@@ -12,12 +12,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher.errors import ConflictError, InputError, NotFoundError
-from watcher.models import ApiToken, utcnow
+from watcher.models import ApiToken, ConsoleSession, utcnow
 from watcher.spec import NAME
 
 ROLES = ("reader", "admin")
@@ -61,10 +61,13 @@ def create(session: Session, name: str, role: str, *, expires_in: timedelta | No
 
 
 def revoke(session: Session, name: str) -> None:
+    """Revoke a token and end the console sessions opened with it (they are refused anyway: its token is
+    checked on every request)."""
     row = session.scalar(select(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)))
     if row is None:
         raise NotFoundError(f"no active token named {name!r}: see `watcher token list`")
     row.revoked_at = utcnow()
+    session.execute(delete(ConsoleSession).where(ConsoleSession.token_id == row.id))
 
 
 def listing(session: Session) -> list[ApiToken]:
@@ -84,9 +87,14 @@ def authenticate(session: Session, token: str) -> ApiToken | None:
     now = utcnow()
     if row is None or not hmac.compare_digest(row.token_hash, hashed) or not active(row, now):
         return None
+    touch(session, row, now)
+    return row
+
+
+def touch(session: Session, row: ApiToken, now: datetime) -> None:
+    """Record the token's use, at most once a `TOUCH_EVERY`, so that reads do not write on every request."""
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-    return row
 
 
 def has_any(session: Session) -> bool:

@@ -17,6 +17,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from sqlalchemy import select, update
 
 from tests.conftest import Watcher
+from tests.support import console as session_console
 from tests.support.browser import chromium, screenshot, wait_for
 from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv
 from tests.support.registry import free_port
@@ -241,6 +242,30 @@ def test_readers_only_read_forged_posts_are_refused_and_logging_out_ends_the_ses
         console.open(path)
         assert console.path().startswith("/console/login"), path
     assert re.search(r"/console/login\?next=/console/events$", console.path())
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(watcher: Watcher, console: Console) -> None:
+    """The browser's cookie is an opaque id naming a server-side session: logging out ends every copy of it,
+    for the API's reads and the console's pages alike."""
+    console.log_in(console.api.admin_token)
+    copied = console.session_cookie()
+    session_console.assert_opaque(copied["watcher_console"], console.api.admin_token)
+    with httpx.Client(base_url=console.api.server.url, cookies=copied) as thief:
+        assert thief.get("/api/v1/registries").status_code == 200
+        assert thief.get("/console/").status_code == 200
+
+        console.find("#logout").click()
+        wait_for(console.driver, lambda d: console.path().startswith("/console/login"))
+        fresh = console.driver.get_cookie("watcher_console")
+        assert fresh is None or fresh["value"] != copied["watcher_console"]
+
+        refused = thief.get("/api/v1/registries")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        page = thief.get("/console/")
+        assert page.status_code == 303 and page.headers["location"].startswith("/console/login")
+    console.driver.add_cookie({"name": "watcher_console", "value": copied["watcher_console"], "path": "/"})
+    console.open("/console/events")
+    assert console.path() == "/console/login?next=/console/events"
 
 
 def test_the_console_shows_each_registrys_last_webhook_and_what_triggered_each_poll(

@@ -13,12 +13,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from watcher import tokens
+from watcher import console_sessions, tokens
 from watcher.db import session_scope
 from watcher.web.errors import ApiError
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="watcher"'}
+#: the console's session cookie: a random id naming a server-side session (`watcher.console_sessions`)
+COOKIE = "watcher_console"
 
 
 def get_session() -> Iterator[Session]:
@@ -37,22 +39,15 @@ class Principal:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The token of `Authorization: Bearer TOKEN`, or, for reads only, the console's session: a cookie
-    authenticates the console's live event stream, while the API's writes need the header (no cookie-borne
-    write can then be forged from another page, whatever the browser's SameSite support)."""
+    """The token of `Authorization: Bearer TOKEN`, if any."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if request.method not in READ_METHODS:
-        return None
-    return session_token(request)
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def session_token(request: Request) -> str | None:
-    """The token the console's signed session cookie carries, if any."""
-    session = request.scope.get("session")
-    stored = session.get("token") if isinstance(session, dict) else None
-    return stored if isinstance(stored, str) else None
+def session_id(request: Request) -> str | None:
+    """The random id the console's session cookie carries, if any (it names a server-side session; it is
+    no token)."""
+    return request.cookies.get(COOKIE) or None
 
 
 def principal_of(token: str | None) -> Principal | None:
@@ -65,16 +60,43 @@ def principal_of(token: str | None) -> Principal | None:
         return Principal(row.name, row.role) if row is not None else None
 
 
+def principal_of_session(sid: str | None) -> Principal | None:
+    """Whose console session this is, if it is live (its token too), in a transaction of its own."""
+    if not sid:
+        return None
+    with session_scope() as session:
+        found = console_sessions.resolve(session, sid)
+        return Principal(found.name, found.role) if found is not None else None
+
+
+def still_authorized(request: Request) -> bool:
+    """Whether the caller of a long request (the event stream) may still read: its token is live, or its
+    console session is. The session is not counted as used, so a page left open does not keep it from idling."""
+    token = bearer_token(request)
+    if token is not None:
+        return principal_of(token) is not None
+    sid = session_id(request)
+    if sid is None:
+        return False
+    with session_scope() as session:
+        return console_sessions.resolve(session, sid, use=False) is not None
+
+
 def authorize(request: Request) -> Principal:
     """Who is asking; 401 without a valid token, 403 for a reader doing more than reading."""
     token = bearer_token(request)
-    principal = principal_of(token)
+    if token is not None:
+        principal = principal_of(token)
+        message = "the token is unknown, revoked or expired"
+    elif request.method in READ_METHODS and session_id(request) is not None:
+        # the console's session cookie authenticates reads only (its live event feed): a cookie-borne write
+        # then cannot be forged from another page, whatever the browser's SameSite support
+        principal = principal_of_session(session_id(request))
+        message = "the console session is not logged in, or has ended: log in again, or send a bearer token"
+    else:
+        principal = None
+        message = "a token is required: Authorization: Bearer TOKEN (see `watcher token create`)"
     if principal is None:
-        message = (
-            "a token is required: Authorization: Bearer TOKEN (see `watcher token create`)"
-            if token is None
-            else "the token is unknown, revoked or expired"
-        )
         raise ApiError(401, "unauthorized", message, headers=CHALLENGE)
     if request.method not in READ_METHODS and principal.role != "admin":
         raise ApiError(403, "forbidden", f"token {principal.name!r} is a reader: this needs an admin token")

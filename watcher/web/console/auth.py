@@ -1,31 +1,33 @@
-"""Who is using the console: the token in its signed session cookie, and the per-session CSRF token every
-form carries.
+"""Who is using the console: a server-side session named by a random id in an HttpOnly, SameSite=Strict
+cookie (`watcher.console_sessions`), and the CSRF token every form carries, bound to that id.
 
-The cookie is Starlette's signed session (itsdangerous), HttpOnly and SameSite=Strict, its key derived from
-the watcher's secret key material. A page opened without a valid token redirects to the login page; a POST
-whose hidden `csrf` field does not match the session's is refused before anything is done.
+The cookie holds no part of the token: logging out deletes the session, so a copy of the cookie is refused
+from then on, and so it is once the token is revoked or expires, or the session is idle or old. Before
+login the cookie holds a random id that names no session, only so that the login form's CSRF token is
+bound to something. A page opened without a live session redirects to the login page; a POST whose hidden
+`csrf` field is not this cookie's is refused before anything is done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import secrets
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from starlette.datastructures import FormData
-from starlette.middleware.sessions import SessionMiddleware
 
-from watcher import vault
-from watcher.web.deps import Principal, principal_of, session_token
+from watcher import console_sessions, vault
+from watcher.db import session_scope
+from watcher.settings import get_settings
+from watcher.web.deps import COOKIE, Principal, session_id
 
-COOKIE = "watcher_console"
-SESSION_SECONDS = 12 * 3600
 LOGIN_PATH = "/console/login"
 
 
 class LoginRequired(Exception):
-    """No valid token in the session: the person is sent to the login page, then back to `next`."""
+    """No live session: the person is sent to the login page, then back to `next`."""
 
     def __init__(self, next_path: str) -> None:
         super().__init__("login required")
@@ -41,14 +43,9 @@ class Refused(Exception):
 
 
 def install_sessions(app: FastAPI) -> None:
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=vault.derive_key("console-session"),
-        session_cookie=COOKIE,
-        max_age=SESSION_SECONDS,
-        same_site="strict",
-        https_only=False,  # the console is served on plain HTTP on loopback by default
-    )
+    """The key CSRF tokens are made with, derived once from the secret key material (never the credentials'
+    key itself; a rotation changes it at the next start, and open forms then ask for a reload)."""
+    app.state.csrf_key = vault.derive_key("console-csrf").encode()
 
 
 def login_url(next_path: str) -> str:
@@ -62,14 +59,30 @@ def safe_next(next_path: str | None) -> str:
     return "/console/"
 
 
+def visitor(request: Request, *, take_notice: bool = False) -> console_sessions.Live | None:
+    """This request's live session, looked up once per request (a page and its error handler share it)."""
+    if not hasattr(request.state, "console_session"):
+        with session_scope() as session:
+            request.state.console_session = console_sessions.resolve(
+                session, session_id(request), take_notice=take_notice
+            )
+    found: console_sessions.Live | None = request.state.console_session
+    return found
+
+
+def user_of(request: Request) -> Principal | None:
+    found = visitor(request)
+    return Principal(found.name, found.role) if found is not None else None
+
+
 def current_user(request: Request) -> Principal:
-    """The dependency of every console page but the login page."""
-    principal = principal_of(session_token(request))
-    if principal is None:
-        request.session.pop("token", None)
+    """The dependency of every console page but the login page; a page (a GET) takes the session's waiting
+    notice to show it."""
+    found = visitor(request, take_notice=request.method == "GET")
+    if found is None:
         query = f"?{request.url.query}" if request.url.query else ""
         raise LoginRequired(request.url.path + query if request.method == "GET" else "/console/")
-    return principal
+    return Principal(found.name, found.role)
 
 
 def require_admin(user: Principal) -> None:
@@ -77,30 +90,86 @@ def require_admin(user: Principal) -> None:
         raise Refused(403, f"token {user.name!r} is a reader: this needs an admin token")
 
 
-def log_in(request: Request, token: str) -> Principal | None:
-    """Start a fresh session for a valid token (a new CSRF token too: nothing carries over)."""
-    principal = principal_of(token.strip())
-    if principal is not None:
-        request.session.clear()
-        request.session["token"] = token.strip()
-        request.session["csrf"] = secrets.token_urlsafe(32)
-    return principal
+def log_in(request: Request, token: str) -> tuple[str, Principal] | None:
+    """Open a fresh session for a valid token: a new id (never the one the cookie had before, so a planted
+    cookie cannot be logged into), hence a new CSRF token too; a session the cookie named is ended."""
+    with session_scope() as session:
+        opened = console_sessions.open_session(session, token.strip())
+        if opened is not None:
+            console_sessions.close(session, session_id(request))
+    if opened is None:
+        return None
+    sid, found = opened
+    return sid, Principal(found.name, found.role)
+
+
+def log_out(request: Request) -> None:
+    with session_scope() as session:
+        console_sessions.close(session, session_id(request))
+
+
+def leave_notice(request: Request, notice: str) -> None:
+    """A one-time notice the next page of this session shows."""
+    found = visitor(request)
+    if found is not None:
+        with session_scope() as session:
+            console_sessions.leave_notice(session, found.id, notice)
+
+
+def notice(request: Request) -> str | None:
+    found: console_sessions.Live | None = getattr(request.state, "console_session", None)
+    return found.notice if found is not None else None
+
+
+def set_cookie(response: Response, sid: str) -> None:
+    """The session cookie: HttpOnly (no script reads it), SameSite=Strict (no other site sends it), Secure
+    when the console is served over https; for the whole site, as the API's reads accept it too."""
+    response.set_cookie(
+        COOKIE,
+        sid,
+        max_age=int(console_sessions.LIFETIME.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(),
+    )
+
+
+def clear_cookie(response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=_secure())
+
+
+def _secure() -> bool:
+    return get_settings().public_url.strip().lower().startswith("https://")
 
 
 def csrf_token(request: Request) -> str:
-    """This session's CSRF token, made on first use."""
-    token = request.session.get("csrf")
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(32)
-        request.session["csrf"] = token
-    return token
+    """The CSRF token of this cookie: a keyed hash of its id, so it is valid for this session alone, and
+    reveals nothing of the id. A first visit gets an anonymous id (see `attach_cookie`)."""
+    sid = session_id(request) or getattr(request.state, "new_cookie", None)
+    if sid is None:
+        sid = request.state.new_cookie = console_sessions.new_id()
+    return _csrf_of(request, sid)
+
+
+def attach_cookie(request: Request, response: Response) -> None:
+    """Send the anonymous cookie a first visit's CSRF token was made for."""
+    minted = getattr(request.state, "new_cookie", None)
+    if minted is not None:
+        set_cookie(response, minted)
+
+
+def _csrf_of(request: Request, sid: str) -> str:
+    key: bytes = request.app.state.csrf_key
+    return hmac.new(key, sid.encode(), hashlib.sha256).hexdigest()
 
 
 async def checked_form(request: Request) -> FormData:
-    """The posted form, once its `csrf` field has been found to be this session's."""
+    """The posted form, once its `csrf` field has been found to be this cookie's."""
     form = await request.form()
     sent = form.get("csrf")
-    expected = request.session.get("csrf")
-    if not isinstance(sent, str) or not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+    sid = session_id(request)
+    expected = _csrf_of(request, sid) if sid is not None else None
+    if not isinstance(sent, str) or expected is None or not hmac.compare_digest(sent, expected):
         raise Refused(403, "this form did not come from this session of the console: reload the page and try again")
     return form

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from watcher.tables import ago
-from watcher.web.console.auth import csrf_token
+from watcher.web.console.auth import attach_cookie, csrf_token, notice
 from watcher.web.deps import Principal
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -45,7 +45,7 @@ def page(
     request: Request, template: str, user: Principal | None, http_status: int = 200, **context: Any
 ) -> HTMLResponse:
     """A console page, with the person, this session's CSRF token and any one-time notice."""
-    flash = request.session.pop("flash", None) if user is not None else None
+    flash = notice(request) if user is not None else None
     response = templates.TemplateResponse(
         request,
         template,
@@ -53,4 +53,5 @@ def page(
         status_code=http_status,
     )
     response.headers.update(HEADERS)
+    attach_cookie(request, response)
     return response

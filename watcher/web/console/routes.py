@@ -1,7 +1,7 @@
 """The console's pages: login, registries, one registry (repositories, tags, polls), add a registry, events.
 
 Server-rendered; `static/console.js` adds the provider switch, copy buttons, "Test connection" without
-leaving the page, and live events. Every page but the login page needs a valid token in the session; every
+leaving the page, and live events. Every page but the login page needs a live session (`auth`); every
 POST carries the session's CSRF token; only admins may act.
 """
 
@@ -22,7 +22,7 @@ from watcher.models import Registry
 from watcher.queue import queue_poll
 from watcher.web.console import actions, auth, providers
 from watcher.web.console.render import page
-from watcher.web.deps import Principal, principal_of, session_token
+from watcher.web.deps import Principal
 from watcher.web.routes.registries import checked_repository
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -36,7 +36,7 @@ EVENTS_PER_PAGE = 50
 
 
 def install(app: FastAPI) -> None:
-    """Mount the console on the app: its session cookie, pages, static files and its two answers."""
+    """Mount the console on the app: its CSRF key, pages, static files and its two answers."""
     auth.install_sessions(app)
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
@@ -51,7 +51,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(auth.Refused)
     async def _refused(request: Request, exc: auth.Refused) -> Response:
-        user = await anyio.to_thread.run_sync(principal_of, session_token(request))
+        user = await anyio.to_thread.run_sync(auth.user_of, request)
         return page(request, "error.html", user, http_status=exc.status, message=exc.message)
 
 
@@ -69,18 +69,23 @@ def login_form(request: Request, next: str | None = None) -> Response:
 async def login(request: Request) -> Response:
     form = await auth.checked_form(request)
     token, target = str(form.get("token") or ""), auth.safe_next(str(form.get("next") or ""))
-    principal = await anyio.to_thread.run_sync(auth.log_in, request, token) if token.strip() else None
-    if principal is None:
+    opened = await anyio.to_thread.run_sync(auth.log_in, request, token) if token.strip() else None
+    if opened is None:
         error = "the token is unknown, revoked or expired" if token.strip() else "paste a token to log in"
         return page(request, "login.html", None, http_status=401, next=target, error=error)
-    return _go(target)
+    response = _go(target)
+    auth.set_cookie(response, opened[0])
+    return response
 
 
 @router.post("/logout")
 async def logout(request: Request, user: User) -> Response:
+    """The session is deleted server-side: a copy of its cookie is refused from now on."""
     await auth.checked_form(request)
-    request.session.clear()
-    return _go(auth.LOGIN_PATH)
+    await anyio.to_thread.run_sync(auth.log_out, request)
+    response = _go(auth.LOGIN_PATH)
+    auth.clear_cookie(response)
+    return response
 
 
 # ---- registries ---------------------------------------------------------------------------------------
@@ -101,7 +106,8 @@ async def poll_now(request: Request, user: User, name: str) -> Response:
         raise auth.Refused(404, str(exc)) from None
     except WatcherError as exc:
         raise auth.Refused(503, f"the poll could not be queued: {exc}") from None
-    request.session["flash"] = f"a poll of {name!r} is queued: the page shows its outcome once a worker ran it"
+    notice = f"a poll of {name!r} is queued: the page shows its outcome once a worker ran it"
+    await anyio.to_thread.run_sync(auth.leave_notice, request, notice)
     return _go(auth.safe_next(str(form.get("back") or "")))
 
 
@@ -184,7 +190,8 @@ async def add(request: Request, user: User) -> Response:
         if wants_json:
             return JSONResponse({"ok": True, "message": message, "field": None})
         return _add_page(request, user, values, notice=message)
-    request.session["flash"] = f"registry {values['name']!r} is saved: it is polled within a tick"
+    notice = f"registry {values['name']!r} is saved: it is polled within a tick"
+    await anyio.to_thread.run_sync(auth.leave_notice, request, notice)
     return _go(f"/console/registries/{values['name']}")
 
 

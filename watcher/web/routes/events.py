@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -15,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from watcher import readmodel
 from watcher.db import session_scope
 from watcher.web import schemas
-from watcher.web.deps import DbSession
+from watcher.web.deps import DbSession, still_authorized
 from watcher.web.feed import EventFeed, event_json
 from watcher.web.routes.registries import Cursor, Limit
 
@@ -23,6 +24,9 @@ router = APIRouter(prefix="/events", tags=["events"])
 Change = Literal["added", "updated", "removed"]
 Text = Annotated[str | None, Query(max_length=255)]
 KEEPALIVE_SECONDS = 15.0
+#: how often a stream checks that its caller may still read: a revoked token, or a console session logged
+#: out, idle or expired, ends its streams within this (plus a keep-alive) too, not only its next requests
+RECHECK_SECONDS = 15.0
 
 
 def filters_of(
@@ -98,10 +102,17 @@ async def stream_events(
                     if event["id"] > horizon:
                         replayed.add(event["id"])
                     yield _message(event)
+            checked = time.monotonic()
             while True:
                 try:
-                    live = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    live, quiet = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS), False
                 except TimeoutError:
+                    live, quiet = None, True
+                if time.monotonic() - checked > RECHECK_SECONDS:
+                    if not await anyio.to_thread.run_sync(still_authorized, request):
+                        return
+                    checked = time.monotonic()
+                if quiet:
                     if await request.is_disconnected():
                         return
                     yield ": keep-alive\n\n"
