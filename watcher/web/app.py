@@ -13,6 +13,7 @@ from watcher.web.console import routes as console
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
 from watcher.web.limits import BodyLimit
+from watcher.web.plaintext import RefuseNul
 from watcher.web.routes import events, health, hooks, registration, registries
 from watcher.web.schemas import ERRORS
 
@@ -20,6 +21,7 @@ API_PREFIX = "/api/v1"
 
 
 def create_app() -> FastAPI:
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
@@ -49,4 +51,5 @@ def create_app() -> FastAPI:
     app.include_router(metrics.router)
     console.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RefuseNul)
     return app

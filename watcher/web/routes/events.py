@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -16,6 +16,7 @@ from watcher import readmodel
 from watcher.db import session_scope
 from watcher.web import schemas
 from watcher.web.deps import DbSession
+from watcher.web.errors import ApiError
 from watcher.web.feed import EventFeed, event_json
 from watcher.web.routes.registries import Cursor, Limit
 
@@ -33,13 +34,21 @@ def filters_of(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> readmodel.EventFilters:
-    return readmodel.EventFilters(registry, repository, tag, change, _utc(since), _utc(until))
+    return readmodel.EventFilters(registry, repository, tag, change, _utc(since, "since"), _utc(until, "until"))
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+def _utc(moment: datetime | None, field: str) -> datetime | None:
+    """The moment in UTC (a naive one is taken as UTC); one a UTC clock cannot show is one 422."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # `0001-01-01T00:00:00+01:00` is in year 0 in UTC; `9999-12-31T23:59-01:00` in 10000
+        raise ApiError(
+            422, "invalid", f"{field}: {moment.isoformat()} is out of range: use a time from year 1 to 9999 UTC", field
+        ) from None
 
 
 Filters = Annotated[readmodel.EventFilters, Depends(filters_of)]
@@ -81,7 +90,7 @@ def _message(event: dict[str, Any]) -> str:
 async def stream_events(
     request: Request,
     filters: Filters,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=readmodel.MAX_ID)] = None,
 ) -> StreamingResponse:
     """New events as they are committed; with `Last-Event-ID`, every later event is replayed first."""
     feed: EventFeed = request.app.state.feed
