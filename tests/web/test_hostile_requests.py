@@ -96,7 +96,8 @@ def test_a_nul_is_one_422_and_never_matches_everything(polled: Watcher, api: Api
         everything = api.reader.get(path).json()["items"]
         assert everything and api.reader.get(path, params={"q": "%"}).json()["items"] == []  # matched literally
     one_error(api.reader.get("/api/v1/events", params={"repository": "team\x00"}), 422, "repository")
-    one_error(api.reader.get("/api/v1/registries/r1%00"), 422, "path")
+    one_error(api.reader.get("/api/v1/registries/r1%00"), 404)  # no registry's name holds one
+    one_error(api.reader.get("/api/v1/registries/r1%00/polls"), 404)
 
 
 def test_a_last_event_id_past_64_bits_is_one_422(watcher: Watcher, api: Api) -> None:

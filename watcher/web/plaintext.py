@@ -1,9 +1,10 @@
-"""A NUL character in a request's path or query is refused with one 422 before any route sees it.
+"""A NUL character in a request's query is refused with one 422 before any route sees it.
 
 No name the watcher stores (registry, repository, tag, token) can hold one, PostgreSQL's text cannot hold
 one at all (a query with one fails inside the driver: a 500), and SQLite's `LIKE` stops at it (`?q=%00`
 matched every row). So it is refused rather than matched literally: the answer is then the same on both
-databases, and says what is wrong. Every other character is matched as it is.
+databases, and says what is wrong. Every other character is matched as it is. (A NUL in the path is the
+route's to judge: a repository path with one is a 400, a registry name with one is not found.)
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ class RefuseNul:
 
 
 def _field_with_nul(scope: Scope) -> str | None:
-    """The query parameter (or `path`) that holds a NUL, if one does."""
-    if "\x00" in str(scope.get("path", "")):
-        return "path"
+    """The query parameter that holds a NUL, if one does."""
     query = bytes(scope.get("query_string", b""))
     if b"%00" not in query and b"\x00" not in query:
         return None
