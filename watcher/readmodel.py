@@ -87,6 +87,20 @@ def _iso(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
+def in_utc(moment: datetime, what: str) -> datetime:
+    """A time to compare with the history's: in UTC (a naive one is taken as UTC). One that a UTC clock
+    cannot show (`0001-01-01T00:00:00+01:00` is in year 0 there, `9999-12-31T23:59:59-01:00` in 10000) is
+    one InputError naming `what`."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InputError(
+            f"{what} {moment.isoformat()} is out of range: use a time from year 1 to 9999 in UTC", field=what
+        ) from None
+
+
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise InputError(f"limit {limit} is out of range: use 1 to {MAX_PAGE}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -16,7 +16,6 @@ from watcher import readmodel
 from watcher.db import session_scope
 from watcher.web import schemas
 from watcher.web.deps import DbSession
-from watcher.web.errors import ApiError
 from watcher.web.feed import EventFeed, event_json
 from watcher.web.routes.registries import Cursor, Limit
 
@@ -38,17 +37,7 @@ def filters_of(
 
 
 def _utc(moment: datetime | None, field: str) -> datetime | None:
-    """The moment in UTC (a naive one is taken as UTC); one a UTC clock cannot show is one 422."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # `0001-01-01T00:00:00+01:00` is in year 0 in UTC; `9999-12-31T23:59-01:00` in 10000
-        raise ApiError(
-            422, "invalid", f"{field}: {moment.isoformat()} is out of range: use a time from year 1 to 9999 UTC", field
-        ) from None
+    return None if moment is None else readmodel.in_utc(moment, field)
 
 
 Filters = Annotated[readmodel.EventFilters, Depends(filters_of)]
