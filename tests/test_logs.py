@@ -177,6 +177,7 @@ def test_a_registry_error_message_forges_no_log_line(
     if log_format == "json":
         entry = json.loads(lines[0])
         assert entry["registry"] == "h" and entry["outcome"] == "failed"
+        assert entry["error"].startswith("registry 'h': permission missing") and len(entry["error"].splitlines()) == 1
         message = entry["message"]
     else:
         message = lines[0]

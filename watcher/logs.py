@@ -9,8 +9,9 @@ A line's message often quotes outside text: a registry's error message, a reposi
 a URL. So the formatters, not each call site, escape it: CR, LF and every other control character (C0, DEL,
 C1, the Unicode line and paragraph separators, a lone surrogate) is written as `\\r`, `\\n`, `\\xNN` or
 `\\uNNNN`, and can never start a line of its own. In text, a traceback (DEBUG, or an unexpected failure)
-goes on continuation lines that each start with whitespace; in JSON, every value is encoded by the JSON
-encoder (which escapes all of them), and a line stays one object.
+goes on continuation lines that each start with whitespace; in JSON, the message and every text field (a
+failed poll's `error`) are escaped the same way before the encoder escapes them again, so a line stays one
+object and a viewer that shows a field's decoded value still shows one line.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update({k: v for k, v in fields.items() if k not in RESERVED})
+            entry.update({k: escape(v) if isinstance(v, str) else v for k, v in fields.items() if k not in RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
