@@ -128,6 +128,7 @@ def test_an_invalid_registry_name_is_a_422_on_its_field(watcher: Watcher, api: A
     one_error(api.admin.post("/api/v1/registries", json=bad_url, params={"verify": "false"}), 422, "url")
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_a_cursor_is_still_what_the_previous_page_gave(polled: Watcher, api: Api) -> None:
     first = api.reader.get("/api/v1/events", params={"limit": 1}).json()
     second = api.reader.get("/api/v1/events", params={"limit": 1, "cursor": first["next_cursor"]})
