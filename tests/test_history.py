@@ -58,3 +58,11 @@ def test_removing_a_registry_keeps_its_history(watcher: Watcher) -> None:
     assert watcher.cli("registry", "remove", "r1").stdout.strip() == "removed registry 'r1'"
     assert "r1" not in watcher.cli("registry", "list").stdout
     assert len(shown(watcher, "--registry", "r1")) == 6
+
+
+def test_a_since_past_the_calendar_in_utc_is_one_line(watcher: Watcher) -> None:
+    for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        result = watcher.cli("events", "--since", moment)
+        assert result.exit_code == 1, result.output
+        assert f"--since {moment} is out of range: use a time from year 1 to 9999 in UTC" in result.stderr
+    assert watcher.cli("events", "--since", "0001-01-01T00:00:00-01:00").exit_code == 0  # in year 1 in UTC

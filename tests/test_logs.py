@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import Watcher
+from tests.fakes.hostile_registry import HostileRegistry, Recorder
 from tests.support.fixtures import RegistryEnv
 from tests.support.polls import runs_of, set_row, wait_for
 from tests.support.processes import stop_process
@@ -25,6 +26,7 @@ from watcher import logs
 from watcher.errors import InputError
 from watcher.models import utcnow
 from watcher.settings import get_settings
+from watcher.tasks import jobs
 
 POLL_LINE = re.compile(r"registry 'r1': polled in [\d.]+s: \d+ repositories, \d+ tags, \d+ events, \d+ requests")
 #: httpx's line per request, beat's per tick, Celery's per task ("Task watcher.tick[id] received/succeeded")
@@ -145,3 +147,51 @@ def test_serve_logs_json_lines_and_no_access_log_at_info(
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert any(e["logger"] == "uvicorn.error" and "startup complete" in e["message"] for e in entries), entries
     assert not [e for e in entries if "/healthz" in e["message"]]  # the access log is for DEBUG
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_registry_error_message_forges_no_log_line(
+    watcher: Watcher, monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> None:
+    """A registry answers a listing with a CR/LF-laden `errors[].message`: the worker's poll task logs its one
+    failure line, the message escaped inside it, and nothing else."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", stream)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    with Recorder() as recorder, HostileRegistry(recorder) as hostile:
+        added = watcher.add_registry("h", hostile.url, "--repository", "team/app")
+        assert added.exit_code == 0, added.output
+        hostile.mode = "forged_lines"
+        try:
+            logs.setup("INFO", log_format)
+            jobs.poll_registry("h")  # the Celery task's body, as a worker runs it
+        finally:
+            root.handlers[:] = saved[0]
+            root.setLevel(saved[1])
+            logs.setup_chatty(logging.WARNING)
+    text = stream.getvalue()
+    lines = text.splitlines()  # every line break Python knows: CR, LF, VT, FF, NEL, U+2028...
+    assert len(lines) == 1, text
+    assert "\x1b" not in text and "forged after NEL" in lines[0]
+    if log_format == "json":
+        entry = json.loads(lines[0])
+        assert entry["registry"] == "h" and entry["outcome"] == "failed"
+        assert entry["error"].startswith("registry 'h': permission missing") and len(entry["error"].splitlines()) == 1
+        message = entry["message"]
+    else:
+        message = lines[0]
+    assert "DENIED: denied\\r\\n[2026-01-01 00:00:00,000 INFO watcher]" in message, message
+    assert "\\x0bforged after a vertical tab\\x85forged after NEL\\u2028" in message
+
+
+def test_escape_leaves_one_line_and_tracebacks_indented(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert logs.escape("a\r\nb\tc\x00\x7f\x9f\u2028\ud800é/ü") == "a\\r\\nb\\tc\\x00\\x7f\\x9f\\u2028\\ud800é/ü"
+    formatter = logs.TextFormatter()
+    try:
+        raise ValueError("bad\n[2026-01-01 00:00:00,000 INFO watcher] forged")
+    except ValueError:
+        record = logging.LogRecord("watcher", logging.ERROR, __file__, 1, "failed: %s", ("x\ny",), sys.exc_info())
+    lines = formatter.format(record).split("\n")
+    assert lines[0].endswith("] failed: x\\ny")
+    assert len(lines) > 2 and all(line.startswith(logs.CONTINUATION) for line in lines[1:])

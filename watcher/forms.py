@@ -118,7 +118,8 @@ def build_spec(values: dict[str, Any], *, source: Source = "command") -> Registr
         return _build(name, values, source)
     except InputError as exc:
         message = str(exc)
-        raise InputError(message if message.startswith("registry ") else f"registry {name!r}: {message}") from None
+        prefixed = message if message.startswith("registry ") else f"registry {name!r}: {message}"
+        raise InputError(prefixed, field=exc.field) from None
 
 
 def _build(name: str, values: dict[str, Any], source: Source) -> RegistrySpec:

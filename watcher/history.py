@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from watcher.errors import InputError
 from watcher.models import Event
-from watcher.readmodel import MAX_PAGE, EventFilters, events_page
+from watcher.readmodel import MAX_PAGE, EventFilters, events_page, in_utc
 
 
 def parse_since(text: str) -> datetime:
@@ -16,7 +16,7 @@ def parse_since(text: str) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"--since {text!r} is not an ISO 8601 time: use e.g. 2026-11-26T18:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return in_utc(moment, "--since")
 
 
 def recent_events(

@@ -4,6 +4,14 @@ One line per poll and one per failure at INFO; the chatter of a healthy worker (
 sweep, Celery's per-task "received"/"succeeded" lines, httpx's line per HTTP request, uvicorn's access
 log) only at DEBUG. `WATCHER_LOG_FORMAT=json` writes one JSON object per line for log pipelines: `time`,
 `level`, `logger`, `message`, and the structured fields a line carries (`extra={"fields": {...}}`) as keys.
+
+A line's message often quotes outside text: a registry's error message, a repository or tag name, a header,
+a URL. So the formatters, not each call site, escape it: CR, LF and every other control character (C0, DEL,
+C1, the Unicode line and paragraph separators, a lone surrogate) is written as `\\r`, `\\n`, `\\xNN` or
+`\\uNNNN`, and can never start a line of its own. In text, a traceback (DEBUG, or an unexpected failure)
+goes on continuation lines that each start with whitespace; in JSON, the message and every text field (a
+failed poll's `error`) are escaped the same way before the encoder escapes them again, so a line stays one
+object and a viewer that shows a field's decoded value still shows one line.
 """
 
 from __future__ import annotations
@@ -33,6 +41,49 @@ CHATTY = (
 RESERVED = frozenset({"time", "level", "logger", "message"})
 #: a webhook URL with the secret as its last segment (Docker Hub, Quay): `/hooks/v1/NAME/SECRET`
 _PATH_SECRET = re.compile(r"(/hooks/v1/[^/\s?#\"']+/)[^/\s?#\"']+")
+#: what may not be written raw into a line: C0 controls, DEL, C1 controls (NEL among them), the Unicode
+#: line and paragraph separators, and lone surrogates (which a UTF-8 stream cannot even encode)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+#: how a continuation line of a traceback starts: never where a line of its own would
+CONTINUATION = "    "
+
+
+def escape(text: str) -> str:
+    """`text` with every control character escaped, so that it fits on one line and forges none."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _indented(block: str) -> str:
+    """A multi-line block (a traceback) as continuation lines: each escaped, each starting with whitespace."""
+    return "\n".join(CONTINUATION + escape(line) for line in block.split("\n"))
+
+
+class TextFormatter(logging.Formatter):
+    """`[time LEVEL logger] message`, the message escaped; a traceback on indented continuation lines."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        raw = record.message
+        record.message = escape(raw)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = raw
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
 
 
 class PathSecrets(logging.Filter):
@@ -54,11 +105,11 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": escape(record.getMessage()),  # as the text format shows it
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update({k: v for k, v in fields.items() if k not in RESERVED})
+            entry.update({k: escape(v) if isinstance(v, str) else v for k, v in fields.items() if k not in RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -88,7 +139,7 @@ def setup(loglevel: str | int = "INFO", log_format: str | None = None) -> None:
     """Send every logger's lines to stderr, in the chosen format, at `loglevel` (chatty loggers at DEBUG only)."""
     level = level_of(loglevel)
     handler = logging.StreamHandler(sys.__stderr__)  # the real stderr, even if a worker redirected sys.stderr
-    handler.setFormatter(JsonFormatter() if format_of(log_format) == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if format_of(log_format) == "json" else TextFormatter())
     handler.addFilter(PathSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -115,7 +166,7 @@ def celery_notices_as_json() -> None:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": "INFO",
             "logger": "celery.apps.worker",
-            "message": str(message).strip(),
+            "message": escape(str(message).strip()),
         }
         print(json.dumps(entry), file=f, flush=True)
 

@@ -26,10 +26,16 @@ def finished(
     """A poll that ended `ok`, `failed` or `abandoned`: its outcome and duration (not for `abandoned`), the
     requests it made by code, and one event per change given (a poll's commits count their own)."""
     labels = {"registry": registry, "provider": provider}
-    increments = [Increment(REQUESTS, {**labels, "code": code}, count) for code, count in codes.items() if count]
+    increments = requests(registry, provider, codes)
     if outcome != "abandoned":
         increments += [Increment(POLLS, {**labels, "outcome": outcome}), *observation(DURATION, labels, seconds)]
     return increments + committed(registry, changes)
+
+
+def requests(registry: str, provider: str, codes: Counter[str]) -> list[Increment]:
+    """The requests a poll sent, by code: a registry-wide poll's, and a webhook's poll of one repository's."""
+    labels = {"registry": registry, "provider": provider}
+    return [Increment(REQUESTS, {**labels, "code": code}, count) for code, count in codes.items() if count]
 
 
 def committed(registry: str, changes: Iterable[str]) -> list[Increment]:

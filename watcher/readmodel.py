@@ -35,6 +35,9 @@ from watcher.registryview import (
 )
 
 MAX_PAGE = 1000
+#: the largest id a row can have (a signed 64-bit integer on every database): a larger one in a cursor or
+#: a `Last-Event-ID` is not one of ours, and a database would refuse to compare with it
+MAX_ID = 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # where tags without a push time sort
 FAILED_OUTCOMES = ("failed", "abandoned")
 State = Literal["pending", "ok", "failing"]
@@ -54,30 +57,48 @@ def decode_cursor(cursor: str, *kinds: Callable[[Any], Any]) -> list[Any]:
         if not isinstance(key, list) or len(key) != len(kinds):
             raise ValueError("wrong shape")
         return [kind(part) for kind, part in zip(kinds, key, strict=True)]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError, OverflowError):  # RecursionError: nested past the parser
         raise InputError(f"cursor {cursor[:40]!r} is not valid: pass the `next_cursor` of the previous page") from None
 
 
 def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
+    if not isinstance(value, str) or "\x00" in value:  # no name holds a NUL, and PostgreSQL text cannot
+        raise TypeError("not a name")
     return value
 
 
 def _whole(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError("not an integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
+        raise TypeError("not an id")
     return value
 
 
 def _moment(value: Any) -> datetime:
-    return datetime.fromisoformat(_text(value))
+    """A time with its offset, as UTC (what the database compares); a naive time is not one of ours."""
+    moment = datetime.fromisoformat(_text(value))
+    if moment.tzinfo is None:
+        raise ValueError("no offset")
+    return moment.astimezone(UTC)  # OverflowError past year 1 or 9999: not one of ours either
 
 
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(type(value).__name__)
+
+
+def in_utc(moment: datetime, what: str) -> datetime:
+    """A time to compare with the history's: in UTC (a naive one is taken as UTC). One that a UTC clock
+    cannot show (`0001-01-01T00:00:00+01:00` is in year 0 there, `9999-12-31T23:59:59-01:00` in 10000) is
+    one InputError naming `what`."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InputError(
+            f"{what} {moment.isoformat()} is out of range: use a time from year 1 to 9999 in UTC", field=what
+        ) from None
 
 
 def check_limit(limit: int) -> int:

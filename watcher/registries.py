@@ -13,7 +13,8 @@ from watcher.spec import RegistrySpec
 
 
 def find(session: Session, name: str) -> Registry:
-    row = session.scalar(select(Registry).where(Registry.name == name))
+    # a NUL is in no registry's name, and PostgreSQL cannot even be asked about one (a URL's `%00`)
+    row = None if "\x00" in name else session.scalar(select(Registry).where(Registry.name == name))
     if row is None:
         raise NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
     return row

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from watcher import runs
+from watcher import counters, pollmetrics, runs
 from watcher.bounded import Interrupted, run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.diff import TagState
@@ -51,6 +52,8 @@ class RepositoryPoll:
     #: the tags the listing showed (in scope)
     listed: frozenset[str] = frozenset()
     requests: int = 0
+    #: the requests sent, by HTTP status (or `error`), failed listings' included: counted as a poll's are
+    codes: Counter[str] = field(default_factory=Counter)
     events: list[Event] = field(default_factory=list)
     #: why the repository was not saved (another poll kept committing it), or ""
     conflict: str = ""
@@ -89,9 +92,9 @@ def poll_repository(
     except BaseException as exc:
         outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
         error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
-        _finish(engine, run_id, result, outcome, error)
+        _finish(engine, run_id, spec, result, outcome, error)
         raise
-    _finish(engine, run_id, result, "failed" if result.conflict else "ok", result.conflict)
+    _finish(engine, run_id, spec, result, "failed" if result.conflict else "ok", result.conflict)
     return result
 
 
@@ -105,7 +108,7 @@ def _poll(
         stored = _stored(engine, target.registry_id, repository)
         with stop_on_signals(stop) as stop_event:
             tags, requests = run_bounded(
-                lambda: _list(spec, repository, target.scope),
+                lambda: _list(spec, repository, target.scope, result.codes),
                 seconds=poll_timeout(spec),
                 stop=stop_event,
                 deadline_message=f"listing {repository} exceeded its deadline (--poll-timeout)",
@@ -131,8 +134,10 @@ def _longest(spec: RegistrySpec) -> timedelta:
     return timedelta(seconds=ATTEMPTS * seconds)
 
 
-def _finish(engine: Engine, run_id: int, result: RepositoryPoll, outcome: str, error: str) -> None:
+def _finish(engine: Engine, run_id: int, spec: RegistrySpec, result: RepositoryPoll, outcome: str, error: str) -> None:
+    """Close the run, and count its requests in `watcher_registry_requests_total` in the same transaction."""
     with session_scope(engine) as session:
+        counters.add(session, pollmetrics.requests(spec.name, spec.provider, result.codes))
         runs.finish(
             session,
             run_id,
@@ -155,10 +160,14 @@ def _stored(engine: Engine, registry_id: int, repository: str) -> Stored | None:
     return None if row is None else Stored(row.id, row.fingerprint, row.revision)
 
 
-async def _list(spec: RegistrySpec, repository: str, scope: Scope) -> tuple[dict[str, TagState], int]:
+async def _list(
+    spec: RegistrySpec, repository: str, scope: Scope, codes: Counter[str]
+) -> tuple[dict[str, TagState], int]:
+    """The repository's tags and the number of requests sent; `codes` is added every request's status."""
     poller = poller_for(spec)
     try:
         await poller.prepare()
         return await poller.repository_tags(repository, scope), poller.requests
     finally:
+        codes.update(poller.codes)
         await poller.aclose()

@@ -58,6 +58,9 @@ class Settings:
     listen: str = "127.0.0.1:8080"
     #: the address registries reach this installation at (webhook URLs); default `http://` + `listen`
     public_url: str = ""
+    #: more host names the HTTP side answers to, besides those of `public_url` and `listen` (comma-separated;
+    #: `.example.com` allows every name under it, `*` any); other `Host` headers get 400 (DNS rebinding)
+    allowed_hosts: str = ""
     #: when set, `/metrics` needs `Authorization: Bearer` this token
     metrics_token: str = ""
 

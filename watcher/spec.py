@@ -7,8 +7,10 @@ bounds are here so that no registration can make the scheduler or a poll misbeha
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,13 +99,22 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InputError(
             f"registry name {_shown(name)} is not valid: use lower-case letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (at most 63)"
+            "starting with a letter or digit (at most 63)",
+            field="name",
         )
     return name
 
 
 def check_url(url: object, name: str) -> str:
     """`scheme://host[:port]` only; credentials in the URL are refused, and never echoed back."""
+    try:
+        return _checked_url(url, name)
+    except InputError as exc:
+        exc.field = "url"
+        raise
+
+
+def _checked_url(url: object, name: str) -> str:
     usage = "use https://HOST[:PORT]"
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise InputError(f"registry {name!r}: --url must be a URL of at most {MAX_URL_LENGTH} characters: {usage}")
@@ -120,6 +131,9 @@ def check_url(url: object, name: str) -> str:
         raise InputError(f"registry {name!r}: URL {_shown(url)} is not valid: {usage}") from None
     if parts.scheme.lower() not in ("http", "https") or not _HOST.match(parts.hostname or ""):
         raise InputError(f"registry {name!r}: URL {_shown(url)} is not valid: {usage}")
+    address_problem = _not_an_address(parts.hostname or "")
+    if address_problem:
+        raise InputError(f"registry {name!r}: URL {_shown(url)} is not valid: {address_problem}")
     if parts.path.strip("/") or parts.query or parts.fragment:
         raise InputError(
             f"registry {name!r}: URL {_shown(url)} must name only the host: use {parts.scheme}://{parts.netloc}"
@@ -127,6 +141,25 @@ def check_url(url: object, name: str) -> str:
     if port == 0 or (parts.netloc.endswith(":") and port is None):
         raise InputError(f"registry {name!r}: URL {_shown(url)} has no valid port: use a port from 1 to 65535")
     return f"{parts.scheme.lower()}://{parts.netloc}"
+
+
+def _not_an_address(host: str) -> str | None:
+    """Why a host that reads as an IP address is not one, if it is not. A name whose last label is a number
+    is an IPv4 address to a browser and to `inet_aton` (`0177.0.0.2` is 127.0.0.2 there, and refused by
+    the HTTP client): only the four decimal numbers of RFC 3986 are accepted, so no spelling of an address
+    means one thing here and another to the resolver."""
+    last = host.rstrip(".").rpartition(".")[2].lower()
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+    elif last.isdigit() or (last.startswith("0x") and all(c in string.hexdigits for c in last[2:])):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv4 address: write one as four decimal numbers without leading zeros"
+    return None
 
 
 def _number(value: float) -> str:

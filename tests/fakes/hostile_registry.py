@@ -24,6 +24,8 @@ data
 - `long_names`: the catalog adds a 600-character repository, tag lists add a 300-character tag.
 - `sha512_digest`: every digest is a valid `sha512:` digest (128 hex digits).
 - `catastrophic_tags`: tag lists add `"a" * 40 + "!"` (for `--include-tags '(a+)+$'`).
+- `forged_lines`: tag lists are refused (403 `DENIED`) with an `errors[].message` of `FORGED_MESSAGE`, whose
+  CR/LF and other control characters would start log lines of their own if written verbatim.
 
 Tests switch `server.mode` between polls (back to `normal` for "the next poll succeeds") and may edit
 `server.repositories` (repository -> tag -> digest) to make real changes.
@@ -57,9 +59,17 @@ MODES = (
     "long_names",
     "sha512_digest",
     "catastrophic_tags",
+    "forged_lines",
 )
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 ENDLESS_SECONDS = 60.0  # the server's own bound on an endless or slow answer
+#: a registry error message that, written raw, forges log lines (text and JSON alike) and an escape sequence
+FORGED_MESSAGE = (
+    "denied\r\n[2026-01-01 00:00:00,000 INFO watcher] registry 'r1': polled in 0.1s: 1 repositories"
+    '\n{"time": "2026-01-01T00:00:00.000+00:00", "level": "INFO", "logger": "watcher", "message": "forged"}'
+    "\rforged after a carriage return\x0bforged after a vertical tab\x85forged after NEL"
+    "\u2028forged after a line separator\x1b[2Jcleared screen"
+)
 
 
 def digest_of(text: str, algorithm: str = "sha256") -> str:
@@ -260,6 +270,9 @@ class _HostileHandler(_QuietHandler):
     def _tags(self, repository: str) -> None:
         registry = self.registry
         tags = registry.tags(repository)
+        if registry.mode == "forged_lines":
+            self._error(403, "DENIED", FORGED_MESSAGE)
+            return
         if tags is None:
             self._error(404, "NAME_UNKNOWN", "repository name not known to registry")
             return

@@ -12,14 +12,18 @@ from watcher.web import errors, metrics
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
+from watcher.web.hosts import AllowedHosts, HostCheck
 from watcher.web.limits import BodyLimit
+from watcher.web.plaintext import RefuseNul
 from watcher.web.routes import events, health, hooks, registration, registries
 from watcher.web.schemas import ERRORS
 
 API_PREFIX = "/api/v1"
 
 
-def create_app() -> FastAPI:
+def create_app(listen: str | None = None) -> FastAPI:
+    """The app; `listen` is where it is served when that is not `WATCHER_LISTEN` (its host is allowed)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
@@ -49,4 +53,6 @@ def create_app() -> FastAPI:
     app.include_router(metrics.router)
     console.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(HostCheck, allowed=AllowedHosts.from_settings(listen=listen))  # outermost: first
     return app

@@ -3,6 +3,7 @@ the contract gives it: never a stack trace, never a secret."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from watcher import errors
 
@@ -36,6 +38,14 @@ def body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
 
 def respond(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body(code, message, field), status_code=status)
+
+
+async def send_error(send: Send, status: int, code: str, message: str, field: str | None = None) -> None:
+    """The error shape from an ASGI middleware, which answers before any route (or handler) is reached."""
+    content = json.dumps(body(code, message, field)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def status_of(exc: errors.WatcherError) -> tuple[int, str]:

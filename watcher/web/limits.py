@@ -3,9 +3,9 @@ and by counting as it arrives when it is chunked."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from watcher.web.errors import send_error
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -40,11 +40,7 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        text = f"the request body is over {self.limit // 1024} KiB"
-        body = json.dumps({"error": {"code": "too_large", "message": text}}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "too_large", f"the request body is over {self.limit // 1024} KiB")
 
 
 class BodyTooLarge(Exception):

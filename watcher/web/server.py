@@ -63,8 +63,9 @@ def serve_forever(host: str, port: int, loglevel: str = "INFO") -> None:
 
     logs.setup(loglevel)
     sock = bind(host, port)
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     config = uvicorn.Config(
-        create_app(), server_header=False, timeout_graceful_shutdown=5, **logs.uvicorn_options(loglevel)
+        create_app(listen), server_header=False, timeout_graceful_shutdown=5, **logs.uvicorn_options(loglevel)
     )
     uvicorn.Server(config).run(sockets=[sock])
 

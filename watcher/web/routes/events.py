@@ -37,13 +37,11 @@ def filters_of(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> readmodel.EventFilters:
-    return readmodel.EventFilters(registry, repository, tag, change, _utc(since), _utc(until))
+    return readmodel.EventFilters(registry, repository, tag, change, _utc(since, "since"), _utc(until, "until"))
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+def _utc(moment: datetime | None, field: str) -> datetime | None:
+    return None if moment is None else readmodel.in_utc(moment, field)
 
 
 Filters = Annotated[readmodel.EventFilters, Depends(filters_of)]
@@ -85,7 +83,7 @@ def _message(event: dict[str, Any]) -> str:
 async def stream_events(
     request: Request,
     filters: Filters,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=readmodel.MAX_ID)] = None,
 ) -> StreamingResponse:
     """New events as they are committed; with `Last-Event-ID`, every later event is replayed first."""
     feed: EventFeed = request.app.state.feed
