@@ -1,9 +1,10 @@
 """The `watcher` command: registries, polls, events and the long-running worker.
 
-Commands that only read the state (`--help`, `registry list/show`, `status`, `token list`) must start
-fast, so this module imports little more than click: each command imports what it needs itself (the
-database and the read model; the SDKs, httpx, Redis, Celery, the web app only where used). `--help`
-imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so.
+Commands that only read the state (`--help`, `registry list/show`, `status`, `images`, `events`,
+`token list`) and `poll` must start fast, so this module imports little more than click: each command
+imports what it needs itself (the database and the read model; the SDKs, httpx, Redis, Celery, the web app
+only where used). `--help` imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so. These
+commands hold the collector off while they import (`watcher.heap`): short-lived, they need it no sooner.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from watcher import heap
 from watcher.errors import RegistryError, StateError, WatcherError
 from watcher.failures import check_configuration, debugging, mask, one_line
 from watcher.pollers import PROVIDER_NAMES
@@ -154,6 +156,7 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @friendly
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
+    heap.hold()
     from watcher.db import session_scope
     from watcher.readmodel import registry_details
 
@@ -180,6 +183,7 @@ def registry_list(as_json: bool) -> None:
 @friendly
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
+    heap.hold()
     from watcher.db import session_scope
     from watcher.readmodel import registry_detail
 
@@ -278,6 +282,7 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 def poll_command(name: str, as_json: bool) -> None:
     """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
     that failed, if some did, after publishing what the others changed."""
+    heap.hold()  # until the poll settles the heap (`watcher.polling`), after its imports
     from watcher import bus
     from watcher.polling import PartialPoll, poll
     from watcher.relay import relay
@@ -342,6 +347,7 @@ def line_of(entry: dict[str, str]) -> str:
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
     (blank when none ever came), size."""
+    heap.hold()
     from watcher.db import session_scope
     from watcher.readmodel import registry_statuses
     from watcher.tables import ago, table
@@ -393,13 +399,17 @@ def status_command(as_json: bool) -> None:
 @friendly
 def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
     """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
+    heap.hold()
     from watcher.db import session_scope
     from watcher.events import rfc3339
     from watcher.readmodel import Image, images_page
-    from watcher.scope import compile_pattern
     from watcher.tables import table
 
-    wanted = compile_pattern(tag_pattern, "--tag") if tag_pattern else None
+    wanted = None
+    if tag_pattern:
+        from watcher.scope import compile_pattern  # RE2, only where a pattern is given
+
+        wanted = compile_pattern(tag_pattern, "--tag")
     images: list[Image] = []
     cursor: str | None = None
     with session_scope() as session:
@@ -453,6 +463,7 @@ def token_create(name: str, role: str, expires: str | None) -> None:
 @friendly
 def token_list(as_json: bool) -> None:
     """List tokens (never the tokens themselves)."""
+    heap.hold()
     from watcher import tokens
     from watcher.db import session_scope
     from watcher.events import rfc3339
@@ -518,6 +529,7 @@ def events(
     """Show the event history (oldest first), or follow the stream with `events tail`."""
     if ctx.invoked_subcommand is not None:
         return
+    heap.hold()
     from watcher.db import session_scope
     from watcher.events import stream_entry
     from watcher.history import parse_since, recent_events
