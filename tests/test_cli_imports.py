@@ -161,6 +161,7 @@ def test_quick_commands_import_nothing_heavy(
         assert reader in modules  # it did read the state
         assert under(modules, POSTGRESQL) == []  # on SQLite
         assert result["heap"]["full_collections"] == 0  # its imports rescanned nothing
+        assert result["heap"]["enabled"]  # and the collector is on again once it returned (in-process callers)
 
 
 def test_a_poll_imports_only_what_its_provider_needs(

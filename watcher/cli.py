@@ -4,7 +4,7 @@ Commands that only read the state (`--help`, `registry list/show`, `status`, `im
 `token list`) and `poll` must start fast, so this module imports little more than click: each command
 imports what it needs itself (the database and the read model; the SDKs, httpx, Redis, Celery, the web app
 only where used). `--help` imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so. These
-commands hold the collector off while they import (`watcher.heap`): short-lived, they need it no sooner.
+commands run `heap.holding`: no collections while they import (a poll's turn back on when it settles).
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @registry.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
-    heap.hold()
     from watcher.db import session_scope
     from watcher.readmodel import registry_details
 
@@ -181,9 +181,9 @@ def registry_list(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
-    heap.hold()
     from watcher.db import session_scope
     from watcher.readmodel import registry_detail
 
@@ -279,10 +279,10 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def poll_command(name: str, as_json: bool) -> None:
     """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
     that failed, if some did, after publishing what the others changed."""
-    heap.hold()  # until the poll settles the heap (`watcher.polling`), after its imports
     from watcher import bus
     from watcher.polling import PartialPoll, poll
     from watcher.relay import relay
@@ -344,10 +344,10 @@ def line_of(entry: dict[str, str]) -> str:
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
 @friendly
+@heap.holding
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
     (blank when none ever came), size."""
-    heap.hold()
     from watcher.db import session_scope
     from watcher.readmodel import registry_statuses
     from watcher.tables import ago, table
@@ -397,9 +397,9 @@ def status_command(as_json: bool) -> None:
 @click.option("--tag", "tag_pattern", help="only tags matching this regular expression (RE2 syntax)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @friendly
+@heap.holding
 def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
     """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
-    heap.hold()
     from watcher.db import session_scope
     from watcher.events import rfc3339
     from watcher.readmodel import Image, images_page
@@ -461,9 +461,9 @@ def token_create(name: str, role: str, expires: str | None) -> None:
 @token_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def token_list(as_json: bool) -> None:
     """List tokens (never the tokens themselves)."""
-    heap.hold()
     from watcher import tokens
     from watcher.db import session_scope
     from watcher.events import rfc3339
@@ -523,13 +523,13 @@ def token_revoke(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 @friendly
+@heap.holding
 def events(
     ctx: click.Context, registry_name: str | None, repository: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
     """Show the event history (oldest first), or follow the stream with `events tail`."""
     if ctx.invoked_subcommand is not None:
         return
-    heap.hold()
     from watcher.db import session_scope
     from watcher.events import stream_entry
     from watcher.history import parse_since, recent_events

@@ -9,30 +9,59 @@ allocates afterwards is collected as usual.
 
 A command's start is the same story in small: its imports alone set off some 270 collections, each
 rescanning the objects imported before (~15 % of `watcher poll`'s CPU before its first request, and of a
-reading command's). `hold()` turns the collector off while a command starts; `settle()` then freezes
-without the full collection (what imports leave unreachable is a few thousand objects, not worth a pass
-over a few hundred thousand) and turns it back on. A command that ends soon after its start (the reading
-commands) need never settle: it exits first.
+reading command's). A command run `holding` has the collector off while it imports; `settle()` then
+freezes without the full collection (what imports leave unreachable is a few thousand objects, not worth a
+pass over a few hundred thousand) and turns it back on. A reading command never settles: the collector
+is back on when it returns (in a process of its own, that is its end; in a test's process, it matters).
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _lock = threading.Lock()
 _settled = False
 _held = False
 
 
+def holding(func: Callable[P, R]) -> Callable[P, R]:
+    """`func` runs with no collections until it returns or settles the heap, whichever comes first."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        hold()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            release()
+
+    return wrapper
+
+
 def hold() -> None:
-    """No collections until `settle()` (or the process's end): for a command's start, before its imports."""
+    """No collections until `settle()` or `release()`: for a command's start, before its imports."""
     global _held
     with _lock:
         if _settled or not gc.isenabled():
             return  # settled already, or the collector is someone else's to turn on
         _held = True
         gc.disable()
+
+
+def release() -> None:
+    """The collector back on, if `hold()` turned it off and nothing settled since."""
+    global _held
+    with _lock:
+        if _held:
+            _held = False
+            gc.enable()
 
 
 def settle() -> None:
