@@ -38,6 +38,8 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("watcher registry list", ["-m", "watcher", "registry", "list"]),
     ("watcher registry show NAME", ["-m", "watcher", "registry", "show", "aws"]),
     ("watcher status", ["-m", "watcher", "status"]),
+    ("watcher images NAME", ["-m", "watcher", "images", "hub"]),
+    ("watcher events", ["-m", "watcher", "events"]),
     ("watcher token list", ["-m", "watcher", "token", "list"]),
 ]
 

@@ -11,10 +11,14 @@ watcher's poll (`watcher.polling.poll`, or with `--command` the whole `watcher p
 start and publishing to Redis included). First the baseline, then RUNS steady polls, then RUNS polls each
 after the fake moved 1 % of the tags (every repository has some) to new digests.
 
-A poll's time is measured inside its process, after its imports, like the floor's (with `--command`: the
-process's wall time); each is divided by the mean of the floor runs just before and after it. Peak RSS and
-CPU come from the kernel's accounting of that one process (`os.wait4`). Exits 1 if a poll failed, a steady
-poll emitted anything, or a changed poll's events are not exactly the tags moved.
+A poll's time is measured inside its process, after its imports, like the floor's; with `--command` both
+are whole processes instead, from spawn to exit (interpreter start and imports included on both sides: boto3
+for the floor; for watcher also its settings, schema check, Redis and publishing). Each poll is divided by
+the mean of the floor runs just before and after it. Peak RSS and CPU come from the kernel's accounting of
+that one process (`os.wait4`). Exits 1 if a poll failed, read another number of tags than there are, a
+steady poll emitted anything, or a changed poll's events are not exactly the tags moved (with `--command`
+from `watcher poll --json`). `--source DIR` polls with another checkout's code (say, `git archive` of an
+older commit unpacked in DIR), for a before/after with the same floor.
 
 Run from the repository root: `.venv/bin/python -m benchmarks.ecr_scale --repos 100 --tags 1000 --db sqlite`
 (`--db postgresql` needs a server: WATCHER_BENCH_PG, default postgresql://postgres@127.0.0.1:5432/postgres).
@@ -134,17 +138,21 @@ class Run:
     ratio: float = 0.0
 
 
-def run_child(kind: str, argv: list[str], env: dict[str, str], wall: bool = False) -> Run:
-    """Run one child to its end; its own report (the last stdout line, JSON) unless `wall`."""
+def run_child(kind: str, argv: list[str], env: dict[str, str], wall: bool = False, cwd: Path = ROOT) -> Run:
+    """Run one child to its end, with its own report (the last stdout line that is JSON); its time is the
+    report's `seconds` (after its imports), or with `wall` the whole process's, from spawn to exit."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     (text, status, usage), errors = _communicate(proc)
     seconds = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"{kind} failed ({status}): {errors.decode()[-2000:]}")
     lines = [line for line in text.decode().splitlines() if line.startswith("{")]
-    report = {} if wall else json.loads(lines[-1])
+    report = json.loads(lines[-1]) if lines else {}
     cpu = usage.ru_utime + usage.ru_stime
+    if wall:  # its CPU is the whole process's too; `watcher poll --json`'s events as the poll role counts them
+        listed = report.get("events", [])
+        report.update(cpu=cpu, events=len(listed), kinds=sorted({event["change"] for event in listed}))
     return Run(kind, seconds if wall else report["seconds"], cpu, usage.ru_maxrss / 1024, report)
 
 
@@ -254,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--runs", type=int, default=3, help="steady polls, and 1 %%-changed polls (default 3)")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--command", action="store_true", help="time `watcher poll` as a command, start included")
+    parser.add_argument(
+        "--command", action="store_true", help="time `watcher poll` and the floor as whole processes, start included"
+    )
+    parser.add_argument("--source", type=Path, help="poll with this checkout's code instead of this one's")
     parser.add_argument("--py-spy", metavar="DIR", help="record each poll with py-spy into DIR (collapsed stacks)")
     parser.add_argument("--role", choices=("floor", "poll"), help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -273,7 +284,12 @@ def drive(opts: argparse.Namespace) -> int:
     with fake_api(opts.repos, opts.tags) as endpoint, installation(opts.db, endpoint) as inst:
         py = [sys.executable, "-m", "benchmarks.ecr_scale"]
         floor_argv = [*py, "--role", "floor", "--endpoint", endpoint, "--concurrency", str(opts.concurrency)]
-        poll_argv = [sys.executable, "-m", "watcher", "poll", NAME] if opts.command else [*py, "--role", "poll"]
+        command = [sys.executable, "-m", "watcher", "poll", NAME, "--json"]
+        poll_argv = command if opts.command else [*py, "--role", "poll"]
+        poll_env, poll_cwd = inst.env, ROOT
+        if opts.source:  # the poll runs that checkout's watcher (and, in-process, its poll role): `-m` puts
+            poll_cwd = opts.source.resolve()  # the working directory first on the path
+            poll_env = {**inst.env, "PYTHONPATH": f"{poll_cwd}{os.pathsep}{ROOT}"}
         add = [sys.executable, "-m", "watcher", "registry", "add", NAME, "--provider", "ecr"]
         add += ["--url", f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com", "--access-key", "AKIDBENCH"]
         add += ["--secret-key", "bench", "--max-concurrency", str(opts.concurrency), "--rate-limit", "10000"]
@@ -281,11 +297,12 @@ def drive(opts: argparse.Namespace) -> int:
         subprocess.run(add, env=inst.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         print(
             f"{opts.repos:,} repositories x {opts.tags:,} tags = {total:,} tags, {opts.db}, "
-            f"{'`watcher poll` command' if opts.command else 'watcher.polling.poll'}, Python "
+            f"{'whole processes: `watcher poll`' if opts.command else 'watcher.polling.poll'}"
+            f"{f' from {opts.source}' if opts.source else ''}, Python "
             f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        runs: list[Run] = [run_child("floor", floor_argv, inst.env)]
+        runs: list[Run] = [run_child("floor", floor_argv, inst.env, wall=opts.command)]
         plan = ["baseline"] + ["steady"] * opts.runs + ["1% changed"] * opts.runs
         sizes: dict[str, dict[str, int]] = {}
         generation = 0
@@ -308,24 +325,22 @@ def drive(opts: argparse.Namespace) -> int:
                     "--",
                     *poll_argv,
                 ]
-            poll = run_child(kind, argv, inst.env, wall=opts.command)
+            poll = run_child(kind, argv, poll_env, wall=opts.command, cwd=poll_cwd)
             runs.append(poll)
-            runs.append(run_child("floor", floor_argv, inst.env))
+            runs.append(run_child("floor", floor_argv, inst.env, wall=opts.command))
             if kind == "baseline":
                 sizes["after baseline"] = database_bytes(inst)
             print(f"  {kind:11} {poll.seconds:7.2f} s  floor {runs[-1].seconds:6.2f} s", flush=True)
         sizes["after all"] = database_bytes(inst)
-        failures = check(runs, total, opts.command)
+        failures = check(runs, total)
         report(runs, sizes, total)
     for line in failures:
         print("FAILED:", line)
     return 1 if failures else 0
 
 
-def check(runs: list[Run], total: int, command: bool) -> list[str]:
+def check(runs: list[Run], total: int) -> list[str]:
     """Every floor and poll read every tag; steady polls emit nothing, changed ones exactly the moved tags."""
-    if command:
-        return []
     failures = []
     for one in runs:
         if one.out.get("tags") != total:
@@ -344,7 +359,7 @@ def report(runs: list[Run], sizes: dict[str, dict[str, int]], total: int) -> Non
     floors = [one for one in runs if one.kind == "floor"]
     head = f"{'process':12} {'runs':>4} {'median s':>9} {'min s':>7} {'max s':>7} {'÷ floor':>8} {'range':>11}"
     print("\n" + head, end="")
-    print(f" {'cpu s':>7} {'cpu µs/tag':>10} {'peak RSS MB':>11}")  # cpu: after the imports
+    print(f" {'cpu s':>7} {'cpu µs/tag':>10} {'peak RSS MB':>11}")  # cpu: after the imports (or whole processes)
     for kind in ("floor", "baseline", "steady", "1% changed"):
         group = [one for one in runs if one.kind == kind]
         seconds = [one.seconds for one in group]

@@ -131,3 +131,20 @@ def test_a_database_behind_head_is_migrated_on_open(tmp_path: Path) -> None:
             get_engine.cache_clear()
     finally:
         engine.dispose()
+
+
+def test_the_migrations_make_the_partial_index_of_registry_wide_runs(new_database: str) -> None:
+    """`ix_poll_runs_registry_whole_id` is the migrations' alone (the models leave it out, so that SQLite
+    processes never load the PostgreSQL dialect): it is there, partial, on both databases."""
+    engine = get_engine(new_database)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                found = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+            else:
+                found = "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+            definition = conn.execute(text(found), {"name": "ix_poll_runs_registry_whole_id"}).scalar_one()
+    finally:
+        engine.dispose()
+    assert "registry_id" in definition
+    assert "listed_repositories IS NULL" in definition.replace("(", "").replace(")", "")

@@ -5,19 +5,21 @@ inflates to gigabytes; reading any of them whole would take the worker's memory 
 counted as they arrive, after decompression (which is done here, bounded, for exactly that reason), and
 reading stops with one line naming the limit and the setting that raises it. One cap for both HTTP stacks:
 `capped_response` for httpx (every client of `watcher.http`), `CappedRaw` for requests (the Azure SDK and
-google-auth, through `watcher.netpolicy.policed_session`).
+google-auth, through `watcher.policedsession`).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import urllib3
 
 from watcher import errors
+
+if TYPE_CHECKING:
+    import urllib3
 
 #: what the httpx clients advertise: the encodings `_Inflater` decodes under the cap
 ACCEPT_ENCODING = "gzip, deflate"

@@ -1,9 +1,10 @@
 """The `watcher` command: registries, polls, events and the long-running worker.
 
-Commands that only read the state (`--help`, `registry list/show`, `status`, `token list`) must start
-fast, so this module imports little more than click: each command imports what it needs itself (the
-database and the read model; the SDKs, httpx, Redis, Celery, the web app only where used). `--help`
-imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so.
+Commands that only read the state (`--help`, `registry list/show`, `status`, `images`, `events`,
+`token list`) and `poll` must start fast, so this module imports little more than click: each command
+imports what it needs itself (the database and the read model; the SDKs, httpx, Redis, Celery, the web app
+only where used). `--help` imports no SQLAlchemy at all. tests/test_cli_imports.py keeps it so. These
+commands run `heap.holding`: no collections while they import (a poll's turn back on when it settles).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from watcher import heap
 from watcher.errors import RegistryError, StateError, WatcherError
 from watcher.failures import check_configuration, debugging, mask, one_line
 from watcher.pollers import PROVIDER_NAMES
@@ -152,6 +154,7 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @registry.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
     from watcher.db import session_scope
@@ -178,6 +181,7 @@ def registry_list(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
     from watcher.db import session_scope
@@ -275,6 +279,7 @@ def registry_apply(path: Path, no_verify: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def poll_command(name: str, as_json: bool) -> None:
     """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
     that failed, if some did, after publishing what the others changed."""
@@ -339,6 +344,7 @@ def line_of(entry: dict[str, str]) -> str:
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
 @friendly
+@heap.holding
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
     (blank when none ever came), size."""
@@ -391,15 +397,19 @@ def status_command(as_json: bool) -> None:
 @click.option("--tag", "tag_pattern", help="only tags matching this regular expression (RE2 syntax)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @friendly
+@heap.holding
 def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
     """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
     from watcher.db import session_scope
     from watcher.events import rfc3339
     from watcher.readmodel import Image, images_page
-    from watcher.scope import compile_pattern
     from watcher.tables import table
 
-    wanted = compile_pattern(tag_pattern, "--tag") if tag_pattern else None
+    wanted = None
+    if tag_pattern:
+        from watcher.scope import compile_pattern  # RE2, only where a pattern is given
+
+        wanted = compile_pattern(tag_pattern, "--tag")
     images: list[Image] = []
     cursor: str | None = None
     with session_scope() as session:
@@ -451,6 +461,7 @@ def token_create(name: str, role: str, expires: str | None) -> None:
 @token_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
+@heap.holding
 def token_list(as_json: bool) -> None:
     """List tokens (never the tokens themselves)."""
     from watcher import tokens
@@ -512,6 +523,7 @@ def token_revoke(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 @friendly
+@heap.holding
 def events(
     ctx: click.Context, registry_name: str | None, repository: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from watcher.models import Counter
@@ -42,7 +40,11 @@ def add(session: Session, increments: Iterable[Increment]) -> None:
         totals[key] = totals.get(key, 0.0) + inc.amount
     if not totals:
         return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # the dialect's own INSERT … ON CONFLICT, imported here: a process on SQLite never loads PostgreSQL's
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     rows = [{"metric": metric, "labels": labels, "value": value} for (metric, labels), value in sorted(totals.items())]
     statement = insert(Counter)
     statement = statement.on_conflict_do_update(

@@ -10,7 +10,8 @@ Always refused: link-local addresses and the cloud metadata endpoints (`ALWAYS_D
 IPv4-mapped IPv6 form. `WATCHER_DENY_NETWORKS` adds ranges; `WATCHER_ALLOW_NETWORKS` punches holes in
 either (allow wins over deny). The policy is applied only where the target was chosen by a registrant:
 httpx clients through `PolicedBackend`, requests sessions (the Azure SDK's pipeline, google-auth's token
-request) through `policed_session()`. The SDKs' own cloud credential discovery is left alone (AWS, Azure
+request) through `watcher.policedsession` (a module of its own: only the providers whose SDKs use
+requests import it). The SDKs' own cloud credential discovery is left alone (AWS, Azure
 and GCP legitimately ask 169.254.169.254 for instance credentials).
 """
 
@@ -18,21 +19,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import anyio
 import httpcore
-import requests
-import requests.adapters
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from watcher import errors
-from watcher.bodycap import CappedRaw
 from watcher.settings import get_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -162,70 +157,3 @@ async def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
 
 def _reason(exc: BaseException) -> str:
     return exc.args[1] if isinstance(exc, socket.gaierror) and len(exc.args) > 1 else str(exc)
-
-
-# -- requests (urllib3) ---------------------------------------------------------------------------------
-def _checked_addresses(connection: HTTPConnection) -> list[str]:
-    host, port = connection._dns_host, connection.port
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise NameResolutionError(connection.host, connection, socket.gaierror(str(exc))) from exc
-    return current_policy().checked(connection.host, port, (str(info[4][0]) for info in found))
-
-
-def _connect_checked(connection: HTTPConnection, connect: Callable[[], socket.socket]) -> socket.socket:
-    """urllib3's own connect (its timeouts and error mapping), once per checked address of the host."""
-    host = connection._dns_host
-    last_error: Exception | None = None
-    for address in _checked_addresses(connection):
-        connection._dns_host = address  # only the socket's target; TLS and Host keep `connection.host`
-        try:
-            return connect()
-        except (NewConnectionError, ConnectTimeoutError) as exc:
-            last_error = exc
-        finally:
-            connection._dns_host = host
-    assert last_error is not None
-    raise last_error
-
-
-class _PolicedHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        return _connect_checked(self, super()._new_conn)
-
-
-class _PolicedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        return _connect_checked(self, super()._new_conn)
-
-
-class _PolicedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _PolicedHTTPConnection
-
-
-class _PolicedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _PolicedHTTPSConnection
-
-
-class PolicedAdapter(requests.adapters.HTTPAdapter):
-    """requests' adapter whose connections pass the network policy, and whose bodies stop at a cap."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _PolicedHTTPPool, "https": _PolicedHTTPSPool}
-
-    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
-        response = super().build_response(req, resp)
-        response.raw = CappedRaw(resp, get_settings().max_body_bytes)
-        return response
-
-
-def policed_session() -> requests.Session:
-    """A requests session for a registrant-chosen target: the policy at connect time, bodies capped."""
-    current_policy()  # a bad CIDR is reported now, not at the first connect
-    session = requests.Session()
-    adapter = PolicedAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session

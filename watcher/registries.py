@@ -1,4 +1,7 @@
-"""Registered registries: saving, loading, removing, and their public (secret-free) description."""
+"""Registered registries: saving, loading, removing, and their public (secret-free) description.
+
+`watcher.vault` (and `cryptography` with it) is imported where credentials are read or written, not by
+`find`: the reading commands look registries up without decrypting anything."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from watcher import vault
 from watcher.errors import ConflictError, NotFoundError, StateError
 from watcher.models import Registry, Repository, utcnow
 from watcher.spec import RegistrySpec
@@ -26,6 +28,8 @@ def already_exists(name: str) -> ConflictError:
 
 def spec_of(row: Registry) -> RegistrySpec:
     """The registry as registered; raises Undecryptable naming it when its credentials cannot be decrypted."""
+    from watcher import vault
+
     try:
         credentials = vault.decrypt(row.credentials)
     except vault.Undecryptable as exc:
@@ -90,6 +94,8 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
 
 
 def _readable_spec(row: Registry) -> RegistrySpec | None:
+    from watcher import vault
+
     try:
         return spec_of(row)
     except vault.Undecryptable:
@@ -97,6 +103,8 @@ def _readable_spec(row: Registry) -> RegistrySpec | None:
 
 
 def _assign(row: Registry, spec: RegistrySpec) -> None:
+    from watcher import vault
+
     row.provider = spec.provider
     row.url = spec.url
     row.credentials = vault.encrypt(spec.credentials)

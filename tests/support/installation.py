@@ -1,6 +1,7 @@
 """A throw-away watcher installation for commands run in fresh processes: a data dir (SQLite, embedded
-Redis, a generated key) with four registries of three providers (`hub`, `harbor`, `aws`, `azure`) and a
-reader token. Used by tests/test_cli_imports.py and benchmarks/command_speed.py."""
+Redis, a generated key) with four registries of three providers (`hub`, `harbor`, `aws`, `azure`), two
+tags stored for `hub` (and their two events) and a reader token. Used by tests/test_cli_imports.py and
+benchmarks/command_speed.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ for args in [
 ]:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (args, result.output)
+
+# two tags stored for `hub`, as a poll saves them (the events they made are in the history)
+from watcher import registries
+from watcher.db import get_engine, session_scope
+from watcher.diff import TagState
+from watcher.saving import Listed, Target, save
+from watcher.scope import Scope
+with session_scope() as session:
+    hub = registries.find(session, "hub")
+    target = Target(hub.id, "hub", hub.url, Scope.from_options({}), emit_new=True)
+tags = {tag: TagState("sha256:" + digit * 64) for tag, digit in (("v1", "1"), ("latest", "2"))}
+save(get_engine(), target, [Listed("team/app", tags, fingerprint="seeded", stored=None)])
 """
 
 

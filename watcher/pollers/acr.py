@@ -46,8 +46,8 @@ from watcher.diff import TagState
 from watcher.entries import check_entries
 from watcher.errors import InputError
 from watcher.http import HostLimits, Pacer, error_for_status
-from watcher.netpolicy import policed_session
 from watcher.origin import OffOrigin, origin_of, shown
+from watcher.policedsession import policed_session
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.sharedlimits import SharedLimits

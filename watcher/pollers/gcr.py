@@ -36,8 +36,8 @@ from watcher.auth import CredentialSource
 from watcher.diff import TagState
 from watcher.entries import check_entries
 from watcher.errors import InputError
-from watcher.netpolicy import policed_session
 from watcher.oci import entry_list
+from watcher.policedsession import policed_session
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.reference import is_tag, shown
