@@ -107,7 +107,9 @@ def use_key_file(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", ["", "\n\n", Fernet.generate_key().decode()[:30], "not a key at all, just some text"]
+    "content",
+    ["", "\n\n", Fernet.generate_key().decode()[:30], "not a key at all, just some text"],
+    ids=["empty", "blank-lines", "truncated-key", "text"],
 )
 def test_an_empty_or_damaged_key_file_is_refused(
     watcher: Watcher, basic_registry: RegistryEnv, monkeypatch: pytest.MonkeyPatch, content: str
