@@ -23,7 +23,7 @@ from tests.support.fixtures import RegistryEnv
 from tests.support.hooks import broker, hook_server  # noqa: F401 - fixtures
 from tests.support.polls import wait_for
 from tests.support.registry import RegistryClient, RegistryServer
-from watcher import counters, polling
+from watcher import counters, hookstats, polling
 from watcher.db import session_scope
 from watcher.models import Registry
 
@@ -57,6 +57,8 @@ def enable(watcher: Watcher, *extra: str) -> dict[str, Any]:
 
 
 def webhook_counts(watcher: Watcher) -> dict[str, float]:
+    """The receiver's counts, as written (those still in this process's memory are written first)."""
+    hookstats.flush()
     with session_scope(watcher.engine) as session:
         rows = counters.read_all(session)
     return {labels["outcome"]: value for metric, labels, value in rows if metric == "watcher_webhooks_total"}
