@@ -89,6 +89,7 @@ def test_notifications_are_counted_in_memory_and_written_together_within_a_secon
             thread.start()
         for thread in threads:
             thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)  # none waited for the database
         assert sum(hookstats._pending.values()) == 20 and commits == []
 
     def written() -> dict[str, float]:
@@ -113,3 +114,58 @@ def test_every_connect_shares_one_client_and_its_connections(watcher: Watcher) -
     client.set(f"{queue.queued_key('r1', 'x')}", "1", ex=5)
     assert bus.connect().get(queue.queued_key("r1", "x")) == "1"
     assert client.connection_pool._created_connections == max(created, 1)  # an idle connection, reused
+
+
+def test_a_follow_up_waits_for_its_repositorys_notifications_to_settle(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst's follow-up listing starts once the repository's hints have been quiet QUIET_SECONDS (or
+    SETTLE_MAX_SECONDS after it was queued): a burst costs a listing at its start and one after it."""
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.AT_ONCE}
+    assert queue.begin("r1", "team/app") == 0  # the first poll lists at once, whatever came meanwhile
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.FOLLOW_UP}  # came while it listed
+    for _ in range(5):
+        assert queue.hint("r1", ["team/app"]).queued == 0  # coalesced into the follow-up
+    wait = queue.begin("r1", "team/app")  # its task's turn comes: the hints are still coming
+    assert 0 < wait <= queue.QUIET_SECONDS
+    assert watcher.redis.exists(queue.queued_key("r1", "team/app")) == 1  # still queued: hints coalesce
+    assert queue.hint("r1", ["team/app"]).queued == 0
+    hinted = queue.hinted_key("r1", "team/app")
+    quiet_since = int(float(watcher.redis.get(hinted) or 0)) - int(queue.QUIET_SECONDS * 1000) - 1
+    watcher.redis.set(hinted, quiet_since)  # as if the last hint came QUIET_SECONDS ago
+    assert queue.begin("r1", "team/app") == 0  # settled: it lists now
+    assert watcher.redis.exists(queue.queued_key("r1", "team/app")) == 0
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.FOLLOW_UP}  # the next one
+
+    monkeypatch.setattr(queue, "SETTLE_MAX_SECONDS", 0.0)  # a burst that lasts longer than the settle limit:
+    assert queue.hint("r1", ["team/app"]).queued == 0
+    assert queue.begin("r1", "team/app") == 0  # listed anyway, once per SETTLE_MAX_SECONDS
+
+
+def test_a_notification_naming_more_than_100_repositories_queues_one_registry_wide_poll(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    many = [f"team/app-{i}" for i in range(queue.MAX_REPOSITORIES + 1)]
+    assert queue.hint("r1", many) == queue.Hinted({}, whole=True)
+    assert queue.hint("r1", many).queued == 0  # queued already: not again
+    assert [(m["task"], m["args"]) for m in messages(watcher, broker)] == [("watcher.poll", ["r1"])]
+    assert watcher.redis.keys(queue.queued_key("r1", "*")) == []
+    queue.whole_started("r1")  # its task starts: a notification from now on queues another
+    assert queue.hint("r1", many).queued == 1
+
+
+def test_the_101st_repository_of_a_registry_within_a_second_queues_a_registry_wide_poll(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    assert wait_for(lambda: time.time() % 1 < 0.3, 2)  # both notifications within the same second
+    first = queue.hint("r1", [f"team/a-{i}" for i in range(60)])
+    second = queue.hint("r1", [f"team/b-{i}" for i in range(60)])
+    assert first.queued == 60 and not first.whole
+    assert second == queue.Hinted({}, whole=True)
+    assert queue.hint("r2", ["team/a-0"]).queued == 1  # another registry has its own budget
+    tasks = [m["task"] for m in messages(watcher, broker)]
+    assert tasks.count("watcher.poll_repository") == 61 and tasks.count("watcher.poll") == 1

@@ -99,9 +99,7 @@ def test_every_tag_of_a_manifest_deleted_by_digest_is_reported_removed(
     assert {r.trigger for r in runs_of(setup.watcher, "r1")[2:]} == {"webhook"}  # no scheduled poll helped
 
 
-def test_a_tag_deleted_while_its_repository_is_being_listed_is_reported_removed(
-    setup: Setup, unique_repo: str
-) -> None:
+def test_a_tag_deleted_while_its_repository_is_being_listed_is_reported_removed(setup: Setup, unique_repo: str) -> None:
     from watcher.tasks.jobs import poll_repository_task
 
     app = f"{unique_repo}/app"
