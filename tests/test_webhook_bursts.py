@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from datetime import datetime
@@ -169,3 +170,26 @@ def test_the_101st_repository_of_a_registry_within_a_second_queues_a_registry_wi
     assert queue.hint("r2", ["team/a-0"]).queued == 1  # another registry has its own budget
     tasks = [m["task"] for m in messages(watcher, broker)]
     assert tasks.count("watcher.poll_repository") == 61 and tasks.count("watcher.poll") == 1
+
+
+def test_a_registry_wide_webhook_poll_waits_for_a_poll_already_running(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its notification came after the running poll began, which may have listed those repositories before:
+    it is tried again later (a scheduled poll is dropped), up to BUSY_RETRIES times."""
+    from watcher import leases
+    from watcher.tasks import jobs
+
+    monkeypatch.setattr(jobs, "BUSY_RETRIES", 2)
+    caplog.set_level(logging.INFO, logger="watcher")
+    assert watcher.add_registry("r1", "http://127.0.0.1:9", "--no-verify").exit_code == 0
+    with session_scope(watcher.engine) as session:
+        assert leases.claim(session, session.scalars(select(Registry.id)).one(), "another-worker")
+    assert jobs.poll_registry.apply(("r1",), {"trigger": "schedule"}).result == 0
+    assert "waits" not in caplog.text  # a scheduled poll of a busy registry is dropped: the next tick comes
+    assert jobs.poll_registry.apply(("r1",), {"trigger": "webhook"}).result == 0  # eagerly: retried at once
+    assert caplog.text.count("(a webhook's poll of it waits 5s)") == 2
+    assert watcher.redis.exists(queue.whole_key("r1")) == 0  # given up: a notification may queue another

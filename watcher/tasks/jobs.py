@@ -6,6 +6,7 @@ naming the registry and never escapes as a traceback, a retry storm or a stopped
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import redis
@@ -188,8 +189,10 @@ def poll_repository_task(self: Task, name: str, repository: str, expect: list[st
         if wait > 0:
             queue.defer(name, repository, expect, wait)
             return 0
-    except (redis.RedisError, OSError, OperationalError) as exc:  # listed now; the mark lapses on its own
+    except (redis.RedisError, OSError, OperationalError) as exc:  # listed now
         log.warning("registry %r: %s: queued mark not cleared: %s", name, repository, first_line(exc))
+        with contextlib.suppress(redis.RedisError, OSError):  # else it lapses on its own
+            queue.started(name, repository)  # so that later notifications are not coalesced into nothing
     fields: dict[str, object] = {"registry": name, "repository": repository}
     try:
         result = poll_repository(name, repository)
