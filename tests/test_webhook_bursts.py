@@ -1,10 +1,11 @@
-"""A burst of notifications: counted with one transaction for all that arrive during a commit, and a
-repository's polls start at most once per RELIST_SECONDS (the next one waits for the rest of it)."""
+"""A burst of notifications: counted in memory and written once a second, and a repository's polls start
+at most once per RELIST_SECONDS (the next one waits for the rest of it, and for the burst to settle)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from datetime import datetime
@@ -72,7 +73,9 @@ def test_the_task_marks_its_repository_finished_whatever_the_outcome(
     assert watcher.redis.exists(queue.started_key("r1", "team/app")) == 1
 
 
-def test_notifications_arriving_during_a_commit_are_counted_by_one_transaction(watcher: Watcher) -> None:
+def test_notifications_are_counted_in_memory_and_written_together_within_a_second(watcher: Watcher) -> None:
+    """No database write per notification: the counts of every notification of the last second are written
+    by one transaction, by the flusher thread, without anybody asking."""
     assert watcher.add_registry("r1", "http://127.0.0.1:9", "--no-verify").exit_code == 0
     with session_scope(watcher.engine) as session:
         registry_id = session.scalars(select(Registry.id)).one()
@@ -82,20 +85,27 @@ def test_notifications_arriving_during_a_commit_are_counted_by_one_transaction(w
     event.listen(watcher.engine, "commit", lambda _conn: commits.append(1))
     outcomes = [refused if i % 4 == 0 else accepted for i in range(20)]
     threads = [threading.Thread(target=hookstats.record, args=(outcome,)) for outcome in outcomes]
-    with hookstats._writer:  # a commit in progress: every notification meanwhile waits for the next one
+    with hookstats._writer:  # a write in progress: every notification meanwhile is only counted in memory
         for thread in threads:
             thread.start()
-        assert wait_for(lambda: sum(hookstats._pending.values()) == 20, 10)
-    for thread in threads:
-        thread.join(10)
-    assert len(commits) == 1
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)  # none waited for the database
+        assert sum(hookstats._pending.values()) == 20 and commits == []
+
+    def written() -> dict[str, float]:
+        with session_scope(watcher.engine) as session:
+            return {labels["outcome"]: value for _, labels, value in counters.read_all(session)}
+
+    assert wait_for(lambda: not hookstats._pending, 2 + 2 * hookstats.FLUSH_SECONDS)  # taken by the flusher
+    with hookstats._writer:  # and written
+        assert len(commits) == 1
+    assert written() == {"accepted": 15, "unauthorized": 5}
     with session_scope(watcher.engine) as session:
-        counts = {labels["outcome"]: value for _, labels, value in counters.read_all(session)}
         assert session.scalar(select(Registry.last_webhook_at)) is not None
-    assert counts == {"accepted": 15, "unauthorized": 5}
-    hookstats.record(accepted)  # alone: committed before it returns
-    with session_scope(watcher.engine) as session:
-        assert {labels["outcome"]: value for _, labels, value in counters.read_all(session)}["accepted"] == 16
+    hookstats.record(accepted)
+    hookstats.flush()  # as the app's shutdown does: written at once
+    assert written()["accepted"] == 16
 
 
 def test_every_connect_shares_one_client_and_its_connections(watcher: Watcher) -> None:
@@ -105,3 +115,81 @@ def test_every_connect_shares_one_client_and_its_connections(watcher: Watcher) -
     client.set(f"{queue.queued_key('r1', 'x')}", "1", ex=5)
     assert bus.connect().get(queue.queued_key("r1", "x")) == "1"
     assert client.connection_pool._created_connections == max(created, 1)  # an idle connection, reused
+
+
+def test_a_follow_up_waits_for_its_repositorys_notifications_to_settle(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst's follow-up listing starts once the repository's hints have been quiet QUIET_SECONDS (or
+    SETTLE_MAX_SECONDS after it was queued): a burst costs a listing at its start and one after it."""
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.AT_ONCE}
+    assert queue.begin("r1", "team/app") == 0  # the first poll lists at once, whatever came meanwhile
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.FOLLOW_UP}  # came while it listed
+    for _ in range(5):
+        assert queue.hint("r1", ["team/app"]).queued == 0  # coalesced into the follow-up
+    wait = queue.begin("r1", "team/app")  # its task's turn comes: the hints are still coming
+    assert 0 < wait <= queue.QUIET_SECONDS
+    assert watcher.redis.exists(queue.queued_key("r1", "team/app")) == 1  # still queued: hints coalesce
+    assert queue.hint("r1", ["team/app"]).queued == 0
+    hinted = queue.hinted_key("r1", "team/app")
+    quiet_since = int(float(watcher.redis.get(hinted) or 0)) - int(queue.QUIET_SECONDS * 1000) - 1
+    watcher.redis.set(hinted, quiet_since)  # as if the last hint came QUIET_SECONDS ago
+    assert queue.begin("r1", "team/app") == 0  # settled: it lists now
+    assert watcher.redis.exists(queue.queued_key("r1", "team/app")) == 0
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.FOLLOW_UP}  # the next one
+
+    monkeypatch.setattr(queue, "SETTLE_MAX_SECONDS", 0.0)  # a burst that lasts longer than the settle limit:
+    assert queue.hint("r1", ["team/app"]).queued == 0
+    assert queue.begin("r1", "team/app") == 0  # listed anyway, once per SETTLE_MAX_SECONDS
+
+
+def test_a_notification_naming_more_than_100_repositories_queues_one_registry_wide_poll(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    many = [f"team/app-{i}" for i in range(queue.MAX_REPOSITORIES + 1)]
+    assert queue.hint("r1", many) == queue.Hinted({}, whole=True)
+    assert queue.hint("r1", many).queued == 0  # queued already: not again
+    assert [(m["task"], m["args"]) for m in messages(watcher, broker)] == [("watcher.poll", ["r1"])]
+    assert watcher.redis.keys(queue.queued_key("r1", "*")) == []
+    queue.whole_started("r1")  # its task starts: a notification from now on queues another
+    assert queue.hint("r1", many).queued == 1
+
+
+def test_the_101st_repository_of_a_registry_within_a_second_queues_a_registry_wide_poll(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    assert wait_for(lambda: time.time() % 1 < 0.3, 2)  # both notifications within the same second
+    first = queue.hint("r1", [f"team/a-{i}" for i in range(60)])
+    second = queue.hint("r1", [f"team/b-{i}" for i in range(60)])
+    assert first.queued == 60 and not first.whole
+    assert second == queue.Hinted({}, whole=True)
+    assert queue.hint("r2", ["team/a-0"]).queued == 1  # another registry has its own budget
+    tasks = [m["task"] for m in messages(watcher, broker)]
+    assert tasks.count("watcher.poll_repository") == 61 and tasks.count("watcher.poll") == 1
+
+
+def test_a_registry_wide_webhook_poll_waits_for_a_poll_already_running(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its notification came after the running poll began, which may have listed those repositories before:
+    it is tried again later (a scheduled poll is dropped), up to BUSY_RETRIES times."""
+    from watcher import leases
+    from watcher.tasks import jobs
+
+    monkeypatch.setattr(jobs, "BUSY_RETRIES", 2)
+    caplog.set_level(logging.INFO, logger="watcher")
+    assert watcher.add_registry("r1", "http://127.0.0.1:9", "--no-verify").exit_code == 0
+    with session_scope(watcher.engine) as session:
+        assert leases.claim(session, session.scalars(select(Registry.id)).one(), "another-worker")
+    assert jobs.poll_registry.apply(("r1",), {"trigger": "schedule"}).result == 0
+    assert "waits" not in caplog.text  # a scheduled poll of a busy registry is dropped: the next tick comes
+    assert jobs.poll_registry.apply(("r1",), {"trigger": "webhook"}).result == 0  # eagerly: retried at once
+    assert caplog.text.count("(a webhook's poll of it waits 5s)") == 2
+    assert watcher.redis.exists(queue.whole_key("r1")) == 0  # given up: a notification may queue another

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
-from watcher import counters
+from watcher import counters, hookstats
 from watcher.db import session_scope
 from watcher.settings import get_settings
 
@@ -105,6 +105,8 @@ class Hook:
         return emitted
 
     def counts(self) -> dict[str, float]:
+        """The receiver's counts, as written (those still in this process's memory are written first)."""
+        hookstats.flush()
         with session_scope(self.watcher.engine) as session:
             rows = counters.read_all(session)
         return {labels["outcome"]: value for metric, labels, value in rows if metric == "watcher_webhooks_total"}

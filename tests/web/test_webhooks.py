@@ -21,9 +21,9 @@ from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
 from tests.support.hooks import broker, hook_server  # noqa: F401 - fixtures
-from tests.support.polls import wait_for
+from tests.support.polls import runs_of, wait_for
 from tests.support.registry import RegistryClient, RegistryServer
-from watcher import counters, polling
+from watcher import counters, hookstats, polling
 from watcher.db import session_scope
 from watcher.models import Registry
 
@@ -57,6 +57,8 @@ def enable(watcher: Watcher, *extra: str) -> dict[str, Any]:
 
 
 def webhook_counts(watcher: Watcher) -> dict[str, float]:
+    """The receiver's counts, as written (those still in this process's memory are written first)."""
+    hookstats.flush()
     with session_scope(watcher.engine) as session:
         rows = counters.read_all(session)
     return {labels["outcome"]: value for metric, labels, value in rows if metric == "watcher_webhooks_total"}
@@ -254,3 +256,27 @@ def test_a_malformed_body_is_400_and_an_unknown_or_disabled_registry_404(
     enable(watcher, "--disable")
     assert post(client, envelope(), auth).status_code == 404
     assert queued(watcher, broker) == []
+
+
+def test_a_notification_naming_thousands_of_repositories_queues_one_registry_wide_poll(
+    watcher: Watcher, hook: tuple[httpx.Client, str], broker: str
+) -> None:
+    """Amplification: one authenticated 660 KB notification named 9,999 repositories, and queued a listing of
+    each. Past 100, one registry-wide poll is queued instead, recorded as a `webhook` poll of the registry."""
+    from watcher.tasks.jobs import poll_registry
+
+    client, secret = hook
+    deletes = [{"action": "delete", "target": {"repository": f"team/a{i}", "tag": "v1"}} for i in range(9_999)]
+    body = json.dumps({"events": deletes}, separators=(",", ":")).encode()
+    assert len(body) > 600_000
+    answer = post(client, body, f"Bearer {secret}")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["queued"] == 1 and answer.json()["outcome"] == "accepted"
+    assert post(client, body, f"Bearer {secret}").json()["queued"] == 0  # queued already: not again
+    assert queued(watcher, broker) == [("watcher.poll", ["r1"])]
+    assert queued_kwargs(watcher, broker) == [{"trigger": "webhook"}]
+    watcher.redis.delete(broker)
+    poll_registry.run("r1", trigger="webhook")
+    (run,) = runs_of(watcher, "r1")
+    assert (run.trigger, run.listed_repositories, run.outcome) == ("webhook", None, "ok")
+    assert webhook_counts(watcher) == {"accepted": 2}

@@ -6,10 +6,12 @@ naming the registry and never escapes as a traceback, a retry storm or a stopped
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import redis
 from celery import Task
+from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher import bus, fanout, queue, scheduler
@@ -28,6 +30,9 @@ TRANSIENT = (UnreachableError, BadResponseError, RateLimitedError)
 MAX_RETRIES = 3
 RETRY_BACKOFF_SECONDS = 5
 RETRY_BACKOFF_MAX_SECONDS = 300
+#: a registry-wide webhook poll that finds another poll of the registry running waits for it, this often
+BUSY_RETRIES = 60
+BUSY_RETRY_SECONDS = 5
 
 
 @app.task(name="watcher.tick", ignore_result=True)
@@ -49,13 +54,21 @@ def tick() -> list[str]:
 @app.task(name=POLL_TASK, bind=True, ignore_result=True)
 def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
     """Poll one registry and publish its events at once; the relay sweep catches up if Redis was down.
-    Beat's tick dispatches it as `schedule`; "Poll now" queues it as `manual`.
+    Beat's tick dispatches it as `schedule`; "Poll now" queues it as `manual`; a notification naming too many
+    repositories queues it as `webhook` (`watcher.queue.MAX_REPOSITORIES`), which, if another poll of the
+    registry is running, waits for it rather than lose the notification.
 
     A transient failure is retried with backoff, up to MAX_RETRIES; after that, and for any other failure,
     the poll's run says why and the log has one line."""
+    if trigger == "webhook":
+        queue.whole_started(name)  # a notification from now on may queue another
     try:
         result = poll(name, dispatch=dispatch_chunks(name), trigger=trigger)
     except Busy as exc:
+        # a webhook's hints came after that poll began: wait for it, unless another such poll waits already
+        if trigger == "webhook" and self.request.retries < BUSY_RETRIES and queue.whole_waits(name):
+            log.info("%s (a webhook's poll of it waits %ds)", exc, BUSY_RETRY_SECONDS)
+            raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=BUSY_RETRIES) from None
         log.info("%s", exc)
         return 0
     except PartialPoll as exc:  # the failed repositories are listed again by the next scheduled poll
@@ -167,12 +180,19 @@ def failed(name: str, exc: BaseException) -> dict[str, object]:
 @app.task(name=REPOSITORY_POLL_TASK, bind=True, ignore_result=True)
 def poll_repository_task(self: Task, name: str, repository: str, expect: list[str] | None = None) -> int:
     """Poll one repository of one registry (a webhook's hint) and publish its events at once. Its queued
-    mark is cleared first, so a notification arriving while it lists queues one more poll. A pushed tag
-    (`expect`) the listing does not show yet is looked for once more a moment later (`queue.CONFIRM_SECONDS`)."""
+    mark is cleared first, so a notification arriving while it lists queues one more poll; a follow-up whose
+    repository's notifications have not settled yet is sent again for later instead (`queue.begin`). A pushed
+    tag (`expect`) the listing does not show yet is looked for once more a moment later
+    (`queue.CONFIRM_SECONDS`)."""
     try:
-        queue.started(name, repository)
-    except (redis.RedisError, OSError) as exc:  # the mark lapses on its own
+        wait = queue.begin(name, repository)
+        if wait > 0:
+            queue.defer(name, repository, expect, wait)
+            return 0
+    except (redis.RedisError, OSError, OperationalError) as exc:  # listed now
         log.warning("registry %r: %s: queued mark not cleared: %s", name, repository, first_line(exc))
+        with contextlib.suppress(redis.RedisError, OSError):  # else it lapses on its own
+            queue.started(name, repository)  # so that later notifications are not coalesced into nothing
     fields: dict[str, object] = {"registry": name, "repository": repository}
     try:
         result = poll_repository(name, repository)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
+from watcher import hookstats
 from watcher.web import errors, metrics
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
@@ -32,6 +35,7 @@ def create_app(listen: str | None = None) -> FastAPI:
             yield
         finally:
             await app.state.feed.aclose()
+            await anyio.to_thread.run_sync(_flush_webhook_counts)
 
     app = FastAPI(
         title="watcher",
@@ -56,3 +60,13 @@ def create_app(listen: str | None = None) -> FastAPI:
     app.add_middleware(RefuseNul)
     app.add_middleware(HostCheck, allowed=AllowedHosts.from_settings(listen=listen))  # outermost: first
     return app
+
+
+def _flush_webhook_counts() -> None:
+    """The webhook counts still in memory are written before the server stops (`watcher.hookstats`)."""
+    try:
+        hookstats.flush()
+    except Exception as exc:
+        logging.getLogger("watcher").warning(
+            "webhook counts lost at shutdown: %s", (str(exc) or type(exc).__name__).splitlines()[0]
+        )

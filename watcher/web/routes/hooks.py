@@ -7,6 +7,12 @@ body is at most 1 MB (the app's `BodyLimit`). Every well-formed, authenticated n
 one that changes nothing: Distribution retries a refused notification forever and holds every later one
 behind it. Each outcome is counted in `watcher_webhooks_total`; neither the secret nor the Authorization
 header is ever logged.
+
+What a notification queues is decided in one Redis round trip (`watcher.queue.hint`): a repository already
+queued is not queued again, a burst's polls are coalesced per repository, and a notification naming more
+than `queue.MAX_REPOSITORIES` repositories (or the registry's repositories hinted within a second passing
+that) queues one registry-wide poll instead. Counts are kept in memory and written about once a second
+(`watcher.hookstats`).
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ async def _receive(registry: str, path_secret: str | None, request: Request) -> 
         repositories = hook_format.repositories(notification)
         pushed = hook_format.pushed(notification) if hook_format.pushed else {}
     except hooks.Malformed as exc:
-        await anyio.to_thread.run_sync(_record, receiver, "malformed")
+        _record(receiver, "malformed")
         raise ApiError(400, "malformed", f"registry {registry!r}: {exc}") from None
     wanted = [name for name in repositories if receiver.scope.wants_repository(name)]
     outcome = "accepted" if wanted else "ignored"
@@ -115,7 +121,7 @@ def _google_signed(receiver: Receiver, authorization: str | None) -> bool:
 
 
 async def _refuse(receiver: Receiver) -> NoReturn:
-    await anyio.to_thread.run_sync(_record, receiver, "unauthorized")
+    _record(receiver, "unauthorized")
     raise ApiError(401, "unauthorized", f"registry {receiver.name!r}: the notification's secret is missing or wrong")
 
 
@@ -187,23 +193,15 @@ def _expected(row: Registry) -> googleoidc.Expected | None:
         return None
 
 
-def _queue(name: str, repositories: list[str], expected: dict[str, list[str]]) -> int:
-    """Queue a poll of each repository (one already queued is not queued again); how many were queued."""
-    return sum(
-        queue.queue_repository_poll(name, repository, expect=expected.get(repository, []))
-        for repository in repositories
-    )
-
-
 def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str, expected: dict[str, list[str]]) -> int:
-    """Both in one trip to a worker thread (each trip costs the event loop as much as a Redis command)."""
-    queued = _queue(receiver.name, repositories, expected)
+    """Queue what the notification needs (`watcher.queue.hint`) and count it; how many polls were queued."""
+    queued = queue.hint(receiver.name, repositories, expected).queued
     _record(receiver, outcome)
     return queued
 
 
 def _record(receiver: Receiver, outcome: str) -> None:
     """Count the outcome; an authenticated notification also sets the registry's `last_webhook_at` (both
-    committed with those of concurrent notifications: `watcher.hookstats`)."""
+    written about once a second: `watcher.hookstats`)."""
     seen = outcome != "unauthorized"
     hookstats.record(hookstats.Outcome(receiver.registry_id, receiver.name, receiver.format, outcome, seen))
