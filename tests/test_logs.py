@@ -26,7 +26,6 @@ from watcher import logs
 from watcher.errors import InputError
 from watcher.models import utcnow
 from watcher.settings import get_settings
-from watcher.tasks import jobs
 
 POLL_LINE = re.compile(r"registry 'r1': polled in [\d.]+s: \d+ repositories, \d+ tags, \d+ events, \d+ requests")
 #: httpx's line per request, beat's per tick, Celery's per task ("Task watcher.tick[id] received/succeeded")
@@ -155,6 +154,8 @@ def test_a_registry_error_message_forges_no_log_line(
 ) -> None:
     """A registry answers a listing with a CR/LF-laden `errors[].message`: the worker's poll task logs its one
     failure line, the message escaped inside it, and nothing else."""
+    from watcher.tasks import jobs  # not at collection: the Celery app takes its key prefix from the first import
+
     stream = io.StringIO()
     monkeypatch.setattr(sys, "__stderr__", stream)
     root = logging.getLogger()
