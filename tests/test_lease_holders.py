@@ -23,8 +23,10 @@ from tests.support.polls import lease_of, runs_of, wait_for
 from tests.support.processes import stop_process
 from watcher import fanout, holder, leases, polling, registries
 from watcher.db import session_scope
+from watcher.http import HostLimits
 from watcher.models import utcnow
 from watcher.settings import get_settings
+from watcher.sharedlimits import SharedLimits
 
 LONG_MS = 600_000  # a chunk lease no test outlives: what is taken back was known dead, not lapsed
 
@@ -119,19 +121,23 @@ def test_a_holder_that_cannot_be_read_is_never_known_dead(token: str) -> None:
 # ---- the registry's claim ------------------------------------------------------------------------
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_a_watcher_poll_killed_mid_listing_does_not_block_the_next_one(
-    watcher: Watcher, registry: RegistryEnv, unique_repo: str
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for i in range(4):
-        registry.client.push_image(f"{unique_repo}/r{i}", "v1")
+    """Neither its claim on the registry nor the host's slots its requests held (all 8) hold the next
+    `watcher poll` back, though their leases would last 10 minutes."""
+    monkeypatch.setenv("WATCHER_POLL_LEASE_SECONDS", "600")
+    monkeypatch.setenv("WATCHER_LIMIT_LEASE_SECONDS", "600")
+    for i in range(12):
+        registry.client.push_image(f"{unique_repo}/r{i:02d}", "v1")
     proxy = FaultProxy(registry.url)
     proxy.add(r"/tags/list", "delay", seconds=5)  # the listing is in flight for 5 s
     try:
         add(watcher, proxy.url, unique_repo)
         first = subprocess.Popen(["watcher", "poll", "r1"], env=watcher.env(), stdout=subprocess.PIPE)
-        listing = lambda: any("/tags/list" in path for _, path in proxy.requests)  # noqa: E731
+        listing = lambda: sum("/tags/list" in path for _, path in proxy.requests) >= 8  # noqa: E731
         assert wait_for(lambda: listing() and lease_of(watcher, "r1") is not None, 30), "the poll never listed"
         killed = lease_of(watcher, "r1")
-        first.kill()  # SIGKILL: nothing cleans up, the claim stays
+        first.kill()  # SIGKILL: nothing cleans up, the claim and the slots stay
         first.wait(10)
         proxy.clear()
         assert lease_of(watcher, "r1") == killed
@@ -140,7 +146,7 @@ def test_a_watcher_poll_killed_mid_listing_does_not_block_the_next_one(
     finally:
         proxy.close()
     assert second.returncode == 0, second.stderr  # on its first try
-    assert "4 repositories" in second.stdout, second.stdout
+    assert "12 repositories" in second.stdout, second.stdout
     runs = runs_of(watcher, "r1")
     assert [r.outcome for r in runs] == ["abandoned", "ok"], runs
     assert lease_of(watcher, "r1") is None
@@ -300,3 +306,32 @@ def test_a_chunk_whose_helper_is_killed_mid_listing_is_listed_again_at_once(
     assert time.monotonic() - killed[0] < 60
     assert (result.chunks, result.repositories, result.tags, result.event_count) == (3, 12, 12, 0)
     assert runs_of(watcher, "r1")[-1].outcome == "ok"
+
+
+# ---- a host's deployment-wide slots -----------------------------------------------------------------
+def test_the_slots_of_a_killed_holder_on_this_host_are_freed_at_once(
+    watcher: Watcher, holders: list[Holder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll killed mid-listing held every slot of its host: the next one waits for none of their leases."""
+    monkeypatch.setenv("WATCHER_LIMIT_LEASE_SECONDS", "600")
+    get_settings.cache_clear()
+    host = f"slots-{os.getpid()}.example:443"
+    code = "from watcher.http import HostLimits\nfrom watcher.sharedlimits import SharedLimits\n"
+    code += f"SharedLimits(HostLimits(max_concurrency=1)).enter({host!r})\nprint('held', flush=True)"
+    live = Holder(watcher, code)
+    holders.append(live)
+    key = f"{watcher.stream}:limits:{host}:1:0:slots"
+    process = live.token.rsplit(":", 1)[0]  # its slot's token names the same process (another nonce)
+    assert [str(token).rsplit(":", 1)[0] for token in watcher.redis.zrange(key, 0, -1)] == [process]
+    limits = SharedLimits(HostLimits(max_concurrency=1))
+    got = threading.Event()
+
+    def take() -> None:
+        with limits.held(host):
+            got.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    assert wait_for(lambda: key in limits._swept, 10)  # it looked for dead holders: there was none
+    assert not got.is_set() and len(watcher.redis.zrange(key, 0, -1)) == 1
+    live.kill()
+    assert got.wait(10), "the dead holder's slot was not freed"

@@ -34,9 +34,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 
 def token() -> str:
     """A new token naming this process (under 90 characters: leases store 100)."""
-    host, start = _identity(os.getpid())
-    name = _UNSAFE.sub("-", socket.gethostname())[:40] or "-"
-    return f"{name}:{os.getpid()}:{start if start is not None else '-'}:{host or '-'}:{secrets.token_hex(4)}"
+    return _prefix(os.getpid()) + secrets.token_hex(4)
 
 
 def known_dead(holder: str) -> bool:
@@ -60,6 +58,13 @@ def known_dead(holder: str) -> bool:
         return False
     state, started = seen
     return started != int(start_text) or state in ("Z", "X")
+
+
+@functools.lru_cache(maxsize=1)
+def _prefix(pid: int) -> str:
+    host, start = _identity(pid)
+    name = _UNSAFE.sub("-", socket.gethostname())[:40] or "-"
+    return f"{name}:{pid}:{start if start is not None else '-'}:{host or '-'}:"
 
 
 @functools.lru_cache(maxsize=1)
