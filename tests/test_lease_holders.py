@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Watcher
 from tests.support.faults import FaultProxy
 from tests.support.fixtures import RegistryEnv
-from tests.support.polls import lease_of, runs_of, wait_for
+from tests.support.polls import lease_of, runs_of, try_poll, wait_for
 from tests.support.processes import stop_process
 from watcher import fanout, holder, leases, polling, registries
 from watcher.db import session_scope
@@ -72,14 +72,6 @@ def holders(watcher: Watcher) -> Iterator[list[Holder]]:
     yield made
     for one in made:
         stop_process(one.proc)
-
-
-def try_poll(name: str) -> bool:
-    try:
-        polling.poll(name)
-    except polling.Busy:
-        return False
-    return True
 
 
 def claim_as(watcher: Watcher, name: str, token: str) -> None:

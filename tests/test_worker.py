@@ -14,8 +14,7 @@ from sqlalchemy import select
 
 from tests.conftest import Watcher
 from tests.fakes.hostile_registry import HostileRegistry, Recorder
-from tests.support.polls import lease_of, runs_of, set_row, wait_for
-from watcher import polling
+from tests.support.polls import lease_of, runs_of, set_row, try_poll, wait_for
 from watcher.models import PollRun, utcnow
 from watcher.settings import get_settings
 
@@ -160,11 +159,3 @@ def test_a_killed_poll_is_abandoned_and_its_registry_claimable_at_once(
     runs = {r.id: r for r in runs_of(watcher, "stuck")}
     assert runs[killed_run].outcome == "abandoned" and "lease lapsed" in runs[killed_run].error
     assert runs[max(runs)].outcome == "ok"
-
-
-def try_poll(name: str) -> bool:
-    try:
-        polling.poll(name)
-    except polling.Busy:
-        return False
-    return True
