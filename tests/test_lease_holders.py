@@ -190,7 +190,8 @@ def test_a_claim_held_on_another_host_lapses_with_its_lease(
     assert until is not None and utcnow() >= until
 
 
-def test_the_default_lease_lapses_within_15_seconds_renewed_every_5() -> None:
+def test_the_default_lease_lapses_within_15_seconds_renewed_every_5(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHER_POLL_LEASE_SECONDS", raising=False)
     get_settings.cache_clear()
     assert leases.lease_length().total_seconds() == 15
     assert leases.Heartbeat(None, 1, "x", "r1").every == 5  # type: ignore[arg-type]
