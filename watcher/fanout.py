@@ -11,7 +11,8 @@ of `watcher.saving`): what is atomic is still the repository.
 
 Whoever takes a chunk holds it on a lease (`WATCHER_POLL_LEASE_SECONDS`) renewed by a heartbeat; a chunk
 whose worker died (SIGKILL, a lost host) lapses back into the queue and is taken again, by the poll's own
-process at the latest, since it waits for every chunk. A chunk's counts are added once, by whichever
+process at the latest, since it waits for every chunk. One whose holder is known dead (a process of the
+taker's host that exited, `watcher.holder`) goes back at once. A chunk's counts are added once, by whichever
 listing of it completes first, while events are counted as each group commits: a chunk listed again after
 its worker died finds what that worker committed unchanged, so nothing is counted twice. A chunk taken
 MAX_TAKES times fails the poll. A helper takes no chunk once the poll no longer holds its registry's lease.
@@ -34,7 +35,7 @@ from typing import Any, cast
 import redis
 from sqlalchemy import Engine, select
 
-from watcher import bus, leases, pipeline, saving
+from watcher import bus, holder, leases, pipeline, saving
 from watcher.bounded import run_bounded
 from watcher.db import get_engine, session_scope
 from watcher.errors import RegistryError, StateError
@@ -79,10 +80,14 @@ def chunks_of(names: list[str], gone: list[str], size: int) -> list[dict[str, li
 
 # ---- the plan in Redis --------------------------------------------------------------------------------
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
-# KEYS: meta todo taken takers takes chunks; ARGV: token lease_ms max_takes
+# KEYS: meta todo taken takers takes chunks; ARGV: token lease_ms max_takes [idx holder]... (chunks whose
+# holder is known dead: lapsed now, unless another took them meanwhile)
 TAKE = f"""
 if redis.call('HGET', KEYS[1], 'closed') ~= '0' then return false end
 {_NOW}
+for i = 4, #ARGV - 1, 2 do
+  if redis.call('HGET', KEYS[4], ARGV[i]) == ARGV[i + 1] then redis.call('ZADD', KEYS[3], 0, ARGV[i]) end
+end
 for _, idx in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   redis.call('ZREM', KEYS[3], idx)
   redis.call('HDEL', KEYS[4], idx)
@@ -180,13 +185,20 @@ class Plan:
         return cast(dict[str, str], self.client.hgetall(self.meta))
 
     def take(self, token: str, lease_ms: int) -> Taken | None:
-        """The next chunk to list (a lapsed one first), now held by `token`; None when none is left to take."""
+        """The next chunk to list (a lapsed one first, or one whose holder is known dead), now held by
+        `token`; None when none is left to take."""
         keys = [self.meta, self.todo, self.taken, self.takers, self.takes, self.chunks]
-        found = self._take(keys=keys, args=[token, lease_ms, MAX_TAKES])
+        dead = [item for item in self._takers().items() if holder.known_dead(item[1])]
+        found = self._take(keys=keys, args=[token, lease_ms, MAX_TAKES, *(part for item in dead for part in item)])
         if not found:
             return None
         chunk = json.loads(found[1])
         return Taken(int(found[0]), chunk["names"], chunk["gone"])
+
+    def _takers(self) -> dict[str, str]:
+        """Chunk -> the token holding it."""
+        held: dict[Any, Any] = cast(dict[Any, Any], self.client.hgetall(self.takers))
+        return {_text(idx): _text(token) for idx, token in held.items()}
 
     def renew(self, index: int, token: str, lease_ms: int) -> bool:
         return bool(self._renew(keys=[self.taken, self.takers], args=[index, token, lease_ms]))
@@ -489,6 +501,10 @@ def holds_lease(engine: Engine, registry_id: int, owner: str) -> bool:
             )
         ).first()
     return held is not None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _line(exc: BaseException) -> str:

@@ -1,28 +1,28 @@
 """A poll's claim on its registry: a short lease, renewed by a heartbeat while the poll runs.
 
-One poll per registry at a time: a poll claims the registry for `WATCHER_POLL_LEASE_SECONDS` (60 s) and a
+One poll per registry at a time: a poll claims the registry for `WATCHER_POLL_LEASE_SECONDS` (15 s) and a
 heartbeat thread renews the claim every third of that, so a poll may run as long as its deadline allows
-while a crashed poll's claim lapses within a minute. The lease only keeps two polls from working at once;
-what keeps them from both committing against one repository's snapshot is that repository's revision,
-compare-and-set at its commit (`watcher.saving`).
+while a crashed poll's claim lapses within 15 s. A claim names its holder (`watcher.holder`): one whose
+holder is known dead (a process of this host that exited) is taken at once, so a poll killed mid-listing
+does not block the next one. The lease only keeps two polls from working at once; what keeps them from
+both committing against one repository's snapshot is that repository's revision, compare-and-set at its
+commit (`watcher.saving`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import ColumnElement, Engine, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from watcher import holder
 from watcher.db import session_scope
 from watcher.models import Registry, utcnow
 from watcher.settings import get_settings
@@ -36,20 +36,30 @@ def lease_length() -> timedelta:
 
 def new_owner() -> str:
     """Who holds a lease: this host and process, and this one poll (two polls never share a claim)."""
-    return f"{socket.gethostname()[:70]}:{os.getpid()}:{secrets.token_hex(4)}"
+    return holder.token()
 
 
 def claim(session: Session, registry_id: int, owner: str) -> bool:
-    """Take the registry if it is free or its lease lapsed; False if another poll holds it. A poll that
-    starts is no longer waiting: the slot the tick dispatched it for (`due_since`) is cleared."""
+    """Take the registry if it is free, its lease lapsed or its holder is known dead; False if another
+    poll holds it. A poll that starts is no longer waiting: the slot the tick dispatched it for
+    (`due_since`) is cleared."""
     now = utcnow()
-    claimed = session.execute(
+    if _take(session, registry_id, owner, or_(Registry.lease_until.is_(None), Registry.lease_until < now)):
+        return True
+    held_by = session.scalar(select(Registry.lease_owner).where(Registry.id == registry_id))
+    if held_by is None or not holder.known_dead(held_by):
+        return False
+    return _take(session, registry_id, owner, Registry.lease_owner == held_by)  # unless taken meanwhile
+
+
+def _take(session: Session, registry_id: int, owner: str, free: ColumnElement[bool]) -> bool:
+    taken = session.execute(
         update(Registry)
         .where(Registry.id == registry_id)
-        .where(or_(Registry.lease_until.is_(None), Registry.lease_until < now))
-        .values(lease_owner=owner, lease_until=now + lease_length(), due_since=None)
+        .where(free)
+        .values(lease_owner=owner, lease_until=utcnow() + lease_length(), due_since=None)
     )
-    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+    return bool(taken.rowcount)  # type: ignore[attr-defined]
 
 
 def renew(engine: Engine, registry_id: int, owner: str) -> bool:

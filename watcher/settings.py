@@ -67,7 +67,7 @@ class Settings:
     #: poll runs older than this many days are pruned
     poll_history_days: int = 30
     #: a poll's claim on its registry, renewed while it runs: a crashed poll's claim lapses this soon
-    poll_lease_seconds: int = 60
+    poll_lease_seconds: int = 15
     #: how long-running processes log: `text`, or `json` (one object per line, for log pipelines)
     log_format: str = "text"
     #: a request's claim on one of its host's deployment-wide slots, renewed while it runs: a crashed

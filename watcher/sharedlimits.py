@@ -6,7 +6,9 @@ pause or a nearly spent quota seen by one of them holds back all. Keys live unde
 prefix (`WATCHER_EVENTS_STREAM`), one pair per host and limits.
 
 - Slots are leases: a sorted set of holders scored by expiry, renewed by a thread while held, so a
-  crashed process's slots lapse within `WATCHER_LIMIT_LEASE_SECONDS`.
+  crashed process's slots lapse within `WATCHER_LIMIT_LEASE_SECONDS`. A holder names its process
+  (`watcher.holder`): while a host is full, a process frees the slots of holders it knows dead (processes
+  of its host that exited) at once, so a poll killed mid-listing does not hold the next one back.
 - Starts are spaced by one shared "next start" time (Pacer's, in Redis), which pauses and quota spreading
   push later.
 - One Lua script per request start (slot and start time) and one per end (release, and whatever pause the
@@ -24,18 +26,17 @@ import logging
 import math
 import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import httpx
 import redis
 import redis.asyncio
 
-from watcher import http
+from watcher import holder, http
 from watcher.settings import Settings, get_settings
 
 log = logging.getLogger("watcher")
@@ -45,6 +46,8 @@ RETRY_SECONDS = 30.0
 #: while every slot is taken, the first and the longest wait between two tries (one of this process's own
 #: requests ending cuts the wait short)
 FULL_WAIT_FIRST, FULL_WAIT_MAX = 0.005, 0.025
+#: while a host is full, how often a process looks for slots whose holders it knows dead
+SWEEP_SECONDS = 1.0
 
 # KEYS: slots, pace · ARGV: token, limit, lease ms, interval ms · returns -1 (full) or ms until the start
 START = """
@@ -213,6 +216,7 @@ class SharedLimits:
         self._freed: asyncio.Event | None = None  # ... woken early when one of its own requests ends
         self._head_sync = threading.Lock()
         self._freed_sync = threading.Event()
+        self._swept: dict[str, float] = {}  # slots key -> when this process last looked for dead holders
 
     def _keys(self, host: str) -> list[str]:
         base = f"{self._prefix}{host}{self._suffix}"
@@ -243,7 +247,7 @@ class SharedLimits:
         """A slot's token once one is free (None: no shared limits now); waits until its start time."""
         if self._url is None or OUTAGE.active():
             return None
-        token = secrets.token_hex(8)
+        token = holder.token()
         self._head = self._head or asyncio.Lock()
         freed = self._freed = self._freed or asyncio.Event()
         wait = FULL_WAIT_FIRST
@@ -255,6 +259,8 @@ class SharedLimits:
                     delay = int(await self._client().eval(START, 2, *keys, *self._start_args(token)))
                     if delay >= 0:
                         break
+                    if self._sweep_due(keys[0]) and await self._sweep(keys[0]):
+                        continue
                     freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(freed.wait(), wait * (0.5 + random.random()))
@@ -332,7 +338,7 @@ class SharedLimits:
     def _start_blocking(self, keys: list[str]) -> str | None:
         if self._url is None or OUTAGE.active():
             return None
-        token = secrets.token_hex(8)
+        token = holder.token()
         wait = FULL_WAIT_FIRST
         try:
             with self._head_sync:
@@ -342,6 +348,8 @@ class SharedLimits:
                     delay = int(self._sync_client().eval(START, 2, *keys, *self._start_args(token)))
                     if delay >= 0:
                         break
+                    if self._sweep_due(keys[0]) and self._sweep_blocking(keys[0]):
+                        continue
                     self._freed_sync.clear()
                     self._freed_sync.wait(wait * (0.5 + random.random()))
                     wait = min(FULL_WAIT_MAX, wait * 2)
@@ -362,6 +370,27 @@ class SharedLimits:
         self._freed_sync.set()
 
     # -- what both share ----------------------------------------------------------------------------
+    def _sweep_due(self, key: str) -> bool:
+        """Whether to look for dead holders of the full host `key` now (once a second while it stays full)."""
+        now = time.monotonic()
+        if now - self._swept.get(key, -SWEEP_SECONDS) < SWEEP_SECONDS:
+            return False
+        self._swept[key] = now
+        return True
+
+    async def _sweep(self, key: str) -> bool:
+        """Frees the slots of `key` whose holders are known dead; whether there were any."""
+        dead = _dead(await self._client().zrange(key, 0, -1))
+        if dead:
+            await self._client().zrem(key, *dead)
+        return bool(dead)
+
+    def _sweep_blocking(self, key: str) -> bool:
+        dead = _dead(cast(list[Any], self._sync_client().zrange(key, 0, -1)))
+        if dead:
+            self._sync_client().zrem(key, *dead)
+        return bool(dead)
+
     def _granted(self, keys: list[str], token: str) -> None:
         assert self._url is not None
         OUTAGE.ended()
@@ -383,6 +412,12 @@ class SharedLimits:
         if response is None:
             return 0, 0, 0
         return held_back(response.status_code, response.headers, self._limits)
+
+
+def _dead(tokens: list[Any]) -> list[str]:
+    """The tokens whose holders are known dead (a dead holder's slot is never renewed or freed again)."""
+    texts = (token.decode() if isinstance(token, bytes) else str(token) for token in tokens)
+    return [token for token in texts if holder.known_dead(token)]
 
 
 def held_back(

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from tests.conftest import Watcher
 from tests.support.registry import RegistryClient
-from watcher import registries
+from watcher import polling, registries
 from watcher.db import session_scope
 from watcher.models import PollRun, Registry
 
@@ -25,6 +25,15 @@ def runs_of(watcher: Watcher, name: str) -> list[PollRun]:
 def lease_of(watcher: Watcher, name: str) -> str | None:
     with session_scope(watcher.engine) as session:
         return registries.find(session, name).lease_owner
+
+
+def try_poll(name: str) -> bool:
+    """Poll `name` once; False if another poll holds it."""
+    try:
+        polling.poll(name)
+    except polling.Busy:
+        return False
+    return True
 
 
 def set_row(watcher: Watcher, name: str, **values: Any) -> None:
