@@ -168,3 +168,20 @@ def try_poll(name: str) -> bool:
     except polling.Busy:
         return False
     return True
+
+
+# ---- the pool's size, as the tick sees it ------------------------------------------------------------------
+def test_workers_say_their_pool_size_for_the_tick_and_unsay_it_at_shutdown(watcher: Watcher, start_worker) -> None:
+    from watcher import pool
+
+    def sizes() -> list[int]:
+        return sorted(int(v.split()[0]) for v in watcher.redis.hgetall(pool.workers_key()).values())
+
+    first = start_worker("w1", concurrency=3)
+    start_worker("w2", concurrency=1)  # another host's worker, as far as the hash is concerned
+    assert wait_for(lambda: sizes() == [1, 3], 60), sizes()
+    both = pool.QUEUE_PER_PROCESS * 4  # the two workers' processes added up (a beat's tick may be queued)
+    assert both - 10 <= pool.room(watcher.redis) <= both
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=30)
+    assert wait_for(lambda: sizes() == [1], 10), sizes()

@@ -7,12 +7,13 @@ naming the registry and never escapes as a traceback, a retry storm or a stopped
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import redis
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import bus, fanout, queue, scheduler
+from watcher import bus, fanout, pool, queue, scheduler
 from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
@@ -32,9 +33,16 @@ RETRY_BACKOFF_MAX_SECONDS = 300
 
 @app.task(name="watcher.tick", ignore_result=True)
 def tick() -> list[str]:
-    """Dispatch a poll for every registry that is due."""
+    """Dispatch a poll for every registry that is due, as many as the pool can start soon (`watcher.pool`),
+    the most overdue first."""
+    client = bus.connect()
     try:
-        names = scheduler.claim_due(get_engine(), utcnow())
+        room = pool.room(client)
+        names = scheduler.claim_due(get_engine(), utcnow(), room, lost=lambda waiting: pool.lost(client, waiting))
+        pool.mark_queued(client, names)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("tick skipped: the broker cannot be read: %s", first_line(exc))
+        return []
     except (WatcherError, SQLAlchemyError) as exc:
         log.warning("tick skipped: the state database cannot be read: %s", first_line(exc))
         return []
@@ -43,7 +51,16 @@ def tick() -> list[str]:
             poll_registry.delay(name)
         except Exception as exc:
             log.error("registry %r: poll not dispatched: %s", name, first_line(exc))
+            not_waiting(name, due_at=utcnow())  # due again at the next tick
     return names
+
+
+def not_waiting(name: str, due_at: datetime | None = None) -> None:
+    """A scheduled poll of `name` is not waiting in the queue any more, without having claimed it."""
+    try:
+        scheduler.unqueue(get_engine(), name, due_at=due_at)
+    except (WatcherError, SQLAlchemyError) as exc:  # taken for lost after scheduler.LOST_AFTER
+        log.warning("registry %r: not marked as no longer queued: %s", name, first_line(exc))
 
 
 @app.task(name=POLL_TASK, bind=True, ignore_result=True)
@@ -57,6 +74,8 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
         result = poll(name, dispatch=dispatch_chunks(name), trigger=trigger)
     except Busy as exc:
         log.info("%s", exc)
+        if trigger == "schedule":
+            not_waiting(name)
         return 0
     except PartialPoll as exc:  # the failed repositories are listed again by the next scheduled poll
         log_result(exc.result, exc)
@@ -73,6 +92,8 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
             "registry %r: poll failed: %s: %s", name, type(exc).__name__, first_line(exc), extra=failed(name, exc)
         )
         log.debug("registry %r: poll failed", name, exc_info=True)
+        if trigger == "schedule":  # maybe before it claimed the registry: not left marked as waiting
+            not_waiting(name)
         return 0
     log_result(result)
     if result.event_count:
