@@ -311,6 +311,10 @@ class Runs:
     failed: int
     lags: list[float]
     errors: list[str]
+    #: slots of the window (up to one interval before its end) and those a scheduled poll started for
+    slots: int = 0
+    served: int = 0
+    unserved: list[str] = field(default_factory=list)
 
 
 def scheduled_runs(since: datetime, until: datetime, interval: int) -> Runs:
@@ -323,19 +327,36 @@ def scheduled_runs(since: datetime, until: datetime, interval: int) -> Runs:
 
     with session_scope() as session:
         rows = session.execute(
-            select(Registry.name, PollRun.started_at, PollRun.outcome, PollRun.error)
+            select(Registry.name, PollRun.started_at, PollRun.finished_at, PollRun.outcome, PollRun.error)
             .join(Registry, Registry.id == PollRun.registry_id)
-            .where(PollRun.trigger == "schedule", PollRun.finished_at >= since, PollRun.finished_at < until)
+            .where(PollRun.trigger == "schedule", PollRun.started_at >= since - timedelta(seconds=interval))
         ).all()
+        names = list(session.scalars(select(Registry.name)))
     step = timedelta(seconds=interval)
-    lags, errors = [], []
-    for name, started, outcome, error in rows:
+    lags, errors, started_by_slot = [], [], set()
+    completed = 0
+    for name, started, finished, outcome, error in rows:
         origin = EPOCH + timedelta(seconds=phase_of(name, interval))
         slot = origin + step * ((started - origin) // step)
+        started_by_slot.add((name, slot))
+        if finished is None or not since <= finished < until:
+            continue
+        completed += 1
         lags.append((started - slot).total_seconds())
         if outcome != "ok":
             errors.append(f"{name}: {outcome}: {error}")
-    return Runs(len(rows), len(errors), lags, errors)
+    runs = Runs(completed, len(errors), lags, errors)
+    for name in names:  # every slot from the window's start to one interval before its end was served?
+        origin = EPOCH + timedelta(seconds=phase_of(name, interval))
+        slot = origin + step * ((since - origin) // step + 1)
+        while slot < until - step:
+            runs.slots += 1
+            if (name, slot) in started_by_slot:
+                runs.served += 1
+            else:
+                runs.unserved.append(f"{name} at {slot:%H:%M:%S}")
+            slot += step
+    return runs
 
 
 # ---- the run --------------------------------------------------------------------------------------------
@@ -465,6 +486,7 @@ def report(
         f"schedule lag (runs) s      p50 {percentile(lags, 50):.2f}  p95 {p95:.2f}  max {max(lags):.2f}"
         f"  (gauge sampled: p95 {percentile(lag_samples or [0.0], 95):.1f}, max {max(lag_samples, default=0.0):.1f})"
     )
+    print(f"slots served               {runs.served:8d} of {runs.slots}  {' '.join(runs.unserved[:5])}")
     print(f"failed polls               {runs.failed:8d}")
     print(
         f"CPU per poll, ms           {1000 * watcher_cpu / max(1, runs.completed):8.1f}  (watcher processes; "
