@@ -16,7 +16,8 @@ seconds:
 
 - polls completed a minute (scheduled polls finished in the window);
 - schedule lag p50/p95/max: each scheduled poll's `started_at` minus its slot (the registry's last grid point
-  at or before it: `watcher.scheduler`), and the `watcher_schedule_lag_seconds` gauge sampled every 2 s;
+  at or before it: `watcher.scheduler`), and the `watcher_schedule_lag_seconds` gauge sampled every 2 s,
+  with the broker's queue length; the slots of the window that a scheduled poll started for;
 - failed polls (every outcome but `ok` in the window);
 - CPU per poll: CPU seconds of the watcher processes (every `watcher run` with its beat and pool; the
   embedded Redis separately) in the window / polls completed; RSS summed over those processes at the end;
@@ -286,13 +287,16 @@ def pusher(registry_url: str, args: argparse.Namespace, pushes: Pushes, stop: th
                 pushes.pushed[(repo, tag)] = time.monotonic()
 
 
-def lag_sampler(samples: list[float], stop: threading.Event) -> None:
+def lag_sampler(client: redis.Redis, samples: list[float], queue: list[int], stop: threading.Event) -> None:
+    """`watcher_schedule_lag_seconds` and the broker's queue length, every 2 s."""
+    from watcher import pool
     from watcher.db import session_scope
     from watcher.web.metrics import schedule_lag
 
     while not stop.wait(2):
         with contextlib.suppress(Exception), session_scope() as session:
             samples.append(schedule_lag(session))
+            queue.append(pool.queued(client))
 
 
 def baselined(count: int) -> bool:
@@ -426,10 +430,11 @@ def measure(
         client = redis.Redis(unix_socket_path=str(bus.socket_path(get_settings())), decode_responses=True)
         pushes, stop = Pushes(), threading.Event()
         lag_samples: list[float] = []
+        queue_samples: list[int] = []
         with stream_reader(client, get_settings().events_stream, pushes):
             threads = [
                 threading.Thread(target=pusher, args=(registry.url, args, pushes, stop), daemon=True),
-                threading.Thread(target=lag_sampler, args=(lag_samples, stop), daemon=True),
+                threading.Thread(target=lag_sampler, args=(client, lag_samples, queue_samples, stop), daemon=True),
             ]
             since, cpu_before = utcnow(), workers.cpu()
             others_before = _cpu(forwarder_proc.pid) + registry_cpu(registry)
@@ -448,7 +453,7 @@ def measure(
     finally:
         workers.stop()
     runs = scheduled_runs(since, until, args.interval)
-    return report(args, runs, cpu_after, cpu_before, rss, others, lag_samples, pushes)
+    return report(args, runs, cpu_after, cpu_before, rss, others, lag_samples, queue_samples, pushes)
 
 
 def registry_cpu(registry: RegistryServer) -> float:
@@ -464,6 +469,7 @@ def report(
     rss: float,
     others: float,
     lag_samples: list[float],
+    queue_samples: list[int],
     pushes: Pushes,
 ) -> int:
     per_minute = runs.completed / args.minutes
@@ -486,6 +492,7 @@ def report(
         f"schedule lag (runs) s      p50 {percentile(lags, 50):.2f}  p95 {p95:.2f}  max {max(lags):.2f}"
         f"  (gauge sampled: p95 {percentile(lag_samples or [0.0], 95):.1f}, max {max(lag_samples, default=0.0):.1f})"
     )
+    print(f"broker queue length        max {max(queue_samples, default=0)}, last {(queue_samples or [0])[-1]}")
     print(f"slots served               {runs.served:8d} of {runs.slots}  {' '.join(runs.unserved[:5])}")
     print(f"failed polls               {runs.failed:8d}")
     print(
