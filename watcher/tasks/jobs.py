@@ -59,7 +59,7 @@ def not_waiting(name: str, due_at: datetime | None = None) -> None:
     """A scheduled poll of `name` is not waiting in the queue any more, without having claimed it."""
     try:
         scheduler.unqueue(get_engine(), name, due_at=due_at)
-    except (WatcherError, SQLAlchemyError) as exc:  # taken for lost after scheduler.LOST_AFTER
+    except (WatcherError, SQLAlchemyError) as exc:  # taken for lost after pool.LOST_AFTER_SECONDS
         log.warning("registry %r: not marked as no longer queued: %s", name, first_line(exc))
 
 
