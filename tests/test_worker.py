@@ -159,3 +159,20 @@ def test_a_killed_poll_is_abandoned_and_its_registry_claimable_at_once(
     runs = {r.id: r for r in runs_of(watcher, "stuck")}
     assert runs[killed_run].outcome == "abandoned" and "lease lapsed" in runs[killed_run].error
     assert runs[max(runs)].outcome == "ok"
+
+
+# ---- the pool's size, as the tick sees it ------------------------------------------------------------------
+def test_workers_say_their_pool_size_for_the_tick_and_unsay_it_at_shutdown(watcher: Watcher, start_worker) -> None:
+    from watcher import pool
+
+    def sizes() -> list[int]:
+        return sorted(int(v.split()[0]) for v in watcher.redis.hgetall(pool.workers_key()).values())
+
+    first = start_worker("w1", concurrency=3)
+    start_worker("w2", concurrency=1)  # another host's worker, as far as the hash is concerned
+    assert wait_for(lambda: sizes() == [1, 3], 60), sizes()
+    both = pool.QUEUE_PER_PROCESS * 4  # the two workers' processes added up (a beat's tick may be queued)
+    assert both - 10 <= pool.room(watcher.redis) <= both
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=30)
+    assert wait_for(lambda: sizes() == [1], 10), sizes()

@@ -7,7 +7,7 @@ import signal
 from contextlib import suppress
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_shutting_down
 
 from watcher.bus import celery_broker_url
@@ -17,6 +17,7 @@ POLL_TASK = "watcher.poll"
 REPOSITORY_POLL_TASK = "watcher.poll_repository"
 CHUNK_TASK = "watcher.poll_chunk"
 TICK_SECONDS = 1.0
+TICK_EXPIRES_SECONDS = 30.0
 RELAY_SWEEP_SECONDS = 5.0
 
 
@@ -38,11 +39,50 @@ def make_app() -> Celery:
         # on disk and any number of `watcher run` processes can share a data dir
         beat_scheduler="celery.beat:Scheduler",
         beat_schedule={
-            "dispatch-due-registries": {"task": "watcher.tick", "schedule": TICK_SECONDS},
+            # a tick waiting behind a busy queue is dropped once the next one is due anyway
+            "dispatch-due-registries": {
+                "task": "watcher.tick",
+                "schedule": TICK_SECONDS,
+                "options": {"expires": TICK_EXPIRES_SECONDS},
+            },
             "relay-outbox": {"task": "watcher.relay", "schedule": RELAY_SWEEP_SECONDS},
         },
     )
+    app.steps["worker"].add(PoolSize)
     return app
+
+
+class PoolSize(bootsteps.StartStopStep):
+    """The worker says how many pool processes it runs, now and every `pool.HEARTBEAT_SECONDS` (so that
+    the tick queues what the deployment's pool can start: `watcher.pool`), and unsays it at shutdown."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.tref: Any = None
+        self.name = f"{worker.hostname}:{os.getpid()}"
+
+    def start(self, worker: Any) -> None:
+        from watcher import pool
+
+        self.name = f"{worker.hostname}:{os.getpid()}"
+        self.announce(worker)
+        self.tref = worker.timer.call_repeatedly(pool.HEARTBEAT_SECONDS, self.announce, (worker,), priority=10)
+
+    def announce(self, worker: Any) -> None:
+        from watcher import bus, pool
+
+        with suppress(Exception):  # Redis away: the tick falls back to this host's CPUs, and says nothing new
+            pool.announce(bus.connect(), self.name, int(worker.concurrency or 1))
+
+    def stop(self, worker: Any) -> None:
+        from watcher import bus, pool
+
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        with suppress(Exception):
+            pool.forget(bus.connect(), self.name)
 
 
 @celeryd_init.connect

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import datetime
 
 import redis
 from celery import Task
 from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import bus, fanout, queue, scheduler
+from watcher import bus, fanout, pool, queue, scheduler
 from watcher.bounded import Interrupted
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
@@ -37,9 +38,16 @@ BUSY_RETRY_SECONDS = 5
 
 @app.task(name="watcher.tick", ignore_result=True)
 def tick() -> list[str]:
-    """Dispatch a poll for every registry that is due."""
+    """Dispatch a poll for every registry that is due, as many as the pool can start soon (`watcher.pool`),
+    the most overdue first."""
+    client = bus.connect()
     try:
-        names = scheduler.claim_due(get_engine(), utcnow())
+        room = pool.room(client)
+        names = scheduler.claim_due(get_engine(), utcnow(), room, lost=lambda waiting: pool.lost(client, waiting))
+        pool.mark_queued(client, names)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("tick skipped: the broker cannot be read: %s", first_line(exc))
+        return []
     except (WatcherError, SQLAlchemyError) as exc:
         log.warning("tick skipped: the state database cannot be read: %s", first_line(exc))
         return []
@@ -48,7 +56,16 @@ def tick() -> list[str]:
             poll_registry.delay(name)
         except Exception as exc:
             log.error("registry %r: poll not dispatched: %s", name, first_line(exc))
+            not_waiting(name, due_at=utcnow())  # due again at the next tick
     return names
+
+
+def not_waiting(name: str, due_at: datetime | None = None) -> None:
+    """A scheduled poll of `name` is not waiting in the queue any more, without having claimed it."""
+    try:
+        scheduler.unqueue(get_engine(), name, due_at=due_at)
+    except (WatcherError, SQLAlchemyError) as exc:  # taken for lost after pool.LOST_AFTER_SECONDS
+        log.warning("registry %r: not marked as no longer queued: %s", name, first_line(exc))
 
 
 @app.task(name=POLL_TASK, bind=True, ignore_result=True)
@@ -70,6 +87,8 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
             log.info("%s (a webhook's poll of it waits %ds)", exc, BUSY_RETRY_SECONDS)
             raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=BUSY_RETRIES) from None
         log.info("%s", exc)
+        if trigger == "schedule":
+            not_waiting(name)
         return 0
     except PartialPoll as exc:  # the failed repositories are listed again by the next scheduled poll
         log_result(exc.result, exc)
@@ -86,6 +105,8 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
             "registry %r: poll failed: %s: %s", name, type(exc).__name__, first_line(exc), extra=failed(name, exc)
         )
         log.debug("registry %r: poll failed", name, exc_info=True)
+        if trigger == "schedule":  # maybe before it claimed the registry: not left marked as waiting
+            not_waiting(name)
         return 0
     log_result(result)
     if result.event_count:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -32,8 +33,6 @@ COUNTERS = {
     "watcher_webhooks_total": ("Webhook notifications received.", ("registry", "format", "outcome")),
 }
 HISTOGRAMS = {"watcher_poll_duration_seconds": ("How long polls take.", ("registry", "provider"))}
-#: the Celery queues' keys in Redis (kombu keeps one list per priority step)
-QUEUE_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 class DeploymentCollector:
@@ -103,15 +102,11 @@ def schedule_lag(session: Any) -> float:
 
 
 def queue_lengths() -> GaugeMetricFamily:
-    from watcher import bus
+    from watcher import bus, pool
 
     family = GaugeMetricFamily("watcher_queue_length", "Tasks waiting in the Celery broker.", labels=["queue"])
-    prefix = f"{get_settings().events_stream}:celery:"
-    try:
-        client = bus.connect()
-        family.add_metric(["celery"], float(sum(client.llen(f"{prefix}celery{s}") for s in QUEUE_SUFFIXES)))
-    except Exception:  # the broker is away: report no number rather than a wrong one
-        pass
+    with suppress(Exception):  # the broker is away: report no number rather than a wrong one
+        family.add_metric(["celery"], float(pool.queued(bus.connect())))
     return family
 
 

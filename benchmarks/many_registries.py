@@ -1,0 +1,550 @@
+"""Many small registries polled every minute by `watcher run`: do polls keep up, start on time, and report
+pushes within an interval?
+
+One real registry (CNCF Distribution, as the tests run it) holds `--registries` x `--repositories`
+repositories of `--tags` tags each. A small TCP forwarder in its own process makes it reachable on
+`--registries` distinct loopback addresses (127.42.x.y, the same port on each; loopback only), so each
+watcher registry is its own host, as the deployment-wide per-host limits see it. Each watcher registry
+watches its own `--repositories` repositories by literal name (no catalog), every `--interval` (1 minute),
+all registered at once by one `watcher registry apply --no-verify`. Then `watcher run` (`--workers`
+processes, each with its beat) runs on the embedded defaults: SQLite and the embedded Redis in a throw-away
+data dir (`--postgres`: a PostgreSQL database of its own instead, dropped afterwards).
+
+Once every registry has its baseline, and one more interval has passed (the steady state: every registry on
+its grid), `--minutes` are measured while a tag is pushed to a random registry every `--push-every`
+seconds:
+
+- polls completed a minute (scheduled polls finished in the window);
+- schedule lag p50/p95/max: each scheduled poll's `started_at` minus its slot (the registry's last grid point
+  at or before it: `watcher.scheduler`), and the `watcher_schedule_lag_seconds` gauge sampled every 2 s,
+  with the broker's queue length; the slots of the window that a scheduled poll started for;
+- failed polls (every outcome but `ok` in the window);
+- CPU per poll: CPU seconds of the watcher processes (every `watcher run` with its beat and pool; the
+  embedded Redis separately) in the window / polls completed; RSS summed over those processes at the end;
+- push to event: from a pushed tag's manifest PUT answered to its `added` entry on the stream.
+
+Targets (exit status 1 if one is missed): polls a minute >= 0.99 x registries x (60 / interval), lag p95 <= 5 s,
+no failed poll, every push reported within one interval + 10 s.
+
+Run from the repository root (the full size takes ~15 minutes; `--registries 100 --minutes 2` ~5):
+`.venv/bin/python -m benchmarks.many_registries` (`--postgres` for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from benchmarks.poll_speed import blob_refs, process_cpu, push_manifest, repo_name, seed
+from benchmarks.read_side import machine, percentile
+from benchmarks.throwaway import PG_ADMIN_URL
+from tests.support.processes import stop_process
+from tests.support.registry import RegistryClient, RegistryServer
+
+ROOT = Path(__file__).resolve().parent.parent
+LAG_P95_TARGET = 5.0
+PUSH_MARGIN = 10.0
+
+
+# ---- the forwarder: one registry on many loopback hosts (its own process) --------------------------------
+def host_of(index: int) -> str:
+    """The loopback address of registry `index` (127.42.0.10, 127.42.0.11, ...; never .0 or .255)."""
+    return f"127.42.{index // 200}.{index % 200 + 10}"
+
+
+def forward(upstream: str, hosts: int, port_file: Path) -> None:
+    """Accept on `hosts` loopback addresses (one port) and pipe each connection to `upstream` (host:port)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    up_host, up_port = upstream.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(up_host, int(up_port))
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def serve() -> None:
+        first = await asyncio.start_server(handle, host_of(0), 0)
+        port = first.sockets[0].getsockname()[1]
+        for index in range(1, hosts):
+            await asyncio.start_server(handle, host_of(index), port)
+        port_file.write_text(str(port))
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def forwarder(upstream: str, hosts: int, tmp: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port_file = tmp / "forwarder.port"
+    argv = [sys.executable, "-m", "benchmarks.many_registries", "--forward", upstream, "--registries", str(hosts)]
+    proc = subprocess.Popen([*argv, "--port-file", str(port_file)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the loopback forwarder did not start")
+            time.sleep(0.1)
+        yield int(port_file.read_text()), proc
+    finally:
+        stop_process(proc)
+
+
+# ---- the installation ---------------------------------------------------------------------------------
+def registry_name(index: int) -> str:
+    return f"team-{index:05d}"
+
+
+def repositories_of(index: int, repositories: int) -> list[str]:
+    return [repo_name(index * repositories + r) for r in range(repositories)]
+
+
+def watcher_env(tmp: Path, pg_url: str | None) -> dict[str, str]:
+    """Embedded defaults: only a data dir, a key, and no HTTP side (nothing here reads it)."""
+    env = {
+        "WATCHER_DATA_DIR": str(tmp / "data"),
+        "WATCHER_SECRET_KEY": secrets.token_urlsafe(24),
+        "WATCHER_LISTEN": "off",
+    }
+    if pg_url:
+        env["WATCHER_DATABASE_URL"] = pg_url
+    return env
+
+
+def watcher_cli(env: dict[str, str], *args: str) -> None:
+    argv = [sys.executable, "-m", "watcher", *args]
+    done = subprocess.run(argv, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"watcher {' '.join(args)}: {done.stderr.strip()}")
+
+
+def register(env: dict[str, str], tmp: Path, args: argparse.Namespace, port: int) -> None:
+    """`watcher registry apply --no-verify`, a few hundred registries a file (the files are bounded)."""
+    for start in range(0, args.registries, 500):
+        entries = [
+            {
+                "name": registry_name(i),
+                "provider": "oci",
+                "url": f"http://{host_of(i)}:{port}",
+                "interval": f"{args.interval}s",
+                "repositories": repositories_of(i, args.repositories),
+            }
+            for i in range(start, min(args.registries, start + 500))
+        ]
+        path = tmp / f"registries-{start}.yaml"
+        path.write_text(json.dumps({"registries": entries}))  # JSON is YAML
+        watcher_cli(env, "registry", "apply", "-f", str(path), "--no-verify")
+
+
+class Workers:
+    """`--workers` x `watcher run`, each logging to the temporary dir."""
+
+    def __init__(self, env: dict[str, str], tmp: Path, count: int, concurrency: int | None) -> None:
+        self.redis_pidfile = Path(env["WATCHER_DATA_DIR"]) / "redis.pid"  # the embedded Redis daemonizes
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for n in range(count):
+            argv = [sys.executable, "-m", "watcher", "run", "--loglevel", "WARNING"]
+            if concurrency:
+                argv += ["--concurrency", str(concurrency)]
+            with open(tmp / f"watcher-run-{n}.log", "wb") as log:
+                self.procs.append(
+                    subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                )
+
+    def processes(self) -> tuple[list[int], list[int]]:
+        """The pids of the watcher processes (every worker, its beat and pool) and of the embedded Redis."""
+        ours: list[int] = []
+        others: list[int] = []
+        pids = [p.pid for p in self.procs]
+        while pids:
+            pid = pids.pop()
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                (others if comm.startswith("redis") else ours).append(pid)
+                pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        with contextlib.suppress(OSError, ValueError):
+            embedded = int(self.redis_pidfile.read_text().strip())
+            if embedded not in others:
+                others.append(embedded)
+        return ours, others
+
+    def cpu(self) -> tuple[float, float]:
+        ours, others = self.processes()
+        return sum(_cpu(p) for p in ours), sum(_cpu(p) for p in others)
+
+    def rss_mb(self) -> float:
+        return sum(_rss_kb(pid) for pid in self.processes()[0]) / 1024
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_process(proc, timeout=30)
+
+
+def _cpu(pid: int) -> float:
+    try:
+        return process_cpu(pid)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _rss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---- measuring ------------------------------------------------------------------------------------------
+@dataclass
+class Pushes:
+    """Tags pushed during the window, and when their `added` entries reached the stream."""
+
+    pushed: dict[tuple[str, str], float] = field(default_factory=dict)
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def latencies(self) -> list[float]:
+        with self.lock:
+            return [self.seen.get(key, float("inf")) - at for key, at in self.pushed.items()]
+
+
+@contextlib.contextmanager
+def stream_reader(client: redis.Redis, stream: str, pushes: Pushes) -> Iterator[None]:
+    """A thread blocked in XREAD, noting when each `added` entry arrives."""
+    stop = threading.Event()
+
+    def read() -> None:
+        last = "$"
+        while not stop.is_set():
+            with contextlib.suppress(redis.RedisError):
+                answer = cast(list[Any], client.xread({stream: last}, block=500))
+                for _, entries in answer or []:
+                    at = time.monotonic()
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        if fields.get("change") == "added":
+                            with pushes.lock:
+                                pushes.seen.setdefault((fields["repository"], fields["tag"]), at)
+
+    thread = threading.Thread(target=read, name="stream-reader", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def pusher(registry_url: str, args: argparse.Namespace, pushes: Pushes, stop: threading.Event) -> None:
+    """A new tag on a random registry's random repository every `--push-every` seconds."""
+    blobs, rng, n = blob_refs(), random.Random(7), 0
+    with RegistryClient(registry_url) as client:
+        while not stop.wait(args.push_every):
+            repo = rng.choice(repositories_of(rng.randrange(args.registries), args.repositories))
+            tag = f"pushed-{n}"
+            n += 1
+            push_manifest(client, repo, tag, blobs, "pushed")
+            with pushes.lock:
+                pushes.pushed[(repo, tag)] = time.monotonic()
+
+
+def lag_sampler(client: redis.Redis, samples: list[float], queue: list[int], stop: threading.Event) -> None:
+    """`watcher_schedule_lag_seconds` and the broker's queue length, every 2 s."""
+    from watcher import pool
+    from watcher.db import session_scope
+    from watcher.web.metrics import schedule_lag
+
+    while not stop.wait(2):
+        with contextlib.suppress(Exception), session_scope() as session:
+            samples.append(schedule_lag(session))
+            queue.append(pool.queued(client))
+
+
+def baselined(count: int) -> bool:
+    from sqlalchemy import func, select
+
+    from watcher.db import session_scope
+    from watcher.models import Registry
+
+    with session_scope() as session:
+        return (session.scalar(select(func.count()).where(Registry.baselined.is_(True))) or 0) >= count
+
+
+@dataclass
+class Runs:
+    completed: int
+    failed: int
+    lags: list[float]
+    errors: list[str]
+    #: slots of the window (up to one interval before its end) and those a scheduled poll started for
+    slots: int = 0
+    served: int = 0
+    unserved: list[str] = field(default_factory=list)
+
+
+def scheduled_runs(since: datetime, until: datetime, interval: int) -> Runs:
+    """Scheduled polls that finished in [since, until), and each one's lag behind its slot."""
+    from sqlalchemy import select
+
+    from watcher.db import session_scope
+    from watcher.models import PollRun, Registry
+    from watcher.scheduler import EPOCH, phase_of
+
+    with session_scope() as session:
+        rows = session.execute(
+            select(Registry.name, PollRun.started_at, PollRun.finished_at, PollRun.outcome, PollRun.error)
+            .join(Registry, Registry.id == PollRun.registry_id)
+            .where(PollRun.trigger == "schedule", PollRun.started_at >= since - timedelta(seconds=interval))
+        ).all()
+        names = list(session.scalars(select(Registry.name)))
+    step = timedelta(seconds=interval)
+    lags, errors, started_by_slot = [], [], set()
+    completed = 0
+    for name, started, finished, outcome, error in rows:
+        origin = EPOCH + timedelta(seconds=phase_of(name, interval))
+        slot = origin + step * ((started - origin) // step)
+        started_by_slot.add((name, slot))
+        if finished is None or not since <= finished < until:
+            continue
+        completed += 1
+        lags.append((started - slot).total_seconds())
+        if outcome != "ok":
+            errors.append(f"{name}: {outcome}: {error}")
+    runs = Runs(completed, len(errors), lags, errors)
+    for name in names:  # every slot from the window's start to one interval before its end was served?
+        origin = EPOCH + timedelta(seconds=phase_of(name, interval))
+        slot = origin + step * ((since - origin) // step + 1)
+        while slot < until - step:
+            runs.slots += 1
+            if (name, slot) in started_by_slot:
+                runs.served += 1
+            else:
+                runs.unserved.append(f"{name} at {slot:%H:%M:%S}")
+            slot += step
+    return runs
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def postgres(enabled: bool) -> Iterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    import psycopg
+
+    name = f"watcher_bench_many_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        from watcher.db import get_engine
+
+        get_engine().dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def wait(condition: Any, seconds: float, what: str, workers: Workers) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if not workers.alive():
+            raise SystemExit(f"a `watcher run` exited while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def run(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="watcher-many-"))
+    try:
+        with RegistryServer(root=tmp / "registry") as registry, postgres(args.postgres) as pg_url:
+            started = time.monotonic()
+            seed(registry.url, args.registries * args.repositories, args.tags, args.seed_workers)
+            print(f"seeded {args.registries * args.repositories} repositories in {time.monotonic() - started:.0f} s")
+            with forwarder(registry.host, args.registries, tmp) as (port, forwarder_proc):
+                env = watcher_env(tmp, pg_url)
+                os.environ.update(env)  # this process reads the same state (database, embedded Redis)
+                register(env, tmp, args, port)
+                return measure(args, env, tmp, registry, forwarder_proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    tmp: Path,
+    registry: RegistryServer,
+    forwarder_proc: subprocess.Popen[bytes],
+) -> int:
+    from watcher import bus
+    from watcher.models import utcnow
+    from watcher.settings import get_settings
+
+    workers = Workers(env, tmp, args.workers, args.concurrency)
+    try:
+        started = time.monotonic()
+        wait(lambda: baselined(args.registries), 60 + args.registries, "every baseline", workers)
+        print(f"every registry has its baseline after {time.monotonic() - started:.0f} s")
+        time.sleep(args.interval)  # one more interval: every registry on its own grid
+        client = redis.Redis(unix_socket_path=str(bus.socket_path(get_settings())), decode_responses=True)
+        pushes, stop = Pushes(), threading.Event()
+        lag_samples: list[float] = []
+        queue_samples: list[int] = []
+        with stream_reader(client, get_settings().events_stream, pushes):
+            threads = [
+                threading.Thread(target=pusher, args=(registry.url, args, pushes, stop), daemon=True),
+                threading.Thread(target=lag_sampler, args=(client, lag_samples, queue_samples, stop), daemon=True),
+            ]
+            since, cpu_before = utcnow(), workers.cpu()
+            others_before = _cpu(forwarder_proc.pid) + registry_cpu(registry)
+            for thread in threads:
+                thread.start()
+            time.sleep(args.minutes * 60)
+            until, cpu_after, rss = utcnow(), workers.cpu(), workers.rss_mb()
+            others = _cpu(forwarder_proc.pid) + registry_cpu(registry) - others_before
+            stop.set()
+            pushed_last = max(pushes.pushed.values(), default=time.monotonic())
+            deadline = pushed_last + args.interval + PUSH_MARGIN + 5
+            while time.monotonic() < deadline and any(x == float("inf") for x in pushes.latencies()):
+                time.sleep(1)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        workers.stop()
+    runs = scheduled_runs(since, until, args.interval)
+    return report(args, runs, cpu_after, cpu_before, rss, others, lag_samples, queue_samples, pushes)
+
+
+def registry_cpu(registry: RegistryServer) -> float:
+    proc = registry._proc
+    return _cpu(proc.pid) if proc is not None else 0.0
+
+
+def report(
+    args: argparse.Namespace,
+    runs: Runs,
+    cpu_after: tuple[float, float],
+    cpu_before: tuple[float, float],
+    rss: float,
+    others: float,
+    lag_samples: list[float],
+    queue_samples: list[int],
+    pushes: Pushes,
+) -> int:
+    per_minute = runs.completed / args.minutes
+    due = args.registries * 60 / args.interval
+    watcher_cpu = cpu_after[0] - cpu_before[0]
+    redis_cpu = cpu_after[1] - cpu_before[1]
+    lags = runs.lags or [float("inf")]
+    latencies = pushes.latencies()
+    p95 = percentile(lags, 95)
+    slowest_push = max(latencies, default=0.0)
+    print(f"machine: {machine()}")
+    print(
+        f"{args.registries} registries x {args.repositories} repositories x {args.tags} tags, every "
+        f"{args.interval} s, {args.workers} x `watcher run`"
+        f"{f' --concurrency {args.concurrency}' if args.concurrency else ''}, "
+        f"{'PostgreSQL' if args.postgres else 'SQLite'} + embedded Redis, {args.minutes} min measured"
+    )
+    print(f"polls completed a minute   {per_minute:8.1f}  (due: {due:.0f})")
+    print(
+        f"schedule lag (runs) s      p50 {percentile(lags, 50):.2f}  p95 {p95:.2f}  max {max(lags):.2f}"
+        f"  (gauge sampled: p95 {percentile(lag_samples or [0.0], 95):.1f}, max {max(lag_samples, default=0.0):.1f})"
+    )
+    print(f"broker queue length        max {max(queue_samples, default=0)}, last {(queue_samples or [0])[-1]}")
+    print(f"slots served               {runs.served:8d} of {runs.slots}  {' '.join(runs.unserved[:5])}")
+    print(f"failed polls               {runs.failed:8d}")
+    print(
+        f"CPU per poll, ms           {1000 * watcher_cpu / max(1, runs.completed):8.1f}  (watcher processes; "
+        f"embedded Redis {1000 * redis_cpu / max(1, runs.completed):.1f}, registry + forwarder "
+        f"{1000 * others / max(1, runs.completed):.1f})"
+    )
+    print(f"RSS, watcher processes     {rss:8.0f} MB")
+    if latencies:
+        print(
+            f"push to event s            p50 {statistics.median(latencies):.1f}  max {slowest_push:.1f}"
+            f"  ({len(latencies)} pushes)"
+        )
+    for error in runs.errors[:5]:
+        print(f"  failed: {error}")
+    missed = []
+    if per_minute < 0.99 * due:
+        missed.append(f"polls a minute {per_minute:.0f} < {0.99 * due:.0f}")
+    if p95 > LAG_P95_TARGET:
+        missed.append(f"lag p95 {p95:.1f} s > {LAG_P95_TARGET:.0f} s")
+    if runs.failed:
+        missed.append(f"{runs.failed} failed polls")
+    if slowest_push > args.interval + PUSH_MARGIN:
+        missed.append(f"a push reported after {slowest_push:.0f} s > {args.interval + PUSH_MARGIN:.0f} s")
+    print("targets: " + ("all met" if not missed else "MISSED: " + "; ".join(missed)))
+    return 1 if missed else 0
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--registries", type=int, default=1000)
+    parser.add_argument("--repositories", type=int, default=10)
+    parser.add_argument("--tags", type=int, default=3)
+    parser.add_argument("--interval", type=int, default=60, help="seconds")
+    parser.add_argument("--minutes", type=float, default=3, help="measured, after the warm-up")
+    parser.add_argument("--workers", type=int, default=1, help="`watcher run` processes")
+    parser.add_argument("--concurrency", type=int, help="of each `watcher run` (default: its own)")
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL (WATCHER_BENCH_PG) instead of SQLite")
+    parser.add_argument("--push-every", type=float, default=15, help="seconds between pushes in the window")
+    parser.add_argument("--seed-workers", type=int, default=16)
+    parser.add_argument("--forward", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.forward:
+        forward(args.forward, args.registries, args.port_file)
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
