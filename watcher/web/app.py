@@ -23,7 +23,6 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
-        app.state.metrics = metrics.make_registry()
         try:
             yield
         finally:
