@@ -387,6 +387,13 @@ def create_token() -> str:
 @contextlib.contextmanager
 def app_server(inst: Installation) -> Iterator[str]:
     """`watcher serve` on a free loopback port, in its own process; its base URL once `/healthz` answers."""
+    with served(inst) as (base, _proc):
+        yield base
+
+
+@contextlib.contextmanager
+def served(inst: Installation) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`app_server`, with its process (whose CPU a benchmark may read)."""
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "watcher"), "serve", "--listen", f"127.0.0.1:{port}", "--loglevel", "WARNING"],
@@ -396,7 +403,7 @@ def app_server(inst: Installation) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, proc, 30, "watcher serve did not start")
-        yield base
+        yield base, proc
     finally:
         stop_process(proc)
 
