@@ -72,4 +72,4 @@ def read_all_raw(session: Session) -> list[tuple[str, str, float]]:
     """Every counter with its labels as stored (`labels_key`): (metric, labels, value). A plain Core query:
     the ORM's row handling would be a fifth of a big scrape."""
     query = select(Counter.metric, Counter.labels, Counter.value)
-    return [(metric, labels, value) for metric, labels, value in session.connection().execute(query)]
+    return [(metric, labels, value) for metric, labels, value in session.connection().execute(query).all()]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from watcher.errors import InputError
 from watcher.models import Event, PollRun, Registry, Repository, Tag
@@ -93,16 +93,17 @@ class Page:
 
 
 # ---- registries -----------------------------------------------------------------------------------
-def newest_run_id(*conditions: Any, whole: bool = True) -> Any:
-    """The id of a registry's newest registry-wide poll run matching `conditions` (or, `whole` False, its
-    newest poll of some repositories only), as a column of a registries query: an index walk back from the
-    newest id (`ix_poll_runs_registry_whole_id`, `ix_poll_runs_registry_id_id`), however long the history.
+def newest_run_id(*conditions: Any, whole: bool = True, column: Any = PollRun.id) -> Any:
+    """The id (or another `column`) of a registry's newest registry-wide poll run matching `conditions` (or,
+    `whole` False, its newest poll of some repositories only), as a column of a registries query: an index
+    walk back from the newest id (`ix_poll_runs_registry_whole_id`, `ix_poll_runs_registry_id_id`), however
+    long the history.
 
     Only registry-wide runs make a registry's state, last poll and last error: a webhook's poll of one
     repository says nothing of the catalog or of the other repositories (`watcher.runs`)."""
     kind = PollRun.listed_repositories.is_(None) if whole else PollRun.listed_repositories.is_not(None)
     return (
-        select(PollRun.id)
+        select(column)
         .where(PollRun.registry_id == Registry.id, kind, *conditions)
         .order_by(PollRun.id.desc())
         .limit(1)
@@ -111,11 +112,11 @@ def newest_run_id(*conditions: Any, whole: bool = True) -> Any:
 
 
 def registry_statuses(session: Session, names: Sequence[str] | None = None) -> list[RegistryStatus]:
-    """The status of every registry (or of `names`), by name: three queries in all, whatever their number.
-    Its state, last poll and last error come from registry-wide polls only (`newest_run_id`). The newest
-    runs are joined by id rather than fetched by a list of ids, and the counts of every registry are one
-    grouped scan: with a thousand registries, binding thousands of parameters cost more than the queries."""
-    newest = select(
+    """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
+    Its state, last poll and last error come from registry-wide polls only (`newest_run_id`); those runs
+    are then read by primary key (a join on the newest ids lets PostgreSQL hash the whole history). The
+    counts of every registry are one grouped scan, without a list of a thousand ids to bind."""
+    query = select(
         Registry.id,
         Registry.name,
         Registry.provider,
@@ -123,33 +124,21 @@ def registry_statuses(session: Session, names: Sequence[str] | None = None) -> l
         Registry.last_webhook_at,
         newest_run_id(PollRun.outcome != "running").label("last_run_id"),
         newest_run_id(PollRun.outcome == "ok").label("last_ok_id"),
-    )
+    ).order_by(Registry.name)
     if names is not None:
-        newest = newest.where(Registry.name.in_(list(names)))
-    registries = newest.subquery()
-    last, ok = aliased(PollRun), aliased(PollRun)
-    query = (
-        select(
-            *registries.c,
-            last.finished_at,
-            last.outcome,
-            last.error,
-            ok.finished_at.label("ok_finished_at"),
-        )
-        .outerjoin(last, last.id == registries.c.last_run_id)
-        .outerjoin(ok, ok.id == registries.c.last_ok_id)
-        .order_by(registries.c.name)
-    )
+        query = query.where(Registry.name.in_(list(names)))
     connection = session.connection()  # Core rows: the ORM's row handling would cost as much as the queries
     rows = connection.execute(query).all()
-    if not rows:
+    ids = [row.id for row in rows]
+    if not ids:
         return []
-    runs: dict[int, RunEnd] = {}
-    for row in rows:
-        if row.last_ok_id is not None:
-            runs[row.last_ok_id] = RunEnd(row.ok_finished_at, "ok", "")
-        if row.last_run_id is not None:
-            runs[row.last_run_id] = RunEnd(row.finished_at, row.outcome, row.error)
+    run_ids = {i for row in rows for i in (row.last_run_id, row.last_ok_id) if i is not None}
+    runs = {
+        run.id: run
+        for run in connection.execute(
+            select(PollRun.id, PollRun.finished_at, PollRun.outcome, PollRun.error).where(PollRun.id.in_(run_ids))
+        )
+    }
     repositories = select(Repository.registry_id, func.count(Repository.id)).group_by(Repository.registry_id)
     tags = (
         select(Repository.registry_id, func.count(Tag.id))
@@ -157,31 +146,26 @@ def registry_statuses(session: Session, names: Sequence[str] | None = None) -> l
         .group_by(Repository.registry_id)
     )
     if names is not None:
-        chosen = Repository.registry_id.in_([row.id for row in rows])
-        repositories, tags = repositories.where(chosen), tags.where(chosen)
+        repositories, tags = (
+            repositories.where(Repository.registry_id.in_(ids)),
+            tags.where(Repository.registry_id.in_(ids)),
+        )
     counts = dict(connection.execute(repositories).all()), dict(connection.execute(tags).all())
     return build_statuses(rows, runs, *counts)
-
-
-@dataclass(frozen=True)
-class RunEnd:
-    """How a run ended, as `build_statuses` reads it."""
-
-    finished_at: datetime | None
-    outcome: str
-    error: str
 
 
 def last_poll_durations(session: Session) -> dict[str, float]:
     """How long each registry's last registry-wide poll took, in seconds, by name: its newest run that ended
     `ok` or `failed` (an abandoned run was cut short by its process or closed long after by the next claim,
     so its length says nothing of the registry; `watcher_poll_duration_seconds` leaves it out too). One
-    query: an index walk back per registry (`newest_run_id`), then the run by its id; registries never
-    polled are absent."""
-    newest = select(Registry.name, newest_run_id(PollRun.outcome.in_(("ok", "failed"))).label("run_id")).subquery()
-    run = aliased(PollRun)
+    query, two index walks back per registry (`newest_run_id`); registries never polled are absent."""
+    ended = PollRun.outcome.in_(("ok", "failed"))
     rows = session.connection().execute(
-        select(newest.c.name, run.started_at, run.finished_at).join(run, run.id == newest.c.run_id)
+        select(
+            Registry.name,
+            newest_run_id(ended, column=PollRun.started_at),
+            newest_run_id(ended, column=PollRun.finished_at),
+        )
     )
     return {name: (finished - started).total_seconds() for name, started, finished in rows if finished is not None}
 

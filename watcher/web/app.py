@@ -8,6 +8,7 @@ from importlib.metadata import version
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from watcher import heap
 from watcher.web import errors, metrics
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
@@ -23,6 +24,9 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
+        # what the server imported is never scanned by the collector again: a scrape of a big fleet allocates
+        # enough to set off full collections, which walked the whole app (a third of its CPU; `watcher.heap`)
+        heap.settle()
         try:
             yield
         finally:

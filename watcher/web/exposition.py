@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
@@ -77,3 +77,14 @@ def number(value: float) -> str:
 
 def sample(series_text: str, value: float) -> str:
     return f"{series_text} {number(value)}\n"
+
+
+def samples(name: str, label_names: Sequence[str], rows: Iterable[tuple[str, float]]) -> list[str]:
+    """The lines of a counter's stored series (labels as stored, value): `stored_series` and `sample` in
+    one loop, as a scrape writes thousands of them."""
+    known = _series.get
+    return [
+        f"{known((name, labels)) or stored_series(name, label_names, labels)} "
+        f"{repr(float(value)) if -1e6 < value < 1e6 else floatToGoString(value)}\n"
+        for labels, value in rows
+    ]

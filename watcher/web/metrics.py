@@ -23,7 +23,7 @@ from watcher.db import session_scope
 from watcher.models import Event, Registry, utcnow
 from watcher.settings import get_settings
 from watcher.web.errors import ApiError
-from watcher.web.exposition import CONTENT_TYPE, Family, sample, series, stored_series
+from watcher.web.exposition import CONTENT_TYPE, Family, sample, samples, series
 
 router = APIRouter(tags=["metrics"])
 
@@ -107,8 +107,7 @@ def counter_text(rows: Iterable[tuple[str, str, float]]) -> Iterator[str]:
         by_metric[metric].append((labels, value))
     for name, family in COUNTERS.items():
         yield family.header()
-        names = family.labels
-        yield from (sample(stored_series(name, names, labels), value) for labels, value in by_metric.get(name, ()))
+        yield from samples(name, family.labels, by_metric.get(name, ()))
     yield from histogram_text(DURATION, by_metric)
 
 
