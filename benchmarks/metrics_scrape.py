@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import read_side
 from benchmarks.read_side import Row, bulk_insert, installation, percentile, served
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -67,21 +68,7 @@ def registry_rows(count: int) -> Iterator[Row]:
         )
 
 
-REGISTRY_COLUMNS = (
-    "id",
-    "name",
-    "provider",
-    "url",
-    "credentials",
-    "options",
-    "interval_seconds",
-    "emit_existing",
-    "baselined",
-    "revision",
-    "next_poll_at",
-    "created_at",
-    "last_webhook_at",
-)
+REGISTRY_COLUMNS = (*read_side.REGISTRY_COLUMNS, "last_webhook_at")
 
 
 def repository_rows(count: int) -> Iterator[Row]:
@@ -118,21 +105,7 @@ def poll_rows(count: int, polls: int) -> Iterator[Row]:
                 yield (run_id, reg, at, at + timedelta(seconds=0.2), "ok", "", *counts, "webhook", '["apps/app-0"]')
 
 
-POLL_COLUMNS = (
-    "id",
-    "registry_id",
-    "started_at",
-    "finished_at",
-    "outcome",
-    "error",
-    "repositories",
-    "tags",
-    "events",
-    "requests",
-    "ignored",
-    "trigger",
-    "listed_repositories",
-)
+POLL_COLUMNS = (*read_side.POLL_COLUMNS, "trigger", "listed_repositories")
 
 
 def counter_rows(count: int, polls: int) -> Iterator[Row]:
