@@ -36,6 +36,8 @@ def test_an_abandoned_poll_counts_its_requests_but_no_outcome() -> None:
     ok = finished("r1", "oci", "ok", 0.7, Counter({"200": 1}), ["added", "added", "updated"])
     assert [i.labels["change"] for i in ok if i.metric == "watcher_events_total"] == ["added", "added", "updated"]
     assert next(i.labels["le"] for i in ok if i.metric == "watcher_poll_duration_seconds_bucket") == "1.0"
+    durations = [i.labels for i in ok if i.metric.startswith("watcher_poll_duration_seconds")]
+    assert {tuple(sorted(set(labels) - {"le"})) for labels in durations} == {("provider",)}  # per provider only
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
@@ -60,7 +62,7 @@ def test_polls_count_their_outcome_events_and_every_request_by_status(
     codes = by(counted(watcher, "watcher_registry_requests_total"), "code")
     assert codes["200"] > 0 and codes["401"] > 0, codes  # the registry's challenges are requests too
     assert sum(codes.values()) == sum(run.requests for run in runs_of(watcher, "r1"))
-    assert counted(watcher, "watcher_poll_duration_seconds_count") == {(("provider", "oci"), ("registry", "r1")): 2.0}
+    assert counted(watcher, "watcher_poll_duration_seconds_count") == {(("provider", "oci"),): 2.0}  # no registry
 
 
 def test_a_failed_poll_counts_as_failed_with_the_requests_it_made(
@@ -89,3 +91,45 @@ def test_an_interrupted_poll_is_no_outcome(watcher: Watcher, registry: RegistryE
     assert runs_of(watcher, "r1")[-1].outcome == "abandoned"
     assert counted(watcher, "watcher_polls_total") == {}
     assert counted(watcher, "watcher_poll_duration_seconds_count") == {}
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_migration_0009_folds_per_registry_durations_into_their_providers(watcher: Watcher) -> None:
+    """The per-registry histogram rows a release before 0009 counted are summed per provider, nothing lost;
+    other counters are left alone; up, down and up again."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from watcher.db import alembic_config, get_engine
+
+    engine = get_engine()
+    old = [({"registry": "r1", "provider": "oci"}, 0.2), ({"registry": "r2", "provider": "oci"}, 3.0)]
+    old += [({"registry": "r1", "provider": "oci"}, 40.0), ({"registry": "r3", "provider": "ecr"}, 1.0)]
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    before = ScriptDirectory.from_config(cfg).get_revision("0009").down_revision
+    assert isinstance(before, str)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, before)
+    with session_scope(engine) as session:
+        for labels, seconds in old:
+            counters.add(session, counters.observation("watcher_poll_duration_seconds", labels, seconds))
+        counters.add(session, [counters.Increment("watcher_polls_total", {"registry": "r1", "provider": "oci"}, 3)])
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009")
+        command.downgrade(cfg, before)
+        command.upgrade(cfg, "head")
+
+    assert counted(watcher, "watcher_poll_duration_seconds_count") == {
+        (("provider", "oci"),): 3.0,
+        (("provider", "ecr"),): 1.0,
+    }
+    sums = counted(watcher, "watcher_poll_duration_seconds_sum")
+    assert sums[(("provider", "oci"),)] == pytest.approx(43.2)
+    buckets = counted(watcher, "watcher_poll_duration_seconds_bucket")
+    assert buckets[(("le", "0.5"), ("provider", "oci"))] == 1.0
+    assert buckets[(("le", "5.0"), ("provider", "oci"))] == 2.0
+    assert buckets[(("le", "60.0"), ("provider", "oci"))] == 3.0
+    assert {tuple(dict(key)) for key in buckets} == {("le", "provider")}
+    assert counted(watcher, "watcher_polls_total") == {(("provider", "oci"), ("registry", "r1")): 3.0}

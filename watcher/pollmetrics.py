@@ -5,6 +5,9 @@ duration and its requests where its run is closed: `ok`, or `failed` (the poll f
 repositories did). An `abandoned` poll (its process was asked to stop) is no outcome of
 the registry's: it is not counted in `watcher_polls_total` or the duration (a deploy would read as failures),
 but the requests it sent were sent, and count.
+
+The duration histogram is per provider only: eleven buckets per registry made most of a big fleet's series.
+Each registry's last duration is a gauge read from the poll history (`readmodel.last_poll_durations`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ def finished(
     labels = {"registry": registry, "provider": provider}
     increments = requests(registry, provider, codes)
     if outcome != "abandoned":
-        increments += [Increment(POLLS, {**labels, "outcome": outcome}), *observation(DURATION, labels, seconds)]
+        increments += [
+            Increment(POLLS, {**labels, "outcome": outcome}),
+            *observation(DURATION, {"provider": provider}, seconds),
+        ]
     return increments + committed(registry, changes)
 
 

@@ -10,7 +10,7 @@ from importlib.metadata import version
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
-from watcher import hookstats
+from watcher import heap, hookstats
 from watcher.web import errors, metrics
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
@@ -30,7 +30,9 @@ def create_app(listen: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
-        app.state.metrics = metrics.make_registry()
+        # what the server imported is never scanned by the collector again: a scrape of a big fleet allocates
+        # enough to set off full collections, which walked the whole app (a third of its CPU; `watcher.heap`)
+        heap.settle()
         try:
             yield
         finally:

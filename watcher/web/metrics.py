@@ -2,20 +2,20 @@
 
 Counters come from the database's deployment-wide counters (`watcher.counters`), gauges from the read
 model, the outbox and the broker — so whichever process serves the scrape, and wherever the workers run,
-the numbers are the deployment's.
+the numbers are the deployment's. The text is written directly (`watcher.web.exposition`): a thousand
+registries make some 16,000 samples, and a scrape must stay well inside Prometheus's interval.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import suppress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from sqlalchemy import func, select
 
 from watcher import counters, readmodel
@@ -23,74 +23,128 @@ from watcher.db import session_scope
 from watcher.models import Event, Registry, utcnow
 from watcher.settings import get_settings
 from watcher.web.errors import ApiError
+from watcher.web.exposition import CONTENT_TYPE, Family, sample, samples, series
 
 router = APIRouter(tags=["metrics"])
 
 COUNTERS = {
-    "watcher_polls_total": ("Polls finished, by outcome.", ("registry", "provider", "outcome")),
-    "watcher_registry_requests_total": ("Requests to registries, by HTTP status.", ("registry", "provider", "code")),
-    "watcher_events_total": ("Events detected.", ("registry", "change")),
-    "watcher_webhooks_total": ("Webhook notifications received.", ("registry", "format", "outcome")),
+    family.name: family
+    for family in (
+        Family("watcher_polls_total", "counter", "Polls finished, by outcome.", ("registry", "provider", "outcome")),
+        Family(
+            "watcher_registry_requests_total",
+            "counter",
+            "Requests to registries, by HTTP status.",
+            ("registry", "provider", "code"),
+        ),
+        Family("watcher_events_total", "counter", "Events detected.", ("registry", "change")),
+        Family(
+            "watcher_webhooks_total", "counter", "Webhook notifications received.", ("registry", "format", "outcome")
+        ),
+    )
 }
-HISTOGRAMS = {"watcher_poll_duration_seconds": ("How long polls take.", ("registry", "provider"))}
+DURATION = Family("watcher_poll_duration_seconds", "histogram", "How long polls take, by provider.", ("provider",))
+REGISTRY_GAUGES = (
+    Family("watcher_registry_up", "gauge", "1 when the registry's last poll succeeded.", ("registry",)),
+    Family("watcher_registry_last_success_timestamp_seconds", "gauge", "When the last poll succeeded.", ("registry",)),
+    Family(
+        "watcher_registry_last_poll_duration_seconds",
+        "gauge",
+        "How long the registry's last registry-wide poll took.",
+        ("registry",),
+    ),
+    Family("watcher_registry_tags", "gauge", "Tags stored now.", ("registry",)),
+    Family("watcher_registry_repositories", "gauge", "Repositories stored now.", ("registry",)),
+)
+OUTBOX = Family("watcher_outbox_pending", "gauge", "Events in the history not yet on the stream.")
+LAG = Family("watcher_schedule_lag_seconds", "gauge", "How late the most overdue registry's poll is.")
+QUEUE = Family("watcher_queue_length", "gauge", "Tasks waiting in the Celery broker.", ("queue",))
 
 
-class DeploymentCollector:
-    """Everything `/metrics` shows, gathered at each scrape."""
+@dataclass(frozen=True)
+class Gathered:
+    """What a scrape reads from the database, in one read transaction."""
 
-    def collect(self) -> Iterator[Metric]:
-        with session_scope() as session:
-            rows = counters.read_all(session)
-            statuses = readmodel.registry_statuses(session)
-            pending = session.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0
-            lag = schedule_lag(session)
-        yield from counter_families(rows)
-        yield from registry_gauges(statuses)
-        yield _gauge("watcher_outbox_pending", "Events in the history not yet on the stream.", pending)
-        yield _gauge("watcher_schedule_lag_seconds", "How late the most overdue registry's poll is.", lag)
-        yield queue_lengths()
+    counters: list[tuple[str, str, float]]
+    statuses: list[readmodel.RegistryStatus]
+    durations: dict[str, float]
+    pending: int
+    lag: float
 
 
-def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, text, value=value)
+def gather() -> Gathered:
+    with session_scope() as session:
+        return Gathered(
+            counters.read_all_raw(session),
+            readmodel.registry_statuses(session),
+            readmodel.last_poll_durations(session),
+            session.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0,
+            schedule_lag(session),
+        )
 
 
-def counter_families(rows: list[tuple[str, dict[str, str], float]]) -> Iterator[Metric]:
-    by_metric: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+def render(gathered: Gathered) -> str:
+    """The text of the scrape; the broker's queue length is asked for here."""
+    parts = [*counter_text(gathered.counters), *registry_text(gathered.statuses, gathered.durations)]
+    parts += [OUTBOX.header(), sample(OUTBOX.name, gathered.pending), LAG.header(), sample(LAG.name, gathered.lag)]
+    parts += queue_text()
+    return "".join(parts)
+
+
+def scrape() -> str:
+    """Everything `/metrics` shows, gathered now."""
+    return render(gather())
+
+
+def counter_text(rows: Iterable[tuple[str, str, float]]) -> Iterator[str]:
+    """The counters' families, then the duration histogram. A histogram row with labels the family no
+    longer has (a per-registry bucket from before 0009, or from a worker not yet upgraded) is added into
+    the series it now belongs to."""
+    by_metric: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for metric, labels, value in rows:
         by_metric[metric].append((labels, value))
-    for name, (text, label_names) in COUNTERS.items():
-        family = CounterMetricFamily(name.removesuffix("_total"), text, labels=label_names)
-        for labels, value in by_metric.get(name, []):
-            family.add_metric([labels.get(k, "") for k in label_names], value)
-        yield family
-    for name, (text, label_names) in HISTOGRAMS.items():
-        histogram = HistogramMetricFamily(name, text, labels=label_names)
-        series: dict[tuple[str, ...], dict[str, Any]] = defaultdict(lambda: {"buckets": {}, "sum": 0.0})
-        for labels, value in by_metric.get(f"{name}_bucket", []):
-            series[tuple(labels.get(k, "") for k in label_names)]["buckets"][labels["le"]] = value
-        for labels, value in by_metric.get(f"{name}_sum", []):
-            series[tuple(labels.get(k, "") for k in label_names)]["sum"] = value
-        for key, data in sorted(series.items()):
-            buckets = sorted(data["buckets"].items(), key=lambda item: float(item[0]))
-            histogram.add_metric(list(key), buckets, data["sum"])
-        yield histogram
+    for name, family in COUNTERS.items():
+        yield family.header()
+        yield from samples(name, family.labels, by_metric.get(name, ()))
+    yield from histogram_text(DURATION, by_metric)
 
 
-def registry_gauges(statuses: list[readmodel.RegistryStatus]) -> Iterator[Metric]:
-    up = GaugeMetricFamily("watcher_registry_up", "1 when the registry's last poll succeeded.", labels=["registry"])
-    success = GaugeMetricFamily(
-        "watcher_registry_last_success_timestamp_seconds", "When the last poll succeeded.", labels=["registry"]
+def histogram_text(family: Family, by_metric: dict[str, list[tuple[str, float]]]) -> Iterator[str]:
+    buckets: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    sums: dict[tuple[str, ...], float] = defaultdict(float)
+    for labels, value in by_metric.get(f"{family.name}_bucket", ()):
+        parsed = json.loads(labels)
+        buckets[tuple(parsed.get(k, "") for k in family.labels)][parsed["le"]] += value
+    for labels, value in by_metric.get(f"{family.name}_sum", ()):
+        parsed = json.loads(labels)
+        sums[tuple(parsed.get(k, "") for k in family.labels)] += value
+    yield family.header()
+    for key in sorted(buckets):
+        ordered = sorted(buckets[key].items(), key=lambda item: float(item[0]))
+        for le, value in ordered:
+            yield sample(series(f"{family.name}_bucket", (*family.labels, "le"), (*key, le)), value)
+        yield sample(series(f"{family.name}_count", family.labels, key), ordered[-1][1])
+        yield sample(series(f"{family.name}_sum", family.labels, key), sums[key])
+
+
+def registry_text(statuses: list[readmodel.RegistryStatus], durations: dict[str, float]) -> Iterator[str]:
+    """The per-registry gauges, a family at a time."""
+    up, success, duration, tags, repositories = REGISTRY_GAUGES
+    names = [(status, series("", ("registry",), (status.name,))) for status in statuses]
+    yield up.header()
+    yield from (sample(up.name + labels, 1.0 if s.state == "ok" else 0.0) for s, labels in names)
+    yield success.header()
+    yield from (
+        sample(success.name + labels, s.last_success_at.timestamp())
+        for s, labels in names
+        if s.last_success_at is not None
     )
-    tags = GaugeMetricFamily("watcher_registry_tags", "Tags stored now.", labels=["registry"])
-    repositories = GaugeMetricFamily("watcher_registry_repositories", "Repositories stored now.", labels=["registry"])
-    for status in statuses:
-        up.add_metric([status.name], 1.0 if status.state == "ok" else 0.0)
-        if status.last_success_at is not None:
-            success.add_metric([status.name], status.last_success_at.timestamp())
-        tags.add_metric([status.name], status.tags)
-        repositories.add_metric([status.name], status.repositories)
-    yield from (up, success, tags, repositories)
+    yield duration.header()
+    yield from (sample(duration.name + labels, durations[s.name]) for s, labels in names if s.name in durations)
+    yield tags.header()
+    yield from (sample(tags.name + labels, s.tags) for s, labels in names)
+    yield repositories.header()
+    yield from (sample(repositories.name + labels, s.repositories) for s, labels in names)
 
 
 def schedule_lag(session: Any) -> float:
@@ -101,26 +155,23 @@ def schedule_lag(session: Any) -> float:
     return max([0.0, *((now - m).total_seconds() for m in moments if m is not None)])
 
 
-def queue_lengths() -> GaugeMetricFamily:
+def queue_text() -> list[str]:
+    """The broker's queue length, in one round trip; no sample when the broker is away (rather than a
+    wrong number)."""
     from watcher import bus, pool
 
-    family = GaugeMetricFamily("watcher_queue_length", "Tasks waiting in the Celery broker.", labels=["queue"])
-    with suppress(Exception):  # the broker is away: report no number rather than a wrong one
-        family.add_metric(["celery"], float(pool.queued(bus.connect())))
-    return family
+    try:
+        waiting = float(pool.queued(bus.connect()))
+    except Exception:
+        return [QUEUE.header()]
+    return [QUEUE.header(), sample(series(QUEUE.name, QUEUE.labels, ("celery",)), waiting)]
 
 
-def make_registry() -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DeploymentCollector())
-    return registry
-
-
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
 def metrics(request: Request) -> Response:
     expected = get_settings().metrics_token
     if expected:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ApiError(401, "unauthorized", "/metrics needs Authorization: Bearer $WATCHER_METRICS_TOKEN")
-    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+    return Response(scrape().encode(), media_type=CONTENT_TYPE)

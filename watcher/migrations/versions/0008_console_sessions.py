@@ -4,7 +4,7 @@ with the token it was opened with, so a logout, a revoked token or an idle sessi
 Sessions of the signed-cookie console (before this revision) carried the token itself and are not carried
 over: everyone logs in once more.
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import watcher.models
 
-revision = "0009"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
