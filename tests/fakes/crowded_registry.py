@@ -78,6 +78,7 @@ class _CrowdedHandler(_HostileHandler):
         repository = path.removeprefix("/v2/").split("/tags/")[0].split("/manifests/")[0]
         crowded: CrowdedRegistry = self.owner
         retry_after = crowded.enter(repository.split("/")[0] if "/" in repository else "-")
+        self._counted = True
         try:
             time.sleep(crowded.delay)
             if retry_after is not None:
@@ -85,6 +86,18 @@ class _CrowdedHandler(_HostileHandler):
             else:
                 super().do_GET()
         finally:
-            crowded.leave()
+            self._leave()
 
     do_HEAD = do_GET
+
+    def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        # out of flight before the answer's first byte goes: a client may send its next request the moment
+        # it has the answer, before this thread would otherwise get to count this one out
+        self._leave()
+        super()._answer(status, body, headers)
+
+    def _leave(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            crowded: CrowdedRegistry = self.owner
+            crowded.leave()
