@@ -16,6 +16,7 @@ and GCP legitimately ask 169.254.169.254 for instance credentials).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from watcher import errors
+from watcher.aiostream import AsyncioBackend
 from watcher.bodycap import CappedRaw
 from watcher.settings import get_settings
 
@@ -118,7 +120,7 @@ class PolicedBackend(httpcore.AsyncNetworkBackend):
     and connecting to the checked address; httpcore then starts TLS with the original host name."""
 
     def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -148,6 +150,9 @@ class PolicedBackend(httpcore.AsyncNetworkBackend):
 
 
 async def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    with contextlib.suppress(ValueError):  # an address already: no lookup (on a thread) to make
+        ipaddress.ip_address(host)
+        return [host]
     try:
         with anyio.fail_after(timeout):
             found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -234,6 +234,7 @@ class _Pool:
         self.waiters: deque[_Waiter] = deque()
         self.taking = False
         self.returning: list[tuple[Grant, float]] = []  # turn over: given back with the next ask, or at `until`
+        self.blocked = False  # the asking request waits on the host's wake-up list
         self.waiter_id = secrets.token_hex(8)
 
     def reuse(self, now: float) -> Grant | None:
@@ -332,7 +333,7 @@ class _Keeper:
             now = time.monotonic()
             for pool in pools:
                 with pool.lock:
-                    gone = pool.expired(now + LINGER_SECONDS)  # those about to go, in the same call
+                    gone = pool.expired(now + LINGER_SECONDS / 4)  # those about to go, in the same call
                     if not pool.kept():
                         self._idle.discard(pool)
                 if gone:
@@ -488,12 +489,16 @@ class SharedLimits:
                     if left:
                         await self._release(pool, left, NO_PAUSE)
                     continue
-                await client.blpop([pool.keys[3]], timeout=self._wake_wait(lapse_ms))
+                with pool.lock:
+                    pool.blocked = not pool.returning  # slots came back meanwhile: ask with them at once
+                if pool.blocked:
+                    await client.blpop([pool.keys[3]], timeout=self._wake_wait(lapse_ms))
+                    pool.blocked = False
         except (redis.RedisError, OSError) as exc:
             self._lost(pool, exc)
         finally:
             with pool.lock:
-                pool.taking = False
+                pool.taking = pool.blocked = False
                 unused, pool.returning = pool.returning, []
                 pool.idle += [(grant, 0.0) for grant, _ in unused]
             if unused:
@@ -517,11 +522,11 @@ class SharedLimits:
             return
         if pause == NO_PAUSE:
             with pool.lock:  # its turn is over: given back with the next ask of a request here, if one comes
-                keep = not pool.taking
+                keep = not pool.blocked  # (never held while this process waits for the host)
                 if keep:
                     pool.returning.append((grant, now + LINGER_SECONDS))
-                    start = pool.wanted() > 0
-                    pool.taking = start
+                    start = not pool.taking and pool.wanted() > 0
+                    pool.taking = pool.taking or start
             if keep:
                 if start:
                     self._start_taker(pool, asyncio.get_running_loop())

@@ -27,6 +27,8 @@ class CrowdedRegistry(HostileRegistry):
         self.spans: dict[str, tuple[float, float]] = {}
         #: monotonic arrival time of every request
         self.starts: list[float] = []
+        #: the client end (address, port) of every connection a request came on
+        self.peers: set[tuple[str, int]] = set()
         #: monotonic time the throttling 429 was answered
         self.throttled_at: float | None = None
         self._recent: list[str] = []  # owners of the last ten requests
@@ -77,6 +79,7 @@ class _CrowdedHandler(_HostileHandler):
         path = unquote(urlsplit(self.path).path)
         repository = path.removeprefix("/v2/").split("/tags/")[0].split("/manifests/")[0]
         crowded: CrowdedRegistry = self.owner
+        crowded.peers.add(self.client_address)
         retry_after = crowded.enter(repository.split("/")[0] if "/" in repository else "-")
         self._counted = True
         try:
