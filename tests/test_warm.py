@@ -12,6 +12,7 @@ from tests.conftest import Watcher
 from tests.fakes.crowded_registry import CrowdedRegistry
 from tests.support.fixtures import RegistryEnv
 from watcher import bounded, warm
+from watcher.pollers import harbor
 from watcher.polling import poll
 
 
@@ -36,6 +37,7 @@ def connections_of_a_poll(server: CrowdedRegistry) -> set[tuple[str, int]]:
 def worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """This process polls as a worker does; what it kept is closed afterwards."""
     monkeypatch.setattr(warm, "_ENABLED", True)
+    monkeypatch.setattr(harbor, "_NOT_HARBOR", {})
     yield
     warm.close_all(bounded.thread_loop())
 
@@ -50,6 +52,12 @@ def test_a_workers_polls_reuse_the_connections_of_the_last(
         seen |= again
     monkeypatch.setattr(warm, "IDLE_SECONDS", 0.0)  # unused for longer than that: closed, new ones made
     assert connections_of_a_poll(registry).isdisjoint(seen)
+
+
+def test_a_worker_asks_once_whether_a_registry_is_a_harbor(registry: CrowdedRegistry, worker: None) -> None:
+    first, second, third = (poll("r").requests for _ in range(3))
+    assert first == 1 + 4 + 12 + 1  # the catalog, 4 tag lists, 12 manifests, and the Harbor probe
+    assert second == third == first - 1
 
 
 def test_a_poll_command_keeps_nothing(registry: CrowdedRegistry) -> None:
