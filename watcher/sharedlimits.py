@@ -263,11 +263,13 @@ class _Pool:
         return len(self.waiters)
 
     def expired(self, now: float) -> list[Grant]:
-        """The idle and returning slots whose moment passed, taken off (caller holds the lock)."""
-        gone = [grant for grant, until in self.idle + self.returning if until <= now]
-        self.idle = [(grant, until) for grant, until in self.idle if until > now]
-        self.returning = [(grant, until) for grant, until in self.returning if until > now]
-        return gone
+        """Once one idle or returning slot's moment passed, all of them (none was wanted meanwhile, the
+        others are as surplus), taken off in one go (caller holds the lock)."""
+        kept = self.idle + self.returning
+        if not any(until <= now for _, until in kept):
+            return []
+        self.idle, self.returning = [], []
+        return [grant for grant, _ in kept]
 
     def next_expiry(self) -> float | None:
         return min((until for _, until in self.idle + self.returning), default=None)
@@ -333,7 +335,7 @@ class _Keeper:
             now = time.monotonic()
             for pool in pools:
                 with pool.lock:
-                    gone = pool.expired(now + LINGER_SECONDS / 4)  # those about to go, in the same call
+                    gone = pool.expired(now)
                     if not pool.kept():
                         self._idle.discard(pool)
                 if gone:
