@@ -238,13 +238,13 @@ class _Pool:
         self.waiter_id = secrets.token_hex(8)
 
     def reuse(self, now: float) -> Grant | None:
-        """An idle slot still in its turn (caller holds the lock)."""
+        """An idle slot still in its turn, even past its moment if the keeper has not given it back yet;
+        those whose turn is over go back with the next ask (caller holds the lock)."""
         while self.idle:
             grant, until = self.idle.pop()
-            if until > now:
+            if grant.turn_end > now:
                 return grant
-            self.idle.append((grant, until))  # the keeper gives it back
-            return None
+            self.returning.append((grant, until))
         return None
 
     def next_waiter(self, *, skip_taker: bool = False) -> _Waiter | None:
