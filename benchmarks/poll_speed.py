@@ -66,7 +66,7 @@ from watcher.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "bench"
-BOOKKEEPING = frozenset({"poll_runs", "registries"})
+BOOKKEEPING = frozenset({"poll_runs", "registries", "counters"})  # counters: the poll's metrics
 SNAPSHOT = ("repositories", "tags", "events")
 _DML = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
 

@@ -14,15 +14,17 @@ answers) come through the same capped stream as every other body (`watcher.bodyc
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
 
-from watcher.origin import OriginGuard
+from watcher.origin import Origin, OriginGuard, origin_of
 
 TOKEN_MARGIN_SECONDS = 30
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -71,18 +73,51 @@ def scope_for(request: httpx.Request) -> str:
     return f"repository:{match.group(1)}:pull" if match else ""
 
 
+@dataclass
+class AuthState:
+    """What a registry's auth flow learned: its challenge, the token realms it announced, and the tokens."""
+
+    challenge: Challenge | None = None
+    realms: set[Origin] = field(default_factory=set)
+    tokens: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+
+
+#: a worker's auth states, by registry origin and login (`kept_state`); the oldest go past this many
+KEPT_STATES = 256
+_KEPT: OrderedDict[tuple[Origin, str], AuthState] = OrderedDict()
+
+
+def kept_state(credentials: CredentialSource | None, guard: OriginGuard) -> AuthState:
+    """In a worker (`watcher.warm`), the state the last poll of this origin with this same static login
+    left, so its tokens are used again until they expire; otherwise (or for credentials minted anew, such
+    as a cloud's) a fresh one. A realm the origin announced before is admitted again on the new guard."""
+    from watcher import warm
+
+    if not warm.enabled() or not isinstance(credentials, StaticCredentials | None):
+        return AuthState()
+    login = "" if credentials is None else f"{credentials.username}\0{credentials.password}"
+    key = (guard.home, hashlib.sha256(login.encode()).hexdigest())
+    state = _KEPT.get(key)
+    if state is None:
+        state = _KEPT[key] = AuthState()
+        while len(_KEPT) > KEPT_STATES:
+            _KEPT.popitem(last=False)
+    _KEPT.move_to_end(key)
+    guard.readmit(state.realms)
+    return state
+
+
 class RegistryAuth(httpx.Auth):
     requires_response_body = True  # token answers and error bodies are read inside the flow
 
     def __init__(self, credentials: CredentialSource | None, guard: OriginGuard) -> None:
         self._credentials = credentials
         self._guard = guard
-        self._challenge: Challenge | None = None
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._state = kept_state(credentials, guard)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         scope = scope_for(request)
-        if self._challenge is not None and self._challenge.scheme == "bearer":
+        if self._state.challenge is not None and self._state.challenge.scheme == "bearer":
             token = self._cached(scope)
             if token is None:
                 token_response = yield self._token_request(scope)
@@ -90,7 +125,7 @@ class RegistryAuth(httpx.Auth):
                 if token is None:
                     return
             request.headers["Authorization"] = f"Bearer {token}"
-        elif self._challenge is not None and self._challenge.scheme == "basic":
+        elif self._state.challenge is not None and self._state.challenge.scheme == "basic":
             self._set_basic(request)
         response = yield request
         if response.status_code != 401:
@@ -100,13 +135,14 @@ class RegistryAuth(httpx.Auth):
             return
         if challenge.scheme == "bearer":
             realm = self._guard.admit_realm(challenge.params.get("realm", ""), response)
+            self._state.realms.add(origin_of(realm))
             challenge = Challenge(challenge.scheme, {**challenge.params, "realm": str(realm)})
         elif not self._guard.at_home(response.url):
             return  # a Basic challenge from elsewhere gets nothing (redirects off the origin already fail)
         retried_with_fresh_credentials = "Authorization" in request.headers
         if retried_with_fresh_credentials and self._credentials is not None:
             self._credentials.refresh()
-        self._challenge = challenge
+        self._state.challenge = challenge
         self._forget(scope)
         if challenge.scheme == "basic":
             if not self._set_basic(request):
@@ -130,20 +166,20 @@ class RegistryAuth(httpx.Auth):
         return True
 
     def _key(self, scope: str) -> tuple[str, str, str]:
-        params = self._challenge.params if self._challenge else {}
+        params = self._state.challenge.params if self._state.challenge else {}
         return (params.get("realm", ""), params.get("service", ""), scope)
 
     def _cached(self, scope: str) -> str | None:
-        hit = self._tokens.get(self._key(scope))
+        hit = self._state.tokens.get(self._key(scope))
         if hit is None or hit[1] <= time.monotonic():
             return None
         return hit[0]
 
     def _forget(self, scope: str) -> None:
-        self._tokens.pop(self._key(scope), None)
+        self._state.tokens.pop(self._key(scope), None)
 
     def _token_request(self, scope: str) -> httpx.Request:
-        params = self._challenge.params if self._challenge else {}
+        params = self._state.challenge.params if self._state.challenge else {}
         query = {"service": params["service"]} if params.get("service") else {}
         if scope:
             query["scope"] = scope
@@ -164,5 +200,5 @@ class RegistryAuth(httpx.Auth):
         if not token:
             return None
         lifetime = max(expires_in - TOKEN_MARGIN_SECONDS, expires_in / 2)
-        self._tokens[self._key(scope)] = (token, time.monotonic() + lifetime)
+        self._state.tokens[self._key(scope)] = (token, time.monotonic() + lifetime)
         return str(token)

@@ -1,4 +1,5 @@
-"""Running one poll's coroutine to a deadline and a stop request, on an event loop of its own.
+"""Running one poll's coroutine to a deadline and a stop request, on an event loop of its own (in a worker:
+its thread's long-lived one, `thread_loop`).
 
 Per-read timeouts never fire for a registry that sends a byte a second; only a deadline for the whole
 operation does. Cancelling the coroutine is not enough on its own: boto3 and the Azure SDK block in
@@ -10,11 +11,13 @@ call still blocked finishes (or times out) on its own, harmlessly.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from watcher import warm
 from watcher.errors import RegistryError, WatcherError
 
 T = TypeVar("T")
@@ -67,16 +70,39 @@ def run_bounded(
 ) -> T:
     """`work()` to completion, or DeadlineExceeded(deadline_message) after `seconds`, or Interrupted as
     soon as `stop` is set. Either way the work is cancelled and given a moment to close its connections."""
-    loop = asyncio.new_event_loop()
-    loop.set_default_executor(DetachedExecutor())
+    kept = warm.enabled()
+    loop = thread_loop() if kept else _new_loop()
     try:
         return loop.run_until_complete(_race(work(), seconds, stop, deadline_message))
     finally:
         try:
             _cancel_leftovers(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            if not kept:
+                loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
-            loop.close()
+            if not kept:
+                loop.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(DetachedExecutor())
+    return loop
+
+
+_LOCAL = threading.local()
+
+
+def thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop for bounded work in a worker, made once and kept (not closed) between runs,
+    so what lives on it stays warm for the next poll: connection pools, Redis connections (`watcher.warm`).
+    A process forked from one that had it makes its own."""
+    kept: tuple[int, asyncio.AbstractEventLoop] | None = getattr(_LOCAL, "loop", None)
+    if kept is not None and kept[0] == os.getpid() and not kept[1].is_closed():
+        return kept[1]
+    loop = _new_loop()
+    _LOCAL.loop = (os.getpid(), loop)
+    return loop
 
 
 async def _race(work: Coroutine[Any, Any, T], seconds: float, stop: threading.Event, deadline_message: str) -> T:

@@ -37,10 +37,13 @@ from watcher.netpolicy import NetworkRefused, PolicedBackend, current_policy
 from watcher.origin import OffOrigin, OriginGuard
 from watcher.settings import get_settings
 from watcher.tally import ERROR_CODE
+from watcher.warm import Warm, checkout, key_for
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD"})
 LOW_QUOTA = 10  # below this many requests left in the window, spread the rest over it
+#: how long an idle connection is kept: past a one-minute poll interval, so the next poll finds it open
+KEEPALIVE_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,16 @@ class Pacer:
 class LimitedTransport(httpx.AsyncBaseTransport):
     """Wraps a real transport with one host's concurrency cap, rate cap, retry policy and body cap."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, limits: HostLimits, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        limits: HostLimits,
+        *,
+        max_body_bytes: int,
+        warm: Warm | None = None,
+    ) -> None:
+        """With `warm`, `inner` and the shared limits are a kept origin's (`watcher.warm`): closing this
+        transport leaves them open for the next client."""
         self._inner = inner
         self._limits = limits
         self._max_body_bytes = max_body_bytes
@@ -100,7 +112,9 @@ class LimitedTransport(httpx.AsyncBaseTransport):
         self._pacer = Pacer(limits.requests_per_second)
         from watcher.sharedlimits import SharedLimits  # it builds on this module
 
-        self._shared = SharedLimits(limits)  # the same limits, held by every process of the deployment
+        self._warm = warm
+        # the same limits, held by every process of the deployment
+        self._shared = warm.shared if warm is not None else SharedLimits(limits)
         self._quota_gap = 0.0  # spacing between starts while the announced quota is low ...
         self._quota_until = 0.0  # ... until its window resets
         self.requests = 0
@@ -172,6 +186,10 @@ class LimitedTransport(httpx.AsyncBaseTransport):
             self._pause(self._quota_gap)
 
     async def aclose(self) -> None:
+        if self._warm is not None:
+            warm, self._warm = self._warm, None
+            warm.done()
+            return
         await self._shared.aclose()
         await self._inner.aclose()
 
@@ -237,9 +255,25 @@ class PolicedTransport(httpx.AsyncHTTPTransport):
             ssl_context=ssl_context,
             max_connections=limits.max_concurrency,
             max_keepalive_connections=limits.max_concurrency,
+            keepalive_expiry=KEEPALIVE_SECONDS,
             retries=0,
             network_backend=PolicedBackend(),
         )
+
+
+def pooled_transport(base_url: str, verify: bool | str, limits: HostLimits) -> LimitedTransport:
+    """A client's transport within `limits`: on a long-lived event loop, over the origin's kept connection
+    pool and shared limits (`watcher.warm`); otherwise over its own, closed with it."""
+    from watcher.sharedlimits import SharedLimits
+
+    max_body = get_settings().max_body_bytes
+    warm = checkout(
+        key_for(base_url, verify, limits),
+        lambda: Warm(PolicedTransport(tls_context(verify), limits), SharedLimits(limits)),
+    )
+    if warm is None:
+        return LimitedTransport(PolicedTransport(tls_context(verify), limits), limits, max_body_bytes=max_body)
+    return LimitedTransport(warm.transport, limits, max_body_bytes=max_body, warm=warm)
 
 
 def _is_tls(exc: BaseException) -> bool:
@@ -335,9 +369,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.guard = guard or OriginGuard(self.base_url)
         current_policy()  # a bad WATCHER_DENY/ALLOW_NETWORKS is one line now, before any connection
-        self._transport = LimitedTransport(
-            PolicedTransport(tls_context(verify), limits), limits, max_body_bytes=get_settings().max_body_bytes
-        )
+        self._transport = pooled_transport(self.base_url, verify, limits)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             transport=self._transport,

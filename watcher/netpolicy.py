@@ -17,6 +17,7 @@ and GCP legitimately ask 169.254.169.254 for instance credentials).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,7 @@ import anyio
 import httpcore
 
 from watcher import errors
+from watcher.aiostream import AsyncioBackend
 from watcher.settings import get_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -113,7 +115,7 @@ class PolicedBackend(httpcore.AsyncNetworkBackend):
     and connecting to the checked address; httpcore then starts TLS with the original host name."""
 
     def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -143,6 +145,9 @@ class PolicedBackend(httpcore.AsyncNetworkBackend):
 
 
 async def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    with contextlib.suppress(ValueError):  # an address already: no lookup (on a thread) to make
+        ipaddress.ip_address(host)
+        return [host]
     try:
         with anyio.fail_after(timeout):
             found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)

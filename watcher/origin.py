@@ -90,5 +90,10 @@ class OriginGuard:
         self._realms.add(origin_of(url))
         return url
 
+    def readmit(self, realms: set[Origin]) -> None:
+        """Realms this same origin announced to an earlier client (a worker's previous poll, whose
+        tokens are used again): admitted as they were then."""
+        self._realms |= realms
+
     def _home_text(self) -> str:
         return f"the origin {shown(self.base.join('/'))}"

@@ -27,6 +27,8 @@ class CrowdedRegistry(HostileRegistry):
         self.spans: dict[str, tuple[float, float]] = {}
         #: monotonic arrival time of every request
         self.starts: list[float] = []
+        #: the client end (address, port) of every connection a request came on
+        self.peers: set[tuple[str, int]] = set()
         #: monotonic time the throttling 429 was answered
         self.throttled_at: float | None = None
         self._recent: list[str] = []  # owners of the last ten requests
@@ -77,7 +79,9 @@ class _CrowdedHandler(_HostileHandler):
         path = unquote(urlsplit(self.path).path)
         repository = path.removeprefix("/v2/").split("/tags/")[0].split("/manifests/")[0]
         crowded: CrowdedRegistry = self.owner
+        crowded.peers.add(self.client_address)
         retry_after = crowded.enter(repository.split("/")[0] if "/" in repository else "-")
+        self._counted = True
         try:
             time.sleep(crowded.delay)
             if retry_after is not None:
@@ -85,6 +89,18 @@ class _CrowdedHandler(_HostileHandler):
             else:
                 super().do_GET()
         finally:
-            crowded.leave()
+            self._leave()
 
     do_HEAD = do_GET
+
+    def _answer(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        # out of flight before the answer's first byte goes: a client may send its next request the moment
+        # it has the answer, before this thread would otherwise get to count this one out
+        self._leave()
+        super()._answer(status, body, headers)
+
+    def _leave(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            crowded: CrowdedRegistry = self.owner
+            crowded.leave()

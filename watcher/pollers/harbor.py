@@ -9,9 +9,10 @@ Harbor is an OCI registry, so the generic path works with it, but Harbor's API i
   which Harbor's `/v2/_catalog` refuses to anyone but a system administrator.
 
 Whether a registry is a Harbor is asked once per poll with one anonymous `GET /api/v2.0/systeminfo`
-(Harbor answers it to anyone; other registries answer 404). Harbor does not refuse wrong Basic
-credentials on its API: it serves the request as anonymous, with the public projects only. A poll must
-never read "not allowed to see" as "deleted", so before listing, the credentials are checked with
+(Harbor answers it to anyone; other registries answer 404); a worker remembers a "no" for an hour.
+Harbor does not refuse wrong Basic credentials on its API: it serves the request as anonymous, with the
+public projects only. A poll must never read "not allowed to see" as "deleted", so before listing, the
+credentials are checked with
 `GET /api/v2.0/users/current` (401 when they were not accepted; 412 for a robot account, which is fine).
 Lists are paged (`page`, `page_size` at most 100, `X-Total-Count`, `Link: <...>; rel="next"`); a list
 that changes while it is paged is read again once, then the poll fails rather than miss a tag.
@@ -22,24 +23,30 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from watcher import errors
+from watcher import errors, warm
 from watcher.auth import CredentialSource
 from watcher.diff import TagState
 from watcher.entries import check_entries
 from watcher.http import ApiClient, HostLimits, json_body, status_error
 from watcher.oci import check_page_count, next_link
+from watcher.origin import Origin
 from watcher.pollers.base import Poller, TagFilter, gather_all
 
 API = "/api/v2.0"
 PAGE_SIZE = 100  # Harbor's maximum page_size
 READS_OF_A_CHANGING_LIST = 2
 ROBOT_WITHOUT_USER_RECORD = 412  # /users/current answers a robot account with 412 Precondition Failed
+#: in a worker, how long an origin found not to be a Harbor is not asked again (a registry seldom becomes one)
+NOT_HARBOR_SECONDS = 3600.0
+MAX_REMEMBERED = 4096
+_NOT_HARBOR: dict[Origin, float] = {}
 
 
 class HarborListing(ApiClient):
@@ -63,7 +70,18 @@ class HarborListing(ApiClient):
             return self._active
 
     async def _is_harbor(self) -> bool:
-        """One anonymous request; any answer but Harbor's system info means "use the generic path"."""
+        """One anonymous request; any answer but Harbor's system info means "use the generic path". A
+        worker remembers a "no" for its origin a while (`NOT_HARBOR_SECONDS`): a steady poll needs no probe."""
+        if _NOT_HARBOR.get(self.guard.home, 0.0) > time.monotonic():
+            return False
+        harbor = await self._probe()
+        if not harbor and warm.enabled():
+            if len(_NOT_HARBOR) >= MAX_REMEMBERED:
+                _NOT_HARBOR.clear()
+            _NOT_HARBOR[self.guard.home] = time.monotonic() + NOT_HARBOR_SECONDS
+        return harbor
+
+    async def _probe(self) -> bool:
         # unreachable is unreachable, Harbor or not: that error is raised, not taken for "not Harbor"
         response = await self._send("GET", f"{API}/systeminfo", f"GET {API}/systeminfo")
         if response.status_code != 200:

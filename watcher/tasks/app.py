@@ -8,7 +8,7 @@ from contextlib import suppress
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_shutting_down
+from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init, worker_shutting_down
 
 from watcher.bus import celery_broker_url
 from watcher.settings import get_settings
@@ -113,6 +113,15 @@ def _fresh_connections(**_: Any) -> None:
     from watcher.db import get_engine
 
     get_engine.cache_clear()
+
+
+@worker_init.connect
+def _warm_clients(**_: Any) -> None:
+    """A worker polls the same registries again and again: it keeps their connections open between polls
+    (`watcher.warm`); its forked children inherit the choice, not the connections."""
+    from watcher import warm
+
+    warm.enable()
 
 
 @worker_shutting_down.connect
