@@ -492,6 +492,8 @@ def report(
         f"schedule lag (runs) s      p50 {percentile(lags, 50):.2f}  p95 {p95:.2f}  max {max(lags):.2f}"
         f"  (gauge sampled: p95 {percentile(lag_samples or [0.0], 95):.1f}, max {max(lag_samples, default=0.0):.1f})"
     )
+    minutes = [lag_samples[i : i + 30] for i in range(0, len(lag_samples), 30)]  # sampled every 2 s
+    print("gauge max, minute by minute " + " ".join(f"{max(m):.1f}" for m in minutes))
     print(f"broker queue length        max {max(queue_samples, default=0)}, last {(queue_samples or [0])[-1]}")
     print(f"slots served               {runs.served:8d} of {runs.slots}  {' '.join(runs.unserved[:5])}")
     print(f"failed polls               {runs.failed:8d}")
