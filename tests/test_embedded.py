@@ -117,3 +117,32 @@ def answers(sock: Path) -> bool:
         return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=2).ping())
     except (redis.ConnectionError, FileNotFoundError):
         return False
+
+
+def test_the_first_start_of_run_shows_where_the_console_and_token_are_without_alembics_chatter(
+    tmp_path: Path,
+) -> None:
+    """A newcomer's first screen: a new data dir is migrated without Alembic's INFO lines."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {
+        "WATCHER_LISTEN": f"127.0.0.1:{port}"
+    }
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "console and API at" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            text = log.read_text()
+            assert "console and API at" in text and "admin.token" in text, text[-2000:]
+            assert "alembic" not in text, text
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)

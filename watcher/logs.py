@@ -35,7 +35,7 @@ CHATTY = (
     "celery.worker.strategy",
     "celery.app.trace",
     "uvicorn.access",
-    "alembic.runtime.migration",  # "Context impl ...", once per process that opens the database
+    "alembic",  # "Context impl ..." and "setup plugin ..." (7 lines), once per process that migrates
 )
 #: the JSON keys a line's own fields may not take
 RESERVED = frozenset({"time", "level", "logger", "message"})
