@@ -59,6 +59,28 @@ def test_a_poll_queued_once_the_previous_one_finished_or_a_second_passed_starts_
     assert [m["eta"] for m in messages(watcher, broker)] == [None, None]
 
 
+def test_a_hint_in_a_burst_waits_to_settle_even_when_the_last_listing_already_ended(
+    watcher: Watcher,
+    broker: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    """A small repository's listing ends within milliseconds: the next hint of the same burst must not list it
+    at once again (a quiet-machine burst of 1,000 hints listed repositories 3-4 times), while a hint after a
+    quiet spell still does."""
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.AT_ONCE}
+    queue.begin("r1", "team/app")  # the task starts: its mark cleared, started
+    queue.finished("r1", "team/app")  # ... and its listing ended at once
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.FOLLOW_UP}
+    assert queue.hint("r1", ["team/app"]).repositories == {"team/app": queue.COALESCED}
+    first, follow_up = messages(watcher, broker)
+    assert first["eta"] is None and follow_up["eta"] is not None
+
+    queue.begin("r1", "team/web")  # a listing of another repository, long after its last hint
+    queue.finished("r1", "team/web")
+    quiet_since = int(watcher.redis.time()[0] * 1000) - int(queue.QUIET_SECONDS * 1000) - 1
+    watcher.redis.set(queue.hinted_key("r1", "team/web"), quiet_since)
+    assert queue.hint("r1", ["team/web"]).repositories == {"team/web": queue.AT_ONCE}
+
+
 def test_the_task_marks_its_repository_finished_whatever_the_outcome(
     watcher: Watcher, registry: RegistryEnv, unique_repo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

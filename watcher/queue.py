@@ -5,8 +5,12 @@ the broker.
 Repository polls coalesce per repository (Redis keys under the installation's prefix, set and read by one
 Lua script a notification, `HINT`):
 - while a poll of a repository is queued and not yet started, another hint does nothing but note its time;
-- a hint with nothing queued and no listing of the repository started in the last RELIST_SECONDS is listed
-  at once: pushes one after the other are each reported as fast as the first;
+- a hint with nothing queued, no listing of the repository started in the last RELIST_SECONDS, and no
+  hint of it in the last QUIET_SECONDS is listed at once: pushes one after the other are each reported as
+  fast as the first;
+- a hint within QUIET_SECONDS of the previous one is part of a burst: it queues a follow-up (below) even
+  when the last listing already ended (a listing of a small repository ends within milliseconds, and the
+  burst would otherwise be listed again and again);
 - a hint arriving after a listing started (so the listing may have missed the change) queues exactly one
   *follow-up*: it starts no sooner than RELIST_SECONDS after that listing started, and then only once the
   repository's hints have been quiet for QUIET_SECONDS — or SETTLE_MAX_SECONDS after it was queued,
@@ -61,21 +65,24 @@ AT_ONCE, FOLLOW_UP, COALESCED = "at-once", "follow-up", "coalesced"
 WHOLE = "registry"
 
 # KEYS: the registry's window of the current second, then (queued, started, last hint) per repository.
-# ARGV: queued mark's seconds, window limit, then the repositories. Answers -1 (over the limit: poll the
-# whole registry), else per repository: -3 already queued, -2 queued at once, >= 0 queued as a follow-up
-# that may start in that many ms.
+# ARGV: queued mark's seconds, window limit, quiet ms, then the repositories. Answers -1 (over the limit: poll
+# the whole registry), else per repository: -3 already queued, -2 queued at once, >= 0 queued as a follow-up
+# that may start in that many ms (a hint within the quiet time of the previous one is in a burst: a
+# follow-up, even when no listing started lately).
 HINT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local n = (#KEYS - 1) / 3
-for i = 1, n do redis.call('SADD', KEYS[1], ARGV[2 + i]) end
+for i = 1, n do redis.call('SADD', KEYS[1], ARGV[3 + i]) end
 redis.call('PEXPIRE', KEYS[1], 2000)
 if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[2]) then return {-1} end
 local out = {}
 for i = 1, n do
   local queued, started, hinted = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local previous = tonumber(redis.call('GET', hinted) or '0')
   redis.call('SET', hinted, now, 'EX', ARGV[1])
   local left = redis.call('PTTL', started)
+  if left < 0 and now - previous < tonumber(ARGV[3]) then left = 0 end
   local kind = 'I'
   if left >= 0 then kind = 'F' end
   if redis.call('SET', queued, kind .. ':' .. now, 'NX', 'EX', ARGV[1]) then
@@ -179,7 +186,9 @@ def hint(name: str, repositories: list[str], expect: dict[str, list[str]] | None
     for repository in repositories:
         keys += [queued_key(name, repository), started_key(name, repository), hinted_key(name, repository)]
     try:
-        answers = _script(client, HINT)(keys, [QUEUED_SECONDS, MAX_REPOSITORIES, *repositories])
+        answers = _script(client, HINT)(
+            keys, [QUEUED_SECONDS, MAX_REPOSITORIES, int(QUIET_SECONDS * 1000), *repositories]
+        )
     except (redis.RedisError, OSError) as exc:
         raise _unqueued(name, "the polls", exc) from None
     if answers == [-1]:

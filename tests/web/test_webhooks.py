@@ -20,7 +20,7 @@ from sqlalchemy import select
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
-from tests.support.hooks import broker, hook_server  # noqa: F401 - fixtures
+from tests.support.hooks import broker, hook_server, settle  # noqa: F401 - fixtures
 from tests.support.polls import runs_of, wait_for
 from tests.support.registry import RegistryClient, RegistryServer
 from watcher import counters, hookstats, polling
@@ -117,6 +117,7 @@ def test_a_push_to_the_real_registry_reaches_the_stream_without_a_scheduled_poll
         client.delete(app, "v2")  # Distribution announces a delete by digest only
         assert wait_for(lambda: queued(watcher, broker) != [], 15), registry.log_tail()
         assert queued(watcher, broker) == [("watcher.poll_repository", ["r1", app])]
+        settle(watcher, "r1", app)  # notified within QUIET_SECONDS of the push: a follow-up, run once due
         assert poll_repository_task.run("r1", app) == 1
         assert [(e["tag"], e["change"]) for e in watcher.stream_entries()] == [("v2", "added"), ("v2", "removed")]
         assert webhook_counts(watcher).get("accepted", 0) >= 2
