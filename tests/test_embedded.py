@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -72,43 +74,49 @@ def test_poll_on_embedded_defaults_persists_the_stream(tmp_path: Path, registry:
     assert check.stdout.strip() == "['v2']", check.stderr
 
 
+@contextmanager
+def embedded_run(cwd: Path) -> Iterator[tuple[int, Path]]:
+    """`watcher run` on the embedded defaults in `cwd`, serving on a free port: (port, its log), stopped
+    with SIGTERM at the end."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {
+        "WATCHER_LISTEN": f"127.0.0.1:{port}"
+    }
+    log = cwd / "run.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield port, log
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+
+
 def test_run_on_embedded_defaults_polls_and_stops_its_redis(
     tmp_path: Path, registry: RegistryEnv, unique_repo: str
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
     added = add_local(tmp_path, registry, unique_repo, "--interval", "10s")
     assert added.returncode == 0, added.stderr
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {
-        "WATCHER_LISTEN": f"127.0.0.1:{port}"
-    }
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            baseline = re.compile(r"polled in [\d.]+s: 1 repositories, 1 tags, 0 events, \d+ requests \(baseline\)")
-            deadline = time.monotonic() + 90
-            while not baseline.search(log.read_text()) and time.monotonic() < deadline:
-                time.sleep(0.25)
-            assert baseline.search(log.read_text()), log.read_text()[-2000:]
-            token_file = tmp_path / ".watcher" / "admin.token"
-            assert f"console and API at http://127.0.0.1:{port}/console/" in log.read_text()
-            assert str(token_file) in log.read_text() and token_file.stat().st_mode & 0o777 == 0o600
-            token = token_file.read_text().strip()
-            assert token not in log.read_text()
-            listed = httpx.get(
-                f"http://127.0.0.1:{port}/api/v1/registries", headers={"Authorization": f"Bearer {token}"}
-            )
-            assert [r["status"]["state"] for r in listed.json()["items"]] == ["ok"]
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(60)
+    with embedded_run(tmp_path) as (port, log):
+        baseline = re.compile(r"polled in [\d.]+s: 1 repositories, 1 tags, 0 events, \d+ requests \(baseline\)")
+        deadline = time.monotonic() + 90
+        while not baseline.search(log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert baseline.search(log.read_text()), log.read_text()[-2000:]
+        token_file = tmp_path / ".watcher" / "admin.token"
+        assert f"console and API at http://127.0.0.1:{port}/console/" in log.read_text()
+        assert str(token_file) in log.read_text() and token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert token not in log.read_text()
+        listed = httpx.get(f"http://127.0.0.1:{port}/api/v1/registries", headers={"Authorization": f"Bearer {token}"})
+        assert [r["status"]["state"] for r in listed.json()["items"]] == ["ok"]
     assert not answers(tmp_path / ".watcher" / "redis.sock"), "watcher run left its embedded Redis running"
 
 
@@ -123,26 +131,10 @@ def test_the_first_start_of_run_shows_where_the_console_and_token_are_without_al
     tmp_path: Path,
 ) -> None:
     """A newcomer's first screen: a new data dir is migrated without Alembic's INFO lines."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")} | {
-        "WATCHER_LISTEN": f"127.0.0.1:{port}"
-    }
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while "console and API at" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            text = log.read_text()
-            assert "console and API at" in text and "admin.token" in text, text[-2000:]
-            assert "alembic" not in text, text
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(60)
+    with embedded_run(tmp_path) as (port, log):
+        deadline = time.monotonic() + 60
+        while "console and API at" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = log.read_text()
+        assert f"console and API at http://127.0.0.1:{port}/console/" in text and "admin.token" in text, text[-2000:]
+        assert "alembic" not in text, text
