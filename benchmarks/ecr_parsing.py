@@ -32,9 +32,9 @@ from typing import Any
 import botocore.session
 from botocore.parsers import ResponseParserFactory
 
-from watcher.forms import build_spec
 from watcher.pollers import poller_for
 from watcher.pollers.ecr import EcrPoller, utc_timestamp
+from watcher.registrations.forms import build_spec
 
 ACCOUNT = "123456789012"
 PAGE = 1000

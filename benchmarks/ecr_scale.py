@@ -7,7 +7,7 @@ created for the run and dropped after) registers it as an `ecr` registry (`--max
 --rate-limit 10000`). Then, each in a fresh process of its own, alternating: the **floor** (boto3's ECR
 client, defaults but for 8 pooled connections, 8 threads: DescribeRepositories pages, then each
 repository's DescribeImages pages into a tag -> (digest, push time) dict, as any consumer must) and
-watcher's poll (`watcher.polling.poll`, or with `--command` the whole `watcher poll` command, process
+watcher's poll (`watcher.polling.poll.poll`, or with `--command` the whole `watcher poll` command, process
 start and publishing to Redis included). First the baseline, then RUNS steady polls, then RUNS polls each
 after the fake moved 1 % of the tags (every repository has some) to new digests.
 
@@ -98,13 +98,13 @@ def poll_role() -> dict[str, Any]:
     """watcher's poll of the registry, in this process, after its imports."""
     import watcher.pollers.ecr  # (boto3: imported before the clock starts, as the floor's is)
     from watcher.db import get_engine
-    from watcher.polling import poll
+    from watcher.polling.poll import poll
 
     get_engine()
-    if os.environ.get("BENCH_GC") == "default":  # an experiment: the poll without `watcher.heap.settle`
-        import watcher.heap
+    if os.environ.get("BENCH_GC") == "default":  # an experiment: the poll without `watcher.runtime.heap.settle`
+        import watcher.runtime.heap
 
-        watcher.heap.settle = lambda: None
+        watcher.runtime.heap.settle = lambda: None
     rss_ready = _status_kb("VmRSS")
     started, cpu = time.perf_counter(), time.process_time()
     result = poll(NAME)
@@ -297,7 +297,7 @@ def drive(opts: argparse.Namespace) -> int:
         subprocess.run(add, env=inst.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         print(
             f"{opts.repos:,} repositories x {opts.tags:,} tags = {total:,} tags, {opts.db}, "
-            f"{'whole processes: `watcher poll`' if opts.command else 'watcher.polling.poll'}"
+            f"{'whole processes: `watcher poll`' if opts.command else 'watcher.polling.poll.poll'}"
             f"{f' from {opts.source}' if opts.source else ''}, Python "
             f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}",
             flush=True,

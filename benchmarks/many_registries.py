@@ -16,7 +16,7 @@ seconds:
 
 - polls completed a minute (scheduled polls finished in the window);
 - schedule lag p50/p95/max: each scheduled poll's `started_at` minus its slot (the registry's last grid point
-  at or before it: `watcher.scheduler`), and the `watcher_schedule_lag_seconds` gauge sampled every 2 s,
+  at or before it: `watcher.polling.scheduler`), and the `watcher_schedule_lag_seconds` gauge sampled every 2 s,
   with the broker's queue length; the slots of the window that a scheduled poll started for;
 - failed polls (every outcome but `ok` in the window);
 - CPU per poll: CPU seconds of the watcher processes (every `watcher run` with its beat and pool; the
@@ -289,8 +289,8 @@ def pusher(registry_url: str, args: argparse.Namespace, pushes: Pushes, stop: th
 
 def lag_sampler(client: redis.Redis, samples: list[float], queue: list[int], stop: threading.Event) -> None:
     """`watcher_schedule_lag_seconds` and the broker's queue length, every 2 s."""
-    from watcher import pool
     from watcher.db import session_scope
+    from watcher.polling import pool
     from watcher.web.metrics import schedule_lag
 
     while not stop.wait(2):
@@ -327,7 +327,7 @@ def scheduled_runs(since: datetime, until: datetime, interval: int) -> Runs:
 
     from watcher.db import session_scope
     from watcher.models import PollRun, Registry
-    from watcher.scheduler import EPOCH, phase_of
+    from watcher.polling.scheduler import EPOCH, phase_of
 
     with session_scope() as session:
         rows = session.execute(

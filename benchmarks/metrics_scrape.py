@@ -4,7 +4,7 @@ Seeds a throw-away installation (SQLite in a temporary dir, or with `--postgres`
 its own, dropped afterwards) through the app's own migrations, in bulk: N registries, each with 10
 repositories x 3 tags, a poll history (registry-wide polls every 5 minutes, every fifth followed by a
 webhook's poll of one repository, every tenth registry's newest poll failed), and the counters such a fleet
-accumulates, made by the app's own increment builders (`watcher.pollmetrics`, `watcher.hookstats`'
+accumulates, made by the app's own increment builders (`watcher.read.pollmetrics`, `watcher.hooks.stats`'
 metric): polls by outcome, the duration histogram, requests by code, events by change, webhooks by format
 and outcome.
 
@@ -110,8 +110,9 @@ POLL_COLUMNS = (*read_side.POLL_COLUMNS, "trigger", "listed_repositories")
 
 def counter_rows(count: int, polls: int) -> Iterator[Row]:
     """The fleet's counters, built by the app's own increment builders and summed per series."""
-    from watcher import hookstats, pollmetrics
-    from watcher.counters import Increment, labels_key
+    from watcher.hooks import stats as hookstats
+    from watcher.read import pollmetrics
+    from watcher.read.counters import Increment, labels_key
 
     totals: dict[tuple[str, str], float] = defaultdict(float)
     for reg in range(1, count + 1):

@@ -4,7 +4,7 @@ Starts the real registry (CNCF Distribution, as the tests do), seeds REPOS x TAG
 `benchmarks.delay_proxy` in front of it (every request delayed by DELAY ms), registers the proxy as an
 `oci` registry in a throw-away watcher installation (temporary data dir and SQLite database, a unique
 Redis stream key, all removed afterwards) and records the baseline. Then, alternating, it times RUNS steady
-polls (`watcher.polling.poll`, nothing changed) and RUNS listings by a minimal 8-thread httpx client that
+polls (`watcher.polling.poll.poll`, nothing changed) and RUNS listings by a minimal 8-thread httpx client that
 makes exactly the same requests (catalog pages, each repository's tag list, a HEAD per tag with the same
 Accept header) through the same proxy. It counts the database rows every steady poll writes, and, last,
 changes one tag and counts the rows that poll writes.
@@ -57,11 +57,11 @@ from sqlalchemy import Engine, event, func, select
 
 from tests.support.processes import stop_process
 from tests.support.registry import OCI_MANIFEST, RegistryClient, RegistryServer, _image_blobs
-from watcher.cli import main as watcher_cli
+from watcher.cli.main import main as watcher_cli
 from watcher.db import get_engine, session_scope
 from watcher.models import Event, PollRun, Registry, Repository, Tag
-from watcher.oci import MANIFEST_TYPES, PAGE_SIZE
-from watcher.polling import PollResult, load_snapshot, poll
+from watcher.polling.poll import PollResult, load_snapshot, poll
+from watcher.registry.oci import MANIFEST_TYPES, PAGE_SIZE
 from watcher.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -334,7 +334,7 @@ POLL_COLUMNS = (
 
 def counter_rows() -> Iterator[Row]:
     """The counters a fleet of REGISTRIES registries accumulates: a few series per registry."""
-    from watcher.counters import DURATION_BUCKETS, _le, labels_key
+    from watcher.read.counters import DURATION_BUCKETS, _le, labels_key
 
     for reg in range(1, REGISTRIES + 1):
         base = {"registry": registry_name(reg), "provider": "oci"}
@@ -377,8 +377,8 @@ def seed(engine: Engine, events: int, polls: int = POLLS_PER_REGISTRY) -> dict[s
 
 
 def create_token() -> str:
-    from watcher import tokens
     from watcher.db import session_scope
+    from watcher.registrations import tokens
 
     with session_scope() as session:
         return tokens.create(session, "bench", "reader")
@@ -435,7 +435,7 @@ class Case:
 
 
 def cursor_for(*key: Any) -> str:
-    from watcher.readmodel import encode_cursor
+    from watcher.read.model import encode_cursor
 
     return encode_cursor(list(key))
 
@@ -533,7 +533,7 @@ def measure_status(inst: Installation, runs: int) -> tuple[list[str], list[str]]
     """`watcher status` as a process (start included) beside `watcher --version` (the start alone), then
     the in-process `registry_statuses` call."""
     from watcher.db import session_scope
-    from watcher.readmodel import registry_statuses
+    from watcher.read.model import registry_statuses
 
     env = {**os.environ, **inst.env}
     cli, floor = [], []
@@ -599,8 +599,8 @@ def commit_event(index: int) -> tuple[int, float]:
     """One event committed as a poll commits it: the app's `new_event`, the ORM, one transaction."""
     from watcher.db import session_scope
     from watcher.diff import Change, ChangeKind
-    from watcher.events import new_event
     from watcher.models import utcnow
+    from watcher.outbox.events import new_event
 
     change = Change(ChangeKind.ADDED, HOT_REPOSITORY, f"sse-{index}", digest_of("sse", index))
     with session_scope() as session:
@@ -701,7 +701,7 @@ def metrics_collect(_session: Any) -> None:
 
 
 def plans(engine: Engine, events: int) -> list[str]:
-    from watcher.readmodel import EventFilters, events_page, images_page, registry_statuses
+    from watcher.read.model import EventFilters, events_page, images_page, registry_statuses
 
     deep = cursor_for(events // 2)
     middle = cursor_for(datetime(2026, 6, 1, tzinfo=UTC), 10**9)

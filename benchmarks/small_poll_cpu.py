@@ -5,7 +5,7 @@ stays up: what counts there is the CPU one steady poll costs. This starts the re
 Distribution, as the tests do), seeds REPOS x TAGS images (10 x 3 by default), registers it in a
 throw-away watcher installation with its repositories named literally (so no catalog: 10 tag lists and
 30 manifest HEADs a poll), records the baseline, and then, alternating, runs RUNS rounds of K steady polls
-each: `watcher.polling.poll` in this one process, as a worker runs them (its clients and pools kept warm
+each: `watcher.polling.poll.poll` in this one process, as a worker runs them (its clients and pools kept warm
 between polls), and K listings by a minimal client (one `httpx.Client` with its connection pool kept
 between listings, 8 threads) making the same requests. It reports the CPU time of this process (process
 time, not wall) per poll for each, and their ratio (target <= TARGET, 2.0). The machine's Redis holds the
@@ -36,10 +36,10 @@ from click.testing import CliRunner
 
 from benchmarks.poll_speed import NAME, Digests, repo_name, seed, stored_digests, watcher_installation
 from tests.support.registry import RegistryServer
-from watcher import warm
-from watcher.cli import main as watcher_cli
-from watcher.oci import MANIFEST_TYPES, PAGE_SIZE
-from watcher.polling import poll
+from watcher.cli.main import main as watcher_cli
+from watcher.polling.poll import poll
+from watcher.registry import warm
+from watcher.registry.oci import MANIFEST_TYPES, PAGE_SIZE
 
 
 def register(registry_url: str, repos: int, concurrency: int) -> None:

@@ -233,7 +233,7 @@ def stream_reader(stream: str) -> Iterator[Arrivals]:
 
 # ---- watcher ----------------------------------------------------------------------------------------
 def cli(*args: str) -> str:
-    from watcher.cli import main as watcher_cli
+    from watcher.cli.main import main as watcher_cli
 
     result = CliRunner().invoke(watcher_cli, list(args))
     if result.exit_code != 0:
@@ -505,7 +505,7 @@ def burst_lines(args: argparse.Namespace, burst: Burst) -> tuple[list[str], list
 
 # ---- main -------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, command: str) -> int:
-    from watcher.polling import poll
+    from watcher.polling.poll import poll
 
     print(f"webhook latency on {args.db}: {args.pushes} pushes, burst of {args.burst}; {machine()}", flush=True)
     port = free_port()

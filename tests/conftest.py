@@ -21,7 +21,7 @@ import redis
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from watcher.cli import main
+from watcher.cli.main import main
 from watcher.db import get_engine
 from watcher.settings import Settings, get_settings
 

@@ -18,7 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import PG_ADMIN_URL, RUN_ID
-from watcher.db import HEAD_REVISION, alembic_config, get_engine, head_revision, migrate, stored_revisions
+from tests.support.migrations import migrations
+from watcher.db import HEAD_REVISION, get_engine, head_revision, migrate, stored_revisions
 from watcher.private_files import file_lock
 
 PROCESSES = 6
@@ -110,15 +111,11 @@ def test_the_head_constant_is_alembics_head() -> None:
 
 def test_a_database_behind_head_is_migrated_on_open(tmp_path: Path) -> None:
     """A database a release behind (its version table exists, with an older revision) is upgraded."""
-    from alembic import command
-
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     try:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0002")
+        with migrations(engine) as schema:
+            schema.up("0002")
         with engine.connect() as conn:
             assert stored_revisions(conn) == ["0002"]
         opened = get_engine(url)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.cli.test_embedded import add_local, run
 from tests.support.fixtures import PASSWORD, RegistryEnv
-from tests.test_embedded import add_local, run
 from watcher import bus
 from watcher.db import get_engine
 from watcher.settings import get_settings

@@ -72,7 +72,7 @@ class Registry(Base):
     #: the slot of a poll dispatched but not yet started (how late it is, is the schedule lag)
     due_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    #: the webhook receiver's secret, Fernet-encrypted like the credentials (`watcher.webhooks`)
+    #: the webhook receiver's secret, Fernet-encrypted like the credentials (`watcher.hooks.receivers`)
     webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_format: Mapped[str | None] = mapped_column(String(30), nullable=True)
     webhook_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -89,7 +89,7 @@ class Repository(Base):
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(500))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    #: a hash over the stored tag -> digest pairs (`watcher.snapshot.fingerprint`): a listing with the same
+    #: a hash over the stored tag -> digest pairs (`watcher.polling.snapshot.fingerprint`): a listing with the same
     #: one changes nothing, so its tag rows are not read; NULL (a row from before 0004) is re-diffed once
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: bumped by every commit of this repository with a compare-and-set, so that two polls never both
@@ -183,7 +183,7 @@ class ApiToken(Base):
 
 
 class ConsoleSession(Base):
-    """A console login: only the SHA-256 of its cookie's random id is kept (`watcher.console_sessions`), with
+    """A console login: only the SHA-256 of its cookie's random id is kept (`watcher.web.console.sessions`), with
     the token it was opened with, so revoking or expiring that token ends it too."""
 
     __tablename__ = "console_sessions"

@@ -28,11 +28,11 @@ from tests.fakes.acr import FakeAcr
 from tests.support.registry import free_port
 from watcher import errors
 from watcher.diff import TagState
-from watcher.events import rfc3339
-from watcher.http import HostLimits
+from watcher.outbox.events import rfc3339
 from watcher.pollers.acr import AcrPoller, Meter
-from watcher.scope import Scope
-from watcher.spec import RegistrySpec
+from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.hostlimits import HostLimits
 
 if TYPE_CHECKING:
     from tests.support.fixtures import RegistryEnv

@@ -28,8 +28,8 @@ from tests.support.faults import FaultProxy
 from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv, RegistryFactory
 from tests.support.registry import free_port
 from tests.support.token_server import TokenServer
-from watcher.http import quota_left, retry_after_seconds
 from watcher.pollers.dockerhub import API_URL_ENV, usable_seconds
+from watcher.registry.hostlimits import quota_left, retry_after_seconds
 
 
 @dataclass

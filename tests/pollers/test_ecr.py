@@ -24,10 +24,10 @@ from tests.fakes.ecr_api import FakeEcrApi
 from tests.support.moto_server import ACCOUNT, REGISTRY_URL, EcrSeed, MotoServer
 from tests.support.registry import free_port
 from watcher import errors
-from watcher.forms import build_spec
 from watcher.pollers import poller_for
 from watcher.pollers.ecr import EcrPoller, parse_url
-from watcher.scope import Scope
+from watcher.registrations.forms import build_spec
+from watcher.registrations.scope import Scope
 
 ACCESS_KEY = "AKIAWATCHERTEST00001"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/never-shown-secret"

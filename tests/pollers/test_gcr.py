@@ -26,9 +26,9 @@ from tests.support.registry import RegistryClient, free_port
 from tests.support.token_server import Grant, TokenServer
 from watcher import errors
 from watcher.diff import TagState
-from watcher.forms import build_spec
 from watcher.pollers.gcr import GcrPoller, read_tag_pages, refresh_error, uploaded_at
-from watcher.scope import Scope
+from watcher.registrations.forms import build_spec
+from watcher.registrations.scope import Scope
 
 if TYPE_CHECKING:
     from tests.support.fixtures import RegistryEnv, RegistryFactory

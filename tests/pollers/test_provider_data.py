@@ -24,8 +24,8 @@ from watcher.diff import TagState
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.pollers.gcr import read_tag_pages
-from watcher.scope import Scope
-from watcher.spec import RegistrySpec
+from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
 
 GOOD = digest_of("good")
 

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import httpx
 from sqlalchemy import select
 
-from watcher import tokens
 from watcher.db import session_scope
 from watcher.models import ConsoleSession
+from watcher.registrations import tokens
 from watcher.web.deps import COOKIE
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')

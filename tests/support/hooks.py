@@ -20,8 +20,10 @@ import pytest
 
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
-from watcher import counters, hookstats, queue
 from watcher.db import session_scope
+from watcher.hooks import stats as hookstats
+from watcher.polling import queue
+from watcher.read import counters
 from watcher.settings import get_settings
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "webhooks"

@@ -1,6 +1,6 @@
 """A throw-away watcher installation for commands run in fresh processes: a data dir (SQLite, embedded
 Redis, a generated key) with four registries of three providers (`hub`, `harbor`, `aws`, `azure`), two
-tags stored for `hub` (and their two events) and a reader token. Used by tests/test_cli_imports.py and
+tags stored for `hub` (and their two events) and a reader token. Used by tests/cli/test_cli_imports.py and
 benchmarks/command_speed.py."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 SEED = """
 from click.testing import CliRunner
-from watcher.cli import main
+from watcher.cli.main import main
 for args in [
     ["registry", "add", "hub", "--provider", "oci", "--url", "https://registry.example.com", "--no-verify"],
     ["registry", "add", "harbor", "--provider", "oci", "--url", "https://harbor.example.com", "--no-verify"],
@@ -26,11 +26,11 @@ for args in [
     assert result.exit_code == 0, (args, result.output)
 
 # two tags stored for `hub`, as a poll saves them (the events they made are in the history)
-from watcher import registries
+from watcher.registrations import store as registries
 from watcher.db import get_engine, session_scope
 from watcher.diff import TagState
-from watcher.saving import Listed, Target, save
-from watcher.scope import Scope
+from watcher.polling.saving import Listed, Target, save
+from watcher.registrations.scope import Scope
 with session_scope() as session:
     hub = registries.find(session, "hub")
     target = Target(hub.id, "hub", hub.url, Scope.from_options({}), emit_new=True)

@@ -10,9 +10,10 @@ from sqlalchemy import select
 
 from tests.conftest import Watcher
 from tests.support.registry import RegistryClient
-from watcher import polling, registries
 from watcher.db import session_scope
 from watcher.models import PollRun, Registry
+from watcher.polling import poll as polling
+from watcher.registrations import store as registries
 
 
 def runs_of(watcher: Watcher, name: str) -> list[PollRun]:

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
-from watcher import tokens
 from watcher.db import session_scope
+from watcher.registrations import tokens
 
 
 @dataclass

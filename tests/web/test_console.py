@@ -271,7 +271,7 @@ def test_a_cookie_copied_before_logout_is_refused_after_it(watcher: Watcher, con
 def test_the_console_shows_each_registrys_last_webhook_and_what_triggered_each_poll(
     watcher: Watcher, console: Console, registry: RegistryEnv, unique_repo: str
 ) -> None:
-    from watcher.repopoll import poll_repository
+    from watcher.polling.repository import poll_repository
 
     image = f"{unique_repo}/app"
     registry.client.push_image(image, "v1")

@@ -15,9 +15,9 @@ from tests.support.registry import free_port
 from watcher.db import session_scope
 from watcher.errors import AuthError, ConflictError, InputError, RegistryError, ScopeError, UnreachableError
 from watcher.models import Registry
-from watcher.registration import field_at_fault
-from watcher.spec import RegistrySpec
-from watcher.tables import ago
+from watcher.read.tables import ago
+from watcher.registrations.registration import field_at_fault
+from watcher.registrations.spec import RegistrySpec
 from watcher.web.console import actions
 
 

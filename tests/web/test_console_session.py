@@ -13,9 +13,10 @@ from sqlalchemy import select, update
 from tests.conftest import Watcher
 from tests.support import console
 from tests.web.conftest import Api
-from watcher import console_sessions, tokens
 from watcher.db import session_scope
 from watcher.models import ApiToken, ConsoleSession, utcnow
+from watcher.registrations import tokens
+from watcher.web.console import sessions as console_sessions
 from watcher.web.routes import events
 
 

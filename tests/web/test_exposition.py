@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from watcher.counters import labels_key
+from watcher.read.counters import labels_key
 from watcher.web.exposition import Family, number
 from watcher.web.metrics import counter_text
 

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import Watcher
 from tests.fakes.hostile_registry import HostileRegistry, Recorder
 from tests.web.conftest import Api
-from watcher.readmodel import encode_cursor
+from watcher.read.model import encode_cursor
 
 
 def forged(text: str) -> str:

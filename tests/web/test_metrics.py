@@ -14,13 +14,14 @@ from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
 from tests.support.polls import runs_of, set_row
 from tests.web.conftest import Api
-from watcher import counters, registries
-from watcher.counters import Increment
 from watcher.db import session_scope
 from watcher.models import PollRun, utcnow
-from watcher.repopoll import poll_repository
-from watcher.scheduler import claim_due
-from watcher.spec import RegistrySpec
+from watcher.polling.repository import poll_repository
+from watcher.polling.scheduler import claim_due
+from watcher.read import counters
+from watcher.read.counters import Increment
+from watcher.registrations import store as registries
+from watcher.registrations.spec import RegistrySpec
 
 
 def scrape(api: Api) -> dict[str, list[tuple[dict[str, str], float]]]:

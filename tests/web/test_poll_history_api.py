@@ -5,8 +5,8 @@ from __future__ import annotations
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
 from tests.web.conftest import Api
-from watcher import polling
-from watcher.repopoll import poll_repository
+from watcher.polling import poll as polling
+from watcher.polling.repository import poll_repository
 
 
 def test_the_poll_history_says_what_triggered_each_poll(

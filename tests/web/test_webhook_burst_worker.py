@@ -1,5 +1,5 @@
 """A burst of notifications for one repository, sent through the real receiver to a real Celery worker,
-costs at most two listings of it a second: the first at once, the rest coalesced (watcher.queue)."""
+costs at most two listings of it a second: the first at once, the rest coalesced (watcher.polling.queue)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.support.hooks import Hook, hook_server  # noqa: F401 - fixture
 from tests.support.polls import runs_of, wait_for
 from tests.support.workers import ready
 from tests.web.test_webhooks import MANIFEST, V1, envelope, event
-from watcher import polling
+from watcher.polling import poll as polling
 
 NOTIFICATIONS = 100
 

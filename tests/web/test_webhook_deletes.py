@@ -27,7 +27,7 @@ from tests.support.polls import runs_of, wait_for
 from tests.support.registry import RegistryClient, RegistryServer
 from tests.support.workers import ready
 from tests.web.test_webhooks import enable, notify_with
-from watcher import polling
+from watcher.polling import poll as polling
 
 #: how long a test waits for the removals (the issue's target is 2 s; a loaded machine gets some slack)
 DEADLINE = 10.0

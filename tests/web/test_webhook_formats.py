@@ -24,8 +24,8 @@ from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv, RegistryFact
 from tests.support.hooks import Hook, broker, hook_server, payload, story  # noqa: F401 - fixtures
 from tests.support.moto_server import ACCOUNT, REGION, REGISTRY_URL, EcrSeed
 from tests.support.registry import RegistryClient
-from watcher import polling
 from watcher.pollers.dockerhub import API_URL_ENV
+from watcher.polling import poll as polling
 
 
 @pytest.fixture

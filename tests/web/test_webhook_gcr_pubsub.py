@@ -31,7 +31,8 @@ from tests.support.fixtures import RegistryEnv, RegistryFactory
 from tests.support.hooks import Notice, broker, hook_server, payload, story  # noqa: F401 - fixtures
 from tests.support.token_server import TokenServer
 from tests.support.webhooks import PubSubHook
-from watcher import googleoidc, polling
+from watcher.hooks import googleoidc
+from watcher.polling import poll as polling
 from watcher.settings import get_settings
 
 PROJECT = "watcher-proj"

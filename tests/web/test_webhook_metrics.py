@@ -11,7 +11,7 @@ from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
 from tests.support.hooks import Hook, broker, hook_server  # noqa: F401 - fixtures
 from tests.support.polls import runs_of
-from watcher import polling
+from watcher.polling import poll as polling
 
 V2 = "application/vnd.docker.distribution.events.v2+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"

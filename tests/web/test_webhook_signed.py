@@ -19,7 +19,7 @@ from tests.support.api_server import ApiServer
 from tests.support.fixtures import RegistryEnv
 from tests.support.hooks import Notice, broker, hook_server, payload, story  # noqa: F401 - fixtures
 from tests.support.webhooks import SignedHook, signature
-from watcher import polling
+from watcher.polling import poll as polling
 
 NOWHERE = "sha256:" + "0" * 64
 STRUCTURED = "application/cloudevents+json"

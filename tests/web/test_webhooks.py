@@ -23,9 +23,11 @@ from tests.support.fixtures import RegistryEnv
 from tests.support.hooks import broker, hook_server, settle  # noqa: F401 - fixtures
 from tests.support.polls import runs_of, wait_for
 from tests.support.registry import RegistryClient, RegistryServer
-from watcher import counters, hookstats, polling
 from watcher.db import session_scope
+from watcher.hooks import stats as hookstats
 from watcher.models import Registry
+from watcher.polling import poll as polling
+from watcher.read import counters
 
 V1 = "application/vnd.docker.distribution.events.v1+json"
 V2 = "application/vnd.docker.distribution.events.v2+json"

@@ -13,11 +13,11 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
-from watcher.hooks import Auth, HookFormat, Notification
+from watcher.hooks.format import Auth, HookFormat, Notification
 from watcher.hooks.payload import hostname, json_object, member, repository, same_host, text
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 RELISTING_ACTIONS = ("push", "delete")
 WHAT = "an Azure Container Registry webhook"

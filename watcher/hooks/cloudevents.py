@@ -20,13 +20,13 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
 from watcher.hooks.payload import repository as valid_repository
 from watcher.hooks.payload import same_host
-from watcher.reference import shown
+from watcher.registry.reference import shown
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"

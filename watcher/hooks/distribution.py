@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification
-from watcher.reference import is_tag, repository_problem, shown
+from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
+from watcher.registry.reference import is_tag, repository_problem, shown
 
 #: the media types of Distribution's notification envelope (v2: Distribution 3), and plain JSON
 DISTRIBUTION_TYPES = frozenset(
@@ -32,7 +32,7 @@ MANIFEST_TYPES = frozenset(
 RELISTING_ACTIONS = ("push", "delete")
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 
 def repositories(notification: Notification) -> list[str]:

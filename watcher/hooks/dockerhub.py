@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from watcher.hooks import Auth, HookFormat, Notification
+from watcher.hooks.format import Auth, HookFormat, Notification
 from watcher.hooks.payload import json_object, member, repository, text
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 WHAT = "a Docker Hub webhook"
 

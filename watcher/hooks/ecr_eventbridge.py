@@ -15,11 +15,11 @@ import json
 import shlex
 from typing import TYPE_CHECKING
 
-from watcher.hooks import Auth, HookFormat, Notification
+from watcher.hooks.format import Auth, HookFormat, Notification
 from watcher.hooks.payload import hostname, json_object, member, repository, text
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 DETAIL_TYPE = "ECR Image Action"
 SOURCE = "aws.ecr"

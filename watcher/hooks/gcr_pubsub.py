@@ -6,7 +6,7 @@ pushes it wrapped as `{"message": {"data": BASE64, "messageId", "publishTime", "
 "subscription"}` (or bare, with `--push-no-wrapper`). The image's path is the gcr poller's repository name
 (`PROJECT/IMAGE`, `PROJECT/REPO/IMAGE`); messages about another host or another project are ignored.
 
-The request is authenticated by the OIDC token Pub/Sub adds (`watcher.googleoidc`), signed by Google for
+The request is authenticated by the OIDC token Pub/Sub adds (`watcher.hooks.googleoidc`), signed by Google for
 the push service account: that account is the registry's own (its `--json-key`'s `client_email`), so there
 is nothing more to configure on the watcher's side and no secret to copy.
 """
@@ -19,15 +19,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import InputError
-from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
 from watcher.hooks.payload import json_object, same_host
 from watcher.hooks.payload import repository as valid_repository
 from watcher.pollers.gcr import project_prefix, service_account_info
-from watcher.reference import shown
+from watcher.registry.reference import shown
 
 if TYPE_CHECKING:
-    from watcher.spec import RegistrySpec
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
+    from watcher.registrations.spec import RegistrySpec
 
 ACTIONS = ("INSERT", "DELETE")
 
@@ -91,7 +91,7 @@ def check(spec: RegistrySpec) -> None:
 def setup(hook: Webhook) -> str:
     """The `gcr` topic and a push subscription authenticated as the registry's service account."""
     from watcher.db import session_scope
-    from watcher.registries import find, spec_of
+    from watcher.registrations.store import find, spec_of
 
     with session_scope() as session:
         spec = spec_of(find(session, hook.registry))

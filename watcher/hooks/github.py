@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
 from watcher.hooks.payload import json_object
 from watcher.hooks.payload import repository as valid_repository
-from watcher.reference import shown
+from watcher.registry.reference import shown
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 EVENTS = ("package", "registry_package")
 RELISTING_ACTIONS = frozenset({"published", "updated", "deleted"})

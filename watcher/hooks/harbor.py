@@ -13,12 +13,12 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
 from watcher.hooks.payload import json_object, member, repository, same_host, text
-from watcher.reference import shown
+from watcher.registry.reference import shown
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 #: the event types that can change a tag; every other one (pulls, scans, quotas, replication) is ignored
 RELISTING_TYPES = ("PUSH_ARTIFACT", "DELETE_ARTIFACT")

@@ -11,8 +11,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from watcher.hooks import Malformed, Notification
-from watcher.reference import json_type, repository_problem, shown
+from watcher.hooks.format import Malformed, Notification
+from watcher.registry.reference import json_type, repository_problem, shown
 
 
 def json_object(notification: Notification, what: str) -> dict[str, Any]:

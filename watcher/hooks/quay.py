@@ -14,12 +14,12 @@ import json
 import shlex
 from typing import TYPE_CHECKING
 
-from watcher.hooks import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
 from watcher.hooks.payload import json_object, repository, same_host, text
-from watcher.reference import shown
+from watcher.registry.reference import shown
 
 if TYPE_CHECKING:
-    from watcher.webhooks import Webhook
+    from watcher.hooks.format import Webhook
 
 WHAT = "a Quay repository notification"
 

@@ -14,7 +14,7 @@ from watcher.errors import InputError
 
 if TYPE_CHECKING:
     from watcher.pollers.base import Poller
-    from watcher.spec import RegistrySpec
+    from watcher.registrations.spec import RegistrySpec
 
 _PROVIDERS = {
     "oci": "watcher.pollers.oci:OciPoller",

@@ -7,7 +7,7 @@ all the default Azure credential chain) goes through the azure SDK and ACR's own
 lists every tag with its digest and last-update time in one paged call; the SDK swaps the AAD token for
 ACR tokens (`/oauth2/exchange`, `/oauth2/token`) on each challenge. The SDK is synchronous: each call
 runs in a thread, at most `max_concurrency` at once, every HTTP request paced by `rate_limit`, and held
-within the same limits across the deployment too (`SharedSlots`, as `watcher.sharedlimits` does for httpx).
+within the same limits across the deployment too (`SharedSlots`, as `watcher.registry.sharedlimits` does for httpx).
 
 `AZURE_AUTHORITY_HOST` points Azure AD elsewhere (a national cloud, or a test authority); for a host
 Microsoft does not know, instance discovery is turned off so nothing calls login.microsoftonline.com.
@@ -43,16 +43,17 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from watcher import errors
 from watcher.diff import TagState
-from watcher.entries import check_entries
 from watcher.errors import InputError
-from watcher.http import HostLimits, Pacer, error_for_status
-from watcher.origin import OffOrigin, origin_of, shown
-from watcher.policedsession import policed_session
 from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
-from watcher.sharedlimits import SharedLimits
-from watcher.spec import RegistrySpec
-from watcher.tally import Tally
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.entries import check_entries
+from watcher.registry.hostlimits import HostLimits, Pacer
+from watcher.registry.http import error_for_status
+from watcher.registry.origin import OffOrigin, origin_of, shown
+from watcher.registry.policedsession import policed_session
+from watcher.registry.requestcounts import Tally
+from watcher.registry.sharedlimits import SharedLimits
 
 AUDIENCE = "https://containerregistry.azure.net"
 BASIC_FIELDS = ("username", "password")
@@ -222,7 +223,7 @@ class Meter(SansIOHTTPPolicy):
 
 
 class SharedSlots(SansIOHTTPPolicy):
-    """Holds one of the host's deployment-wide slots (`watcher.sharedlimits`) while a request is sent, so
+    """Holds one of the host's deployment-wide slots (`watcher.registry.sharedlimits`) while a request is sent, so
     every process's requests to the registry keep together to its limits; a 429 or a spent quota in the
     answer holds back every process. After the retry and authentication policies: one slot per attempt,
     the token exchanges' too, and never two held at once. Sans-I/O, as the same instance serves the

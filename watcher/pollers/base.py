@@ -1,7 +1,7 @@
 """What every provider is: a way to list one registry into a Listing, and to check it can.
 
 The base class owns concurrency, scoping and the check of what the registry sent against the OCI
-grammar (`watcher.reference`); a provider supplies credentials, repository discovery and tag listing, and
+grammar (`watcher.registry.reference`); a provider supplies credentials, repository discovery and tag listing, and
 passes every name through `valid_repositories`/`valid_tags` before using it (in a URL, a filter or the
 listing) and every digest through `valid_digest`. `listing` checks the result once more, so nothing a
 provider missed reaches the snapshot. `verify` is what `registry add` and `registry test` run.
@@ -17,10 +17,10 @@ from typing import Any, ClassVar, TypeVar
 from watcher import errors
 from watcher.diff import Listing, TagState
 from watcher.errors import InputError
-from watcher.http import HostLimits
-from watcher.reference import digest_problem, repository_problem, shown, tag_problem
-from watcher.scope import Scope
-from watcher.spec import RegistrySpec
+from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.hostlimits import HostLimits
+from watcher.registry.reference import digest_problem, repository_problem, shown, tag_problem
 
 TagFilter = Callable[[str], bool]
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class Poller:
 
     async def listing(self, scope: Scope) -> Listing:
         """The whole registry in scope, listed concurrently; any failure fails the whole listing. (Polls go
-        repository by repository instead: `watcher.pipeline`.)"""
+        repository by repository instead: `watcher.polling.pipeline`.)"""
         await self.prepare()
         repos = await self.discover(scope)
         listed = await gather_all([self.repository_tags(repo, scope) for repo in repos])

@@ -27,14 +27,15 @@ import httpx
 
 from watcher import errors
 from watcher.diff import TagState
-from watcher.entries import check_entries
 from watcher.errors import InputError
-from watcher.http import ApiClient, HostLimits, json_object
-from watcher.oci import check_page_count
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
-from watcher.scope import Scope
-from watcher.spec import RegistrySpec
+from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.entries import check_entries
+from watcher.registry.hostlimits import HostLimits
+from watcher.registry.http import ApiClient, json_object
+from watcher.registry.oci import check_page_count
 
 API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
 DEFAULT_API_URL = "https://hub.docker.com"

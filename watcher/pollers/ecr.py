@@ -36,14 +36,14 @@ from botocore.utils import parse_timestamp
 
 from watcher import errors
 from watcher.diff import TagState
-from watcher.entries import check_entries
 from watcher.errors import InputError
-from watcher.http import HostLimits, Pacer
 from watcher.pollers.base import Poller, TagFilter
-from watcher.scope import Scope
-from watcher.sdklimits import BotocoreSlots
-from watcher.spec import RegistrySpec
-from watcher.tally import Tally
+from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.entries import check_entries
+from watcher.registry.hostlimits import HostLimits, Pacer
+from watcher.registry.requestcounts import Tally
+from watcher.registry.sdklimits import BotocoreSlots
 
 URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"
 REGION = r"[a-z]{2,4}(?:-[a-z]+)+-\d+"

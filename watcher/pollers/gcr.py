@@ -32,17 +32,17 @@ import requests
 from google.oauth2 import service_account
 
 from watcher import errors
-from watcher.auth import CredentialSource
 from watcher.diff import TagState
-from watcher.entries import check_entries
 from watcher.errors import InputError
-from watcher.oci import entry_list
-from watcher.policedsession import policed_session
 from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
-from watcher.reference import is_tag, shown
-from watcher.scope import Scope
-from watcher.spec import RegistrySpec
+from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.auth import CredentialSource
+from watcher.registry.entries import check_entries
+from watcher.registry.oci import entry_list
+from watcher.registry.policedsession import policed_session
+from watcher.registry.reference import is_tag, shown
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REGISTRY_USER = "oauth2accesstoken"

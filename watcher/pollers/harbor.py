@@ -30,14 +30,16 @@ from urllib.parse import quote
 
 import httpx
 
-from watcher import errors, warm
-from watcher.auth import CredentialSource
+from watcher import errors
 from watcher.diff import TagState
-from watcher.entries import check_entries
-from watcher.http import ApiClient, HostLimits, json_body, status_error
-from watcher.oci import check_page_count, next_link
-from watcher.origin import Origin
 from watcher.pollers.base import Poller, TagFilter, gather_all
+from watcher.registry import warm
+from watcher.registry.auth import CredentialSource
+from watcher.registry.entries import check_entries
+from watcher.registry.hostlimits import HostLimits
+from watcher.registry.http import ApiClient, json_body, status_error
+from watcher.registry.oci import check_page_count, next_link
+from watcher.registry.origin import Origin
 
 API = "/api/v2.0"
 PAGE_SIZE = 100  # Harbor's maximum page_size

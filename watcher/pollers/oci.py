@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from watcher import errors
-from watcher.auth import CredentialSource, StaticCredentials
 from watcher.diff import TagState
-from watcher.oci import OciClient
 from watcher.pollers.base import Poller, TagFilter, gather_all
 from watcher.pollers.harbor import HarborListing
-from watcher.spec import RegistrySpec
+from watcher.registrations.spec import RegistrySpec
+from watcher.registry.auth import CredentialSource, StaticCredentials
+from watcher.registry.oci import OciClient
 
 
 class OciPoller(Poller):

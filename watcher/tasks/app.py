@@ -54,7 +54,7 @@ def make_app() -> Celery:
 
 class PoolSize(bootsteps.StartStopStep):
     """The worker says how many pool processes it runs, now and every `pool.HEARTBEAT_SECONDS` (so that
-    the tick queues what the deployment's pool can start: `watcher.pool`), and unsays it at shutdown."""
+    the tick queues what the deployment's pool can start: `watcher.polling.pool`), and unsays it at shutdown."""
 
     requires = {"celery.worker.components:Pool"}
 
@@ -63,20 +63,22 @@ class PoolSize(bootsteps.StartStopStep):
         self.name = f"{worker.hostname}:{os.getpid()}"
 
     def start(self, worker: Any) -> None:
-        from watcher import pool
+        from watcher.polling import pool
 
         self.name = f"{worker.hostname}:{os.getpid()}"
         self.announce(worker)
         self.tref = worker.timer.call_repeatedly(pool.HEARTBEAT_SECONDS, self.announce, (worker,), priority=10)
 
     def announce(self, worker: Any) -> None:
-        from watcher import bus, pool
+        from watcher import bus
+        from watcher.polling import pool
 
         with suppress(Exception):  # Redis away: the tick falls back to this host's CPUs, and says nothing new
             pool.announce(bus.connect(), self.name, int(worker.concurrency or 1))
 
     def stop(self, worker: Any) -> None:
-        from watcher import bus, pool
+        from watcher import bus
+        from watcher.polling import pool
 
         if self.tref is not None:
             self.tref.cancel()
@@ -118,8 +120,8 @@ def _fresh_connections(**_: Any) -> None:
 @worker_init.connect
 def _warm_clients(**_: Any) -> None:
     """A worker polls the same registries again and again: it keeps their connections open between polls
-    (`watcher.warm`); its forked children inherit the choice, not the connections."""
-    from watcher import warm
+    (`watcher.registry.warm`); its forked children inherit the choice, not the connections."""
+    from watcher.registry import warm
 
     warm.enable()
 
@@ -128,7 +130,7 @@ def _warm_clients(**_: Any) -> None:
 def _interrupt_polls_in_flight(**_: Any) -> None:
     """A warm shutdown waits for the tasks running in the pool; a poll stuck on a slow registry would hold
     it up until its deadline. So the main process asks each child running a poll to stop (SIGTERM): the
-    poll ends within a moment, records its run as abandoned and releases its lease (`watcher.shutdown`), a
+    poll ends within a moment, records its run as abandoned and releases its lease (`watcher.runtime.shutdown`), a
     chunk of a split poll goes back to its queue for another worker, and the shutdown completes. Other
     tasks are short and finish as usual."""
     from celery.worker import state

@@ -15,15 +15,16 @@ from celery import Task
 from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher import bus, fanout, pool, queue, scheduler
-from watcher.bounded import Interrupted
+from watcher import bus
 from watcher.db import get_engine
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
-from watcher.polling import Busy, PartialPoll, PollResult, poll
-from watcher.relay import relay
-from watcher.repopoll import poll_repository
-from watcher.runs import Trigger
+from watcher.outbox.relay import relay
+from watcher.polling import fanout, pool, queue, scheduler
+from watcher.polling.deadline import Interrupted
+from watcher.polling.poll import Busy, PartialPoll, PollResult, poll
+from watcher.polling.repository import poll_repository
+from watcher.polling.runs import Trigger
 from watcher.tasks.app import CHUNK_TASK, POLL_TASK, REPOSITORY_POLL_TASK, app
 
 log = logging.getLogger("watcher")
@@ -38,7 +39,7 @@ BUSY_RETRY_SECONDS = 5
 
 @app.task(name="watcher.tick", ignore_result=True)
 def tick() -> list[str]:
-    """Dispatch a poll for every registry that is due, as many as the pool can start soon (`watcher.pool`),
+    """Dispatch a poll for every registry that is due, as many as the pool can start soon (`watcher.polling.pool`),
     the most overdue first."""
     client = bus.connect()
     try:
@@ -72,7 +73,7 @@ def not_waiting(name: str, due_at: datetime | None = None) -> None:
 def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
     """Poll one registry and publish its events at once; the relay sweep catches up if Redis was down.
     Beat's tick dispatches it as `schedule`; "Poll now" queues it as `manual`; a notification naming too many
-    repositories queues it as `webhook` (`watcher.queue.MAX_REPOSITORIES`), which, if another poll of the
+    repositories queues it as `webhook` (`watcher.polling.queue.MAX_REPOSITORIES`), which, if another poll of the
     registry is running, waits for it rather than lose the notification.
 
     A transient failure is retried with backoff, up to MAX_RETRIES; after that, and for any other failure,

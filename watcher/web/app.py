@@ -10,7 +10,8 @@ from importlib.metadata import version
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
-from watcher import heap, hookstats
+from watcher.hooks import stats as hookstats
+from watcher.runtime import heap
 from watcher.web import errors, metrics
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
@@ -31,7 +32,7 @@ def create_app(listen: str | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed = EventFeed()
         # what the server imported is never scanned by the collector again: a scrape of a big fleet allocates
-        # enough to set off full collections, which walked the whole app (a third of its CPU; `watcher.heap`)
+        # enough to set off full collections, which walked the whole app (a third of its CPU; `watcher.runtime.heap`)
         heap.settle()
         try:
             yield
@@ -65,7 +66,7 @@ def create_app(listen: str | None = None) -> FastAPI:
 
 
 def _flush_webhook_counts() -> None:
-    """The webhook counts still in memory are written before the server stops (`watcher.hookstats`)."""
+    """The webhook counts still in memory are written before the server stops (`watcher.hooks.stats`)."""
     try:
         hookstats.flush()
     except Exception as exc:

@@ -13,13 +13,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from watcher import console_sessions, tokens
 from watcher.db import session_scope
+from watcher.registrations import tokens
+from watcher.web.console import sessions as console_sessions
 from watcher.web.errors import ApiError
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="watcher"'}
-#: the console's session cookie: a random id naming a server-side session (`watcher.console_sessions`)
+#: the console's session cookie: a random id naming a server-side session (`watcher.web.console.sessions`)
 COOKIE = "watcher_console"
 
 

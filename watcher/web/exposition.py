@@ -3,7 +3,7 @@
 prometheus_client builds a `Sample` per series and then validates and escapes every label name and value
 of every sample at each scrape; with a thousand registries that was most of a scrape's time. Here label
 names are fixed per family (checked once, when the family is declared), values are escaped as the format
-says, and a counter's stored labels (`watcher.counters`, a JSON object) are turned into their text once per
+says, and a counter's stored labels (`watcher.read.counters`, a JSON object) are turned into their text once per
 process, not once per scrape.
 """
 

@@ -20,9 +20,9 @@ import anyio
 from sqlalchemy import select
 
 from watcher.db import session_scope
-from watcher.events import stream_entry
 from watcher.models import Event
-from watcher.readmodel import newest_event_id
+from watcher.outbox.events import stream_entry
+from watcher.read.model import newest_event_id
 
 POLL_SECONDS = 0.2
 HOLE_SECONDS = 10.0

@@ -1,6 +1,6 @@
 """`/metrics`: Prometheus's text format, read from the source of truth at scrape time.
 
-Counters come from the database's deployment-wide counters (`watcher.counters`), gauges from the read
+Counters come from the database's deployment-wide counters (`watcher.read.counters`), gauges from the read
 model, the outbox and the broker — so whichever process serves the scrape, and wherever the workers run,
 the numbers are the deployment's. The text is written directly (`watcher.web.exposition`): a thousand
 registries make some 16,000 samples, and a scrape must stay well inside Prometheus's interval.
@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select
 
-from watcher import counters, readmodel
 from watcher.db import session_scope
 from watcher.models import Event, Registry, utcnow
+from watcher.read import counters
+from watcher.read import model as readmodel
 from watcher.settings import get_settings
 from watcher.web.errors import ApiError
 from watcher.web.exposition import CONTENT_TYPE, Family, sample, samples, series
@@ -158,7 +159,8 @@ def schedule_lag(session: Any) -> float:
 def queue_text() -> list[str]:
     """The broker's queue length, in one round trip; no sample when the broker is away (rather than a
     wrong number)."""
-    from watcher import bus, pool
+    from watcher import bus
+    from watcher.polling import pool
 
     try:
         waiting = float(pool.queued(bus.connect()))

@@ -10,9 +10,9 @@ import re
 from typing import Any
 
 from watcher.errors import InputError
-from watcher.forms import build_spec
-from watcher.registration import register, verify
-from watcher.spec import RegistrySpec
+from watcher.registrations.forms import build_spec
+from watcher.registrations.registration import register, verify
+from watcher.registrations.spec import RegistrySpec
 
 _OPTION = re.compile(r"--([a-z][a-z-]*)")
 

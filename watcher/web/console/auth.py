@@ -1,5 +1,5 @@
 """Who is using the console: a server-side session named by a random id in an HttpOnly, SameSite=Strict
-cookie (`watcher.console_sessions`), and the CSRF token every form carries, bound to that id.
+cookie (`watcher.web.console.sessions`), and the CSRF token every form carries, bound to that id.
 
 The cookie holds no part of the token: logging out deletes the session, so a copy of the cookie is refused
 from then on, and so it is once the token is revoked or expires, or the session is idle or old. Before
@@ -18,9 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from watcher import console_sessions, vault
 from watcher.db import session_scope
+from watcher.registrations import vault
 from watcher.settings import get_settings
+from watcher.web.console import sessions as console_sessions
 from watcher.web.deps import COOKIE, Principal, session_id
 
 LOGIN_PATH = "/console/login"

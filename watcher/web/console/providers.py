@@ -13,7 +13,7 @@ SECRET_FIELDS = frozenset({"password", "secret_key", "client_secret", "json_key"
 
 @dataclass(frozen=True)
 class Field:
-    name: str  # the key `watcher.forms.build_spec` (and the `registry apply` YAML) knows
+    name: str  # the key `watcher.registrations.forms.build_spec` (and the `registry apply` YAML) knows
     label: str
     hint: str
     kind: Kind = "text"

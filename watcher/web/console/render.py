@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from watcher.tables import ago
+from watcher.read.tables import ago
 from watcher.web.console.auth import attach_cookie, csrf_token, notice
 from watcher.web.deps import Principal
 

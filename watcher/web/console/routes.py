@@ -15,11 +15,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import FormData, UploadFile
 
-from watcher import readmodel, registries
 from watcher.db import session_scope
 from watcher.errors import NotFoundError, WatcherError
 from watcher.models import Registry
-from watcher.queue import queue_poll
+from watcher.polling.queue import queue_poll
+from watcher.read import model as readmodel
+from watcher.registrations import store as registries
 from watcher.web.console import actions, auth, providers
 from watcher.web.console.render import page
 from watcher.web.deps import Principal

@@ -13,8 +13,8 @@ import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from watcher import readmodel
 from watcher.db import session_scope
+from watcher.read import model as readmodel
 from watcher.web import schemas
 from watcher.web.deps import DbSession, still_authorized
 from watcher.web.feed import EventFeed, event_json

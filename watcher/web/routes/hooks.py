@@ -2,17 +2,17 @@
 the API's tokens), answered at once; the repositories it names are listed by a Celery task.
 
 The secret is checked, in constant time, before the body is read (a body signature right after it is
-read; a `gcr-pubsub` push's Google OIDC token, `watcher.googleoidc`, before it, in a worker thread); the
+read; a `gcr-pubsub` push's Google OIDC token, `watcher.hooks.googleoidc`, before it, in a worker thread); the
 body is at most 1 MB (the app's `BodyLimit`). Every well-formed, authenticated notification gets 202, even
 one that changes nothing: Distribution retries a refused notification forever and holds every later one
 behind it. Each outcome is counted in `watcher_webhooks_total`; neither the secret nor the Authorization
 header is ever logged.
 
-What a notification queues is decided in one Redis round trip (`watcher.queue.hint`): a repository already
+What a notification queues is decided in one Redis round trip (`watcher.polling.queue.hint`): a repository already
 queued is not queued again, a burst's polls are coalesced per repository, and a notification naming more
 than `queue.MAX_REPOSITORIES` repositories (or the registry's repositories hinted within a second passing
 that) queues one registry-wide poll instead. Counts are kept in memory and written about once a second
-(`watcher.hookstats`).
+(`watcher.hooks.stats`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from watcher import googleoidc, hooks, hookstats, queue, webhooks
 from watcher.db import session_scope
+from watcher.errors import InputError
+from watcher.hooks import googleoidc
+from watcher.hooks import receivers as webhooks
+from watcher.hooks import stats as hookstats
+from watcher.hooks.format import Auth, Malformed, Notification
+from watcher.hooks.formats import FORMATS
+from watcher.hooks.gcr_pubsub import push_account
 from watcher.models import Registry
-from watcher.registries import spec_of
-from watcher.scope import Scope
+from watcher.polling import queue
+from watcher.registrations.scope import Scope
+from watcher.registrations.store import spec_of
 from watcher.web.errors import ApiError
 
 router = APIRouter(tags=["webhooks"])
@@ -66,24 +73,24 @@ async def receive_with_path_secret(registry: str, secret: str, request: Request)
 
 async def _receive(registry: str, path_secret: str | None, request: Request) -> JSONResponse:
     receiver = await anyio.to_thread.run_sync(_receiver, registry)
-    hook_format = hooks.FORMATS[receiver.format]
-    if hook_format.auth is hooks.Auth.OIDC:
+    hook_format = FORMATS[receiver.format]
+    if hook_format.auth is Auth.OIDC:
         authorization = request.headers.get("authorization")
         if path_secret is not None or not await anyio.to_thread.run_sync(_google_signed, receiver, authorization):
             await _refuse(receiver)
-    elif hook_format.auth is not hooks.Auth.HMAC and not _authentic(hook_format.auth, receiver, path_secret, request):
+    elif hook_format.auth is not Auth.HMAC and not _authentic(hook_format.auth, receiver, path_secret, request):
         await _refuse(receiver)
     body = await request.body()
-    if hook_format.auth is hooks.Auth.HMAC and (
+    if hook_format.auth is Auth.HMAC and (
         path_secret is not None
         or not webhooks.signed(request.headers.get("x-hub-signature-256"), body, receiver.secret)
     ):
         await _refuse(receiver)
     try:
-        notification = hooks.Notification(body, request.headers.get("content-type"), receiver.url, receiver.options)
+        notification = Notification(body, request.headers.get("content-type"), receiver.url, receiver.options)
         repositories = hook_format.repositories(notification)
         pushed = hook_format.pushed(notification) if hook_format.pushed else {}
-    except hooks.Malformed as exc:
+    except Malformed as exc:
         _record(receiver, "malformed")
         raise ApiError(400, "malformed", f"registry {registry!r}: {exc}") from None
     wanted = [name for name in repositories if receiver.scope.wants_repository(name)]
@@ -93,13 +100,13 @@ async def _receive(registry: str, path_secret: str | None, request: Request) -> 
     return respond_accepted(outcome, wanted, queued)
 
 
-def _authentic(auth: hooks.Auth, receiver: Receiver, path_secret: str | None, request: Request) -> bool:
+def _authentic(auth: Auth, receiver: Receiver, path_secret: str | None, request: Request) -> bool:
     """Whether the request carries the secret the way its format sends it (checked before the body is read)."""
-    if auth is hooks.Auth.PATH:
+    if auth is Auth.PATH:
         return path_secret is not None and hmac.compare_digest(path_secret.encode(), receiver.secret.encode())
     if path_secret is not None:  # a secret in the path of a format that sends it otherwise: not this format
         return False
-    if auth is hooks.Auth.HEADER:
+    if auth is Auth.HEADER:
         return webhooks.authorized(request.headers.get("authorization"), receiver.secret)
     return False  # HMAC is checked once the body is read, OIDC by `_google_signed`
 
@@ -177,16 +184,13 @@ def _build(row: Registry) -> Receiver:
         webhooks.secret_of(row),
         Scope.from_options(row.options or {}),
         dict(row.options or {}),
-        _expected(row) if hooks.FORMATS[hook_format].auth is hooks.Auth.OIDC else None,
+        _expected(row) if FORMATS[hook_format].auth is Auth.OIDC else None,
     )
 
 
 def _expected(row: Registry) -> googleoidc.Expected | None:
     """The audience (the receiver's URL) and push account (the registry key's `client_email`) a Google token
     must name; None when the registry has no such account (every push is then refused)."""
-    from watcher.errors import InputError
-    from watcher.hooks.gcr_pubsub import push_account
-
     try:
         return googleoidc.Expected(webhooks.url_of(row.name), push_account(spec_of(row)))
     except InputError:
@@ -194,7 +198,7 @@ def _expected(row: Registry) -> googleoidc.Expected | None:
 
 
 def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str, expected: dict[str, list[str]]) -> int:
-    """Queue what the notification needs (`watcher.queue.hint`) and count it; how many polls were queued."""
+    """Queue what the notification needs (`watcher.polling.queue.hint`) and count it; how many polls were queued."""
     queued = queue.hint(receiver.name, repositories, expected).queued
     _record(receiver, outcome)
     return queued
@@ -202,6 +206,6 @@ def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str,
 
 def _record(receiver: Receiver, outcome: str) -> None:
     """Count the outcome; an authenticated notification also sets the registry's `last_webhook_at` (both
-    written about once a second: `watcher.hookstats`)."""
+    written about once a second: `watcher.hooks.stats`)."""
     seen = outcome != "unauthorized"
     hookstats.record(hookstats.Outcome(receiver.registry_id, receiver.name, receiver.format, outcome, seen))

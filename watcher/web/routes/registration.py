@@ -13,14 +13,16 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 
-from watcher import readmodel, registries, vault
-from watcher.applyfile import RegistryEntry, typed_entry
 from watcher.db import session_scope
 from watcher.errors import InputError
-from watcher.forms import build_spec, values_of
-from watcher.queue import queue_poll
-from watcher.registration import register, verify
-from watcher.spec import RegistrySpec
+from watcher.polling.queue import queue_poll
+from watcher.read import model as readmodel
+from watcher.registrations import store as registries
+from watcher.registrations import vault
+from watcher.registrations.applyfile import RegistryEntry, typed_entry
+from watcher.registrations.forms import build_spec, values_of
+from watcher.registrations.registration import register, verify
+from watcher.registrations.spec import RegistrySpec
 from watcher.web import schemas
 from watcher.web.errors import ApiError
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from watcher import readmodel
+from watcher.read import model as readmodel
 from watcher.web import schemas
 from watcher.web.deps import DbSession
 from watcher.web.errors import ApiError

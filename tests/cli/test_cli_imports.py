@@ -1,0 +1,210 @@
+"""The quick commands stay quick: what they import is checked in a fresh process, against a denylist of
+the heavy libraries only other commands need, and that their imports set off no full collection of the
+heap (`watcher.runtime.heap.hold`). Their wall time is measured by benchmarks/command_speed.py (and a poll's, as a
+whole process, by benchmarks/ecr_scale.py --command), never asserted here."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REDIS_URL, RUN_ID
+from tests.support.fixtures import RegistryEnv
+from tests.support.installation import seed
+
+#: never imported by a command that only reads the state (a name and everything under it); pydantic(-settings)
+#: only where the environment is not plain (a `.env` file, an invalid value: tests/test_settings.py)
+HEAVY = (
+    "alembic",
+    "anyio",
+    "azure",
+    "boto3",
+    "botocore",
+    "celery",
+    "dotenv",
+    "fastapi",
+    "google",
+    "httpcore",
+    "httpx",
+    "jinja2",
+    "kombu",
+    "prometheus_client",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "re2",
+    "redis",
+    "requests",
+    "starlette",
+    "uvicorn",
+    "yaml",
+)
+#: besides, only where a secret is read (`registry list/show` decrypt credentials to show the non-secret ones)
+SECRETS = ("cryptography",)
+#: besides, `--help` opens no database
+DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
+#: never loaded by a command on a SQLite database (modules and everything under them)
+POSTGRESQL = ("sqlalchemy.dialects.postgresql", "psycopg")
+#: never imported by `watcher poll` of an OCI registry: the other providers' SDKs, requests (only theirs),
+#: what only the worker, the web app and other commands use
+POLL_DENIED = (
+    "alembic",
+    "azure",
+    "boto3",
+    "botocore",
+    "celery",
+    "dotenv",
+    "fastapi",
+    "google",
+    "jinja2",
+    "kombu",
+    "prometheus_client",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "requests",
+    "starlette",
+    "uvicorn",
+    "yaml",
+)
+
+PROBE = """
+import gc, json, sys
+full = []  # full collections while nothing was frozen yet: the imports', and any before `heap.settle`'s freeze
+gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and not gc.get_freeze_count()
+                    and full.append(1))
+from watcher.cli.main import main
+try:
+    main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+heap = {"full_collections": len(full), "enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules), "heap": heap}, out)
+"""
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The installation, seeded and probed by this checkout's code (not whatever the venv has installed)."""
+    home = tmp_path_factory.mktemp("quick")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(ROOT))
+        return home, seed(home)
+
+
+def probe(installation: tuple[Path, dict[str, str]], *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `watcher ARGS` in a fresh process: its exit code, the modules it imported, its heap's collections."""
+    home, seeded = installation
+    report = home / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *args],
+        cwd=home,
+        env={**seeded, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    result: dict[str, Any] = json.loads(report.read_text())
+    assert result["code"] in (0, None), (done.stdout, done.stderr)
+    assert done.stdout.strip(), "the command printed nothing"
+    return result
+
+
+def imported(installation: tuple[Path, dict[str, str]], *args: str) -> set[str]:
+    return set(probe(installation, *args)["modules"])
+
+
+def heavy(modules: set[str], denied: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in denied)
+
+
+def under(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+@pytest.mark.parametrize(
+    ("args", "denied", "reader"),
+    [
+        (["--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "add", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["registry", "list"], HEAVY, "watcher.read.model"),
+        (["registry", "list", "--json"], HEAVY, "watcher.read.model"),
+        (["registry", "show", "aws"], HEAVY, "watcher.read.model"),
+        (["registry", "show", "azure", "--json"], HEAVY, "watcher.read.model"),
+        (["status"], HEAVY + SECRETS, "watcher.read.model"),
+        (["status", "--json"], HEAVY + SECRETS, "watcher.read.model"),
+        (["images", "hub"], HEAVY + SECRETS, "watcher.read.model"),
+        (["images", "hub", "team/app", "--json"], HEAVY + SECRETS, "watcher.read.model"),
+        (["events"], HEAVY + SECRETS, "watcher.read.model"),
+        (["events", "--registry", "hub", "--json"], HEAVY + SECRETS, "watcher.read.model"),
+        (["token", "list"], HEAVY + SECRETS, "watcher.models"),
+    ],
+)
+def test_quick_commands_import_nothing_heavy(
+    installation: tuple[Path, dict[str, str]], args: list[str], denied: tuple[str, ...], reader: str | None
+) -> None:
+    result = probe(installation, *args)
+    modules = set(result["modules"])
+    assert heavy(modules, denied) == []
+    if reader is not None:
+        assert reader in modules  # it did read the state
+        assert under(modules, POSTGRESQL) == []  # on SQLite
+        assert result["heap"]["full_collections"] == 0  # its imports rescanned nothing
+        assert result["heap"]["enabled"]  # and the collector is on again once it returned (in-process callers)
+
+
+def test_a_poll_imports_only_what_its_provider_needs(
+    installation: tuple[Path, dict[str, str]], registry: RegistryEnv, unique_repo: str
+) -> None:
+    """`watcher poll` of an OCI registry (on SQLite, publishing to Redis) imports no other provider's SDK,
+    no requests, nothing of the worker or the web app; no full collection ran before the poll froze what
+    its imports made (not even one to settle: `watcher.runtime.heap`), and it collects as usual after."""
+    registry.client.push_image(unique_repo, "v1")
+    name = f"oci-{secrets.token_hex(3)}"
+    add = ["registry", "add", name, "--provider", "oci", "--url", registry.url, "--repository", unique_repo]
+    imported(installation, *add, "--no-verify")
+    stream = {"WATCHER_REDIS_URL": REDIS_URL, "WATCHER_EVENTS_STREAM": f"watcher-test:{RUN_ID}:{name}:events"}
+    result = probe(installation, "poll", name, "--json", env=stream)
+    modules = set(result["modules"])
+    assert "watcher.pollers.oci" in modules  # it did poll
+    assert heavy(modules, POLL_DENIED) == []
+    assert under(modules, POSTGRESQL) == []
+    assert result["heap"]["full_collections"] == 0
+    assert result["heap"]["enabled"] and result["heap"]["frozen"] > 0
+
+
+def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:
+    """The check above can fail: a command that does need the SDK (validating an ECR entry) is caught."""
+    home, _ = installation
+    spec = home / "registries.yaml"
+    spec.write_text(
+        "registries:\n"
+        "  - name: applied\n"
+        "    provider: ecr\n"
+        "    url: https://123456789012.dkr.ecr.eu-west-1.amazonaws.com\n"
+    )
+    modules = imported(installation, "registry", "apply", "-f", str(spec), "--no-verify")
+    assert {"boto3", "yaml"} <= set(heavy(modules, HEAVY))
+
+
+def test_the_probe_sees_pydantic_where_the_settings_need_it(installation: tuple[Path, dict[str, str]]) -> None:
+    """A `.env` file is pydantic-settings' to read: the same quick command then imports it (and the check
+    of the quick commands above would have caught a command that always did)."""
+    home, _ = installation
+    (home / ".env").write_text("WATCHER_MAX_PAGES=5\n")
+    try:
+        modules = imported(installation, "status")
+    finally:
+        (home / ".env").unlink()
+    assert {"pydantic", "pydantic_settings"} <= set(heavy(modules, HEAVY))

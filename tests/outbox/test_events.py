@@ -1,0 +1,61 @@
+"""The event document: CloudEvents 1.0 envelope, CDEvents 0.5.1 payload, package URL subject."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import jsonschema
+import pytest
+
+from tests.support.cdevents import validate_cloudevent
+from watcher.diff import Change, ChangeKind
+from watcher.outbox.events import new_event, package_url, stream_entry
+
+DIGEST = "sha256:" + "ab" * 32
+NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
+
+
+def make(kind: ChangeKind, previous: str = "", pushed: datetime | None = None) -> dict[str, str]:
+    change = Change(kind, "team/app", "v1", DIGEST, previous, pushed)
+    return stream_entry(new_event(1, "prod", "https://registry.example.com:5000", change, NOW))
+
+
+@pytest.mark.parametrize("kind", list(ChangeKind))
+def test_every_kind_validates_against_the_official_schema(kind: ChangeKind) -> None:
+    entry = make(kind, previous="sha256:" + "cd" * 32 if kind is ChangeKind.UPDATED else "")
+    document = json.loads(entry["cloudevent"])
+    validate_cloudevent(document)
+    assert document["type"] == (
+        "dev.cdevents.artifact.deleted.0.2.0" if kind is ChangeKind.REMOVED else "dev.cdevents.artifact.published.0.3.0"
+    )
+    assert document["subject"] == "team/app:v1"
+    assert document["id"] == entry["event_id"]
+    assert document["data"]["customData"] == {k: v for k, v in entry.items() if k != "cloudevent"}
+
+
+def test_the_validator_rejects_a_broken_cdevent() -> None:
+    document = json.loads(make(ChangeKind.ADDED)["cloudevent"])
+    document["data"]["subject"]["unexpected"] = True
+    with pytest.raises(jsonschema.ValidationError):
+        validate_cloudevent(document)
+
+
+def test_stream_fields_are_strings_with_rfc3339_times() -> None:
+    pushed = datetime(2026, 11, 25, 9, 30, 15, 250000, tzinfo=UTC)
+    entry = make(ChangeKind.UPDATED, previous="sha256:" + "cd" * 32, pushed=pushed)
+    assert all(isinstance(v, str) for v in entry.values())
+    assert entry["pushed_at"] == "2026-11-25T09:30:15.250Z"
+    assert entry["detected_at"] == "2026-11-26T18:00:00.000Z"
+    assert entry["previous_digest"] == "sha256:" + "cd" * 32
+    assert make(ChangeKind.ADDED)["pushed_at"] == ""
+
+
+def test_package_url_follows_the_contract() -> None:
+    assert package_url("registry.example.com:5000", "team/app", "v1", DIGEST) == (
+        f"pkg:oci/app@sha256%3A{'ab' * 32}?repository_url=registry.example.com:5000/team/app&tag=v1"
+    )
+
+
+def test_event_ids_are_unique() -> None:
+    assert len({make(ChangeKind.ADDED)["event_id"] for _ in range(50)}) == 50

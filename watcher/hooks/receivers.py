@@ -1,0 +1,124 @@
+"""A registry's webhook receiver: opting in, its secret (encrypted like credentials), its URL and the
+registry-side set-up `watcher registry webhook NAME` prints.
+
+A notification is only a hint naming a repository to list again (`watcher.hooks`); the secret only keeps
+strangers from costing listings. It is at least 32 random bytes, URL-safe, and shown only by that command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from watcher.errors import InputError, StateError
+from watcher.hooks.format import Auth, Webhook
+from watcher.hooks.formats import FORMATS
+from watcher.models import Registry
+from watcher.registrations import store as registries
+from watcher.registrations import vault
+from watcher.settings import get_settings
+
+SECRET_BYTES = 32
+#: the format each provider's registries send, when `--format` is not given
+DEFAULT_FORMATS = {
+    "oci": "distribution",
+    "dockerhub": "dockerhub",
+    "acr": "acr",
+    "gcr": "gcr-pubsub",
+    "ecr": "ecr-eventbridge",
+}
+KNOWN_FORMATS = (*DEFAULT_FORMATS.values(), "harbor", "github", "quay", "cloudevents")
+
+
+def configure(
+    session: Session, name: str, *, format: str | None = None, rotate: bool = False, disable: bool = False
+) -> Webhook:
+    """Enable (or, with `disable`, turn off) `name`'s receiver; a secret is made the first time or on
+    `rotate`, and kept otherwise."""
+    row = registries.find(session, name)
+    chosen = format or row.webhook_format or DEFAULT_FORMATS.get(row.provider, "")
+    if chosen not in KNOWN_FORMATS:
+        raise InputError(f"--format {chosen!r} is not a webhook format: use one of {', '.join(KNOWN_FORMATS)}")
+    if chosen not in received_formats() and not disable:
+        raise InputError(
+            f"registry {name!r}: webhook format {chosen!r} is not received yet: "
+            f"use one of {', '.join(received_formats())}"
+        )
+    _check(row, chosen, disable)
+    secret = secret_of(row) if row.webhook_secret and not rotate else secrets.token_urlsafe(SECRET_BYTES)
+    row.webhook_secret = vault.keyring().encrypt(secret.encode())
+    row.webhook_format = chosen
+    row.webhook_enabled = not disable
+    return Webhook(name, hook_url(name, chosen, secret), secret, chosen, not disable, row.url)
+
+
+def hook_url(name: str, format: str, secret: str) -> str:
+    """The URL the registry must call: `url_of(name)`, and for a format whose sender cannot send a header
+    (Docker Hub, Quay) the secret as its last segment."""
+
+    hook_format = FORMATS.get(format)
+    if hook_format is not None and hook_format.auth is Auth.PATH:
+        return f"{url_of(name)}/{quote(secret, safe='')}"
+    return url_of(name)
+
+
+def _check(row: Registry, chosen: str, disable: bool) -> None:
+    """A format that cannot serve this registry (gcr-pubsub without a service-account key) is refused."""
+
+    check = FORMATS[chosen].check if chosen in FORMATS and not disable else None
+    if check is not None:
+        check(registries.spec_of(row))
+
+
+def received_formats() -> tuple[str, ...]:
+    """The formats this release receives (each has its module in `watcher.hooks`)."""
+
+    return tuple(FORMATS)
+
+
+def secret_of(row: Registry) -> str:
+    """The registry's webhook secret, decrypted; raises Undecryptable naming the registry."""
+    if not row.webhook_secret:
+        raise StateError(f"registry {row.name!r} has no webhook secret: run `watcher registry webhook {row.name}`")
+    try:
+        return vault.keyring().decrypt(row.webhook_secret).decode()
+    except vault.Undecryptable as exc:
+        raise vault.Undecryptable(f"registry {row.name!r}: webhook secret {exc}") from None
+
+
+def authorized(header: str | None, secret: str) -> bool:
+    """`Authorization: Bearer SECRET` or the bare secret, compared in constant time."""
+    if not header:
+        return False
+    given = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+def signed(header: str | None, body: bytes, secret: str) -> bool:
+    """`X-Hub-Signature-256: sha256=HEX`, the HMAC-SHA256 of the body under the secret, compared in
+    constant time."""
+    if not header or header[:7].lower() != "sha256=":
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header[7:].strip().lower().encode(), expected.encode())
+
+
+def url_of(name: str) -> str:
+    """`{WATCHER_PUBLIC_URL or http://WATCHER_LISTEN}/hooks/v1/NAME`."""
+    settings = get_settings()
+    base = settings.public_url.rstrip("/")
+    if not base:
+        if settings.listen.strip().lower() == "off":
+            raise InputError("WATCHER_LISTEN is off: set WATCHER_PUBLIC_URL to the address registries reach")
+        base = f"http://{settings.listen}"
+    return f"{base}/hooks/v1/{quote(name, safe='')}"
+
+
+def setup(hook: Webhook) -> str:
+    """What to configure on the registry's side, ready to paste."""
+
+    return FORMATS[hook.format].setup(hook)

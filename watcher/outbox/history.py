@@ -1,0 +1,41 @@
+"""Reading the event history (the database keeps every event, the stream only the newest)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from watcher.errors import InputError
+from watcher.models import Event
+from watcher.read.model import MAX_PAGE, EventFilters, events_page, in_utc
+
+
+def parse_since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--since {text!r} is not an ISO 8601 time: use e.g. 2026-11-26T18:00:00Z") from None
+    return in_utc(moment, "--since")
+
+
+def recent_events(
+    session: Session,
+    *,
+    registry: str | None = None,
+    repository: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[Event]:
+    """The newest `limit` matching events, oldest first (the order they were detected in)."""
+    filters = EventFilters(registry=registry, repository=repository, since=since)
+    rows: list[Event] = []
+    cursor: str | None = None
+    while len(rows) < limit:
+        page = events_page(session, filters, cursor=cursor, limit=min(MAX_PAGE, limit - len(rows)))
+        rows.extend(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    rows.reverse()
+    return rows

@@ -1,0 +1,91 @@
+"""The outbox relay: unpublished events from the database onto the Redis stream, each exactly once.
+
+The database commit of a poll is the only place an event is born; this relay copies events out in
+detection order. The Lua script appends an event only if its id is not among those appended recently, so
+a relay that dies between appending and marking rows published re-sends nothing when it runs again. One
+relay runs at a time (a Redis lock), which keeps each repository's events in order on the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import cast
+
+import redis
+from sqlalchemy import Engine, Table, Update, case, select, update
+
+from watcher.db import get_engine, session_scope
+from watcher.errors import StateError
+from watcher.models import Event, utcnow
+from watcher.outbox.events import stream_entry
+from watcher.settings import Settings, get_settings
+
+EVENTS = cast(Table, Event.__table__)
+SCRIPT = (Path(__file__).parent / "relay.lua").read_text()
+REMEMBER = timedelta(days=7)
+BATCH = 500
+LOCK_SECONDS = 60
+
+
+def dedupe_key(stream: str) -> str:
+    return f"{stream}:appended"
+
+
+def relay(
+    client: redis.Redis,
+    *,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+    wait_seconds: float = 30.0,
+) -> int:
+    """Publish every unpublished event; returns how many were appended. Raises StateError if Redis fails."""
+    settings = settings or get_settings()
+    engine = engine or get_engine()
+    stream = settings.events_stream
+    try:
+        lock = client.lock(f"{stream}:relay-lock", timeout=LOCK_SECONDS, blocking_timeout=wait_seconds)
+        if not lock.acquire():
+            return 0
+        try:
+            return _drain(client, engine, stream, settings.events_maxlen, lock)
+        finally:
+            with contextlib.suppress(redis.exceptions.LockError):  # expired: its new holder carries on
+                lock.release()
+    except redis.RedisError as exc:
+        raise StateError(f"the event stream's Redis is unavailable ({exc}); events wait in the database") from None
+
+
+def _drain(client: redis.Redis, engine: Engine, stream: str, maxlen: int, lock: redis.lock.Lock) -> int:
+    append = client.register_script(SCRIPT)
+    appended = 0
+    while True:
+        with session_scope(engine) as session:
+            batch = list(
+                session.scalars(select(Event).where(Event.published_at.is_(None)).order_by(Event.id).limit(BATCH))
+            )
+            if not batch:
+                return appended
+            args: list[str | int] = [maxlen, int(time.time() * 1000), int(REMEMBER.total_seconds() * 1000)]
+            for event in batch:
+                entry = stream_entry(event)
+                args += [event.event_id, len(entry)]
+                for key, value in entry.items():
+                    args += [key, value]
+            ids = append(keys=[stream, dedupe_key(stream)], args=args)
+            stream_ids = {event.id: stream_id for event, stream_id in zip(batch, ids, strict=True) if stream_id}
+            appended += len(stream_ids)
+            session.execute(_published([event.id for event in batch], stream_ids))
+        lock.extend(LOCK_SECONDS, replace_ttl=True)
+
+
+def _published(ids: list[int], stream_ids: dict[int, str]) -> Update:
+    """The whole batch marked published in one UPDATE, each appended event with its stream id (an event
+    appended before, by a relay that died before marking it, keeps none). A Core statement on the table:
+    the ORM has nothing to synchronise in the session (which otherwise re-scans it for every row)."""
+    values: dict[str, object] = {"published_at": utcnow()}
+    if stream_ids:
+        values["stream_id"] = case(stream_ids, value=EVENTS.c.id, else_=EVENTS.c.stream_id)
+    return update(EVENTS).where(EVENTS.c.id.in_(ids)).values(**values)

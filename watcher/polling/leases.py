@@ -1,0 +1,127 @@
+"""A poll's claim on its registry: a short lease, renewed by a heartbeat while the poll runs.
+
+One poll per registry at a time: a poll claims the registry for `WATCHER_POLL_LEASE_SECONDS` (15 s) and a
+heartbeat thread renews the claim every third of that, so a poll may run as long as its deadline allows
+while a crashed poll's claim lapses within 15 s. A claim names its holder (`watcher.runtime.holder`): one whose
+holder is known dead (a process of this host that exited) is taken at once, so a poll killed mid-listing
+does not block the next one. The lease only keeps two polls from working at once; what keeps them from
+both committing against one repository's snapshot is that repository's revision, compare-and-set at its
+commit (`watcher.polling.saving`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import ColumnElement, Engine, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from watcher.db import session_scope
+from watcher.models import Registry, utcnow
+from watcher.runtime import holder
+from watcher.settings import get_settings
+
+log = logging.getLogger("watcher")
+
+
+def lease_length() -> timedelta:
+    return timedelta(seconds=max(1, get_settings().poll_lease_seconds))
+
+
+def new_owner() -> str:
+    """Who holds a lease: this host and process, and this one poll (two polls never share a claim)."""
+    return holder.token()
+
+
+def claim(session: Session, registry_id: int, owner: str) -> bool:
+    """Take the registry if it is free, its lease lapsed or its holder is known dead; False if another
+    poll holds it. A poll that starts is no longer waiting: the slot the tick dispatched it for
+    (`due_since`) is cleared."""
+    now = utcnow()
+    if _take(session, registry_id, owner, or_(Registry.lease_until.is_(None), Registry.lease_until < now)):
+        return True
+    held_by = session.scalar(select(Registry.lease_owner).where(Registry.id == registry_id))
+    if held_by is None or not holder.known_dead(held_by):
+        return False
+    return _take(session, registry_id, owner, Registry.lease_owner == held_by)  # unless taken meanwhile
+
+
+def _take(session: Session, registry_id: int, owner: str, free: ColumnElement[bool]) -> bool:
+    taken = session.execute(
+        update(Registry)
+        .where(Registry.id == registry_id)
+        .where(free)
+        .values(lease_owner=owner, lease_until=utcnow() + lease_length(), due_since=None)
+    )
+    return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+
+def renew(engine: Engine, registry_id: int, owner: str) -> bool:
+    """Extend the lease; False once it is no longer ours (released, or lapsed and taken)."""
+    with session_scope(engine) as session:
+        renewed = session.execute(
+            update(Registry)
+            .where(Registry.id == registry_id, Registry.lease_owner == owner)
+            .values(lease_until=utcnow() + lease_length())
+        )
+    return bool(renewed.rowcount)  # type: ignore[attr-defined]
+
+
+def release(session: Session, registry_id: int, owner: str) -> None:
+    session.execute(
+        update(Registry)
+        .where(Registry.id == registry_id, Registry.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+    )
+
+
+class Beat:
+    """`with Beat(every, beat, name):` calls `beat()` from a daemon thread every `every` seconds until the
+    block ends, or until `beat()` returns False."""
+
+    def __init__(self, every: float, beat: Callable[[], bool], name: str) -> None:
+        self.every = every
+        self._call = beat
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.every):
+            if not self._call():
+                return
+
+
+class Heartbeat(Beat):
+    """`with Heartbeat(...):` renews the lease from a daemon thread until the block ends."""
+
+    def __init__(self, engine: Engine, registry_id: int, owner: str, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.registry_id = registry_id
+        self.owner = owner
+        super().__init__(lease_length().total_seconds() / 3, self._renew, f"watcher-lease-{registry_id}")
+
+    def _renew(self) -> bool:
+        """False once the lease is no longer ours (released, or lapsed and taken): the revision checks at
+        commit decide then. A database that cannot be reached is tried again at the next beat."""
+        try:
+            return renew(self.engine, self.registry_id, self.owner)
+        except SQLAlchemyError as exc:
+            log.warning("registry %r: lease not renewed: %s", self.name, str(exc).splitlines()[0])
+            return True

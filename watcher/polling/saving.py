@@ -1,0 +1,240 @@
+"""Committing listed repositories: each one's snapshot changes and events together, in bulk, all or nothing.
+
+A group of repositories (up to `watcher.polling.pipeline`'s chunk) is written in one transaction with a handful of
+statements whatever its size: one compare-and-set UPDATE of the stored repositories' revisions (executemany),
+one SELECT of their tag rows, one statement each for the tags inserted and updated (`watcher.polling.bulk.insert_rows`,
+`update_rows`: executemany, or on PostgreSQL one `unnest()` of arrays), one DELETE per
+chunk of ids, one multi-row INSERT of the events and one of new repositories. The compare-and-set is what
+keeps two polls from both committing against one repository's snapshot: a repository stored when the poll
+began must still be at the revision the poll read before listing it. When any repository of a group lost
+that race (or PostgreSQL broke a deadlock by aborting the group), the group is rolled back and retried one
+repository at a time, so only the one that lost gives up; it is saved when the other poll stored exactly
+what this one saw, and otherwise it is reported and listed again next poll — never diffed against a
+snapshot newer than its listing (that would invent events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, bindparam, delete, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from watcher.db import session_scope
+from watcher.diff import Change, ChangeKind, TagState
+from watcher.errors import StateError
+from watcher.models import Event, Registry, Repository, Tag, utcnow
+from watcher.outbox.events import new_event
+from watcher.polling.bulk import insert_rows, update_rows
+from watcher.polling.snapshot import IN_CHUNK, Stored, TagRow, stored_rows
+from watcher.read import counters, pollmetrics
+from watcher.registrations.scope import Scope
+
+TAGS = cast(Table, Tag.__table__)
+REPOSITORIES = cast(Table, Repository.__table__)
+EVENTS = cast(Table, Event.__table__)
+#: (attribute, column) of every event column but the id, which the database assigns
+EVENT_COLUMNS = [(attr.key, attr.columns[0].key) for attr in inspect(Event).column_attrs if attr.key != "id"]
+CONFLICT = "changed by another poll meanwhile; it is listed again next poll"
+
+
+@dataclass
+class Listed:
+    """One repository as listed, waiting to be committed. No tags: it is gone (its stored tags are removed)."""
+
+    name: str
+    tags: dict[str, TagState]
+    fingerprint: str
+    #: the repository as stored before it was listed; None if it was not
+    stored: Stored | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a poll's repositories are committed, and whether a repository new to the snapshot emits."""
+
+    registry_id: int
+    registry: str
+    url: str
+    scope: Scope
+    #: the registry is past its baseline (or emits existing tags): a new repository's tags are `added`
+    emit_new: bool
+
+
+@dataclass
+class Saved:
+    """What committing one repository did: its events, or why it was not saved (`conflict`)."""
+
+    repository: str
+    events: list[Event] = field(default_factory=list)
+    conflict: str = ""
+
+
+class Conflict(Exception):
+    """A repository of the group was committed by another poll since this one read it."""
+
+
+def save(engine: Engine, target: Target, group: list[Listed]) -> list[Saved]:
+    """Commit the group in one transaction; on a conflict, one repository at a time."""
+    try:
+        with session_scope(engine) as session:
+            return write_changes(session, target, group)
+    except (Conflict, IntegrityError, DBAPIError) as exc:
+        if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError) and not _lost_race(exc):
+            raise
+        if len(group) == 1:
+            return [_resolve(engine, target, group[0])]
+        return [saved for item in group for saved in save(engine, target, [item])]
+
+
+def _lost_race(exc: DBAPIError) -> bool:
+    """PostgreSQL chose this transaction as a deadlock's victim (or a serialization failure's)."""
+    return getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
+
+
+def _resolve(engine: Engine, target: Target, item: Listed) -> Saved:
+    """After losing the race for one repository: saved if the snapshot now holds what was listed."""
+    with session_scope(engine) as session:
+        if session.get(Registry, target.registry_id) is None:
+            raise StateError(f"registry {target.registry!r} was removed during the poll")
+        row = session.execute(
+            select(Repository.fingerprint).where(
+                Repository.registry_id == target.registry_id, Repository.name == item.name
+            )
+        ).first()
+    same = item.fingerprint == row.fingerprint if row is not None else not item.tags
+    return Saved(item.name) if same else Saved(item.name, conflict=CONFLICT)
+
+
+def write_changes(session: Session, target: Target, group: list[Listed]) -> list[Saved]:
+    """The group's snapshot changes, events and event counters, in the session's transaction."""
+    now = utcnow()
+    # rows are locked in one order (ids, then names), so two polls' groups cannot deadlock on them
+    stored = sorted((item for item in group if item.stored is not None), key=_id)
+    new = sorted((item for item in group if item.stored is None and item.tags), key=lambda item: item.name)
+    _claim(session, stored)
+    before = stored_rows(session, (_id(item) for item in stored))
+    writes = Writes()
+    saved: list[Saved] = []
+    for item in stored:
+        rows = before[_id(item)]
+        changes, unwanted = compare(item.name, rows, item.tags, target.scope.wants_tag)
+        writes.deleted += unwanted  # out of scope now: left silently
+        if item.tags:
+            writes.add(_id(item), changes, rows)
+        else:
+            writes.gone.append(_id(item))  # its tags go with it
+        saved.append(Saved(item.name, _events(target, changes, now)))
+    for item, repo_id in zip(new, _insert_repositories(session, target, new, now), strict=True):
+        changes, _ = compare(item.name, {}, item.tags, target.scope.wants_tag)
+        writes.add(repo_id, changes, {})
+        saved.append(Saved(item.name, _events(target, changes, now) if target.emit_new else []))
+    writes.execute(session)
+    saved.sort(key=lambda one: one.repository)  # the group's events by repository, then tag
+    events = [event for s in saved for event in s.events]
+    if events:
+        insert_rows(session, EVENTS, [{column: getattr(e, key) for key, column in EVENT_COLUMNS} for e in events])
+        counters.add(session, pollmetrics.committed(target.registry, (e.change for e in events)))
+    return saved
+
+
+def compare(
+    repository: str, rows: Mapping[str, TagRow], listed: Mapping[str, TagState], wants: Callable[[str], bool]
+) -> tuple[list[Change], list[int]]:
+    """`watcher.diff.diff` of one repository's stored rows (those in scope) against its listing, and the ids
+    of the rows no longer in scope; straight from the rows, without building the stored side as a Listing
+    (a 1 %-changed poll compares nearly every row it stores)."""
+    changes: list[Change] = []
+    unwanted: list[int] = []
+    for tag, (tag_id, digest, pushed_at) in rows.items():
+        if not wants(tag):
+            unwanted.append(tag_id)
+            continue
+        now = listed.get(tag)
+        if now is None:
+            changes.append(Change(ChangeKind.REMOVED, repository, tag, digest, "", pushed_at))
+        elif now.digest != digest:
+            changes.append(Change(ChangeKind.UPDATED, repository, tag, now.digest, digest, now.pushed_at))
+    for tag, now in listed.items():
+        if tag not in rows or (unwanted and not wants(tag)):
+            changes.append(Change(ChangeKind.ADDED, repository, tag, now.digest, "", now.pushed_at))
+    changes.sort(key=attrgetter("tag"))
+    return changes, unwanted
+
+
+def _id(item: Listed) -> int:
+    assert item.stored is not None
+    return item.stored.id
+
+
+def _claim(session: Session, items: list[Listed]) -> None:
+    """Compare-and-set each stored repository's revision (one executemany): Conflict if any moved on."""
+    if not items:
+        return
+    statement = (
+        update(REPOSITORIES)
+        .where(REPOSITORIES.c.id == bindparam("_id"), REPOSITORIES.c.revision == bindparam("_revision"))
+        .values(revision=REPOSITORIES.c.revision + 1, fingerprint=bindparam("_fingerprint"))
+    )
+    params = [
+        {"_id": item.stored.id, "_revision": item.stored.revision, "_fingerprint": item.fingerprint}
+        for item in items
+        if item.stored is not None
+    ]
+    if session.execute(statement, params).rowcount != len(params):  # type: ignore[attr-defined]
+        raise Conflict()
+
+
+def _insert_repositories(session: Session, target: Target, items: list[Listed], now: Any) -> list[int]:
+    """New repositories' rows, in one multi-row INSERT; a repository another poll created meanwhile makes
+    it fail (the unique name), which is a conflict."""
+    if not items:
+        return []
+    rows = [
+        {"registry_id": target.registry_id, "name": i.name, "first_seen_at": now, "fingerprint": i.fingerprint}
+        for i in items
+    ]
+    statement = insert(REPOSITORIES).returning(REPOSITORIES.c.id, sort_by_parameter_order=True)
+    return [row.id for row in session.execute(statement, rows)]
+
+
+def _events(target: Target, changes: list[Change], now: Any) -> list[Event]:
+    return [new_event(target.registry_id, target.registry, target.url, change, now) for change in changes]
+
+
+@dataclass
+class Writes:
+    """The tag rows to insert, update and delete, and the repositories to delete, for one bulk write."""
+
+    inserted: list[dict[str, Any]] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)
+
+    def add(self, repo_id: int, changes: Iterable[Change], rows: Mapping[str, TagRow]) -> None:
+        for change in changes:
+            if change.kind is ChangeKind.ADDED:
+                self.inserted.append(
+                    {
+                        "repository_id": repo_id,
+                        "name": change.tag,
+                        "digest": change.digest,
+                        "pushed_at": change.pushed_at,
+                    }
+                )
+            elif change.kind is ChangeKind.UPDATED:
+                self.updated.append({"id": rows[change.tag][0], "digest": change.digest, "pushed_at": change.pushed_at})
+            else:
+                self.deleted.append(rows[change.tag][0])
+
+    def execute(self, session: Session) -> None:
+        for start in range(0, len(self.deleted), IN_CHUNK):  # first: a tag may be re-added under its name
+            session.execute(delete(TAGS).where(TAGS.c.id.in_(self.deleted[start : start + IN_CHUNK])))
+        for start in range(0, len(self.gone), IN_CHUNK):
+            session.execute(delete(REPOSITORIES).where(REPOSITORIES.c.id.in_(self.gone[start : start + IN_CHUNK])))
+        update_rows(session, TAGS, self.updated)
+        insert_rows(session, TAGS, self.inserted)

@@ -1,0 +1,417 @@
+"""The read model: every question the CLI, the HTTP API and the console ask of the state database.
+
+One function per question, each a few set-based queries (never one per row), so `watcher status` with a
+thousand registries costs the same handful of statements as with one. Lists are paged by keyset — the
+cursor is the last row's sort key, opaque to callers — so a page costs O(page) however deep it is, and
+rows added while a client pages never make it see a row twice or miss one that existed when it began.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from watcher.errors import InputError
+from watcher.models import Event, PollRun, Registry, Repository, Tag
+from watcher.read.views import (  # what the quick commands share without SQLAlchemy; re-exported
+    RegistryStatus,
+    build_details,
+    build_statuses,
+    rfc3339_or_none,
+)
+from watcher.read.views import (
+    first_line as first_line,
+)
+from watcher.read.views import (
+    poll_json as poll_json,
+)
+
+MAX_PAGE = 1000
+#: the largest id a row can have (a signed 64-bit integer on every database): a larger one in a cursor or
+#: a `Last-Event-ID` is not one of ours, and a database would refuse to compare with it
+MAX_ID = 2**63 - 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # where tags without a push time sort
+FAILED_OUTCOMES = ("failed", "abandoned")
+State = Literal["pending", "ok", "failing"]
+
+
+# ---- cursors --------------------------------------------------------------------------------------
+def encode_cursor(key: Sequence[Any]) -> str:
+    """The opaque `next_cursor` for a row's sort key."""
+    return base64.urlsafe_b64encode(json.dumps(list(key), default=_iso).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *kinds: Callable[[Any], Any]) -> list[Any]:
+    """A cursor back into its sort key, each part converted by its kind; anything that is not one of ours
+    is one clear error."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(key, list) or len(key) != len(kinds):
+            raise ValueError("wrong shape")
+        return [kind(part) for kind, part in zip(kinds, key, strict=True)]
+    except (ValueError, TypeError, RecursionError, OverflowError):  # RecursionError: nested past the parser
+        raise InputError(f"cursor {cursor[:40]!r} is not valid: pass the `next_cursor` of the previous page") from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or "\x00" in value:  # no name holds a NUL, and PostgreSQL text cannot
+        raise TypeError("not a name")
+    return value
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
+        raise TypeError("not an id")
+    return value
+
+
+def _moment(value: Any) -> datetime:
+    """A time with its offset, as UTC (what the database compares); a naive time is not one of ours."""
+    moment = datetime.fromisoformat(_text(value))
+    if moment.tzinfo is None:
+        raise ValueError("no offset")
+    return moment.astimezone(UTC)  # OverflowError past year 1 or 9999: not one of ours either
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def in_utc(moment: datetime, what: str) -> datetime:
+    """A time to compare with the history's: in UTC (a naive one is taken as UTC). One that a UTC clock
+    cannot show (`0001-01-01T00:00:00+01:00` is in year 0 there, `9999-12-31T23:59:59-01:00` in 10000) is
+    one InputError naming `what`."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InputError(
+            f"{what} {moment.isoformat()} is out of range: use a time from year 1 to 9999 in UTC", field=what
+        ) from None
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"limit {limit} is out of range: use 1 to {MAX_PAGE}")
+    return limit
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+# ---- registries -----------------------------------------------------------------------------------
+def newest_run_id(*conditions: Any, whole: bool = True, column: Any = PollRun.id) -> Any:
+    """The id (or another `column`) of a registry's newest registry-wide poll run matching `conditions` (or,
+    `whole` False, its newest poll of some repositories only), as a column of a registries query: an index
+    walk back from the newest id (`ix_poll_runs_registry_whole_id`, `ix_poll_runs_registry_id_id`), however
+    long the history.
+
+    Only registry-wide runs make a registry's state, last poll and last error: a webhook's poll of one
+    repository says nothing of the catalog or of the other repositories (`watcher.polling.runs`)."""
+    kind = PollRun.listed_repositories.is_(None) if whole else PollRun.listed_repositories.is_not(None)
+    return (
+        select(column)
+        .where(PollRun.registry_id == Registry.id, kind, *conditions)
+        .order_by(PollRun.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def registry_statuses(session: Session, names: Sequence[str] | None = None) -> list[RegistryStatus]:
+    """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
+    Its state, last poll and last error come from registry-wide polls only (`newest_run_id`); those runs
+    are then read by primary key (a join on the newest ids lets PostgreSQL hash the whole history). The
+    counts of every registry are one grouped scan, without a list of a thousand ids to bind."""
+    query = select(
+        Registry.id,
+        Registry.name,
+        Registry.provider,
+        Registry.next_poll_at,
+        Registry.last_webhook_at,
+        newest_run_id(PollRun.outcome != "running").label("last_run_id"),
+        newest_run_id(PollRun.outcome == "ok").label("last_ok_id"),
+    ).order_by(Registry.name)
+    if names is not None:
+        query = query.where(Registry.name.in_(list(names)))
+    connection = session.connection()  # Core rows: the ORM's row handling would cost as much as the queries
+    rows = connection.execute(query).all()
+    ids = [row.id for row in rows]
+    if not ids:
+        return []
+    run_ids = {i for row in rows for i in (row.last_run_id, row.last_ok_id) if i is not None}
+    runs = {
+        run.id: run
+        for run in connection.execute(
+            select(PollRun.id, PollRun.finished_at, PollRun.outcome, PollRun.error).where(PollRun.id.in_(run_ids))
+        )
+    }
+    repositories = select(Repository.registry_id, func.count(Repository.id)).group_by(Repository.registry_id)
+    tags = (
+        select(Repository.registry_id, func.count(Tag.id))
+        .join(Tag, Tag.repository_id == Repository.id)
+        .group_by(Repository.registry_id)
+    )
+    if names is not None:
+        repositories, tags = (
+            repositories.where(Repository.registry_id.in_(ids)),
+            tags.where(Repository.registry_id.in_(ids)),
+        )
+    counts = dict(connection.execute(repositories).all()), dict(connection.execute(tags).all())
+    return build_statuses(rows, runs, *counts)
+
+
+def last_poll_durations(session: Session) -> dict[str, float]:
+    """How long each registry's last registry-wide poll took, in seconds, by name: its newest run that ended
+    `ok` or `failed` (an abandoned run was cut short by its process or closed long after by the next claim,
+    so its length says nothing of the registry; `watcher_poll_duration_seconds` leaves it out too). One
+    query, two index walks back per registry (`newest_run_id`); registries never polled are absent."""
+    ended = PollRun.outcome.in_(("ok", "failed"))
+    rows = session.connection().execute(
+        select(
+            Registry.name,
+            newest_run_id(ended, column=PollRun.started_at),
+            newest_run_id(ended, column=PollRun.finished_at),
+        )
+    )
+    return {name: (finished - started).total_seconds() for name, started, finished in rows if finished is not None}
+
+
+def registry_names(session: Session) -> list[str]:
+    return list(session.scalars(select(Registry.name).order_by(Registry.name)))
+
+
+def registry_details(session: Session, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Everything about each registry that may be shown — secrets only as `set` — with its status: what
+    `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
+    query = select(Registry).order_by(Registry.name)
+    if names is not None:
+        query = query.where(Registry.name.in_(list(names)))
+    rows = list(session.scalars(query))
+    statuses = {s.name: s for s in registry_statuses(session, [r.name for r in rows])} if rows else {}
+    ids = [r.id for r in rows]
+    last_ids = select(newest_run_id()).where(Registry.id.in_(ids))
+    webhook_ids = select(newest_run_id(whole=False)).where(Registry.id.in_(ids))
+    last_runs: dict[int, PollRun] = {}
+    webhook_runs: dict[int, PollRun] = {}
+    for run in session.scalars(select(PollRun).where(PollRun.id.in_(last_ids.union(webhook_ids)))):
+        (last_runs if run.listed_repositories is None else webhook_runs)[run.registry_id] = run
+    return build_details(rows, statuses, last_runs, webhook_runs)
+
+
+def registry_detail(session: Session, name: str) -> dict[str, Any]:
+    """One registry's details, or NotFoundError naming it."""
+    _registry_row(session, name)
+    (detail,) = registry_details(session, [name])
+    return detail
+
+
+# ---- images ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Image:
+    """One tag stored now, with the two ways to pull it: by tag (`image`) and by digest (`reference`)."""
+
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    pushed_at: datetime | None
+    host: str
+
+    @property
+    def image(self) -> str:
+        return f"{self.host}/{self.repository}:{self.tag}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.host}/{self.repository}@{self.digest}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "registry": self.registry,
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "pushed_at": rfc3339_or_none(self.pushed_at),
+            "image": self.image,
+            "reference": self.reference,
+        }
+
+
+def pull_host(url: str) -> str:
+    """The host a person pulls from (`docker pull HOST/REPOSITORY:TAG`)."""
+    return urlsplit(url).netloc
+
+
+def _registry_row(session: Session, name: str) -> Registry:
+    from watcher.registrations.store import find
+
+    return find(session, name)
+
+
+def images_page(
+    session: Session,
+    registry: str,
+    repository: str | None = None,
+    *,
+    q: str | None = None,
+    order: Literal["name", "pushed_at"] = "name",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page:
+    """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
+    of the tag; ordered by repository then tag name, or newest push first."""
+    check_limit(limit)
+    row = _registry_row(session, registry)
+    host = pull_host(row.url)
+    pushed = func.coalesce(Tag.pushed_at, EPOCH)
+    query = (
+        select(Repository.name, Tag.name, Tag.digest, Tag.pushed_at, Tag.id, pushed)
+        .join(Tag, Tag.repository_id == Repository.id)
+        .where(Repository.registry_id == row.id)
+    )
+    if repository is not None:
+        query = query.where(Repository.name == repository)
+    if q:
+        query = query.where(func.lower(Tag.name).contains(q.lower(), autoescape=True))
+    if order == "pushed_at":
+        sort = (pushed.desc(), Tag.id.desc())
+        if cursor:
+            at, tag_id = decode_cursor(cursor, _moment, _whole)
+            query = query.where(or_(pushed < at, and_(pushed == at, Tag.id < tag_id)))
+    else:
+        sort = (Repository.name, Tag.name)  # type: ignore[assignment]
+        if cursor:
+            repo_name, tag_name = decode_cursor(cursor, _text, _text)
+            query = query.where(
+                or_(Repository.name > repo_name, and_(Repository.name == repo_name, Tag.name > tag_name))
+            )
+    rows = session.execute(query.order_by(*sort).limit(limit + 1)).all()
+    items = [Image(registry, r[0], r[1], r[2], r[3], host) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor([last[5], last[4]] if order == "pushed_at" else [last[0], last[1]])
+    return Page(items, next_cursor)
+
+
+# ---- repositories and polls ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RepositorySummary:
+    name: str
+    tags: int
+    last_pushed_at: datetime | None
+    first_seen_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tags": self.tags,
+            "last_pushed_at": rfc3339_or_none(self.last_pushed_at),
+            "first_seen_at": rfc3339_or_none(self.first_seen_at),
+        }
+
+
+def repositories_page(
+    session: Session, registry: str, *, q: str | None = None, cursor: str | None = None, limit: int = 100
+) -> Page:
+    """A registry's repositories by name, with their tag count and newest push; `q` a substring of the name."""
+    check_limit(limit)
+    row = _registry_row(session, registry)
+    query = (
+        select(Repository.name, func.count(Tag.id), func.max(Tag.pushed_at), Repository.first_seen_at)
+        .join(Tag, Tag.repository_id == Repository.id, isouter=True)
+        .where(Repository.registry_id == row.id)
+        .group_by(Repository.id, Repository.name, Repository.first_seen_at)
+    )
+    if q:
+        query = query.where(func.lower(Repository.name).contains(q.lower(), autoescape=True))
+    if cursor:
+        (after,) = decode_cursor(cursor, _text)
+        query = query.where(Repository.name > after)
+    rows = session.execute(query.order_by(Repository.name).limit(limit + 1)).all()
+    items = [RepositorySummary(r[0], r[1], aware_utc(r[2]), r[3]) for r in rows[:limit]]
+    return Page(items, encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None)
+
+
+def aware_utc(moment: datetime | None) -> datetime | None:
+    """An aggregate (max) comes back without the column type's processing: naive UTC on SQLite."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):  # SQLite hands back text for an aggregate of a datetime column
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def polls_page(session: Session, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
+    """A registry's poll history, newest first: its registry-wide polls and its webhooks' repository polls."""
+    check_limit(limit)
+    row = _registry_row(session, registry)
+    query = select(PollRun).where(PollRun.registry_id == row.id)
+    if cursor:
+        (before,) = decode_cursor(cursor, _whole)
+        query = query.where(PollRun.id < before)
+    rows = list(session.scalars(query.order_by(PollRun.id.desc()).limit(limit + 1)))
+    return Page(rows[:limit], encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None)
+
+
+# ---- events ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventFilters:
+    registry: str | None = None
+    repository: str | None = None
+    tag: str | None = None
+    change: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def events_page(
+    session: Session,
+    filters: EventFilters = EventFilters(),
+    *,
+    order: Literal["desc", "asc"] = "desc",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page:
+    """The event history, newest first (or oldest first), keyset-paged on the history id."""
+    check_limit(limit)
+    query = select(Event)
+    for column, value in (
+        (Event.registry_name, filters.registry),
+        (Event.repository, filters.repository),
+        (Event.tag, filters.tag),
+        (Event.change, filters.change),
+    ):
+        if value:
+            query = query.where(column == value)
+    if filters.since is not None:
+        query = query.where(Event.detected_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Event.detected_at < filters.until)
+    if cursor:
+        (after,) = decode_cursor(cursor, _whole)
+        query = query.where(Event.id < after if order == "desc" else Event.id > after)
+    query = query.order_by(Event.id.desc() if order == "desc" else Event.id.asc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return Page(rows[:limit], next_cursor)
+
+
+def newest_event_id(session: Session) -> int:
+    """The history id of the newest event (0 when there is none): where a live view starts."""
+    return int(session.scalar(select(func.max(Event.id))) or 0)

@@ -1,0 +1,79 @@
+"""Registering a registry, whichever door it comes through (`registry add`, the API, the console): test the
+connection, then create it — and the error, when there is one, names the input at fault.
+
+`verify` is bounded like a poll: the registry's `--poll-timeout` is its deadline, so a registry that
+trickles its answer cannot hold a command or a request forever.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import select
+
+from watcher.db import session_scope
+from watcher.errors import AuthError, PermissionError_, RegistryError, ScopeError, TLSError, UnreachableError
+from watcher.models import Registry
+from watcher.pollers import poller_for
+from watcher.polling.deadline import run_bounded
+from watcher.polling.poll import poll_timeout
+from watcher.registrations import store as registries
+from watcher.registrations.spec import RegistrySpec, format_interval
+
+#: where a "not found" points, per provider
+_SCOPE_FIELDS = {"dockerhub": "namespace", "ecr": "region", "gcr": "project_id"}
+
+
+def register(spec: RegistrySpec, *, verify_first: bool = True) -> None:
+    """Create a new registry after testing it; an existing name is refused before anything is contacted,
+    and a racing registration of the same name loses at the insert with the same ConflictError."""
+    with session_scope() as session:
+        if session.scalar(select(Registry.id).where(Registry.name == spec.name)) is not None:
+            raise registries.already_exists(spec.name)
+    if verify_first:
+        verify(spec)
+    with session_scope() as session:
+        registries.create(session, spec)
+
+
+def verify(spec: RegistrySpec, stop: threading.Event | None = None) -> None:
+    """Ping, authenticate and list: raises the precise RegistryError, named for the registry, with the
+    field it concerns."""
+
+    async def run() -> None:
+        poller = poller_for(spec)
+        try:
+            await poller.verify()
+        finally:
+            await poller.aclose()
+
+    seconds = poll_timeout(spec)
+    try:
+        run_bounded(
+            run,
+            seconds=seconds,
+            stop=stop or threading.Event(),
+            deadline_message=f"the test exceeded its {format_interval(int(seconds))} deadline (--poll-timeout)",
+        )
+    except RegistryError as exc:
+        exc.registry = spec.name
+        exc.field = field_at_fault(exc, spec)
+        raise
+
+
+def secret_field(spec: RegistrySpec) -> str:
+    """The input holding the secret a registry checks, for this provider and these credentials."""
+    if spec.provider == "acr" and any(spec.credentials.get(k) for k in ("tenant_id", "client_id", "client_secret")):
+        return "client_secret"
+    return {"ecr": "secret_key", "gcr": "json_key"}.get(spec.provider, "password")
+
+
+def field_at_fault(exc: RegistryError, spec: RegistrySpec) -> str | None:
+    """The input a registry's refusal points at, if one does."""
+    if isinstance(exc, AuthError | PermissionError_):
+        return secret_field(spec)
+    if isinstance(exc, UnreachableError | TLSError):
+        return "url"
+    if isinstance(exc, ScopeError):
+        return _SCOPE_FIELDS.get(spec.provider, "repositories")
+    return None

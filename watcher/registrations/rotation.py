@@ -1,0 +1,113 @@
+"""`watcher secrets rotate`: every stored credential re-encrypted under a new key, with no downtime.
+
+With the generated key file, the rotation writes it as "new, then old" (both readable, the new one
+encrypting), re-encrypts the rows in small transactions, waits a moment for readers holding a row they read
+before its re-encryption, and then writes the file with the new key alone. With WATCHER_SECRET_KEY, the
+operator has already made the new passphrase the key and the old one a fallback; the rotation re-encrypts,
+and the operator then drops the fallback. Each row is swapped only if it still holds what was read (a save
+meanwhile wins), and passes repeat until no row is left under another key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, select, update
+
+from watcher.db import get_engine, session_scope
+from watcher.errors import StateError
+from watcher.models import Registry
+from watcher.private_files import file_lock, write_private
+from watcher.registrations import vault
+from watcher.settings import Settings, get_settings
+
+BATCH = 50  # rows per transaction: writers wait at most one short transaction
+GRACE_SECONDS = 2.0  # how long a reader may hold a row it read before its re-encryption
+MAX_ROUNDS = 10
+
+
+@dataclass
+class Rotation:
+    reencrypted: set[str] = field(default_factory=set)
+    unreadable: set[str] = field(default_factory=set)
+    #: where the key lives now: the key file, or None when it is WATCHER_SECRET_KEY
+    key_file: Path | None = None
+
+
+#: the columns that hold secrets encrypted under the key: credentials and the webhook secret
+SECRET_COLUMNS = (Registry.credentials, Registry.webhook_secret)
+
+
+def rotate(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    *,
+    batch: int = BATCH,
+    grace_seconds: float = GRACE_SECONDS,
+) -> Rotation:
+    """Re-encrypt every registry's credentials under the newest key; see the module docstring."""
+    settings = settings or get_settings()
+    engine = engine or get_engine()
+    if settings.secret_key:
+        keys = vault.keyring(settings)
+        return _reencrypt_until_clean(engine, keys, batch, grace_seconds)
+    path = vault.key_file(settings)
+    with file_lock(path.with_name(path.name + ".lock")):  # one rotation at a time per data dir
+        old = vault.read_key_file(settings)
+        new = Fernet.generate_key().decode()
+        write_private(path, "\n".join([new, *old]) + "\n")
+        outcome = _reencrypt_until_clean(engine, vault.keyring(settings), batch, grace_seconds)
+        write_private(path, new + "\n")
+    outcome.key_file = path
+    return outcome
+
+
+def _reencrypt_until_clean(engine: Engine, keys: vault.Keyring, batch: int, grace_seconds: float) -> Rotation:
+    """Passes until a pass finds nothing to do both before and after the grace period."""
+    outcome = Rotation()
+    for _ in range(MAX_ROUNDS):
+        while _one_pass(engine, keys, batch, outcome):
+            pass
+        time.sleep(grace_seconds)  # a writer that read the key before the rotation began commits meanwhile
+        if not _one_pass(engine, keys, batch, outcome):
+            return outcome
+    raise StateError(
+        "credentials kept being saved under an old key during the rotation; run `watcher secrets rotate` again"
+    )
+
+
+def _one_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation) -> bool:
+    """Re-encrypt the rows not under the first key, `batch` rows a transaction; True if any row needed it."""
+    needed = False
+    unreadable: set[str] = set()
+    last_id = 0
+    while True:
+        with session_scope(engine) as session:
+            rows = session.execute(
+                select(Registry.id, Registry.name, Registry.credentials, Registry.webhook_secret)
+                .where(Registry.id > last_id)
+                .order_by(Registry.id)
+                .limit(batch)
+            ).all()
+            for registry_id, name, *tokens in rows:
+                for column, token in zip(SECRET_COLUMNS, tokens, strict=True):
+                    if not token or keys.is_current(token):
+                        continue
+                    try:
+                        fresh = keys.encrypt(keys.decrypt(token))
+                    except vault.Undecryptable:
+                        unreadable.add(name)
+                        continue
+                    needed = True
+                    swapped = session.execute(
+                        update(Registry).where(Registry.id == registry_id, column == token).values({column: fresh})
+                    )
+                    if swapped.rowcount:  # type: ignore[attr-defined]
+                        outcome.reencrypted.add(name)  # else it was saved meanwhile: the next pass looks again
+        if len(rows) < batch:
+            outcome.unreadable = unreadable
+            return needed
+        last_id = rows[-1][0]

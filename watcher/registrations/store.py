@@ -1,0 +1,118 @@
+"""Registered registries: saving, loading, removing, and their public (secret-free) description.
+
+`watcher.registrations.vault` (and `cryptography` with it) is imported where credentials are read or written, not by
+`find`: the reading commands look registries up without decrypting anything."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from watcher.errors import ConflictError, NotFoundError, StateError
+from watcher.models import Registry, Repository, utcnow
+from watcher.registrations.spec import RegistrySpec
+
+
+def find(session: Session, name: str) -> Registry:
+    # a NUL is in no registry's name, and PostgreSQL cannot even be asked about one (a URL's `%00`)
+    row = None if "\x00" in name else session.scalar(select(Registry).where(Registry.name == name))
+    if row is None:
+        raise NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
+    return row
+
+
+def already_exists(name: str) -> ConflictError:
+    return ConflictError(f"registry {name!r} already exists; use `watcher registry apply` to change it", field="name")
+
+
+def spec_of(row: Registry) -> RegistrySpec:
+    """The registry as registered; raises Undecryptable naming it when its credentials cannot be decrypted."""
+    from watcher.registrations import vault
+
+    try:
+        credentials = vault.decrypt(row.credentials)
+    except vault.Undecryptable as exc:
+        raise vault.Undecryptable(f"registry {row.name!r}: credentials {exc}") from None
+    return RegistrySpec(
+        name=row.name,
+        provider=row.provider,
+        url=row.url,
+        credentials=credentials,
+        options=dict(row.options or {}),
+        interval_seconds=row.interval_seconds,
+        emit_existing=row.emit_existing,
+    )
+
+
+def create(session: Session, spec: RegistrySpec) -> Registry:
+    """Add a new registry; one of that name already there, or saved by a racing process, is refused.
+
+    The INSERT comes first in its transaction, so the unique name decides a race: the loser waits for the
+    winner's commit and gets the same one line as if it had come second.
+    """
+    row = Registry(name=spec.name, revision=0, baselined=False)
+    _assign(row, spec)
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise already_exists(spec.name) from None
+    return row
+
+
+def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
+    """Create or update; returns the row and `created`, `updated` or `unchanged`.
+
+    Pointing a registry at another provider or URL starts it over: its snapshot is dropped and the next
+    poll records a new baseline, instead of reporting the difference between two registries as events.
+    Credentials that cannot be decrypted any more count as changed: saving is how they are re-entered.
+    """
+    row = session.scalar(select(Registry).where(Registry.name == spec.name))
+    if row is None:
+        row = Registry(name=spec.name, revision=0, baselined=False)
+        session.add(row)
+        outcome = "created"
+    elif _readable_spec(row) == spec:
+        return row, "unchanged"
+    else:
+        outcome = "updated"
+        if (row.provider, row.url) != (spec.provider, spec.url):
+            session.execute(delete(Repository).where(Repository.registry_id == row.id))
+            row.baselined = False
+        if row.interval_seconds != spec.interval_seconds:
+            row.next_poll_at = utcnow()  # a new grid starts now (and a row the tick had set aside comes back)
+    _assign(row, spec)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise StateError(
+            f"registry {spec.name!r} was created by another process at the same time; nothing was saved: "
+            "run the command again"
+        ) from None
+    return row, outcome
+
+
+def _readable_spec(row: Registry) -> RegistrySpec | None:
+    from watcher.registrations import vault
+
+    try:
+        return spec_of(row)
+    except vault.Undecryptable:
+        return None
+
+
+def _assign(row: Registry, spec: RegistrySpec) -> None:
+    from watcher.registrations import vault
+
+    row.provider = spec.provider
+    row.url = spec.url
+    row.credentials = vault.encrypt(spec.credentials)
+    row.options = spec.options
+    row.interval_seconds = spec.interval_seconds
+    row.emit_existing = spec.emit_existing
+
+
+def remove(session: Session, name: str) -> None:
+    """Forget a registry and its snapshot; its event history stays for dashboards."""
+    session.delete(find(session, name))

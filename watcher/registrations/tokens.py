@@ -1,0 +1,102 @@
+"""API tokens: created with a role, shown once, stored as a SHA-256 hash, checked in constant time.
+
+A token is 32 random bytes, so a plain SHA-256 is as strong as a slow password hash here (there is no
+dictionary to try) and lets a request find its token by an indexed lookup of the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from watcher.errors import ConflictError, InputError, NotFoundError
+from watcher.models import ApiToken, ConsoleSession, utcnow
+from watcher.registrations.spec import NAME
+
+ROLES = ("reader", "admin")
+Role = Literal["reader", "admin"]
+PREFIX = "wt_"
+TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per token
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(session: Session, name: str, role: str, *, expires_in: timedelta | None = None) -> str:
+    """A new token for `name`; the only time it is ever visible. A revoked token's name may be reused."""
+    if not NAME.match(name or ""):
+        raise InputError(f"token name {name!r} is not valid: use letters, digits, '.', '_' or '-' (at most 63)")
+    if role not in ROLES:
+        raise InputError(f"role {role!r} is not valid: use reader or admin")
+    token = PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    existing = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if existing is not None and existing.revoked_at is None:
+        raise ConflictError(f"token {name!r} already exists: revoke it first, or choose another name")
+    if existing is not None:
+        session.delete(existing)
+        session.flush()
+    session.add(
+        ApiToken(
+            name=name,
+            role=role,
+            token_hash=digest(token),
+            created_at=now,
+            expires_at=now + expires_in if expires_in else None,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError:
+        raise ConflictError(f"token {name!r} already exists: revoke it first, or choose another name") from None
+    return token
+
+
+def revoke(session: Session, name: str) -> None:
+    """Revoke a token and end the console sessions opened with it (they are refused anyway: its token is
+    checked on every request)."""
+    row = session.scalar(select(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)))
+    if row is None:
+        raise NotFoundError(f"no active token named {name!r}: see `watcher token list`")
+    row.revoked_at = utcnow()
+    session.execute(delete(ConsoleSession).where(ConsoleSession.token_id == row.id))
+
+
+def listing(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.name)))
+
+
+def active(row: ApiToken, now: datetime) -> bool:
+    return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+
+
+def authenticate(session: Session, token: str) -> ApiToken | None:
+    """The live token row `token` is, or None (unknown, revoked or expired). Its last use is recorded."""
+    if not token.startswith(PREFIX):
+        return None
+    hashed = digest(token)
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hashed))
+    now = utcnow()
+    if row is None or not hmac.compare_digest(row.token_hash, hashed) or not active(row, now):
+        return None
+    touch(session, row, now)
+    return row
+
+
+def touch(session: Session, row: ApiToken, now: datetime) -> None:
+    """Record the token's use, at most once a `TOUCH_EVERY`, so that reads do not write on every request."""
+    if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
+        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+
+
+def has_any(session: Session) -> bool:
+    now = utcnow()
+    return any(active(row, now) for row in session.scalars(select(ApiToken)))
