@@ -25,8 +25,8 @@ from tests.support.processes import stop_process
 from watcher.db import session_scope
 from watcher.models import PollRun, utcnow
 from watcher.polling import poll as polling
-from watcher.polling.deadline import DeadlineExceeded, Interrupted
 from watcher.registrations import store as registries
+from watcher.registry.deadline import DeadlineExceeded, Interrupted
 from watcher.settings import get_settings
 
 
@@ -243,9 +243,9 @@ def test_an_unreachable_registry_is_retried_then_logged_in_one_line(
 def test_a_connection_test_is_bounded_by_the_poll_timeout_too() -> None:
     """`registry add`/`test` (and the API's registration) run the same bounded listing as a poll."""
     from tests.fakes.hostile_registry import HostileRegistry, Recorder
-    from watcher.polling.deadline import DeadlineExceeded
     from watcher.registrations.registration import verify
     from watcher.registrations.spec import RegistrySpec
+    from watcher.registry.deadline import DeadlineExceeded
 
     with Recorder() as recorder, HostileRegistry(recorder) as server:
         server.mode = "slow"

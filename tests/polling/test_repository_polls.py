@@ -24,10 +24,10 @@ from watcher.outbox.relay import BATCH, relay
 from watcher.pollers.base import Poller
 from watcher.polling import leases, pipeline, saving
 from watcher.polling import poll as polling
-from watcher.polling.deadline import DeadlineExceeded
 from watcher.polling.snapshot import load_snapshot
 from watcher.registrations import store as registries
 from watcher.registrations.scope import Scope
+from watcher.registry.deadline import DeadlineExceeded
 
 
 @contextmanager

@@ -14,10 +14,10 @@ from tests.support.polls import runs_of, set_row
 from watcher.db import session_scope
 from watcher.errors import AuthError
 from watcher.polling import poll as polling
-from watcher.polling.deadline import Interrupted
 from watcher.read import counters
 from watcher.read.pollmetrics import finished
 from watcher.registrations import vault
+from watcher.registry.deadline import Interrupted
 
 
 def counted(watcher: Watcher, metric: str) -> dict[tuple[tuple[str, str], ...], float]:

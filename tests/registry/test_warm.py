@@ -12,8 +12,8 @@ from tests.conftest import Watcher
 from tests.fakes.crowded_registry import CrowdedRegistry
 from tests.support.fixtures import RegistryEnv
 from watcher.pollers import harbor
-from watcher.polling import deadline as bounded
 from watcher.polling.poll import poll
+from watcher.registry import deadline as bounded
 from watcher.registry import warm
 
 

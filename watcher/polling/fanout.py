@@ -42,13 +42,13 @@ from watcher.models import Registry, Repository, utcnow
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.polling import leases, pipeline, saving
-from watcher.polling.deadline import run_bounded
 from watcher.polling.pipeline import Tally
 from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import IN_CHUNK, Stored
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registrations.store import find, spec_of
+from watcher.registry.deadline import run_bounded
 from watcher.runtime import holder
 from watcher.runtime.shutdown import stop_on_signals
 from watcher.settings import get_settings

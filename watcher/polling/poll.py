@@ -32,7 +32,6 @@ from watcher.models import Event, Registry, utcnow
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.polling import fanout, leases, pipeline, runs, saving
-from watcher.polling.deadline import DeadlineExceeded, Interrupted, run_bounded
 from watcher.polling.pipeline import Tally
 from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import Stored, drop_out_of_scope, load_snapshot, stored_repositories
@@ -40,6 +39,7 @@ from watcher.read import counters, pollmetrics
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec, format_interval
 from watcher.registrations.store import find, spec_of
+from watcher.registry.deadline import DeadlineExceeded, Interrupted, run_bounded
 from watcher.runtime import heap
 from watcher.runtime.shutdown import stop_on_signals
 

@@ -25,7 +25,6 @@ from watcher.errors import InputError, WatcherError
 from watcher.models import Event, Repository
 from watcher.pollers import poller_for
 from watcher.polling import runs
-from watcher.polling.deadline import Interrupted, run_bounded
 from watcher.polling.leases import lease_length
 from watcher.polling.poll import poll_timeout
 from watcher.polling.saving import Listed, Saved, Target, save
@@ -34,6 +33,7 @@ from watcher.read import counters, pollmetrics
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec
 from watcher.registrations.store import find, spec_of
+from watcher.registry.deadline import Interrupted, run_bounded
 from watcher.registry.reference import repository_problem
 from watcher.runtime.shutdown import stop_on_signals
 

@@ -15,10 +15,10 @@ from watcher.db import session_scope
 from watcher.errors import AuthError, PermissionError_, RegistryError, ScopeError, TLSError, UnreachableError
 from watcher.models import Registry
 from watcher.pollers import poller_for
-from watcher.polling.deadline import run_bounded
 from watcher.polling.poll import poll_timeout
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec, format_interval
+from watcher.registry.deadline import run_bounded
 
 #: where a "not found" points, per provider
 _SCOPE_FIELDS = {"dockerhub": "namespace", "ecr": "region", "gcr": "project_id"}

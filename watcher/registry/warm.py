@@ -2,7 +2,7 @@
 
 A worker polls the same registries again and again. Building a client per poll cost each poll its
 connections (a name lookup on a thread, TCP and TLS set-up, then closing them all) and its Redis
-connection for the host limits. So on a long-lived event loop (`watcher.polling.deadline` keeps one per thread)
+connection for the host limits. So on a long-lived event loop (`watcher.registry.deadline` keeps one per thread)
 the transport and shared limits of each origin are kept: per loop, keyed by everything they were built
 from (origin, TLS setting, limits, the installation's Redis and prefix, the network policy), at most
 MAX_ORIGINS of them, and closed once unused for IDLE_SECONDS (looked at whenever one is asked for).

@@ -21,10 +21,10 @@ from watcher.errors import BadResponseError, RateLimitedError, StateError, Unrea
 from watcher.models import utcnow
 from watcher.outbox.relay import relay
 from watcher.polling import fanout, pool, queue, scheduler
-from watcher.polling.deadline import Interrupted
 from watcher.polling.poll import Busy, PartialPoll, PollResult, poll
 from watcher.polling.repository import poll_repository
 from watcher.polling.runs import Trigger
+from watcher.registry.deadline import Interrupted
 from watcher.tasks.app import CHUNK_TASK, POLL_TASK, REPOSITORY_POLL_TASK, app
 
 log = logging.getLogger("watcher")

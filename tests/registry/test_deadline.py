@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from watcher.polling.deadline import DeadlineExceeded, Interrupted, run_bounded
+from watcher.registry.deadline import DeadlineExceeded, Interrupted, run_bounded
 
 
 async def blocked_in_a_thread() -> None:
@@ -46,7 +46,7 @@ def test_a_process_whose_work_timed_out_exits_without_waiting_for_the_blocked_th
     script = textwrap.dedent(
         """
         import asyncio, threading, time
-        from watcher.polling.deadline import DeadlineExceeded, run_bounded
+        from watcher.registry.deadline import DeadlineExceeded, run_bounded
 
         async def work():
             await asyncio.to_thread(time.sleep, 60)
