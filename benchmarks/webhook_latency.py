@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,9 +153,37 @@ class Arrivals:
 
 
 @contextlib.contextmanager
+def notification_endpoint(handle: Callable[[dict[str, Any], float], None]) -> Iterator[str]:
+    """A bare notification endpoint in this process: answers at once, then hands each event and when its
+    notification arrived (monotonic) to `handle`; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            at = time.monotonic()
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            for event in json.loads(body).get("events") or []:
+                handle(event, at)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="floor", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def floor_listener(registry_url: str) -> Iterator[tuple[str, Arrivals, Arrivals]]:
-    """A bare notification endpoint: answers at once, then lists each pushed manifest's repository with one
-    GET; records when each manifest push was notified, and when the tag showed in the listing."""
+    """A bare notification endpoint that lists each pushed manifest's repository with one GET; records when
+    each manifest push was notified, and when the tag showed in the listing."""
     notified, arrivals = Arrivals(), Arrivals()
     http = httpx.Client(base_url=registry_url, timeout=10)
 
@@ -168,43 +196,29 @@ def floor_listener(registry_url: str) -> Iterator[tuple[str, Arrivals, Arrivals]
                 print(f"floor: listing {repo}: {exc!r}" + (", retrying" if not attempt else ""), file=sys.stderr)
         return []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            at = time.monotonic()
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            for event in json.loads(body).get("events") or []:
-                target = event.get("target") or {}
-                if event.get("action") == "push" and target.get("tag") and target.get("mediaType") == OCI_MANIFEST:
-                    repo, tag = target["repository"], target["tag"]
-                    notified.add(repo, tag, at)
-                    for attempt in range(50):  # Distribution notifies before it links the tag: the race, counted
-                        if tag in listing(repo):
-                            arrivals.add(repo, tag, time.monotonic())
-                            break
-                        if not attempt:
-                            arrivals.early.append(f"{repo}:{tag}")
-                        time.sleep(0.002)
+    def handle(event: dict[str, Any], at: float) -> None:
+        target = event.get("target") or {}
+        if event.get("action") == "push" and target.get("tag") and target.get("mediaType") == OCI_MANIFEST:
+            repo, tag = target["repository"], target["tag"]
+            notified.add(repo, tag, at)
+            for attempt in range(50):  # Distribution notifies before it links the tag: the race, counted
+                if tag in listing(repo):
+                    arrivals.add(repo, tag, time.monotonic())
+                    break
+                if not attempt:
+                    arrivals.early.append(f"{repo}:{tag}")
+                time.sleep(0.002)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="floor", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", notified, arrivals
+        with notification_endpoint(handle) as url:
+            yield url, notified, arrivals
     finally:
-        server.shutdown()
-        server.server_close()
         http.close()
 
 
 @contextlib.contextmanager
-def stream_reader(stream: str) -> Iterator[Arrivals]:
-    """A thread blocked in XREAD on the stream, recording when each `added` entry arrives."""
+def stream_reader(stream: str, change: str = "added") -> Iterator[Arrivals]:
+    """A thread blocked in XREAD on the stream, recording when each entry of `change` arrives."""
     arrivals = Arrivals()
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     stop = threading.Event()
@@ -218,7 +232,7 @@ def stream_reader(stream: str) -> Iterator[Arrivals]:
                 at = time.monotonic()
                 for entry_id, fields in entries:
                     last = entry_id
-                    if fields.get("change") == "added":
+                    if fields.get("change") == change:
                         arrivals.add(fields["repository"], fields["tag"], at)
 
     thread = threading.Thread(target=read, name="stream-reader", daemon=True)

@@ -61,7 +61,7 @@ def test_the_text_output_is_the_distribution_notifications_snippet(r1: Watcher) 
     (endpoint,) = config["notifications"]["endpoints"]
     assert endpoint["url"] == "https://watcher.example.com/hooks/v1/r1"
     assert endpoint["headers"] == {"Authorization": [f"Bearer {secret}"]}
-    assert endpoint["ignore"] == {"actions": ["pull"]}
+    assert endpoint["ignore"] == {"mediatypes": ["application/octet-stream"], "actions": ["pull"]}
 
 
 def test_the_url_defaults_to_the_listen_address(watcher: Watcher, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -96,6 +96,14 @@ def notify_with(registry: RegistryServer, watcher: Watcher, secret: str | None =
     registry.start()
 
 
+def baselined_and_notifying(registry: RegistryServer, client: RegistryClient, watcher: Watcher, app: str) -> None:
+    """`app:v1` pushed and baselined, then the registry notifying the receiver as `registry webhook` says."""
+    client.push_image(app, "v1")
+    polling.poll("r1")
+    enable(watcher)
+    notify_with(registry, watcher)
+
+
 def test_a_push_to_the_real_registry_reaches_the_stream_without_a_scheduled_poll(
     watcher: Watcher, hook_server: ApiServer, broker: str, tmp_path: Path, unique_repo: str
 ) -> None:
@@ -103,10 +111,7 @@ def test_a_push_to_the_real_registry_reaches_the_stream_without_a_scheduled_poll
 
     app = f"{unique_repo}/app"
     with real_registry(tmp_path, watcher, unique_repo) as registry, RegistryClient(registry.url) as client:
-        client.push_image(app, "v1")
-        polling.poll("r1")  # the baseline
-        enable(watcher)
-        notify_with(registry, watcher)
+        baselined_and_notifying(registry, client, watcher, app)
         digest = client.push_image(app, "v2")
         assert wait_for(lambda: queued(watcher, broker) != [], 15), registry.log_tail()
         assert queued(watcher, broker) == [("watcher.poll_repository", ["r1", app])]
@@ -124,6 +129,24 @@ def test_a_push_to_the_real_registry_reaches_the_stream_without_a_scheduled_poll
         assert [(e["tag"], e["change"]) for e in watcher.stream_entries()] == [("v2", "added"), ("v2", "removed")]
         assert webhook_counts(watcher).get("accepted", 0) >= 2
         assert "unauthorized" not in webhook_counts(watcher)
+
+
+def test_the_printed_set_up_keeps_pulls_and_blob_events_from_the_receiver(
+    watcher: Watcher, hook_server: ApiServer, tmp_path: Path, unique_repo: str
+) -> None:
+    """Every HEAD of a listing is a `pull` to Distribution, and its notification queue is one line: with only
+    `ignore.actions` (which Distribution 2.8 applies only when `ignore.mediatypes` is set too) each poll's
+    HEADs came back as notifications, queued ahead of any delete behind them. The printed set-up sends
+    neither pulls nor blob events: a push, a poll's listing and a delete reach the receiver as manifest
+    events only."""
+    app = f"{unique_repo}/app"
+    with real_registry(tmp_path, watcher, unique_repo) as registry, RegistryClient(registry.url) as client:
+        baselined_and_notifying(registry, client, watcher, app)
+        client.push_image(app, "v2")  # two blobs and a manifest
+        polling.poll("r1")  # a HEAD of v1 and of v2
+        client.delete(app, "v2")  # the digest, then the tag: the last notifications, sent in order
+        assert wait_for(lambda: webhook_counts(watcher).get("accepted", 0) >= 3, 15), registry.log_tail()
+        assert webhook_counts(watcher) == {"accepted": 3}
 
 
 def test_a_pushed_tag_the_listing_does_not_show_yet_is_looked_for_once_more(

@@ -93,7 +93,10 @@ def _relisted(event: Any, number: int) -> str | None:
 
 
 def setup(hook: Webhook) -> str:
-    """The `notifications` section of a Distribution registry's config.yml (JSON strings are YAML)."""
+    """The `notifications` section of a Distribution registry's config.yml (JSON strings are YAML). It
+    ignores pulls, or every HEAD of every listing would come back as a notification, queued ahead of the
+    deletes behind it; Distribution 2.8 applies `ignore.actions` only when `ignore.mediatypes` is set too,
+    so blobs' events (which never relist) are ignored as well."""
     return "\n".join(
         [
             "notifications:",
@@ -106,6 +109,7 @@ def setup(hook: Webhook) -> str:
             "      threshold: 3",
             "      backoff: 5s",
             "      ignore:",
+            "        mediatypes: [application/octet-stream]",
             "        actions: [pull]",
         ]
     )
