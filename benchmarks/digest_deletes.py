@@ -65,7 +65,7 @@ def last_of(arrivals: Arrivals, repo: str, tags: list[str], since: float) -> flo
 
 
 def run(args: argparse.Namespace, command: str) -> int:
-    from watcher.polling import poll
+    from watcher.polling.poll import poll
 
     tags = list(TAGS[: args.tags])
     print(
