@@ -139,6 +139,14 @@ def _migration_lock(url: str) -> AbstractContextManager[None]:
 
 
 @contextmanager
+def read_scope(engine: Engine | None = None) -> Iterator[Connection]:
+    """A Core connection for reading (`watcher.readmodel`), its one transaction rolled back at the end:
+    no ORM session, so a reading command never imports `sqlalchemy.orm`."""
+    with (engine or get_engine()).connect() as connection:
+        yield connection
+
+
+@contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
     from sqlalchemy.orm import sessionmaker

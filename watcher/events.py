@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from watcher.diff import Change, ChangeKind
-from watcher.models import Event
 from watcher.registryview import rfc3339  # where the quick commands find it without SQLAlchemy
+
+if TYPE_CHECKING:
+    from watcher.models import Event
 
 CDEVENTS_SPEC = "0.5.1"
 CDEVENT_TYPES = {
@@ -34,6 +37,8 @@ def source_of(registry: str) -> str:
 
 def new_event(registry_id: int, registry: str, url: str, change: Change, detected_at: datetime) -> Event:
     """The history row (and outbox entry) for one change, its CloudEvent built once, here."""
+    from watcher.models import Event  # the ORM: not for `watcher events`, which shows the read model's rows
+
     event = Event(
         event_id=str(uuid.uuid4()),
         registry_id=registry_id,
@@ -50,8 +55,9 @@ def new_event(registry_id: int, registry: str, url: str, change: Change, detecte
     return event
 
 
-def fields_of(event: Event) -> dict[str, str]:
-    """The stream entry's fields except `cloudevent`, all strings."""
+def fields_of(event: Event | Any) -> dict[str, str]:
+    """The stream entry's fields except `cloudevent`, all strings (of an Event, or of the read model's row
+    of one: `readmodel.events_page`)."""
     return {
         "event_id": event.event_id,
         "change": event.change,
@@ -65,7 +71,7 @@ def fields_of(event: Event) -> dict[str, str]:
     }
 
 
-def stream_entry(event: Event) -> dict[str, str]:
+def stream_entry(event: Event | Any) -> dict[str, str]:
     return {**fields_of(event), "cloudevent": event.cloudevent}
 
 
