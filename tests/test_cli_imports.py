@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import REDIS_URL, RUN_ID
 from tests.support.fixtures import RegistryEnv
 from tests.support.installation import seed
+from watcher import heap
 
 #: never imported by a command that only reads the state (a name and everything under it); pydantic(-settings)
 #: only where the environment is not plain (a `.env` file, an invalid value: tests/test_settings.py)
@@ -87,7 +88,8 @@ try:
     main(sys.argv[2:])
 except SystemExit as exc:
     code = exc.code
-heap = {"full_collections": len(full), "enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+heap = {"full_collections": len(full), "enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
+        "threshold": gc.get_threshold()}
 with open(sys.argv[1], "w") as out:
     json.dump({"code": code, "modules": sorted(sys.modules), "heap": heap}, out)
 """
@@ -173,7 +175,8 @@ def test_a_poll_imports_only_what_its_provider_needs(
 ) -> None:
     """`watcher poll` of an OCI registry (on SQLite, publishing to Redis) imports no other provider's SDK,
     no requests, nothing of the worker or the web app; no full collection ran before the poll froze what
-    its imports made (not even one to settle: `watcher.heap`), and it collects as usual after."""
+    its imports made (not even one to settle: `watcher.heap`), and it collects as usual after, the oldest
+    generation less often."""
     registry.client.push_image(unique_repo, "v1")
     name = f"oci-{secrets.token_hex(3)}"
     add = ["registry", "add", name, "--provider", "oci", "--url", registry.url, "--repository", unique_repo]
@@ -186,6 +189,7 @@ def test_a_poll_imports_only_what_its_provider_needs(
     assert under(modules, POSTGRESQL) == []
     assert result["heap"]["full_collections"] == 0
     assert result["heap"]["enabled"] and result["heap"]["frozen"] > 0
+    assert result["heap"]["threshold"][2] == heap.OLD_EVERY  # full collections rarer during the poll
 
 
 def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:
