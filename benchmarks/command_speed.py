@@ -11,7 +11,7 @@ left behind.
 
 The commands run this checkout's code (PYTHONPATH), whatever the venv has installed; `--source DIR` runs
 them from another checkout instead (say, `git archive` of an older commit unpacked in DIR) with this
-venv, to compare before and after side by side.
+venv; `--against DIR` runs every command from both, alternating, to compare before and after side by side.
 
 Run from the repository root: `.venv/bin/python -m benchmarks.command_speed` (15 runs each).
 """
@@ -44,8 +44,9 @@ COMMANDS: list[tuple[str, list[str]]] = [
 ]
 
 
-def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds of one run of `python ARGS`."""
+def timed(args: list[str], env: dict[str, str], cwd: Path, path: str | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of `python ARGS` (with PYTHONPATH `path`, if given)."""
+    env = env if path is None else {**env, "PYTHONPATH": path}
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, timeout=120)
@@ -60,32 +61,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="runs of each command (default 15)")
     parser.add_argument("--source", type=Path, help="run the commands from this checkout instead")
+    parser.add_argument("--against", type=Path, help="run each command from this checkout too, alternating")
     opts = parser.parse_args(argv)
     source = (opts.source or Path(__file__).resolve().parents[1]).resolve()
     os.environ["PYTHONPATH"] = str(source)  # seeded, and then run, by that code
+    commands: list[tuple[str, list[str], str | None]] = [(name, args, None) for name, args in COMMANDS]
+    if opts.against:
+        other = str(opts.against.resolve())
+        commands += [(f"{name} [against]", args, other) for name, args in COMMANDS[2:]]
     with tempfile.TemporaryDirectory(prefix="command-speed-") as tmp:
         home = Path(tmp)
         env = seed(home)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as an installed package has it
-        for _, args in COMMANDS:  # warm: bytecode written, the database's pages in the page cache
-            timed(args, env, home)
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in COMMANDS}
+        for _, args, path in commands:  # warm: bytecode written, the database's pages in the page cache
+            timed(args, env, home, path)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in commands}
         for _ in range(opts.runs):
-            for name, args in COMMANDS:
-                times[name].append(timed(args, env, home))
+            for name, args, path in commands:
+                times[name].append(timed(args, env, home, path))
     load = os.getloadavg()[0]
     print(
         f"{opts.runs} runs each, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"load {load:.1f}, code from {source}"
+        f"load {load:.1f}, code from {source}" + (f", [against] from {opts.against}" if opts.against else "")
     )
     floor, alchemy = (statistics.median(wall for wall, _ in times[name]) for name, _ in COMMANDS[:2])
-    print(f"{'command':28} {'median s':>8} {'min s':>6} {'above floor s':>13} {'÷ pass':>6} {'÷ sqla':>6} {'cpu s':>6}")
+    alchemy_cpu = statistics.median(cpu for _, cpu in times[COMMANDS[1][0]])
+    print(
+        f"{'command':38} {'median s':>8} {'min s':>6} {'above floor s':>13} {'÷ pass':>6} {'÷ sqla':>6} "
+        f"{'cpu s':>6} {'cpu ÷ sqla':>9}"
+    )
     for name, runs in times.items():
         walls = [wall for wall, _ in runs]
         median, cpu = statistics.median(walls), statistics.median(c for _, c in runs)
         print(
-            f"{name:28} {median:8.3f} {min(walls):6.3f} {median - floor:13.3f} {median / floor:6.1f} "
-            f"{median / alchemy:6.2f} {cpu:6.3f}"
+            f"{name:38} {median:8.3f} {min(walls):6.3f} {median - floor:13.3f} {median / floor:6.1f} "
+            f"{median / alchemy:6.2f} {cpu:6.3f} {cpu / alchemy_cpu:9.2f}"
         )
     return 0
 

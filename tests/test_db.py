@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 from tests.conftest import PG_ADMIN_URL, RUN_ID
 from tests.support.migrations import migrations
 from watcher.db import HEAD_REVISION, get_engine, head_revision, migrate, stored_revisions
-from watcher.private_files import file_lock
+from watcher.runtime.private_files import file_lock
 
 PROCESSES = 6
 

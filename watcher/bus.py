@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from watcher.errors import StateError
-from watcher.private_files import narrow, private_dir, write_private
+from watcher.runtime.private_files import narrow, private_dir, write_private
 from watcher.settings import Settings, get_settings
 
 EMBEDDED = "embedded"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import StateError
-from watcher.private_files import file_lock, narrow, private_dir, touch_private
+from watcher.runtime.private_files import file_lock, narrow, private_dir, touch_private
 from watcher.settings import get_settings
 
 if TYPE_CHECKING:
@@ -136,6 +136,14 @@ def stored_revisions(conn: Connection) -> list[str]:
 def _migration_lock(url: str) -> AbstractContextManager[None]:
     path = sqlite_file(url)
     return nullcontext() if path is None else file_lock(path.with_name(path.name + ".lock"))
+
+
+@contextmanager
+def read_scope(engine: Engine | None = None) -> Iterator[Connection]:
+    """A Core connection for reading (`watcher.read.model`), its one transaction rolled back at the end:
+    no ORM session, so a reading command never imports `sqlalchemy.orm`."""
+    with (engine or get_engine()).connect() as connection:
+        yield connection
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """The quick commands stay quick: what they import is checked in a fresh process, against a denylist of
-the heavy libraries only other commands need, and that their imports set off no full collection of the
-heap (`watcher.runtime.heap.hold`). Their wall time is measured by benchmarks/command_speed.py (and a poll's, as a
-whole process, by benchmarks/ecr_scale.py --command), never asserted here."""
+the heavy libraries only other commands need (and, for the reading commands, the ORM), and that their
+imports set off no full collection of the heap (`watcher.runtime.heap.hold`). Their wall time is measured by
+benchmarks/command_speed.py (and a poll's, as a whole process, by benchmarks/ecr_scale.py --command), never
+asserted here."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from tests.conftest import REDIS_URL, RUN_ID
 from tests.support.fixtures import RegistryEnv
 from tests.support.installation import seed
+from watcher.runtime import heap
 
 #: never imported by a command that only reads the state (a name and everything under it); pydantic(-settings)
 #: only where the environment is not plain (a `.env` file, an invalid value: tests/test_settings.py)
@@ -51,6 +53,8 @@ SECRETS = ("cryptography",)
 DATABASE = ("sqlalchemy", "sqlite3", "psycopg")
 #: never loaded by a command on a SQLite database (modules and everything under them)
 POSTGRESQL = ("sqlalchemy.dialects.postgresql", "psycopg")
+#: never loaded by a command that only reads: the read model is SQLAlchemy Core on `watcher.schema`'s tables
+ORM = ("sqlalchemy.orm", "watcher.models")
 #: never imported by `watcher poll` of an OCI registry: the other providers' SDKs, requests (only theirs),
 #: what only the worker, the web app and other commands use
 POLL_DENIED = (
@@ -84,7 +88,8 @@ try:
     main(sys.argv[2:])
 except SystemExit as exc:
     code = exc.code
-heap = {"full_collections": len(full), "enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+heap = {"full_collections": len(full), "enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
+        "threshold": gc.get_threshold()}
 with open(sys.argv[1], "w") as out:
     json.dump({"code": code, "modules": sorted(sys.modules), "heap": heap}, out)
 """
@@ -148,7 +153,7 @@ def under(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
         (["images", "hub", "team/app", "--json"], HEAVY + SECRETS, "watcher.read.model"),
         (["events"], HEAVY + SECRETS, "watcher.read.model"),
         (["events", "--registry", "hub", "--json"], HEAVY + SECRETS, "watcher.read.model"),
-        (["token", "list"], HEAVY + SECRETS, "watcher.models"),
+        (["token", "list"], HEAVY + SECRETS, "watcher.read.model"),
     ],
 )
 def test_quick_commands_import_nothing_heavy(
@@ -160,6 +165,7 @@ def test_quick_commands_import_nothing_heavy(
     if reader is not None:
         assert reader in modules  # it did read the state
         assert under(modules, POSTGRESQL) == []  # on SQLite
+        assert under(modules, ORM) == []  # Core rows: no ORM, no declarative classes (~60 ms of a start)
         assert result["heap"]["full_collections"] == 0  # its imports rescanned nothing
         assert result["heap"]["enabled"]  # and the collector is on again once it returned (in-process callers)
 
@@ -169,7 +175,8 @@ def test_a_poll_imports_only_what_its_provider_needs(
 ) -> None:
     """`watcher poll` of an OCI registry (on SQLite, publishing to Redis) imports no other provider's SDK,
     no requests, nothing of the worker or the web app; no full collection ran before the poll froze what
-    its imports made (not even one to settle: `watcher.runtime.heap`), and it collects as usual after."""
+    its imports made (not even one to settle: `watcher.runtime.heap`), and it collects as usual after, the oldest
+    generation less often."""
     registry.client.push_image(unique_repo, "v1")
     name = f"oci-{secrets.token_hex(3)}"
     add = ["registry", "add", name, "--provider", "oci", "--url", registry.url, "--repository", unique_repo]
@@ -182,6 +189,7 @@ def test_a_poll_imports_only_what_its_provider_needs(
     assert under(modules, POSTGRESQL) == []
     assert result["heap"]["full_collections"] == 0
     assert result["heap"]["enabled"] and result["heap"]["frozen"] > 0
+    assert result["heap"]["threshold"][2] == heap.OLD_EVERY  # full collections rarer during the poll
 
 
 def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:

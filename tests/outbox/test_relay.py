@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, event, func, select
 
 from tests.conftest import REDIS_URL, Watcher
 from tests.support.redis_server import RedisServer
@@ -64,15 +63,15 @@ def test_events_go_out_once_in_detection_order(watcher: Watcher) -> None:
 def test_a_relay_that_dies_after_appending_resends_nothing(watcher: Watcher) -> None:
     ids = record(watcher, 30)
 
-    def crash_before_marking(session: Session) -> None:
+    def crash_before_marking(connection: Connection) -> None:
         raise RuntimeError("worker killed between XADD and marking the rows published")
 
-    event.listen(Session, "before_commit", crash_before_marking)
+    event.listen(Engine, "commit", crash_before_marking)  # the relay's batch commits on a Core connection
     try:
         with pytest.raises(RuntimeError):
             relay(watcher.redis)
     finally:
-        event.remove(Session, "before_commit", crash_before_marking)
+        event.remove(Engine, "commit", crash_before_marking)
     assert len(watcher.stream_entries()) == 30  # appended...
     assert unpublished(watcher) == 30  # ...but not marked
     assert relay(watcher.redis) == 0  # the retry appends nothing again

@@ -166,9 +166,7 @@ def test_image_pages_neither_repeat_nor_skip_while_tags_are_added(watcher: Watch
     store(watcher, registry_id, "team/app", [f"t{n:03}" for n in range(0, 250, 2)])
     with session_scope(watcher.engine) as session:
         repo_id = session.query(Repository.id).scalar()
-        session.execute(
-            Tag.__table__.update().values(pushed_at=utcnow() - timedelta(minutes=1))  # type: ignore[attr-defined]
-        )
+        session.execute(Tag.__table__.update().values(pushed_at=utcnow() - timedelta(minutes=1)))
     seen: list[str] = []
     cursor = None
     added = 0
@@ -239,7 +237,7 @@ def test_repository_and_poll_pages(watcher: Watcher) -> None:
     for number in range(7):
         store(watcher, registry_id, f"team/app{number}", [f"v{n}" for n in range(number + 1)])
     with session_scope(watcher.engine) as session:
-        session.execute(Tag.__table__.update().values(pushed_at=utcnow()))  # type: ignore[attr-defined]
+        session.execute(Tag.__table__.update().values(pushed_at=utcnow()))
     for minutes in (30, 20, 10):
         run(watcher, registry_id, "ok", minutes_ago=minutes)
     names: list[tuple[str, int]] = []

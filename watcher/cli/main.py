@@ -26,7 +26,6 @@ from watcher.runtime import heap
 from watcher.settings import get_settings
 
 if TYPE_CHECKING:
-    from watcher.models import ApiToken
     from watcher.polling.poll import PollResult
 
 P = ParamSpec("P")
@@ -157,11 +156,11 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 @heap.holding
 def registry_list(as_json: bool) -> None:
     """List registered registries."""
-    from watcher.db import session_scope
+    from watcher.db import read_scope
     from watcher.read.model import registry_details
 
-    with session_scope() as session:
-        rows = registry_details(session)
+    with read_scope() as reader:
+        rows = registry_details(reader)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -184,11 +183,11 @@ def registry_list(as_json: bool) -> None:
 @heap.holding
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
-    from watcher.db import session_scope
+    from watcher.db import read_scope
     from watcher.read.model import registry_detail
 
-    with session_scope() as session:
-        info = registry_detail(session, name)
+    with read_scope() as reader:
+        info = registry_detail(reader, name)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -348,12 +347,12 @@ def line_of(entry: dict[str, str]) -> str:
 def status_command(as_json: bool) -> None:
     """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
     (blank when none ever came), size."""
-    from watcher.db import session_scope
+    from watcher.db import read_scope
     from watcher.read.model import registry_statuses
     from watcher.read.tables import ago, table
 
-    with session_scope() as session:
-        statuses = registry_statuses(session)
+    with read_scope() as reader:
+        statuses = registry_statuses(reader)
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
         return
@@ -400,7 +399,7 @@ def status_command(as_json: bool) -> None:
 @heap.holding
 def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
     """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
-    from watcher.db import session_scope
+    from watcher.db import read_scope
     from watcher.outbox.events import rfc3339
     from watcher.read.model import Image, images_page
     from watcher.read.tables import table
@@ -412,9 +411,9 @@ def images_command(registry_name: str, repository: str | None, tag_pattern: str 
         wanted = compile_pattern(tag_pattern, "--tag")
     images: list[Image] = []
     cursor: str | None = None
-    with session_scope() as session:
+    with read_scope() as reader:
         while True:
-            page = images_page(session, registry_name, repository, cursor=cursor, limit=1000)
+            page = images_page(reader, registry_name, repository, cursor=cursor, limit=1000)
             images.extend(i for i in page.items if wanted is None or wanted.search(i.tag))
             if page.next_cursor is None:
                 break
@@ -464,18 +463,18 @@ def token_create(name: str, role: str, expires: str | None) -> None:
 @heap.holding
 def token_list(as_json: bool) -> None:
     """List tokens (never the tokens themselves)."""
-    from watcher.db import session_scope
-    from watcher.models import utcnow
+    from watcher.db import read_scope
     from watcher.outbox.events import rfc3339
+    from watcher.read.model import api_tokens, token_active
     from watcher.read.tables import ago, table
-    from watcher.registrations import tokens
+    from watcher.schema import utcnow
 
     now = utcnow()
-    with session_scope() as session:
-        rows = tokens.listing(session)
+    with read_scope() as reader:
+        rows = api_tokens(reader)
 
-    def state(t: ApiToken) -> str:
-        return "revoked" if t.revoked_at else ("active" if tokens.active(t, now) else "expired")
+    def state(t: Any) -> str:
+        return "revoked" if t.revoked_at else ("active" if token_active(t, now) else "expired")
 
     if as_json:
         shown = [
@@ -530,13 +529,13 @@ def events(
     """Show the event history (oldest first), or follow the stream with `events tail`."""
     if ctx.invoked_subcommand is not None:
         return
-    from watcher.db import session_scope
+    from watcher.db import read_scope
     from watcher.outbox.events import stream_entry
     from watcher.outbox.history import parse_since, recent_events
 
     since_at = parse_since(since) if since else None
-    with session_scope() as session:
-        rows = recent_events(session, registry=registry_name, repository=repository, since=since_at, limit=limit)
+    with read_scope() as reader:
+        rows = recent_events(reader, registry=registry_name, repository=repository, since=since_at, limit=limit)
         entries = [stream_entry(e) for e in rows]
     for entry in entries:
         click.echo(json.dumps(entry) if as_json else line_of(entry))

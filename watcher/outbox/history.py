@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from watcher.errors import InputError
-from watcher.models import Event
 from watcher.read.model import MAX_PAGE, EventFilters, events_page, in_utc
+
+if TYPE_CHECKING:
+    from watcher.read.model import Reader
 
 
 def parse_since(text: str) -> datetime:
@@ -20,19 +21,20 @@ def parse_since(text: str) -> datetime:
 
 
 def recent_events(
-    session: Session,
+    reader: Reader,
     *,
     registry: str | None = None,
     repository: str | None = None,
     since: datetime | None = None,
     limit: int = 50,
-) -> list[Event]:
-    """The newest `limit` matching events, oldest first (the order they were detected in)."""
+) -> list[Any]:
+    """The newest `limit` matching events, oldest first (the order they were detected in): the read model's
+    rows, with the attributes of `watcher.models.Event`."""
     filters = EventFilters(registry=registry, repository=repository, since=since)
-    rows: list[Event] = []
+    rows: list[Any] = []
     cursor: str | None = None
     while len(rows) < limit:
-        page = events_page(session, filters, cursor=cursor, limit=min(MAX_PAGE, limit - len(rows)))
+        page = events_page(reader, filters, cursor=cursor, limit=min(MAX_PAGE, limit - len(rows)))
         rows.extend(page.items)
         if page.next_cursor is None:
             break

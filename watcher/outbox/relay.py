@@ -12,18 +12,18 @@ import contextlib
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
 
 import redis
-from sqlalchemy import Engine, Table, Update, case, select, update
+from sqlalchemy import Engine, Update, case, select, update
 
-from watcher.db import get_engine, session_scope
+from watcher.db import get_engine
 from watcher.errors import StateError
-from watcher.models import Event, utcnow
 from watcher.outbox.events import stream_entry
+from watcher.read.model import EVENT_COLUMNS
+from watcher.schema import events as EVENTS
+from watcher.schema import utcnow
 from watcher.settings import Settings, get_settings
 
-EVENTS = cast(Table, Event.__table__)
 SCRIPT = (Path(__file__).parent / "relay.lua").read_text()
 REMEMBER = timedelta(days=7)
 BATCH = 500
@@ -62,10 +62,11 @@ def _drain(client: redis.Redis, engine: Engine, stream: str, maxlen: int, lock: 
     append = client.register_script(SCRIPT)
     appended = 0
     while True:
-        with session_scope(engine) as session:
-            batch = list(
-                session.scalars(select(Event).where(Event.published_at.is_(None)).order_by(Event.id).limit(BATCH))
-            )
+        with engine.begin() as connection:  # Core rows: the ORM's loading of each event is not needed here
+            unpublished = EVENTS.c.published_at.is_(None)
+            batch = connection.execute(
+                select(*EVENT_COLUMNS).where(unpublished).order_by(EVENTS.c.id).limit(BATCH)
+            ).all()
             if not batch:
                 return appended
             args: list[str | int] = [maxlen, int(time.time() * 1000), int(REMEMBER.total_seconds() * 1000)]
@@ -77,14 +78,13 @@ def _drain(client: redis.Redis, engine: Engine, stream: str, maxlen: int, lock: 
             ids = append(keys=[stream, dedupe_key(stream)], args=args)
             stream_ids = {event.id: stream_id for event, stream_id in zip(batch, ids, strict=True) if stream_id}
             appended += len(stream_ids)
-            session.execute(_published([event.id for event in batch], stream_ids))
+            connection.execute(_published([event.id for event in batch], stream_ids))
         lock.extend(LOCK_SECONDS, replace_ttl=True)
 
 
 def _published(ids: list[int], stream_ids: dict[int, str]) -> Update:
     """The whole batch marked published in one UPDATE, each appended event with its stream id (an event
-    appended before, by a relay that died before marking it, keeps none). A Core statement on the table:
-    the ORM has nothing to synchronise in the session (which otherwise re-scans it for every row)."""
+    appended before, by a relay that died before marking it, keeps none)."""
     values: dict[str, object] = {"published_at": utcnow()}
     if stream_ids:
         values["stream_id"] = case(stream_ids, value=EVENTS.c.id, else_=EVENTS.c.stream_id)

@@ -4,6 +4,11 @@ One function per question, each a few set-based queries (never one per row), so 
 thousand registries costs the same handful of statements as with one. Lists are paged by keyset — the
 cursor is the last row's sort key, opaque to callers — so a page costs O(page) however deep it is, and
 rows added while a client pages never make it see a row twice or miss one that existed when it began.
+
+The queries are SQLAlchemy Core on `watcher.schema`'s tables, and take a `Reader`: a Core connection
+(the CLI's quick commands, `db.read_scope`) or an ORM session (the API and console, whose requests also
+write). Their rows are Core rows with the columns as attributes (the events' `registry` column as
+`registry_name`, as on the model), so reading never imports `sqlalchemy.orm` or the ORM classes.
 """
 
 from __future__ import annotations
@@ -13,14 +18,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
 
-from watcher.errors import InputError
-from watcher.models import Event, PollRun, Registry, Repository, Tag
+from watcher.errors import InputError, NotFoundError
 from watcher.read.views import (  # what the quick commands share without SQLAlchemy; re-exported
     RegistryStatus,
     build_details,
@@ -33,6 +36,12 @@ from watcher.read.views import (
 from watcher.read.views import (
     poll_json as poll_json,
 )
+from watcher.schema import api_tokens as API_TOKENS
+from watcher.schema import events as EVENTS
+from watcher.schema import poll_runs as POLL_RUNS
+from watcher.schema import registries as REGISTRIES
+from watcher.schema import repositories as REPOSITORIES
+from watcher.schema import tags as TAGS
 
 MAX_PAGE = 1000
 #: the largest id a row can have (a signed 64-bit integer on every database): a larger one in a cursor or
@@ -41,6 +50,13 @@ MAX_ID = 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # where tags without a push time sort
 FAILED_OUTCOMES = ("failed", "abandoned")
 State = Literal["pending", "ok", "failing"]
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+    #: what the queries run on: a Core connection, or an ORM session
+    Reader = Connection | Session
 
 
 # ---- cursors --------------------------------------------------------------------------------------
@@ -114,7 +130,11 @@ class Page:
 
 
 # ---- registries -----------------------------------------------------------------------------------
-def newest_run_id(*conditions: Any, whole: bool = True, column: Any = PollRun.id) -> Any:
+RUN = POLL_RUNS.c
+REG = REGISTRIES.c
+
+
+def newest_run_id(*conditions: Any, whole: bool = True, column: Any = RUN.id) -> Any:
     """The id (or another `column`) of a registry's newest registry-wide poll run matching `conditions` (or,
     `whole` False, its newest poll of some repositories only), as a column of a registries query: an index
     walk back from the newest id (`ix_poll_runs_registry_whole_id`, `ix_poll_runs_registry_id_id`), however
@@ -122,101 +142,103 @@ def newest_run_id(*conditions: Any, whole: bool = True, column: Any = PollRun.id
 
     Only registry-wide runs make a registry's state, last poll and last error: a webhook's poll of one
     repository says nothing of the catalog or of the other repositories (`watcher.polling.runs`)."""
-    kind = PollRun.listed_repositories.is_(None) if whole else PollRun.listed_repositories.is_not(None)
+    kind = RUN.listed_repositories.is_(None) if whole else RUN.listed_repositories.is_not(None)
     return (
         select(column)
-        .where(PollRun.registry_id == Registry.id, kind, *conditions)
-        .order_by(PollRun.id.desc())
+        .where(RUN.registry_id == REG.id, kind, *conditions)
+        .order_by(RUN.id.desc())
         .limit(1)
         .scalar_subquery()
     )
 
 
-def registry_statuses(session: Session, names: Sequence[str] | None = None) -> list[RegistryStatus]:
+def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> list[RegistryStatus]:
     """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
     Its state, last poll and last error come from registry-wide polls only (`newest_run_id`); those runs
     are then read by primary key (a join on the newest ids lets PostgreSQL hash the whole history). The
     counts of every registry are one grouped scan, without a list of a thousand ids to bind."""
     query = select(
-        Registry.id,
-        Registry.name,
-        Registry.provider,
-        Registry.next_poll_at,
-        Registry.last_webhook_at,
-        newest_run_id(PollRun.outcome != "running").label("last_run_id"),
-        newest_run_id(PollRun.outcome == "ok").label("last_ok_id"),
-    ).order_by(Registry.name)
+        REG.id,
+        REG.name,
+        REG.provider,
+        REG.next_poll_at,
+        REG.last_webhook_at,
+        newest_run_id(RUN.outcome != "running").label("last_run_id"),
+        newest_run_id(RUN.outcome == "ok").label("last_ok_id"),
+    ).order_by(REG.name)
     if names is not None:
-        query = query.where(Registry.name.in_(list(names)))
-    connection = session.connection()  # Core rows: the ORM's row handling would cost as much as the queries
-    rows = connection.execute(query).all()
+        query = query.where(REG.name.in_(list(names)))
+    rows = reader.execute(query).all()
     ids = [row.id for row in rows]
     if not ids:
         return []
     run_ids = {i for row in rows for i in (row.last_run_id, row.last_ok_id) if i is not None}
     runs = {
         run.id: run
-        for run in connection.execute(
-            select(PollRun.id, PollRun.finished_at, PollRun.outcome, PollRun.error).where(PollRun.id.in_(run_ids))
-        )
+        for run in reader.execute(select(RUN.id, RUN.finished_at, RUN.outcome, RUN.error).where(RUN.id.in_(run_ids)))
     }
-    repositories = select(Repository.registry_id, func.count(Repository.id)).group_by(Repository.registry_id)
+    repositories = select(REPOSITORIES.c.registry_id, func.count(REPOSITORIES.c.id)).group_by(
+        REPOSITORIES.c.registry_id
+    )
     tags = (
-        select(Repository.registry_id, func.count(Tag.id))
-        .join(Tag, Tag.repository_id == Repository.id)
-        .group_by(Repository.registry_id)
+        select(REPOSITORIES.c.registry_id, func.count(TAGS.c.id))
+        .join(TAGS, TAGS.c.repository_id == REPOSITORIES.c.id)
+        .group_by(REPOSITORIES.c.registry_id)
     )
     if names is not None:
         repositories, tags = (
-            repositories.where(Repository.registry_id.in_(ids)),
-            tags.where(Repository.registry_id.in_(ids)),
+            repositories.where(REPOSITORIES.c.registry_id.in_(ids)),
+            tags.where(REPOSITORIES.c.registry_id.in_(ids)),
         )
-    counts = dict(connection.execute(repositories).all()), dict(connection.execute(tags).all())
+    counts: tuple[dict[int, int], dict[int, int]] = (
+        dict(reader.execute(repositories).all()),
+        dict(reader.execute(tags).all()),
+    )
     return build_statuses(rows, runs, *counts)
 
 
-def last_poll_durations(session: Session) -> dict[str, float]:
+def last_poll_durations(reader: Reader) -> dict[str, float]:
     """How long each registry's last registry-wide poll took, in seconds, by name: its newest run that ended
     `ok` or `failed` (an abandoned run was cut short by its process or closed long after by the next claim,
     so its length says nothing of the registry; `watcher_poll_duration_seconds` leaves it out too). One
     query, two index walks back per registry (`newest_run_id`); registries never polled are absent."""
-    ended = PollRun.outcome.in_(("ok", "failed"))
-    rows = session.connection().execute(
+    ended = RUN.outcome.in_(("ok", "failed"))
+    rows = reader.execute(
         select(
-            Registry.name,
-            newest_run_id(ended, column=PollRun.started_at),
-            newest_run_id(ended, column=PollRun.finished_at),
+            REG.name,
+            newest_run_id(ended, column=RUN.started_at),
+            newest_run_id(ended, column=RUN.finished_at),
         )
     )
     return {name: (finished - started).total_seconds() for name, started, finished in rows if finished is not None}
 
 
-def registry_names(session: Session) -> list[str]:
-    return list(session.scalars(select(Registry.name).order_by(Registry.name)))
+def registry_names(reader: Reader) -> list[str]:
+    return list(reader.execute(select(REG.name).order_by(REG.name)).scalars())
 
 
-def registry_details(session: Session, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Everything about each registry that may be shown — secrets only as `set` — with its status: what
     `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
-    query = select(Registry).order_by(Registry.name)
+    query = select(REGISTRIES).order_by(REG.name)
     if names is not None:
-        query = query.where(Registry.name.in_(list(names)))
-    rows = list(session.scalars(query))
-    statuses = {s.name: s for s in registry_statuses(session, [r.name for r in rows])} if rows else {}
+        query = query.where(REG.name.in_(list(names)))
+    rows = reader.execute(query).all()
+    statuses = {s.name: s for s in registry_statuses(reader, [r.name for r in rows])} if rows else {}
     ids = [r.id for r in rows]
-    last_ids = select(newest_run_id()).where(Registry.id.in_(ids))
-    webhook_ids = select(newest_run_id(whole=False)).where(Registry.id.in_(ids))
-    last_runs: dict[int, PollRun] = {}
-    webhook_runs: dict[int, PollRun] = {}
-    for run in session.scalars(select(PollRun).where(PollRun.id.in_(last_ids.union(webhook_ids)))):
+    last_ids = select(newest_run_id()).where(REG.id.in_(ids))
+    webhook_ids = select(newest_run_id(whole=False)).where(REG.id.in_(ids))
+    last_runs: dict[int, Any] = {}
+    webhook_runs: dict[int, Any] = {}
+    for run in reader.execute(select(POLL_RUNS).where(RUN.id.in_(last_ids.union(webhook_ids)))):
         (last_runs if run.listed_repositories is None else webhook_runs)[run.registry_id] = run
     return build_details(rows, statuses, last_runs, webhook_runs)
 
 
-def registry_detail(session: Session, name: str) -> dict[str, Any]:
+def registry_detail(reader: Reader, name: str) -> dict[str, Any]:
     """One registry's details, or NotFoundError naming it."""
-    _registry_row(session, name)
-    (detail,) = registry_details(session, [name])
+    _registry_row(reader, name)
+    (detail,) = registry_details(reader, [name])
     return detail
 
 
@@ -257,14 +279,26 @@ def pull_host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _registry_row(session: Session, name: str) -> Registry:
-    from watcher.registrations.store import find
+def _registry_row(reader: Reader, name: str) -> Any:
+    """The id and URL of the registry named `name`, or NotFoundError naming it."""
+    # a NUL is in no registry's name, and PostgreSQL cannot even be asked about one (a URL's `%00`)
+    row = None if "\x00" in name else reader.execute(select(REG.id, REG.url).where(REG.name == name)).first()
+    if row is None:
+        raise missing(name)
+    return row
 
-    return find(session, name)
+
+def missing(name: str) -> NotFoundError:
+    return NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
+
+
+def registry_id(reader: Reader, name: str) -> int:
+    """The id of the registry named `name`, or NotFoundError naming it (`watcher.registrations.store.find` loads it)."""
+    return int(_registry_row(reader, name).id)
 
 
 def images_page(
-    session: Session,
+    reader: Reader,
     registry: str,
     repository: str | None = None,
     *,
@@ -276,31 +310,30 @@ def images_page(
     """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
     of the tag; ordered by repository then tag name, or newest push first."""
     check_limit(limit)
-    row = _registry_row(session, registry)
+    row = _registry_row(reader, registry)
     host = pull_host(row.url)
-    pushed = func.coalesce(Tag.pushed_at, EPOCH)
+    repo, tag = REPOSITORIES.c, TAGS.c
+    pushed = func.coalesce(tag.pushed_at, EPOCH)
     query = (
-        select(Repository.name, Tag.name, Tag.digest, Tag.pushed_at, Tag.id, pushed)
-        .join(Tag, Tag.repository_id == Repository.id)
-        .where(Repository.registry_id == row.id)
+        select(repo.name, tag.name, tag.digest, tag.pushed_at, tag.id, pushed)
+        .join(TAGS, tag.repository_id == repo.id)
+        .where(repo.registry_id == row.id)
     )
     if repository is not None:
-        query = query.where(Repository.name == repository)
+        query = query.where(repo.name == repository)
     if q:
-        query = query.where(func.lower(Tag.name).contains(q.lower(), autoescape=True))
+        query = query.where(func.lower(tag.name).contains(q.lower(), autoescape=True))
     if order == "pushed_at":
-        sort = (pushed.desc(), Tag.id.desc())
+        sort = (pushed.desc(), tag.id.desc())
         if cursor:
             at, tag_id = decode_cursor(cursor, _moment, _whole)
-            query = query.where(or_(pushed < at, and_(pushed == at, Tag.id < tag_id)))
+            query = query.where(or_(pushed < at, and_(pushed == at, tag.id < tag_id)))
     else:
-        sort = (Repository.name, Tag.name)  # type: ignore[assignment]
+        sort = (repo.name, tag.name)  # type: ignore[assignment]
         if cursor:
             repo_name, tag_name = decode_cursor(cursor, _text, _text)
-            query = query.where(
-                or_(Repository.name > repo_name, and_(Repository.name == repo_name, Tag.name > tag_name))
-            )
-    rows = session.execute(query.order_by(*sort).limit(limit + 1)).all()
+            query = query.where(or_(repo.name > repo_name, and_(repo.name == repo_name, tag.name > tag_name)))
+    rows = reader.execute(query.order_by(*sort).limit(limit + 1)).all()
     items = [Image(registry, r[0], r[1], r[2], r[3], host) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -327,23 +360,24 @@ class RepositorySummary:
 
 
 def repositories_page(
-    session: Session, registry: str, *, q: str | None = None, cursor: str | None = None, limit: int = 100
+    reader: Reader, registry: str, *, q: str | None = None, cursor: str | None = None, limit: int = 100
 ) -> Page:
     """A registry's repositories by name, with their tag count and newest push; `q` a substring of the name."""
     check_limit(limit)
-    row = _registry_row(session, registry)
+    row = _registry_row(reader, registry)
+    repo, tag = REPOSITORIES.c, TAGS.c
     query = (
-        select(Repository.name, func.count(Tag.id), func.max(Tag.pushed_at), Repository.first_seen_at)
-        .join(Tag, Tag.repository_id == Repository.id, isouter=True)
-        .where(Repository.registry_id == row.id)
-        .group_by(Repository.id, Repository.name, Repository.first_seen_at)
+        select(repo.name, func.count(tag.id), func.max(tag.pushed_at), repo.first_seen_at)
+        .join(TAGS, tag.repository_id == repo.id, isouter=True)
+        .where(repo.registry_id == row.id)
+        .group_by(repo.id, repo.name, repo.first_seen_at)
     )
     if q:
-        query = query.where(func.lower(Repository.name).contains(q.lower(), autoescape=True))
+        query = query.where(func.lower(repo.name).contains(q.lower(), autoescape=True))
     if cursor:
         (after,) = decode_cursor(cursor, _text)
-        query = query.where(Repository.name > after)
-    rows = session.execute(query.order_by(Repository.name).limit(limit + 1)).all()
+        query = query.where(repo.name > after)
+    rows = reader.execute(query.order_by(repo.name).limit(limit + 1)).all()
     items = [RepositorySummary(r[0], r[1], aware_utc(r[2]), r[3]) for r in rows[:limit]]
     return Page(items, encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None)
 
@@ -357,19 +391,23 @@ def aware_utc(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def polls_page(session: Session, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
-    """A registry's poll history, newest first: its registry-wide polls and its webhooks' repository polls."""
+def polls_page(reader: Reader, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
+    """A registry's poll history, newest first: its registry-wide polls and its webhooks' repository polls
+    (rows with the columns of `poll_runs` as attributes)."""
     check_limit(limit)
-    row = _registry_row(session, registry)
-    query = select(PollRun).where(PollRun.registry_id == row.id)
+    query = select(POLL_RUNS).where(RUN.registry_id == registry_id(reader, registry))
     if cursor:
         (before,) = decode_cursor(cursor, _whole)
-        query = query.where(PollRun.id < before)
-    rows = list(session.scalars(query.order_by(PollRun.id.desc()).limit(limit + 1)))
-    return Page(rows[:limit], encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None)
+        query = query.where(RUN.id < before)
+    rows = reader.execute(query.order_by(RUN.id.desc()).limit(limit + 1)).all()
+    return Page(list(rows[:limit]), encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None)
 
 
 # ---- events ---------------------------------------------------------------------------------------
+#: an event's columns, named as the model's attributes (its `registry` column is `registry_name`)
+EVENT_COLUMNS = tuple(column.label("registry_name") if column.name == "registry" else column for column in EVENTS.c)
+
+
 @dataclass(frozen=True)
 class EventFilters:
     registry: str | None = None
@@ -381,37 +419,50 @@ class EventFilters:
 
 
 def events_page(
-    session: Session,
+    reader: Reader,
     filters: EventFilters = EventFilters(),
     *,
     order: Literal["desc", "asc"] = "desc",
     cursor: str | None = None,
     limit: int = 100,
 ) -> Page:
-    """The event history, newest first (or oldest first), keyset-paged on the history id."""
+    """The event history, newest first (or oldest first), keyset-paged on the history id; rows with the
+    attributes of `watcher.models.Event`."""
     check_limit(limit)
-    query = select(Event)
+    event = EVENTS.c
+    query = select(*EVENT_COLUMNS)
     for column, value in (
-        (Event.registry_name, filters.registry),
-        (Event.repository, filters.repository),
-        (Event.tag, filters.tag),
-        (Event.change, filters.change),
+        (event.registry, filters.registry),
+        (event.repository, filters.repository),
+        (event.tag, filters.tag),
+        (event.change, filters.change),
     ):
         if value:
             query = query.where(column == value)
     if filters.since is not None:
-        query = query.where(Event.detected_at >= filters.since)
+        query = query.where(event.detected_at >= filters.since)
     if filters.until is not None:
-        query = query.where(Event.detected_at < filters.until)
+        query = query.where(event.detected_at < filters.until)
     if cursor:
         (after,) = decode_cursor(cursor, _whole)
-        query = query.where(Event.id < after if order == "desc" else Event.id > after)
-    query = query.order_by(Event.id.desc() if order == "desc" else Event.id.asc()).limit(limit + 1)
-    rows = list(session.scalars(query))
+        query = query.where(event.id < after if order == "desc" else event.id > after)
+    query = query.order_by(event.id.desc() if order == "desc" else event.id.asc()).limit(limit + 1)
+    rows = reader.execute(query).all()
     next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
-    return Page(rows[:limit], next_cursor)
+    return Page(list(rows[:limit]), next_cursor)
 
 
-def newest_event_id(session: Session) -> int:
+def newest_event_id(reader: Reader) -> int:
     """The history id of the newest event (0 when there is none): where a live view starts."""
-    return int(session.scalar(select(func.max(Event.id))) or 0)
+    return int(reader.execute(select(func.max(EVENTS.c.id))).scalar() or 0)
+
+
+# ---- API tokens -----------------------------------------------------------------------------------
+def api_tokens(reader: Reader) -> list[Any]:
+    """Every token by name (rows of `api_tokens`: only hashes, never a token)."""
+    return list(reader.execute(select(API_TOKENS).order_by(API_TOKENS.c.name)).all())
+
+
+def token_active(row: Any, now: datetime) -> bool:
+    """Neither revoked nor expired (`row`: a token's row or model)."""
+    return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)

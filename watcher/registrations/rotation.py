@@ -20,8 +20,8 @@ from sqlalchemy import Engine, select, update
 from watcher.db import get_engine, session_scope
 from watcher.errors import StateError
 from watcher.models import Registry
-from watcher.private_files import file_lock, write_private
 from watcher.registrations import vault
+from watcher.runtime.private_files import file_lock, write_private
 from watcher.settings import Settings, get_settings
 
 BATCH = 50  # rows per transaction: writers wait at most one short transaction

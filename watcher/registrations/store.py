@@ -9,16 +9,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from watcher.errors import ConflictError, NotFoundError, StateError
+from watcher.errors import ConflictError, StateError
 from watcher.models import Registry, Repository, utcnow
 from watcher.registrations.spec import RegistrySpec
 
 
 def find(session: Session, name: str) -> Registry:
-    # a NUL is in no registry's name, and PostgreSQL cannot even be asked about one (a URL's `%00`)
-    row = None if "\x00" in name else session.scalar(select(Registry).where(Registry.name == name))
-    if row is None:
-        raise NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
+    from watcher.read.model import missing, registry_id  # the lookup by name is the read model's
+
+    row = session.get(Registry, registry_id(session, name))
+    if row is None:  # deleted in between
+        raise missing(name)
     return row
 
 

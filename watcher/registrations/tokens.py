@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 
 from watcher.errors import ConflictError, InputError, NotFoundError
 from watcher.models import ApiToken, ConsoleSession, utcnow
+from watcher.read.model import token_active
 from watcher.registrations.spec import NAME
 
 ROLES = ("reader", "admin")
 Role = Literal["reader", "admin"]
 PREFIX = "wt_"
 TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per token
+active = token_active  # neither revoked nor expired: the read model's test, for the API's and console's checks
 
 
 def digest(token: str) -> str:
@@ -68,14 +70,6 @@ def revoke(session: Session, name: str) -> None:
         raise NotFoundError(f"no active token named {name!r}: see `watcher token list`")
     row.revoked_at = utcnow()
     session.execute(delete(ConsoleSession).where(ConsoleSession.token_id == row.id))
-
-
-def listing(session: Session) -> list[ApiToken]:
-    return list(session.scalars(select(ApiToken).order_by(ApiToken.name)))
-
-
-def active(row: ApiToken, now: datetime) -> bool:
-    return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
 
 
 def authenticate(session: Session, token: str) -> ApiToken | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from watcher.errors import StateError
-from watcher.private_files import create_private, private_dir
+from watcher.runtime.private_files import create_private, private_dir
 from watcher.settings import Settings, get_settings
 
 KEY_FILE = "secret.key"

@@ -118,8 +118,8 @@ def first_admin_token(data_dir: Path) -> Path | None:
     """On the embedded defaults, a first start with no token writes an admin token to the data dir (0600),
     so a newcomer can log in to the console; the path is logged, the token never is."""
     from watcher.db import session_scope
-    from watcher.private_files import create_private, private_dir
     from watcher.registrations import tokens
+    from watcher.runtime.private_files import create_private, private_dir
 
     with session_scope() as session:
         if tokens.has_any(session):

@@ -1,0 +1,219 @@
+"""The state database's tables, in SQLAlchemy Core: what the read model queries, without the ORM.
+
+The schema is owned by the Alembic migrations; these declarations say what the code reads and writes.
+`watcher.models` maps its classes onto these same tables (the ORM, for the paths that write), so a table
+is declared once. Reading (`watcher.read.model`: the CLI's quick commands, the API, the console) needs
+only these: `sqlalchemy.orm` and the declarative classes (~60 ms of a command's start) are never imported
+on that path (tests/cli/test_cli_imports.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.engine import Dialect
+
+#: the longest digest stored: `algorithm:encoded` is validated to fit (sha512 needs 135)
+DIGEST_LENGTH = 255
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, and comparisons must agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _id() -> Column[int]:
+    return Column("id", Integer, primary_key=True)
+
+
+def _required(name: str, *args: Any, **options: Any) -> Column[Any]:
+    return Column(name, *args, nullable=False, **options)
+
+
+def _optional(name: str, *args: Any, **options: Any) -> Column[Any]:
+    return Column(name, *args, nullable=True, **options)
+
+
+#: one registered registry: how to reach it, what to watch, and when it is next due
+registries = Table(
+    "registries",
+    metadata,
+    _id(),
+    _required("name", String(200), unique=True),
+    _required("provider", String(20)),
+    _required("url", String(500)),
+    _required("credentials", Text, default=""),  # Fernet token of a JSON object
+    _required("options", JSON, default=dict),
+    _required("interval_seconds", Integer, default=300),
+    _required("emit_existing", Boolean, default=False),
+    _required("baselined", Boolean, default=False),
+    _required("revision", Integer, default=0),
+    _required("next_poll_at", UTCDateTime, default=utcnow),
+    _optional("lease_owner", String(100)),
+    _optional("lease_until", UTCDateTime),
+    # the slot of a poll dispatched but not yet started (how late it is, is the schedule lag)
+    _optional("due_since", UTCDateTime),
+    _required("created_at", UTCDateTime, default=utcnow),
+    # the webhook receiver's secret, Fernet-encrypted like the credentials (`watcher.hooks.receivers`)
+    _optional("webhook_secret", Text),
+    _optional("webhook_format", String(30)),
+    _required("webhook_enabled", Boolean, default=False, server_default=false()),
+    _optional("last_webhook_at", UTCDateTime),
+)
+
+#: one repository of a registry's snapshot: the unit a poll commits, all or nothing
+repositories = Table(
+    "repositories",
+    metadata,
+    _id(),
+    _required("registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE")),
+    _required("name", String(500)),
+    _required("first_seen_at", UTCDateTime, default=utcnow),
+    # a hash over the stored tag -> digest pairs (`watcher.polling.snapshot.fingerprint`): a listing with the same
+    # one changes nothing, so its tag rows are not read; NULL (a row from before 0004) is re-diffed once
+    _optional("fingerprint", String(64)),
+    # bumped by every commit of this repository with a compare-and-set, so that two polls never both
+    # commit against one snapshot of it
+    _required("revision", Integer, default=0, server_default="0"),
+    UniqueConstraint("registry_id", "name"),
+)
+
+#: one row of a repository's snapshot: the tag and the digest it pointed at when last listed
+tags = Table(
+    "tags",
+    metadata,
+    _id(),
+    _required("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE")),
+    _required("name", String(200)),
+    _required("digest", String(DIGEST_LENGTH)),
+    _optional("pushed_at", UTCDateTime),
+    UniqueConstraint("repository_id", "name"),
+)
+
+#: the full history of changes, and the outbox the relay publishes from (published_at IS NULL); its
+#: column `registry` is the model's `registry_name`
+events = Table(
+    "events",
+    metadata,
+    _id(),  # detection order
+    _required("event_id", String(64), unique=True),
+    _optional("registry_id", Integer, ForeignKey("registries.id", ondelete="SET NULL")),
+    _required("registry", String(200)),
+    _required("repository", String(500)),
+    _required("tag", String(200)),
+    _required("change", String(10)),
+    _required("digest", String(DIGEST_LENGTH)),
+    _required("previous_digest", String(DIGEST_LENGTH), default=""),
+    _optional("pushed_at", UTCDateTime),
+    _required("detected_at", UTCDateTime),
+    _required("cloudevent", Text),
+    _optional("published_at", UTCDateTime),
+    _optional("stream_id", String(40)),
+    Index("ix_events_unpublished", "published_at", "id"),
+    Index("ix_events_registry_repo", "registry", "repository"),
+    # the history's filters, each page newest first by id (migration 0004)
+    Index("ix_events_registry_id", "registry", "id"),
+    Index("ix_events_repository_id", "repository", "id"),
+    Index("ix_events_tag_id", "tag", "id"),
+)
+
+#: one poll of one registry (or of some of its repositories): when, why, how it ended, what it cost.
+#: Its registry-wide runs (`listed_repositories IS NULL`: the runs a registry's health is read from) have a
+#: partial index of their own, `ix_poll_runs_registry_whole_id (registry_id, id)`, made by migration 0007
+#: and not declared here: an index with `postgresql_where` loads SQLAlchemy's PostgreSQL dialect (~40 ms)
+#: into every process that imports the tables, SQLite's too, and nothing builds the schema from these
+#: declarations (the migrations do; tests/test_db.py checks the index is there).
+poll_runs = Table(
+    "poll_runs",
+    metadata,
+    _id(),
+    _required("registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE"), index=True),
+    _required("started_at", UTCDateTime, default=utcnow),
+    _optional("finished_at", UTCDateTime),
+    _required("outcome", String(20), default="running"),  # running | ok | failed | abandoned
+    _required("error", Text, default=""),
+    _required("repositories", Integer, default=0),
+    _required("tags", Integer, default=0),
+    _required("events", Integer, default=0),
+    _required("requests", Integer, default=0),
+    _required("ignored", Integer, default=0),  # names the registry sent that are not valid OCI
+    _required("trigger", String(10), default="schedule"),  # schedule | webhook | manual
+    # the repositories a poll of some repositories only listed (a webhook's); None for a registry-wide poll
+    _optional("listed_repositories", JSON(none_as_null=True)),
+    Index("ix_poll_runs_registry_id_id", "registry_id", "id"),
+)
+
+#: a bearer token for the HTTP API and console: only its SHA-256 is kept, the token is shown once
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    _id(),
+    _required("name", String(63), unique=True),
+    _required("role", String(10)),  # reader | admin
+    _required("token_hash", String(64), unique=True),
+    _required("created_at", UTCDateTime, default=utcnow),
+    _optional("expires_at", UTCDateTime),
+    _optional("revoked_at", UTCDateTime),
+    _optional("last_used_at", UTCDateTime),
+)
+
+#: a console login: only the SHA-256 of its cookie's random id is kept (`watcher.web.console.sessions`), with
+#: the token it was opened with, so revoking or expiring that token ends it too
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    _id(),
+    _required("session_hash", String(64), unique=True),
+    _required("token_id", Integer, ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True),
+    _required("created_at", UTCDateTime, default=utcnow),
+    # written at most once a minute, so that reading pages does not write on every request
+    _required("last_used_at", UTCDateTime, default=utcnow),
+    # the one-time notice the next page shows ("a poll of 'r1' is queued")
+    _optional("notice", Text),
+)
+
+#: a deployment-wide Prometheus counter: every worker adds to it in the transaction that did the counted
+#: work, so `/metrics` served by any process reports the whole deployment, and a restart loses nothing
+counters = Table(
+    "counters",
+    metadata,
+    Column("metric", String(64), primary_key=True),
+    Column("labels", String(500), primary_key=True),  # JSON object, keys sorted
+    _required("value", Float, default=0.0),
+)
