@@ -1,6 +1,6 @@
 """Any failure of a command as one line for a person: what went wrong and what to do, secrets masked.
 
-The CLI's boundary (`cli.friendly`, `cli.WatcherGroup`) hands every exception here. Watcher's own errors
+The CLI's boundary (`cli.common.friendly`, `cli.main.WatcherGroup`) hands every exception here. Watcher's own errors
 already are one line (an invalid `WATCHER_*` setting among them). The libraries underneath fail in their
 own words, so the ones a configuration can provoke are translated: a database URL SQLAlchemy cannot use,
 Redis that does not answer, a path the process cannot write. Anything else is an internal error, still one

@@ -1,0 +1,57 @@
+"""What every command shares: `friendly` turns any failure into one line on stderr (exit 1), `fail` prints it,
+`line_of` is an event's line in `poll` and `events`.
+
+Every module of this package imports little more than click at the top: a command imports what it needs
+itself, so `--help` and the commands that only read the state start fast (see `watcher.cli.main`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import NoReturn, ParamSpec, TypeVar
+
+import click
+
+from watcher.cli.failures import check_configuration, debugging, one_line
+from watcher.errors import WatcherError
+from watcher.settings import get_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly(func: Callable[P, R]) -> Callable[P, R]:
+    """Every failure becomes one line on stderr and exit 1: never a traceback (unless WATCHER_DEBUG=1).
+
+    The configuration is checked first, so a malformed WATCHER_* URL is named before anything uses it.
+    """
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            check_configuration(get_settings())
+            return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage mistakes and exits are WatcherGroup's to report
+        except Exception as exc:
+            fail(exc)
+
+    return wrapper
+
+
+def fail(exc: Exception) -> NoReturn:
+    """Report `exc` in one line and exit 1; with WATCHER_DEBUG=1 an unexpected one keeps its traceback."""
+    if debugging() and not isinstance(exc, WatcherError):
+        raise exc
+    click.echo(f"watcher: {one_line(exc)}", err=True)
+    sys.exit(1)
+
+
+def line_of(entry: dict[str, str]) -> str:
+    moved = f" (was {entry['previous_digest']})" if entry.get("previous_digest") else ""
+    return (
+        f"{entry['detected_at']} {entry['change']:7} {entry['registry']} "
+        f"{entry['repository']}:{entry['tag']} {entry['digest']}{moved}"
+    )

@@ -1,0 +1,164 @@
+"""`watcher poll` (one registry now, in this process) and what the polls found: `status`, `images`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from watcher.cli.common import friendly, line_of
+from watcher.errors import RegistryError, StateError
+from watcher.runtime import heap
+
+if TYPE_CHECKING:
+    from watcher.polling.poll import PollResult
+
+
+@click.command("poll")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+@heap.holding
+def poll_command(name: str, as_json: bool) -> None:
+    """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
+    that failed, if some did, after publishing what the others changed."""
+    from watcher import bus
+    from watcher.outbox.relay import relay
+    from watcher.polling.poll import PartialPoll, poll
+
+    partial: PartialPoll | None = None
+    try:
+        result = poll(name)
+    except PartialPoll as exc:
+        partial, result = exc, exc.result
+    except RegistryError:  # a deadline may pass after some repositories were saved: their events go out
+        with contextlib.suppress(StateError):
+            relay(bus.connect())
+        raise
+    try:
+        relay(bus.connect())
+    except StateError as exc:
+        raise StateError(
+            f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"
+        ) from None
+    if partial is not None:
+        raise partial  # a failure is one line; what the others changed is in the stream and `watcher events`
+    report(result, as_json)
+
+
+def report(result: PollResult, as_json: bool) -> None:
+    from watcher.outbox.events import stream_entry
+
+    entries = [stream_entry(e) for e in result.events]
+    if as_json:
+        summary = {
+            "registry": result.registry,
+            "baseline": result.baseline,
+            "repositories": result.repositories,
+            "tags": result.tags,
+            "requests": result.requests,
+            "ignored": result.ignored,
+            "events": [{k: v for k, v in e.items() if k != "cloudevent"} for e in entries],
+        }
+        click.echo(json.dumps(summary))
+        return
+    what = "baseline recorded, " if result.baseline else ""
+    click.echo(
+        f"registry {result.registry!r}: {what}{result.repositories} repositories, {result.tags} tags, "
+        f"{len(entries)} events, {result.requests} requests, {result.ignored} ignored"
+    )
+    for e in entries:
+        click.echo(line_of(e))
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@friendly
+@heap.holding
+def status_command(as_json: bool) -> None:
+    """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
+    (blank when none ever came), size."""
+    from watcher.db import read_scope
+    from watcher.read.model import registry_statuses
+    from watcher.read.tables import ago, table
+
+    with read_scope() as reader:
+        statuses = registry_statuses(reader)
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
+        return
+    if not statuses:
+        click.echo("no registries: add one with `watcher registry add`")
+        return
+    header = (
+        "NAME",
+        "PROVIDER",
+        "STATE",
+        "LAST POLL",
+        "LAST SUCCESS",
+        "NEXT POLL",
+        "LAST WEBHOOK",
+        "REPOS",
+        "TAGS",
+        "LAST ERROR",
+    )
+    rows = [
+        (
+            s.name,
+            s.provider,
+            s.state,
+            ago(s.last_poll_at),
+            ago(s.last_success_at),
+            ago(s.next_poll_at),
+            ago(s.last_webhook_at) if s.last_webhook_at is not None else "",
+            str(s.repositories),
+            str(s.tags),
+            s.last_error,
+        )
+        for s in statuses
+    ]
+    for line in table(header, rows, numeric={"REPOS", "TAGS"}):
+        click.echo(line)
+
+
+@click.command("images")
+@click.argument("registry_name", metavar="REGISTRY")
+@click.argument("repository", required=False)
+@click.option("--tag", "tag_pattern", help="only tags matching this regular expression (RE2 syntax)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@friendly
+@heap.holding
+def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
+    """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
+    from watcher.db import read_scope
+    from watcher.outbox.events import rfc3339
+    from watcher.read.model import Image, images_page
+    from watcher.read.tables import table
+
+    wanted = None
+    if tag_pattern:
+        from watcher.registrations.scope import compile_pattern  # RE2, only where a pattern is given
+
+        wanted = compile_pattern(tag_pattern, "--tag")
+    images: list[Image] = []
+    cursor: str | None = None
+    with read_scope() as reader:
+        while True:
+            page = images_page(reader, registry_name, repository, cursor=cursor, limit=1000)
+            images.extend(i for i in page.items if wanted is None or wanted.search(i.tag))
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    if as_json:
+        for image in images:
+            click.echo(json.dumps(image.as_json()))
+        return
+    if not images:
+        where = f"{registry_name}/{repository}" if repository else registry_name
+        click.echo(f"no images stored for {where}" + (f" with tags matching {tag_pattern!r}" if wanted else ""))
+        return
+    rows = [(i.repository, i.tag, i.digest, rfc3339(i.pushed_at) or "-") for i in images]
+    for line in table(("REPOSITORY", "TAG", "DIGEST", "PUSHED AT"), rows):
+        click.echo(line)
