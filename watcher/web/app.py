@@ -10,7 +10,7 @@ from importlib.metadata import version
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
-from watcher import heap, hookstats
+from watcher import bus, heap, hookstats
 from watcher.web import errors, metrics
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
@@ -37,6 +37,7 @@ def create_app(listen: str | None = None) -> FastAPI:
             yield
         finally:
             await app.state.feed.aclose()
+            await bus.aclose()
             await anyio.to_thread.run_sync(_flush_webhook_counts)
 
     app = FastAPI(
