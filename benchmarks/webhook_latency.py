@@ -13,7 +13,9 @@ repository's tags with one httpx GET.
    thread blocked in XREAD), and, side by side, to the floor's listing showing the tag.
    Targets: p50 <= 300 ms, p95 <= 1 s.
 2. Burst: NOTIFICATIONS Distribution envelopes (a manifest push each) over the same repositories, sent
-   CONCURRENCY at a time, between two bursts of as many `GET /healthz` (the floor) sent the same way.
+   CONCURRENCY at a time, between two bursts of as many `GET /healthz` (the floor) sent the same way, and
+   with a `GET /healthz` after every 10 notifications (the floor at the same moments: the worker's listings
+   and whatever else the machine runs weigh on both alike).
    The repository listings the burst causes are counted in the registry's own access log.
    Targets: at most 20 listings (2 per repository), the receiver's p95 <= 50 ms.
 
@@ -61,6 +63,8 @@ V1 = "application/vnd.docker.distribution.events.v1+json"
 TARGET_P50_S, TARGET_P95_S = 0.3, 1.0
 TARGET_LISTINGS_PER_REPO = 2
 TARGET_ANSWER_P95_S = 0.05
+#: during the burst, a `GET /healthz` follows every this many notifications (the floor at the same moments)
+INTERLEAVED = 10
 WAIT_SECONDS = 30.0
 _TAGS_LIST = re.compile(r'"GET /v2/(\S+)/tags/list\S* HTTP')
 
@@ -385,10 +389,36 @@ def latency_lines(result: Latency) -> tuple[list[str], list[str]]:
 class Burst:
     hook: list[float] = field(default_factory=list)
     healthz: list[float] = field(default_factory=list)
+    #: `GET /healthz` sent among the notifications (one after every INTERLEAVED of them): the same moments
+    during: list[float] = field(default_factory=list)
     queued: int = 0
     seconds: float = 0.0
     listings: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: CPU seconds of the `watcher serve` process during the notifications, and during the two floor bursts
+    cpu_hook: float = float("nan")
+    cpu_floor: float = float("nan")
+
+
+def serve_pid(run_pid: int) -> int | None:
+    """The `watcher serve` child of `watcher run`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == run_pid and b"serve" in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of one process (NaN when it is not known)."""
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def envelope(registry_host: str, repo: str, tag: str) -> bytes:
@@ -415,11 +445,17 @@ def envelope(registry_host: str, repo: str, tag: str) -> bytes:
 
 
 def measure_burst(
-    args: argparse.Namespace, inst: Installation, listen: str, hook: dict[str, Any], registry: LoggedRegistry
+    args: argparse.Namespace,
+    inst: Installation,
+    listen: str,
+    hook: dict[str, Any],
+    registry: LoggedRegistry,
+    server: int | None = None,
 ) -> Burst:
     """The floor's burst, the notifications' burst, the floor's again: each CONCURRENCY threads with a kept-alive
     connection each (stdlib `http.client`: the lightest client, so that it takes little of the CPU the server
-    needs). The listings are counted from the notifications' first request until the polls they queued ran."""
+    needs). The listings are counted from the notifications' first request until the polls they queued ran.
+    The server's (pid `server`) CPU time is read around each, a figure the machine's load does not move."""
     burst = Burst()
     bodies = [envelope(registry.host, repo_name(i % args.repos), tag_name(i % args.pushes)) for i in range(args.burst)]
     headers = {"Content-Type": V1, **{k: v[0] for k, v in hook["headers"].items()}}
@@ -437,14 +473,16 @@ def measure_burst(
         data = response.read()
         return time.perf_counter() - started, response.status, data
 
-    def floor_one(_: int) -> None:
+    def floor_one(_: int, into: list[float] = burst.healthz) -> None:
         elapsed, status, data = send("GET", "/healthz", None)
         with lock:
-            burst.healthz.append(elapsed)
+            into.append(elapsed)
             if status != 200:
                 burst.errors.append(f"/healthz: HTTP {status} {data[:200]!r}")
 
     def hook_one(index: int) -> None:
+        if index % INTERLEAVED == INTERLEAVED - 1:
+            floor_one(index, burst.during)
         elapsed, status, data = send("POST", path, bodies[index])
         with lock:
             burst.hook.append(elapsed)
@@ -459,12 +497,18 @@ def measure_burst(
     with ThreadPoolExecutor(args.concurrency) as pool:
         list(pool.map(floor_one, range(args.concurrency * 5)))  # warm-up: connections opened, not measured
         burst.healthz.clear()
+        cpu = [cpu_seconds(server)]
         list(pool.map(floor_one, range(args.burst)))
+        cpu.append(cpu_seconds(server))
         offset = registry.log_size()
         started = time.monotonic()
         list(pool.map(hook_one, range(args.burst)))
         burst.seconds = time.monotonic() - started
+        cpu.append(cpu_seconds(server))
         list(pool.map(floor_one, range(args.burst)))
+        cpu.append(cpu_seconds(server))
+        burst.cpu_hook = cpu[2] - cpu[1]
+        burst.cpu_floor = cpu[1] - cpu[0] + cpu[3] - cpu[2]
     settle(inst, registry, offset)
     burst.listings = registry.listings_since(offset)
     return burst
@@ -487,7 +531,11 @@ def burst_lines(args: argparse.Namespace, burst: Burst) -> tuple[list[str], list
     misses = [f"burst: {len(burst.errors)} requests failed: {burst.errors[0]}"] if burst.errors else []
     lines = [f"{'request':<34}{'n':>6}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'p95/floor':>10}"]
     floor95 = percentile(burst.healthz, 95) if burst.healthz else float("nan")
-    for label, values in (("POST /hooks/v1/bench (receiver)", burst.hook), ("GET /healthz (floor)", burst.healthz)):
+    for label, values in (
+        ("POST /hooks/v1/bench (receiver)", burst.hook),
+        ("GET /healthz (floor)", burst.healthz),
+        ("GET /healthz among notifications", burst.during),
+    ):
         if values:
             p95 = percentile(values, 95)
             lines.append(
@@ -498,7 +546,19 @@ def burst_lines(args: argparse.Namespace, burst: Burst) -> tuple[list[str], list
     rate = args.burst / burst.seconds if burst.seconds else 0.0
     lines.append(
         f"{args.burst} notifications in {burst.seconds:.2f} s ({rate:.0f}/s), {args.concurrency} at a time, between "
-        f"two bursts of {args.burst} /healthz; polls queued by the answers: {burst.queued}"
+        f"two bursts of {args.burst} /healthz, a /healthz after every {INTERLEAVED}; polls queued by the answers: "
+        f"{burst.queued}"
+    )
+    if burst.hook and burst.during:
+        lines.append(
+            f"receiver p95 / p95 of /healthz among notifications: "
+            f"{percentile(burst.hook, 95) / percentile(burst.during, 95):.2f}"
+        )
+    floor_cpu = burst.cpu_floor / (2 * args.burst) * 1000
+    hook_cpu = (burst.cpu_hook * 1000 - len(burst.during) * floor_cpu) / args.burst  # less the /healthz among them
+    lines.append(
+        f"server CPU a request: notification {hook_cpu:.2f} ms, /healthz {floor_cpu:.2f} ms "
+        f"({hook_cpu / floor_cpu if floor_cpu else float('nan'):.1f} x)"
     )
     by_repo = ", ".join(f"{n}" for _, n in sorted(burst.listings.items()))
     lines.append(f"repository listings (registry log, GET tags/list): {total} ({by_repo or 'none'})")
@@ -541,7 +601,7 @@ def run(args: argparse.Namespace, command: str) -> int:
             registry.stop()
             registry.start()
             misses: list[str] = []
-            with watcher_run(inst, listen, args.worker_concurrency), stream_reader(inst.stream) as stream:
+            with watcher_run(inst, listen, args.worker_concurrency) as run, stream_reader(inst.stream) as stream:
                 started = time.monotonic()
                 latency = measure_latency(args, layout, registry, stream, (notified, listed))
                 lines, missed = latency_lines(latency)
@@ -551,7 +611,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                     flush=True,
                 )
                 misses += missed
-                burst = measure_burst(args, inst, listen, endpoint, registry)
+                burst = measure_burst(args, inst, listen, endpoint, registry, serve_pid(run.pid))
                 lines, missed = burst_lines(args, burst)
                 print(f"\n2. burst ({machine()}):\n" + "\n".join(lines), flush=True)
                 misses += missed

@@ -7,14 +7,17 @@ if it is not running; a process that started it stops it on exit unless others a
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import subprocess
 import time
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
 import redis
+import redis.asyncio
 
 from watcher.errors import StateError
 from watcher.runtime.private_files import narrow, private_dir, write_private
@@ -57,6 +60,37 @@ def connect(settings: Settings | None = None) -> redis.Redis:
 def _client(url: str) -> redis.Redis:
     pool = redis.ConnectionPool.from_url(url, decode_responses=True, socket_timeout=30, client_name=CLIENT_NAME)
     return redis.Redis(connection_pool=pool)
+
+
+#: each event loop's asyncio clients, by setting: an asyncio connection belongs to the loop that opened it
+_loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], redis.asyncio.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def aconnect(settings: Settings | None = None) -> redis.asyncio.Redis:
+    """`connect` for code running in an event loop (the webhook receiver): this loop's asyncio client, over one
+    connection pool, so that a Redis round trip needs no worker thread. The first call of a loop works out the
+    URL in a worker thread (it may start the embedded server); `aclose` ends the loop's clients."""
+    import anyio.to_thread
+
+    settings = settings or get_settings()
+    clients = _loop_clients.setdefault(asyncio.get_running_loop(), {})
+    key = (settings.redis_url, str(settings.data_dir))
+    client = clients.get(key)
+    if client is None:
+        url = await anyio.to_thread.run_sync(redis_url, settings)
+        client = clients.setdefault(
+            key, redis.asyncio.Redis.from_url(url, decode_responses=True, socket_timeout=30, client_name=CLIENT_NAME)
+        )
+    return client
+
+
+async def aclose() -> None:
+    """Close this event loop's asyncio clients (the app's shutdown)."""
+    clients = _loop_clients.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
 
 
 def ensure_embedded(settings: Settings) -> None:

@@ -33,11 +33,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
-from redis.commands.core import Script
+import redis.asyncio
+from redis.commands.core import AsyncScript, Script
 
 from watcher import bus
 from watcher.db import session_scope
@@ -182,16 +184,47 @@ def hint(name: str, repositories: list[str], expect: dict[str, list[str]] | None
         return Hinted({})
     if len(repositories) > MAX_REPOSITORIES:
         return Hinted({}, whole=queue_whole(name))
-    client = bus.connect()
+    keys, args = _hint_call(name, repositories)
+    try:
+        answers = _script(bus.connect(), HINT)(keys, args)
+    except (redis.RedisError, OSError) as exc:
+        raise _unqueued(name, "the polls", exc) from None
+    return _queue_answers(name, repositories, expect, answers)
+
+
+async def ahint(name: str, repositories: list[str], expect: dict[str, list[str]] | None = None) -> Hinted:
+    """`hint` for the event loop (the webhook receiver): the script runs on the loop's asyncio client, and a
+    worker thread is taken only when a message is to be sent (a few of a burst's notifications), not for the
+    many that coalesce."""
+    import anyio.to_thread
+
+    if not repositories:
+        return Hinted({})
+    if len(repositories) > MAX_REPOSITORIES:
+        return await anyio.to_thread.run_sync(hint, name, repositories, expect)
+    keys, args = _hint_call(name, repositories)
+    try:
+        client = await bus.aconnect()
+        answers = await _ascript(client)(keys, args)
+    except (redis.RedisError, OSError) as exc:
+        raise _unqueued(name, "the polls", exc) from None
+    if all(answer == -3 for answer in answers):
+        return Hinted(dict.fromkeys(repositories, COALESCED))
+    return await anyio.to_thread.run_sync(_queue_answers, name, repositories, expect, answers)
+
+
+def _hint_call(name: str, repositories: list[str]) -> tuple[list[str], list[str | int]]:
+    """HINT's keys and arguments."""
     keys = [window_key(name)]
     for repository in repositories:
         keys += [queued_key(name, repository), started_key(name, repository), hinted_key(name, repository)]
-    try:
-        answers = _script(client, HINT)(
-            keys, [QUEUED_SECONDS, MAX_REPOSITORIES, int(QUIET_SECONDS * 1000), *repositories]
-        )
-    except (redis.RedisError, OSError) as exc:
-        raise _unqueued(name, "the polls", exc) from None
+    return keys, [QUEUED_SECONDS, MAX_REPOSITORIES, int(QUIET_SECONDS * 1000), *repositories]
+
+
+def _queue_answers(
+    name: str, repositories: list[str], expect: dict[str, list[str]] | None, answers: list[int]
+) -> Hinted:
+    """Send the messages of the polls HINT `answers` queued (blocking: the broker)."""
     if answers == [-1]:
         return Hinted({}, whole=queue_whole(name))
     kinds: dict[str, str] = {}
@@ -308,6 +341,17 @@ def begin(name: str, repository: str) -> float:
 def _script(client: redis.Redis, source: str) -> Script:
     """The script registered once per client (its SHA computed once)."""
     return client.register_script(source)
+
+
+#: HINT registered on each asyncio client
+_ascripts: weakref.WeakKeyDictionary[redis.asyncio.Redis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
+def _ascript(client: redis.asyncio.Redis) -> AsyncScript:
+    script = _ascripts.get(client)
+    if script is None:
+        script = _ascripts[client] = client.register_script(HINT)
+    return script
 
 
 def started(name: str, repository: str, client: redis.Redis | None = None) -> None:

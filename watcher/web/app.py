@@ -10,6 +10,7 @@ from importlib.metadata import version
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
 
+from watcher import bus
 from watcher.hooks import stats as hookstats
 from watcher.runtime import heap
 from watcher.web import errors, metrics
@@ -38,6 +39,7 @@ def create_app(listen: str | None = None) -> FastAPI:
             yield
         finally:
             await app.state.feed.aclose()
+            await bus.aclose()
             await anyio.to_thread.run_sync(_flush_webhook_counts)
 
     app = FastAPI(

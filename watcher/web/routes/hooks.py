@@ -8,26 +8,34 @@ one that changes nothing: Distribution retries a refused notification forever an
 behind it. Each outcome is counted in `watcher_webhooks_total`; neither the secret nor the Authorization
 header is ever logged.
 
-What a notification queues is decided in one Redis round trip (`watcher.polling.queue.hint`): a repository already
-queued is not queued again, a burst's polls are coalesced per repository, and a notification naming more
-than `queue.MAX_REPOSITORIES` repositories (or the registry's repositories hinted within a second passing
-that) queues one registry-wide poll instead. Counts are kept in memory and written about once a second
-(`watcher.hooks.stats`).
+What a notification queues is decided in one Redis round trip (`watcher.polling.queue.ahint`, on the event loop's
+asyncio client): a repository already queued is not queued again, a burst's polls are coalesced per
+repository, and a notification naming more than `queue.MAX_REPOSITORIES` repositories (or the registry's
+repositories hinted within a second passing that) queues one registry-wide poll instead. Counts are kept in
+memory and written about once a second (`watcher.hooks.stats`).
+
+A burst's notifications cost no database read and no worker thread: a registry's receiver, once read, is
+used for RECEIVER_SECONDS. So a secret rotated, a receiver turned off or a registry removed by another
+process (the CLI) is refused at most RECEIVER_SECONDS after its commit; a change committed in this process
+(the API, the console) applies to the next notification.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NoReturn
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
 
-from watcher.db import session_scope
+from watcher.db import get_engine, session_scope
 from watcher.errors import InputError
 from watcher.hooks import googleoidc
 from watcher.hooks import receivers as webhooks
@@ -72,7 +80,9 @@ async def receive_with_path_secret(registry: str, secret: str, request: Request)
 
 
 async def _receive(registry: str, path_secret: str | None, request: Request) -> JSONResponse:
-    receiver = await anyio.to_thread.run_sync(_receiver, registry)
+    receiver = _recent_receiver(registry)
+    if receiver is None:
+        receiver = await anyio.to_thread.run_sync(_receiver, registry)
     hook_format = FORMATS[receiver.format]
     if hook_format.auth is Auth.OIDC:
         authorization = request.headers.get("authorization")
@@ -96,8 +106,9 @@ async def _receive(registry: str, path_secret: str | None, request: Request) -> 
     wanted = [name for name in repositories if receiver.scope.wants_repository(name)]
     outcome = "accepted" if wanted else "ignored"
     expected = {name: pushed[name] for name in wanted if name in pushed}
-    queued = await anyio.to_thread.run_sync(_queue_and_record, receiver, wanted, outcome, expected)
-    return respond_accepted(outcome, wanted, queued)
+    hinted = await queue.ahint(receiver.name, wanted, expected)
+    _record(receiver, outcome)
+    return respond_accepted(outcome, wanted, hinted.queued)
 
 
 def _authentic(auth: Auth, receiver: Receiver, path_secret: str | None, request: Request) -> bool:
@@ -136,28 +147,62 @@ def respond_accepted(outcome: str, repositories: list[str], queued: int) -> JSON
     return JSONResponse({"outcome": outcome, "repositories": repositories, "queued": queued}, status_code=202)
 
 
-def _receiver(name: str) -> Receiver:
-    """The registry's receiver; 404 when there is no such registry or its receiver is off.
+def _recent_receiver(name: str) -> Receiver | None:
+    """The registry's receiver if it was read from this installation's database less than RECEIVER_SECONDS
+    ago (and nothing changed a registry in this process since)."""
+    entry = _recent.get(name)
+    if entry is None or entry[0] <= time.monotonic() or entry[1] is not get_engine():
+        return None
+    return entry[2]
 
-    One narrow query a notification; what is costly to build from the row (the decrypted secret, the
-    compiled scope, the push account) is kept while the row's receiver columns stay the same, so a rotated
-    secret or a changed scope applies to the very next notification."""
-    with session_scope() as session:
+
+def _receiver(name: str) -> Receiver:
+    """The registry's receiver, read now; 404 when there is no such registry or its receiver is off.
+
+    One narrow query; what is costly to build from the row (the decrypted secret, the compiled scope, the
+    push account) is kept while the row's receiver columns stay the same. The receiver is then used for
+    RECEIVER_SECONDS without reading it again (`_recent_receiver`)."""
+    engine, generation, read_at = get_engine(), _generation, time.monotonic()
+    with session_scope(engine) as session:
         columns = session.execute(
             select(*RECEIVER_COLUMNS).where(Registry.name == name, Registry.webhook_enabled.is_(True))
         ).first()
         if columns is None or not columns.webhook_secret:
+            _recent.pop(name, None)
             raise ApiError(404, "not_found", f"no webhook receiver for registry {name!r}")
         key = tuple(columns)
         cached = _built.get(name)
         if cached is not None and cached[0] == key:
-            return cached[1]
-        row = session.get_one(Registry, columns.id)
-        receiver = _build(row)
-    if len(_built) >= MAX_BUILT:
-        _built.clear()
-    _built[name] = (key, receiver)
+            receiver = cached[1]
+        else:
+            receiver = _build(session.get_one(Registry, columns.id))
+            if len(_built) >= MAX_BUILT:
+                _built.clear()
+            _built[name] = (key, receiver)
+    if generation == _generation:  # else a registry changed while this was read: read it again next time
+        if len(_recent) >= MAX_BUILT:
+            _recent.clear()
+        _recent[name] = (read_at + RECEIVER_SECONDS, engine, receiver)
     return receiver
+
+
+def forget_receivers() -> None:
+    """Read every receiver again from its next notification on (a registry changed in this process)."""
+    global _generation
+    _generation += 1
+    _recent.clear()
+
+
+@event.listens_for(Session, "after_flush")
+def _note_registry_change(session: Session, _context: object) -> None:
+    if any(isinstance(row, Registry) for row in chain(session.dirty, session.deleted)):
+        session.info[_REGISTRY_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_on_commit(session: Session) -> None:
+    if session.info.pop(_REGISTRY_CHANGED, False):
+        forget_receivers()
 
 
 #: the columns a receiver is built from; it is built again when any of them changed
@@ -172,6 +217,14 @@ RECEIVER_COLUMNS = (
 #: receivers built, by registry name (only registries that exist with their receiver on)
 _built: dict[str, tuple[tuple[Any, ...], Receiver]] = {}
 MAX_BUILT = 10_000
+#: how long a receiver read from the database is used without reading it again: the longest a change
+#: committed by another process (a rotated secret, a receiver turned off, a registry removed) takes to apply
+RECEIVER_SECONDS = 1.0
+#: receivers read lately, by registry name: (monotonic time they lapse, the database's engine, receiver)
+_recent: dict[str, tuple[float, Engine, Receiver]] = {}
+#: moves on whenever a registry changes in this process (a read that began before is not kept)
+_generation = 0
+_REGISTRY_CHANGED = "watcher.registry_changed"
 
 
 def _build(row: Registry) -> Receiver:
@@ -195,13 +248,6 @@ def _expected(row: Registry) -> googleoidc.Expected | None:
         return googleoidc.Expected(webhooks.url_of(row.name), push_account(spec_of(row)))
     except InputError:
         return None
-
-
-def _queue_and_record(receiver: Receiver, repositories: list[str], outcome: str, expected: dict[str, list[str]]) -> int:
-    """Queue what the notification needs (`watcher.polling.queue.hint`) and count it; how many polls were queued."""
-    queued = queue.hint(receiver.name, repositories, expected).queued
-    _record(receiver, outcome)
-    return queued
 
 
 def _record(receiver: Receiver, outcome: str) -> None:
