@@ -65,7 +65,6 @@ class Registry(Base):
     interval_seconds: Mapped[int] = mapped_column(Integer, default=300)
     emit_existing: Mapped[bool] = mapped_column(Boolean, default=False)
     baselined: Mapped[bool] = mapped_column(Boolean, default=False)
-    revision: Mapped[int] = mapped_column(Integer, default=0)
     next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
