@@ -60,7 +60,8 @@ from tests.support.registry import OCI_MANIFEST, RegistryClient, RegistryServer,
 from watcher.cli.main import main as watcher_cli
 from watcher.db import get_engine, session_scope
 from watcher.models import Event, PollRun, Registry, Repository, Tag
-from watcher.polling.poll import PollResult, load_snapshot, poll
+from watcher.polling.poll import PollResult, poll
+from watcher.polling.snapshot import load_snapshot
 from watcher.registry.oci import MANIFEST_TYPES, PAGE_SIZE
 from watcher.settings import get_settings
 

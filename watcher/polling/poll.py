@@ -3,7 +3,7 @@
 The unit that is all or nothing is the repository (`watcher.polling.pipeline`, `watcher.polling.saving`): a repository
 whose listing fails keeps its snapshot and emits nothing while the others commit, each with its events, and
 the poll then fails naming it (`PartialPoll`); a failed catalog fails the whole poll with nothing changed.
-The whole poll is bounded by the registry's deadline (`poll_timeout`) and by a stop request: repositories
+The whole poll is bounded by the registry's deadline (`RegistrySpec.poll_timeout`) and by a stop request: repositories
 committed before either stay committed, and the error says how many. The first poll of a registry to
 complete records its baseline silently (unless `--emit-existing`); until one has, a repository new to the
 snapshot is recorded silently too, while one already stored reports its changes.
@@ -16,7 +16,6 @@ one outcome, closed once every chunk is. `watcher poll NAME` lists every chunk i
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -27,24 +26,21 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher.db import get_engine, session_scope
-from watcher.errors import InputError, RegistryError, StateError, WatcherError
-from watcher.models import Event, Registry, utcnow
+from watcher.errors import RegistryError, StateError, WatcherError
+from watcher.models import Event, Registry
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.polling import fanout, leases, pipeline, runs, saving
 from watcher.polling.deadline import DeadlineExceeded, Interrupted, run_bounded
 from watcher.polling.pipeline import Tally
 from watcher.polling.saving import Listed, Saved, Target
-from watcher.polling.snapshot import Stored, drop_out_of_scope, load_snapshot, stored_repositories
+from watcher.polling.snapshot import Stored, drop_out_of_scope, stored_repositories
 from watcher.read import counters, pollmetrics
 from watcher.registrations.scope import Scope
-from watcher.registrations.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec, format_interval
+from watcher.registrations.spec import RegistrySpec, format_interval
 from watcher.registrations.store import find, spec_of
 from watcher.runtime import heap
 from watcher.runtime.shutdown import stop_on_signals
-
-#: `load_snapshot` and `utcnow` stay importable from here, as they were
-__all__ = ["Busy", "PartialPoll", "PollResult", "load_snapshot", "poll", "poll_timeout", "utcnow"]
 
 log = logging.getLogger("watcher")
 #: how many failed repositories the one line of a partial poll names (all are counted)
@@ -165,7 +161,7 @@ def _bounded_poll(
 ) -> None:
     """The pipeline to its deadline or a stop request; then the writer thread is waited for (and the chunks
     of a split poll closed), so `tally` says exactly what was committed, whichever way the poll ended."""
-    seconds = poll_timeout(spec)
+    seconds = spec.poll_timeout()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-writer")
     split = None
     if dispatch is not None:
@@ -182,19 +178,6 @@ def _bounded_poll(
         writer.shutdown(wait=True, cancel_futures=True)
         if split is not None:
             split.close()
-
-
-def poll_timeout(spec: RegistrySpec) -> float:
-    """The registry's `poll_timeout` option in seconds; a stored value that is not one fails its poll."""
-    value = spec.options.get("poll_timeout")
-    if value is None:
-        return DEFAULT_POLL_TIMEOUT_SECONDS
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InputError(
-            f"registry {spec.name!r}: option poll_timeout {value!r} is not a number of seconds: "
-            "set it with `--poll-timeout` (`watcher registry apply`)"
-        )
-    return float(value)
 
 
 def _duration(seconds: float) -> str:

@@ -16,7 +16,6 @@ from watcher.errors import AuthError, PermissionError_, RegistryError, ScopeErro
 from watcher.models import Registry
 from watcher.pollers import poller_for
 from watcher.polling.deadline import run_bounded
-from watcher.polling.poll import poll_timeout
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec, format_interval
 
@@ -47,7 +46,7 @@ def verify(spec: RegistrySpec, stop: threading.Event | None = None) -> None:
         finally:
             await poller.aclose()
 
-    seconds = poll_timeout(spec)
+    seconds = spec.poll_timeout()
     try:
         run_bounded(
             run,
