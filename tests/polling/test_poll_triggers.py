@@ -108,6 +108,9 @@ def test_a_webhook_poll_takes_no_lease_and_a_full_poll_leaves_its_run_open(
     poll_repository("r1", image)  # the registry's next repository poll closes it
     lapsed = {r.id: r for r in runs_of(watcher, "r1")}[in_flight]
     assert lapsed.outcome == "abandoned" and "ran past its deadline" in lapsed.error
+    assert lapsed.error.endswith(
+        "the repositories it committed stay saved, the others are listed again by the next poll"
+    )
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
