@@ -52,7 +52,7 @@ from watcher.registry.hostlimits import HostLimits, Pacer
 from watcher.registry.http import error_for_status
 from watcher.registry.origin import OffOrigin, origin_of, shown
 from watcher.registry.policedsession import policed_session
-from watcher.registry.requestcounts import Tally
+from watcher.registry.requestcounts import RequestCounts
 from watcher.registry.sharedlimits import SharedLimits
 
 AUDIENCE = "https://containerregistry.azure.net"
@@ -145,11 +145,11 @@ class AcrPoller(OciPoller):
 
     @property
     def requests(self) -> int:
-        return self.api.meter.tally.total if self.api is not None else super().requests
+        return self.api.meter.counts.total if self.api is not None else super().requests
 
     @property
     def codes(self) -> Counter[str]:
-        return self.api.meter.tally.codes if self.api is not None else super().codes
+        return self.api.meter.counts.codes if self.api is not None else super().codes
 
     async def aclose(self) -> None:
         if self.api is None:
@@ -209,17 +209,17 @@ class Meter(SansIOHTTPPolicy):
     and spaces them by the registry's rate limit."""
 
     def __init__(self, requests_per_second: float) -> None:
-        self.tally = Tally()
+        self.counts = RequestCounts()
         self._pacer = Pacer(requests_per_second)
 
     def on_request(self, request: PipelineRequest) -> None:
         self._pacer.wait_blocking()
 
     def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
-        self.tally.add(response.http_response.status_code)
+        self.counts.add(response.http_response.status_code)
 
     def on_exception(self, request: PipelineRequest) -> None:
-        self.tally.add(None)
+        self.counts.add(None)
 
 
 class SharedSlots(SansIOHTTPPolicy):

@@ -32,7 +32,7 @@ from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.polling import fanout, leases, pipeline, runs, saving
 from watcher.polling.deadline import DeadlineExceeded, Interrupted, run_bounded
-from watcher.polling.pipeline import Tally
+from watcher.polling.pipeline import PollTally
 from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import Stored, drop_out_of_scope, stored_repositories
 from watcher.read import counters, pollmetrics
@@ -112,7 +112,7 @@ def poll(
             baselined = row.baselined
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []
-            tally = Tally()
+            tally = PollTally()
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
                 target = Target(
@@ -155,7 +155,7 @@ def _bounded_poll(
     target: Target,
     stop: threading.Event,
     made: list[Poller],
-    tally: Tally,
+    tally: PollTally,
     poll_id: PollId,
     dispatch: fanout.Dispatch | None,
 ) -> None:
@@ -189,7 +189,7 @@ async def _run(
     made: list[Poller],
     store: RegistryStore,
     writer: ThreadPoolExecutor,
-    tally: Tally,
+    tally: PollTally,
     split: pipeline.Split | None,
 ) -> None:
     """The pipeline; the poller goes into `made` so that a failed poll's requests are counted too."""
@@ -218,7 +218,7 @@ class RegistryStore:
         return saving.save(self.engine, self.target, group)
 
 
-def _say_what_was_saved(exc: BaseException, tally: Tally) -> None:
+def _say_what_was_saved(exc: BaseException, tally: PollTally) -> None:
     """A poll cut short after some repositories committed says so: they stay committed."""
     if not tally.saved:
         return
@@ -229,7 +229,7 @@ def _say_what_was_saved(exc: BaseException, tally: Tally) -> None:
         exc.args = (str(exc).replace("nothing was saved", saved),)
 
 
-def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException, tally: Tally) -> None:
+def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException, tally: PollTally) -> None:
     """Close the run of a poll that did not finish, count it, and give the registry back."""
     outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
@@ -254,7 +254,7 @@ def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: B
 
 
 def _finish(
-    engine: Engine, spec: RegistrySpec, poll_id: PollId, baseline: bool, poller: Poller, tally: Tally
+    engine: Engine, spec: RegistrySpec, poll_id: PollId, baseline: bool, poller: Poller, tally: PollTally
 ) -> PollResult:
     """Close the run of a poll that went through every repository: `ok`, or `failed` naming the repositories
     that failed. Only a poll with none failed completes the registry's baseline."""
