@@ -11,7 +11,7 @@ changes one tag and counts the rows that poll writes.
 
 Targets (exit status 1 if one is missed): the median steady poll takes at most TARGET (1.3) times the
 baseline client's median; a steady poll writes no snapshot or event rows (only its own poll record and the
-registry's revision/lease); both clients make the same listing requests, as counted by the proxy (requests
+registry's lease); both clients make the same listing requests, as counted by the proxy (requests
 only watcher makes, such as its one-per-poll Harbor probe, are shown and count in watcher's time); and
 changing one tag writes exactly one tag row, one event row and its repository's row (fingerprint and
 revision; the poll's event counters besides).
@@ -60,7 +60,8 @@ from tests.support.registry import OCI_MANIFEST, RegistryClient, RegistryServer,
 from watcher.cli.main import main as watcher_cli
 from watcher.db import get_engine, session_scope
 from watcher.models import Event, PollRun, Registry, Repository, Tag
-from watcher.polling.poll import PollResult, load_snapshot, poll
+from watcher.polling.poll import PollResult, poll
+from watcher.polling.snapshot import load_snapshot
 from watcher.registry.oci import MANIFEST_TYPES, PAGE_SIZE
 from watcher.settings import get_settings
 

@@ -180,7 +180,6 @@ def registry_rows() -> Iterator[Row]:
             300,
             False,
             True,
-            POLLS_PER_REGISTRY,
             NOW + timedelta(seconds=i % 300),
             NOW - timedelta(days=90),
         )
@@ -196,7 +195,6 @@ REGISTRY_COLUMNS = (
     "interval_seconds",
     "emit_existing",
     "baselined",
-    "revision",
     "next_poll_at",
     "created_at",
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text
 
 from tests.conftest import PG_ADMIN_URL, RUN_ID
 from tests.support.migrations import migrations
@@ -145,3 +145,46 @@ def test_the_migrations_make_the_partial_index_of_registry_wide_runs(new_databas
         engine.dispose()
     assert "registry_id" in definition
     assert "listed_repositories IS NULL" in definition.replace("(", "").replace(")", "")
+
+
+def test_migration_0010_drops_the_registries_revision_and_gives_it_back(new_database: str) -> None:
+    """`registries.revision` (written as 0, never read) is dropped with the rows kept; downgrading gives the
+    column back as 0009 had it, 0 on every row; up, down and up again; the tables then match the models."""
+    from alembic.autogenerate import compare_metadata
+
+    from watcher.models import Base
+
+    if new_database.startswith("sqlite:///"):
+        Path(new_database.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = create_engine(new_database.replace("postgresql://", "postgresql+psycopg://"))
+    registry = (
+        "INSERT INTO registries (id, name, provider, url, credentials, options, interval_seconds, emit_existing, "
+        "baselined, {revision}next_poll_at, created_at) VALUES (1, 'r1', 'oci', 'https://r1', '', '{{}}', 300, "
+        "false, true, {value}'2026-12-06 10:00:00', '2026-12-06 10:00:00')"
+    )
+
+    def columns(conn: Connection) -> dict[str, tuple[str, bool, object]]:
+        found = inspect(conn).get_columns("registries")
+        return {c["name"]: (str(c["type"]), c["nullable"], c.get("default")) for c in found}
+
+    try:
+        with migrations(engine) as schema:
+            conn = schema.conn
+            schema.up("0009")
+            conn.execute(text(registry.format(revision="revision, ", value="7, ")))
+            as_0009 = columns(conn)
+            schema.up("0010")
+            assert "revision" not in columns(conn)
+            assert conn.execute(text("SELECT name, baselined FROM registries")).all() == [("r1", True)]
+            schema.down("0009")
+            assert columns(conn) == as_0009
+            assert conn.execute(text("SELECT name, revision FROM registries")).all() == [("r1", 0)]
+            schema.up("0010")
+            conn.execute(text(registry.format(revision="", value="").replace("(1, 'r1'", "(2, 'r2'")))
+            assert conn.execute(text("SELECT name FROM registries ORDER BY id")).scalars().all() == ["r1", "r2"]
+            assert stored_revisions(conn) == [HEAD_REVISION]
+            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            # the partial index is the migrations' alone (test_the_migrations_make_the_partial_index_...)
+            assert [d for d in differences if d[:1] != ("remove_index",)] == []
+    finally:
+        engine.dispose()

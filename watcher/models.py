@@ -34,7 +34,6 @@ class Registry(Base):
     interval_seconds: Mapped[int]
     emit_existing: Mapped[bool]
     baselined: Mapped[bool]
-    revision: Mapped[int]
     next_poll_at: Mapped[datetime]
     lease_owner: Mapped[str | None]
     lease_until: Mapped[datetime | None]

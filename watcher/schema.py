@@ -83,7 +83,6 @@ registries = Table(
     _required("interval_seconds", Integer, default=300),
     _required("emit_existing", Boolean, default=False),
     _required("baselined", Boolean, default=False),
-    _required("revision", Integer, default=0),
     _required("next_poll_at", UTCDateTime, default=utcnow),
     _optional("lease_owner", String(100)),
     _optional("lease_until", UTCDateTime),

@@ -11,7 +11,10 @@ from sqlalchemy import select
 
 from tests.conftest import Watcher
 from watcher.db import session_scope
+from watcher.hooks.formats import FORMATS
+from watcher.hooks.receivers import DEFAULT_FORMATS
 from watcher.models import Registry
+from watcher.pollers import PROVIDER_NAMES
 from watcher.settings import get_settings
 
 
@@ -84,6 +87,18 @@ def test_what_cannot_be_done_is_one_line(r1: Watcher, args: tuple[str, ...], mes
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     with session_scope(r1.engine) as session:
         assert session.scalar(select(Registry.webhook_enabled).where(Registry.name == "r1")) is False
+
+
+def test_every_providers_default_format_is_received() -> None:
+    """What `--format` defaults to is a format the receiver reads, for every provider: no registry can be
+    set up for a format that is not received."""
+    assert {DEFAULT_FORMATS[provider] for provider in PROVIDER_NAMES} <= set(FORMATS)
+
+
+def test_an_unknown_format_names_every_received_one(r1: Watcher) -> None:
+    result = r1.cli("registry", "webhook", "r1", "--format", "smoke-signals")
+    assert result.exit_code == 1
+    assert result.output.strip().endswith(f"use one of {', '.join(FORMATS)}")
 
 
 def test_a_key_rotation_re_encrypts_the_webhook_secret(r1: Watcher, monkeypatch: pytest.MonkeyPatch) -> None:

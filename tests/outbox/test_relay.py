@@ -16,7 +16,7 @@ from tests.support.redis_server import RedisServer
 from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind
 from watcher.errors import StateError
-from watcher.models import Event
+from watcher.models import Event, utcnow
 from watcher.outbox.events import new_event
 from watcher.outbox.relay import relay
 from watcher.polling import poll as polling
@@ -36,7 +36,7 @@ def record(watcher: Watcher, count: int, repository: str = "team/app") -> list[s
                 "r1",
                 row.url,
                 Change(ChangeKind.ADDED, repository, f"t{i:04d}", f"sha256:{i:064x}"),
-                polling.utcnow(),
+                utcnow(),
             )
             for i in range(count)
         ]

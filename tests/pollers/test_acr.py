@@ -403,8 +403,8 @@ def test_meter_tallies_each_attempt_by_status() -> None:
     for status in (401, 200, 200):
         meter.on_response(None, SimpleNamespace(http_response=SimpleNamespace(status_code=status)))  # type: ignore[arg-type]
     meter.on_exception(None)  # type: ignore[arg-type]
-    assert meter.tally.codes == {"200": 2, "401": 1, "error": 1}
-    assert meter.tally.total == 4
+    assert meter.counts.codes == {"200": 2, "401": 1, "error": 1}
+    assert meter.counts.total == 4
 
 
 # -- what `registry add` accepts ----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -533,3 +535,11 @@ def test_a_push_time_no_datetime_holds_is_a_bad_response(
         poller = ecr_poller()
         with pytest.raises(errors.BadResponseError, match="ECR sent a time that is not one"):
             run(poller.tags("team/app", lambda _t: True))
+
+
+def test_the_ecr_poller_loads_no_azure_sdk() -> None:
+    """The SDK limits it shares a module with (`watcher.registry.sdklimits`) hold azure's policies too, without
+    importing the azure SDK: a fresh process that loads the ECR poller has no `azure` module."""
+    probe = "import sys, watcher.pollers.ecr; print(sorted(m for m in sys.modules if m.split('.')[0] == 'azure'))"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert found.stdout.strip() == "[]"

@@ -48,7 +48,7 @@ def test_a_poll_without_a_poll_timeout_has_the_ten_minute_default(watcher: Watch
     add_baselined(watcher, "h", hostile)
     with session_scope(watcher.engine) as session:
         spec = registries.spec_of(registries.find(session, "h"))
-    assert polling.poll_timeout(spec) == 600
+    assert spec.poll_timeout() == 600
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)

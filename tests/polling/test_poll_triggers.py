@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import create_engine, select, text, update
 
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
@@ -19,7 +19,7 @@ from tests.support.migrations import migrations
 from tests.support.polls import runs_of, set_options, set_row
 from watcher.db import session_scope
 from watcher.errors import InputError
-from watcher.models import PollRun, Registry, utcnow
+from watcher.models import PollRun, utcnow
 from watcher.polling import leases, queue, runs
 from watcher.polling import poll as polling
 from watcher.polling.repository import poll_repository
@@ -108,6 +108,9 @@ def test_a_webhook_poll_takes_no_lease_and_a_full_poll_leaves_its_run_open(
     poll_repository("r1", image)  # the registry's next repository poll closes it
     lapsed = {r.id: r for r in runs_of(watcher, "r1")}[in_flight]
     assert lapsed.outcome == "abandoned" and "ran past its deadline" in lapsed.error
+    assert lapsed.error.endswith(
+        "the repositories it committed stay saved, the others are listed again by the next poll"
+    )
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
@@ -157,7 +160,13 @@ def test_runs_from_before_0007_read_as_scheduled_registry_polls(tmp_path: Path) 
         with migrations(engine) as schema:
             conn = schema.conn
             schema.up("0006")
-            conn.execute(insert(Registry).values(id=1, name="r1", provider="oci", url="https://r1"))
+            conn.execute(  # a registry as 0006 stored it
+                text(
+                    "INSERT INTO registries (id, name, provider, url, credentials, options, interval_seconds, "
+                    "emit_existing, baselined, revision, next_poll_at, created_at) VALUES (1, 'r1', 'oci', "
+                    "'https://r1', '', '{}', 300, 0, 0, 0, '2026-11-30 10:00:00', '2026-11-30 10:00:00')"
+                )
+            )
             conn.execute(  # a run as 0006 stored it
                 text(
                     "INSERT INTO poll_runs (registry_id, started_at, outcome, error, repositories, tags, events, "

@@ -158,6 +158,7 @@ def test_a_killed_poll_is_abandoned_and_its_registry_claimable_at_once(
     assert wait_for(lambda: try_poll("stuck"), 10), "the registry stayed claimed"
     runs = {r.id: r for r in runs_of(watcher, "stuck")}
     assert runs[killed_run].outcome == "abandoned" and "lease lapsed" in runs[killed_run].error
+    assert "the repositories it committed stay saved" in runs[killed_run].error
     assert runs[max(runs)].outcome == "ok"
 
 

@@ -31,7 +31,6 @@ DEFAULT_FORMATS = {
     "gcr": "gcr-pubsub",
     "ecr": "ecr-eventbridge",
 }
-KNOWN_FORMATS = (*DEFAULT_FORMATS.values(), "harbor", "github", "quay", "cloudevents")
 
 
 def configure(
@@ -41,13 +40,8 @@ def configure(
     `rotate`, and kept otherwise."""
     row = registries.find(session, name)
     chosen = format or row.webhook_format or DEFAULT_FORMATS.get(row.provider, "")
-    if chosen not in KNOWN_FORMATS:
-        raise InputError(f"--format {chosen!r} is not a webhook format: use one of {', '.join(KNOWN_FORMATS)}")
-    if chosen not in received_formats() and not disable:
-        raise InputError(
-            f"registry {name!r}: webhook format {chosen!r} is not received yet: "
-            f"use one of {', '.join(received_formats())}"
-        )
+    if chosen not in FORMATS:
+        raise InputError(f"--format {chosen!r} is not a webhook format: use one of {', '.join(FORMATS)}")
     _check(row, chosen, disable)
     secret = secret_of(row) if row.webhook_secret and not rotate else secrets.token_urlsafe(SECRET_BYTES)
     row.webhook_secret = vault.keyring().encrypt(secret.encode())
@@ -69,15 +63,9 @@ def hook_url(name: str, format: str, secret: str) -> str:
 def _check(row: Registry, chosen: str, disable: bool) -> None:
     """A format that cannot serve this registry (gcr-pubsub without a service-account key) is refused."""
 
-    check = FORMATS[chosen].check if chosen in FORMATS and not disable else None
+    check = FORMATS[chosen].check if not disable else None
     if check is not None:
         check(registries.spec_of(row))
-
-
-def received_formats() -> tuple[str, ...]:
-    """The formats this release receives (each has its module in `watcher.hooks`)."""
-
-    return tuple(FORMATS)
 
 
 def secret_of(row: Registry) -> str:

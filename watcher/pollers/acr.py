@@ -7,7 +7,7 @@ all the default Azure credential chain) goes through the azure SDK and ACR's own
 lists every tag with its digest and last-update time in one paged call; the SDK swaps the AAD token for
 ACR tokens (`/oauth2/exchange`, `/oauth2/token`) on each challenge. The SDK is synchronous: each call
 runs in a thread, at most `max_concurrency` at once, every HTTP request paced by `rate_limit`, and held
-within the same limits across the deployment too (`SharedSlots`, as `watcher.registry.sharedlimits` does for httpx).
+within the same limits across the deployment too: the policies of `watcher.registry.sdklimits` do it.
 
 `AZURE_AUTHORITY_HOST` points Azure AD elsewhere (a national cloud, or a test authority); for a host
 Microsoft does not know, instance discovery is turned off so nothing calls login.microsoftonline.com.
@@ -37,7 +37,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 
@@ -48,12 +48,11 @@ from watcher.pollers.base import Poller, TagFilter
 from watcher.pollers.oci import OciPoller
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
-from watcher.registry.hostlimits import HostLimits, Pacer
+from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import error_for_status
 from watcher.registry.origin import OffOrigin, origin_of, shown
 from watcher.registry.policedsession import policed_session
-from watcher.registry.requestcounts import Tally
-from watcher.registry.sharedlimits import SharedLimits
+from watcher.registry.sdklimits import AzureMeter, AzureSlots
 
 AUDIENCE = "https://containerregistry.azure.net"
 BASIC_FIELDS = ("username", "password")
@@ -145,11 +144,11 @@ class AcrPoller(OciPoller):
 
     @property
     def requests(self) -> int:
-        return self.api.meter.tally.total if self.api is not None else super().requests
+        return self.api.meter.counts.total if self.api is not None else super().requests
 
     @property
     def codes(self) -> Counter[str]:
-        return self.api.meter.tally.codes if self.api is not None else super().codes
+        return self.api.meter.counts.codes if self.api is not None else super().codes
 
     async def aclose(self) -> None:
         if self.api is None:
@@ -204,45 +203,12 @@ def aad_credential(spec: RegistrySpec, options: dict[str, Any]) -> TokenCredenti
         raise InputError(f"registry {spec.name!r}: Azure AD: {first_line(str(exc))}") from None
 
 
-class Meter(SansIOHTTPPolicy):
-    """Counts every HTTP request to the registry by its status (each retry too: the policy runs per attempt)
-    and spaces them by the registry's rate limit."""
-
-    def __init__(self, requests_per_second: float) -> None:
-        self.tally = Tally()
-        self._pacer = Pacer(requests_per_second)
-
-    def on_request(self, request: PipelineRequest) -> None:
-        self._pacer.wait_blocking()
-
-    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
-        self.tally.add(response.http_response.status_code)
-
-    def on_exception(self, request: PipelineRequest) -> None:
-        self.tally.add(None)
+class Meter(AzureMeter, SansIOHTTPPolicy):
+    """The registry's rate limit and request counts (`watcher.registry.sdklimits.AzureMeter`), as a policy."""
 
 
-class SharedSlots(SansIOHTTPPolicy):
-    """Holds one of the host's deployment-wide slots (`watcher.registry.sharedlimits`) while a request is sent, so
-    every process's requests to the registry keep together to its limits; a 429 or a spent quota in the
-    answer holds back every process. After the retry and authentication policies: one slot per attempt,
-    the token exchanges' too, and never two held at once. Sans-I/O, as the same instance serves the
-    exchange client's pipeline too (a chained policy has one `next`)."""
-
-    KEY = "watcher.shared_slot"
-
-    def __init__(self, limits: HostLimits) -> None:
-        self.shared = SharedLimits(limits)
-
-    def on_request(self, request: PipelineRequest) -> None:
-        request.context[self.KEY] = self.shared.enter(urlsplit(request.http_request.url).netloc)
-
-    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
-        answer = response.http_response
-        self.shared.leave(request.context.pop(self.KEY, None), answer.status_code, answer.headers)
-
-    def on_exception(self, request: PipelineRequest) -> None:
-        self.shared.leave(request.context.pop(self.KEY, None))
+class SharedSlots(AzureSlots, SansIOHTTPPolicy):
+    """The deployment-wide limits (`watcher.registry.sdklimits.AzureSlots`), as a policy."""
 
 
 class StayOnOrigin(SansIOHTTPPolicy):
@@ -361,7 +327,7 @@ class AcrApi:
     def close(self) -> None:
         for client, credential in [*self._retired, (self._client, self._credential)]:
             _close(client, credential)
-        self._shared.shared.close()
+        self._shared.close()
 
 
 def _close(client: Any, credential: Any) -> None:

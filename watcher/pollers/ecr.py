@@ -42,7 +42,7 @@ from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits, Pacer
-from watcher.registry.requestcounts import Tally
+from watcher.registry.requestcounts import RequestCounts
 from watcher.registry.sdklimits import BotocoreSlots
 
 URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"
@@ -123,7 +123,7 @@ class EcrPoller(Poller):
         self._client: Any = None
         self._client_lock = threading.Lock()
         #: every HTTP attempt botocore makes (its retries included), by status
-        self.tally = Tally()
+        self.counts = RequestCounts()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -176,7 +176,7 @@ class EcrPoller(Poller):
 
     def _count_response(self, response_dict: dict[str, Any] | None = None, **_: Any) -> None:
         """botocore's hook after each HTTP attempt: its status, or `error` when none came back."""
-        self.tally.add(response_dict.get("status_code") if response_dict else None)
+        self.counts.add(response_dict.get("status_code") if response_dict else None)
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One ECR API call, within this registry's concurrency and rate limits."""
@@ -262,11 +262,11 @@ class EcrPoller(Poller):
 
     @property
     def requests(self) -> int:
-        return self.tally.total
+        return self.counts.total
 
     @property
     def codes(self) -> Counter[str]:
-        return self.tally.codes
+        return self.counts.codes
 
     async def aclose(self) -> None:
         if self._client is not None:

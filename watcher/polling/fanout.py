@@ -42,7 +42,7 @@ from watcher.models import Registry, Repository, utcnow
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.polling import leases, pipeline, saving
-from watcher.polling.pipeline import Tally
+from watcher.polling.pipeline import PollTally
 from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import IN_CHUNK, Stored
 from watcher.registrations.scope import Scope
@@ -208,7 +208,7 @@ class Plan:
     def give_back(self, index: int, token: str) -> None:
         self._give_back(keys=[self.taken, self.takers, self.todo], args=[index, token])
 
-    def complete(self, index: int, token: str, tally: Tally) -> bool:
+    def complete(self, index: int, token: str, tally: PollTally) -> bool:
         """Add the chunk's counts and failures, unless another listing of it completed first."""
         error = tally.first_error
         args: list[Any] = [index, token, type(error).__name__ if error else "", error.message if error else ""]
@@ -319,13 +319,13 @@ class ChunkStore:
 
 async def list_chunk(
     poller: Poller, engine: Engine, target: Target, taker: Taker, taken: Taken, writer: Executor
-) -> tuple[Tally, bool]:
+) -> tuple[PollTally, bool]:
     """List and commit one chunk; its tally, and whether this listing of it was the one counted."""
     loop = asyncio.get_running_loop()
     store = ChunkStore(engine, target, taker.plan, taken.names + taken.gone)
     stored = await loop.run_in_executor(writer, store.stored)
     gone = [name for name in taken.gone if name in stored]
-    tally = Tally(total=len(taken.names) + len(gone))
+    tally = PollTally(total=len(taken.names) + len(gone))
     await pipeline.list_repositories(poller, target.scope, taken.names, gone, stored, store, writer, tally)
     counted = taker.plan.complete(taken.index, taker.token, tally)
     taker.current = None
@@ -344,7 +344,7 @@ class Coordinator:
     owner: str
     dispatch: Dispatch
     writer: Executor
-    tally: Tally
+    tally: PollTally
     deadline: float
     plan: Plan | None = field(default=None, init=False)
 

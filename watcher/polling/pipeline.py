@@ -45,7 +45,7 @@ class Store(Protocol):
 
 
 @dataclass
-class Tally:
+class PollTally:
     """What a poll did so far, repository by repository (the loop and the writer thread both add to it)."""
 
     #: repositories to do: those the catalog names, and those stored that it no longer names
@@ -138,7 +138,7 @@ class Split(Protocol):
 
 
 async def run(
-    poller: Poller, scope: Scope, store: Store, writer: Executor, tally: Tally, split: Split | None = None
+    poller: Poller, scope: Scope, store: Store, writer: Executor, tally: PollTally, split: Split | None = None
 ) -> None:
     """Discover, then list, compare and commit every repository (or hand them to `split`); a RegistryError
     from the catalog (or any other error) fails the poll, one from a repository's listing only that
@@ -162,7 +162,7 @@ async def list_repositories(
     stored: dict[str, Stored],
     store: Store,
     writer: Executor,
-    tally: Tally,
+    tally: PollTally,
 ) -> None:
     """List `names` a few at a time and commit what changed, with the removal of `gone` (stored, no longer
     in the catalog); a whole poll's repositories, or one chunk of them."""
@@ -191,7 +191,7 @@ async def list_repositories(
 
 
 async def _lister(
-    poller: Poller, scope: Scope, queue: Iterator[str], stored: dict[str, Stored], buffer: Buffer, tally: Tally
+    poller: Poller, scope: Scope, queue: Iterator[str], stored: dict[str, Stored], buffer: Buffer, tally: PollTally
 ) -> None:
     """List repositories one after another from the shared queue until it is empty."""
     for name in queue:

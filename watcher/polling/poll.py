@@ -3,7 +3,7 @@
 The unit that is all or nothing is the repository (`watcher.polling.pipeline`, `watcher.polling.saving`): a repository
 whose listing fails keeps its snapshot and emits nothing while the others commit, each with its events, and
 the poll then fails naming it (`PartialPoll`); a failed catalog fails the whole poll with nothing changed.
-The whole poll is bounded by the registry's deadline (`poll_timeout`) and by a stop request: repositories
+The whole poll is bounded by the registry's deadline (`RegistrySpec.poll_timeout`) and by a stop request: repositories
 committed before either stay committed, and the error says how many. The first poll of a registry to
 complete records its baseline silently (unless `--emit-existing`); until one has, a repository new to the
 snapshot is recorded silently too, while one already stored reports its changes.
@@ -16,7 +16,6 @@ one outcome, closed once every chunk is. `watcher poll NAME` lists every chunk i
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -27,24 +26,21 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher.db import get_engine, session_scope
-from watcher.errors import InputError, RegistryError, StateError, WatcherError
-from watcher.models import Event, Registry, utcnow
+from watcher.errors import RegistryError, StateError, WatcherError
+from watcher.models import Event, Registry
 from watcher.pollers import poller_for
 from watcher.pollers.base import Poller
 from watcher.polling import fanout, leases, pipeline, runs, saving
-from watcher.polling.pipeline import Tally
+from watcher.polling.pipeline import PollTally
 from watcher.polling.saving import Listed, Saved, Target
-from watcher.polling.snapshot import Stored, drop_out_of_scope, load_snapshot, stored_repositories
+from watcher.polling.snapshot import Stored, drop_out_of_scope, stored_repositories
 from watcher.read import counters, pollmetrics
 from watcher.registrations.scope import Scope
-from watcher.registrations.spec import DEFAULT_POLL_TIMEOUT_SECONDS, RegistrySpec, format_interval
+from watcher.registrations.spec import RegistrySpec, format_interval
 from watcher.registrations.store import find, spec_of
 from watcher.registry.deadline import DeadlineExceeded, Interrupted, run_bounded
 from watcher.runtime import heap
 from watcher.runtime.shutdown import stop_on_signals
-
-#: `load_snapshot` and `utcnow` stay importable from here, as they were
-__all__ = ["Busy", "PartialPoll", "PollResult", "load_snapshot", "poll", "poll_timeout", "utcnow"]
 
 log = logging.getLogger("watcher")
 #: how many failed repositories the one line of a partial poll names (all are counted)
@@ -116,7 +112,7 @@ def poll(
             baselined = row.baselined
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []
-            tally = Tally()
+            tally = PollTally()
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
                 target = Target(
@@ -159,13 +155,13 @@ def _bounded_poll(
     target: Target,
     stop: threading.Event,
     made: list[Poller],
-    tally: Tally,
+    tally: PollTally,
     poll_id: PollId,
     dispatch: fanout.Dispatch | None,
 ) -> None:
     """The pipeline to its deadline or a stop request; then the writer thread is waited for (and the chunks
     of a split poll closed), so `tally` says exactly what was committed, whichever way the poll ended."""
-    seconds = poll_timeout(spec)
+    seconds = spec.poll_timeout()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-writer")
     split = None
     if dispatch is not None:
@@ -184,19 +180,6 @@ def _bounded_poll(
             split.close()
 
 
-def poll_timeout(spec: RegistrySpec) -> float:
-    """The registry's `poll_timeout` option in seconds; a stored value that is not one fails its poll."""
-    value = spec.options.get("poll_timeout")
-    if value is None:
-        return DEFAULT_POLL_TIMEOUT_SECONDS
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InputError(
-            f"registry {spec.name!r}: option poll_timeout {value!r} is not a number of seconds: "
-            "set it with `--poll-timeout` (`watcher registry apply`)"
-        )
-    return float(value)
-
-
 def _duration(seconds: float) -> str:
     return format_interval(int(seconds)) if seconds == int(seconds) else f"{seconds:g}s"
 
@@ -206,7 +189,7 @@ async def _run(
     made: list[Poller],
     store: RegistryStore,
     writer: ThreadPoolExecutor,
-    tally: Tally,
+    tally: PollTally,
     split: pipeline.Split | None,
 ) -> None:
     """The pipeline; the poller goes into `made` so that a failed poll's requests are counted too."""
@@ -235,7 +218,7 @@ class RegistryStore:
         return saving.save(self.engine, self.target, group)
 
 
-def _say_what_was_saved(exc: BaseException, tally: Tally) -> None:
+def _say_what_was_saved(exc: BaseException, tally: PollTally) -> None:
     """A poll cut short after some repositories committed says so: they stay committed."""
     if not tally.saved:
         return
@@ -246,7 +229,7 @@ def _say_what_was_saved(exc: BaseException, tally: Tally) -> None:
         exc.args = (str(exc).replace("nothing was saved", saved),)
 
 
-def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException, tally: Tally) -> None:
+def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException, tally: PollTally) -> None:
     """Close the run of a poll that did not finish, count it, and give the registry back."""
     outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
@@ -271,7 +254,7 @@ def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: B
 
 
 def _finish(
-    engine: Engine, spec: RegistrySpec, poll_id: PollId, baseline: bool, poller: Poller, tally: Tally
+    engine: Engine, spec: RegistrySpec, poll_id: PollId, baseline: bool, poller: Poller, tally: PollTally
 ) -> PollResult:
     """Close the run of a poll that went through every repository: `ok`, or `failed` naming the repositories
     that failed. Only a poll with none failed completes the registry's baseline."""

@@ -26,7 +26,6 @@ from watcher.models import Event, Repository
 from watcher.pollers import poller_for
 from watcher.polling import runs
 from watcher.polling.leases import lease_length
-from watcher.polling.poll import poll_timeout
 from watcher.polling.saving import Listed, Saved, Target, save
 from watcher.polling.snapshot import Stored, fingerprint
 from watcher.read import counters, pollmetrics
@@ -110,7 +109,7 @@ def _poll(
         with stop_on_signals(stop) as stop_event:
             tags, requests = run_bounded(
                 lambda: _list(spec, repository, target.scope, result.codes),
-                seconds=poll_timeout(spec),
+                seconds=spec.poll_timeout(),
                 stop=stop_event,
                 deadline_message=f"listing {repository} exceeded its deadline (--poll-timeout)",
             )
@@ -129,7 +128,7 @@ def _poll(
 def _longest(spec: RegistrySpec) -> timedelta:
     """How long a repository poll may run at most (its deadline for each attempt): past that, its run is dead."""
     try:
-        seconds = poll_timeout(spec)
+        seconds = spec.poll_timeout()
     except InputError:  # the poll fails on it, and says so in its run
         seconds = DEFAULT_POLL_TIMEOUT_SECONDS
     return timedelta(seconds=ATTEMPTS * seconds)

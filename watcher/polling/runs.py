@@ -26,8 +26,10 @@ from watcher.settings import get_settings
 
 Trigger = Literal["schedule", "webhook", "manual"]
 TRIGGERS: tuple[Trigger, ...] = ("schedule", "webhook", "manual")
-LAPSED = "its worker stopped before the poll finished (the lease lapsed); nothing was saved"
-LAPSED_REPOSITORY = "its worker stopped before the poll finished (it ran past its deadline); nothing was saved"
+#: a poll commits its repositories in groups as it goes (`watcher.polling.saving`): those are kept
+UNFINISHED = "the repositories it committed stay saved, the others are listed again by the next poll"
+LAPSED = f"its worker stopped before the poll finished (the lease lapsed); {UNFINISHED}"
+LAPSED_REPOSITORY = f"its worker stopped before the poll finished (it ran past its deadline); {UNFINISHED}"
 
 
 def start(session: Session, registry_id: int, trigger: Trigger = "schedule") -> int:

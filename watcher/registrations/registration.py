@@ -15,7 +15,6 @@ from watcher.db import session_scope
 from watcher.errors import AuthError, PermissionError_, RegistryError, ScopeError, TLSError, UnreachableError
 from watcher.models import Registry
 from watcher.pollers import poller_for
-from watcher.polling.poll import poll_timeout
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec, format_interval
 from watcher.registry.deadline import run_bounded
@@ -47,7 +46,7 @@ def verify(spec: RegistrySpec, stop: threading.Event | None = None) -> None:
         finally:
             await poller.aclose()
 
-    seconds = poll_timeout(spec)
+    seconds = spec.poll_timeout()
     try:
         run_bounded(
             run,

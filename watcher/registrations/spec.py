@@ -43,6 +43,19 @@ class RegistrySpec:
     interval_seconds: int = 300
     emit_existing: bool = False
 
+    def poll_timeout(self) -> float:
+        """The `poll_timeout` option in seconds (the default without one); a stored value that is not a
+        number of seconds fails the poll that reads it."""
+        value = self.options.get("poll_timeout")
+        if value is None:
+            return DEFAULT_POLL_TIMEOUT_SECONDS
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise InputError(
+                f"registry {self.name!r}: option poll_timeout {value!r} is not a number of seconds: "
+                "set it with `--poll-timeout` (`watcher registry apply`)"
+            )
+        return float(value)
+
 
 def min_interval_seconds() -> int:
     """The shortest interval accepted: 10 s, lowered only by tests (`WATCHER_MIN_INTERVAL_SECONDS`)."""

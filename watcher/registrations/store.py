@@ -52,7 +52,7 @@ def create(session: Session, spec: RegistrySpec) -> Registry:
     The INSERT comes first in its transaction, so the unique name decides a race: the loser waits for the
     winner's commit and gets the same one line as if it had come second.
     """
-    row = Registry(name=spec.name, revision=0, baselined=False)
+    row = Registry(name=spec.name, baselined=False)
     _assign(row, spec)
     session.add(row)
     try:
@@ -71,7 +71,7 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
     """
     row = session.scalar(select(Registry).where(Registry.name == spec.name))
     if row is None:
-        row = Registry(name=spec.name, revision=0, baselined=False)
+        row = Registry(name=spec.name, baselined=False)
         session.add(row)
         outcome = "created"
     elif _readable_spec(row) == spec:

@@ -13,7 +13,7 @@ from collections import Counter
 ERROR_CODE = "error"
 
 
-class Tally:
+class RequestCounts:
     """Requests by HTTP status (or `error`), counted from any thread."""
 
     def __init__(self) -> None:
