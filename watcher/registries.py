@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from watcher.errors import ConflictError, NotFoundError, StateError
 from watcher.models import Registry, Repository, utcnow
+from watcher.scheduler import first_slot
 from watcher.spec import RegistrySpec
 
 
@@ -53,6 +54,7 @@ def create(session: Session, spec: RegistrySpec) -> Registry:
     """
     row = Registry(name=spec.name, revision=0, baselined=False)
     _assign(row, spec)
+    row.next_poll_at = first_slot(spec.name, spec.interval_seconds, utcnow())
     session.add(row)
     try:
         session.flush()
@@ -71,6 +73,7 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
     row = session.scalar(select(Registry).where(Registry.name == spec.name))
     if row is None:
         row = Registry(name=spec.name, revision=0, baselined=False)
+        row.next_poll_at = first_slot(spec.name, spec.interval_seconds, utcnow())
         session.add(row)
         outcome = "created"
     elif _readable_spec(row) == spec:
@@ -81,7 +84,8 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
             session.execute(delete(Repository).where(Repository.registry_id == row.id))
             row.baselined = False
         if row.interval_seconds != spec.interval_seconds:
-            row.next_poll_at = utcnow()  # a new grid starts now (and a row the tick had set aside comes back)
+            # a new grid starts (and a row the tick had set aside comes back)
+            row.next_poll_at = first_slot(spec.name, spec.interval_seconds, utcnow())
     _assign(row, spec)
     try:
         session.flush()
