@@ -309,6 +309,17 @@ def baselined(count: int) -> bool:
         return (session.scalar(select(func.count()).where(Registry.baselined.is_(True))) or 0) >= count
 
 
+def finished_polls() -> int:
+    """Registry-wide polls finished so far (any trigger)."""
+    from sqlalchemy import func, select
+
+    from watcher.db import session_scope
+    from watcher.models import PollRun
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).where(PollRun.finished_at.is_not(None))) or 0
+
+
 @dataclass
 class Runs:
     completed: int
@@ -425,8 +436,16 @@ def measure(
     try:
         started = time.monotonic()
         wait(lambda: baselined(args.registries), 60 + args.registries, "every baseline", workers)
-        print(f"every registry has its baseline after {time.monotonic() - started:.0f} s")
+        warm_cpu, warm_polls = workers.cpu()[0], finished_polls()
+        print(
+            f"every registry has its baseline after {time.monotonic() - started:.0f} s: {warm_polls} polls, "
+            f"{1000 * warm_cpu / max(1, warm_polls):.1f} ms CPU a poll (watcher processes, start-up included)"
+        )
         time.sleep(args.interval)  # one more interval: every registry on its own grid
+        steady_cpu, steady_polls = workers.cpu()[0] - warm_cpu, finished_polls() - warm_polls
+        print(
+            f"the interval after it: {steady_polls} polls, {1000 * steady_cpu / max(1, steady_polls):.1f} ms CPU a poll"
+        )
         client = redis.Redis(unix_socket_path=str(bus.socket_path(get_settings())), decode_responses=True)
         pushes, stop = Pushes(), threading.Event()
         lag_samples: list[float] = []

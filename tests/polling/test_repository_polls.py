@@ -262,6 +262,30 @@ def test_a_repository_of_300_tags_is_written_in_one_statement_per_kind(
     assert snapshot_of(watcher) == {"team/big": hostile.repositories["team/big"]}
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_small_registrys_repositories_commit_together_not_one_transaction_each(
+    watcher: Watcher, hostile: HostileRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline of 10 repositories committed each as it was listed: ~7 transactions, most of what a
+    baseline cost more than a steady poll. The writer takes a group once the listing is done (or the first
+    of it waited GROUP_SECONDS: made long here, however slow the machine)."""
+    monkeypatch.setattr(pipeline, "GROUP_SECONDS", 60.0)
+    names = [f"team/r{i}" for i in range(10)]
+    hostile.repositories = {name: {f"t{j}": digest_of(f"{name} {j}") for j in range(3)} for name in names}
+    assert watcher.add_registry("r1", hostile.url).exit_code == 0
+    with statements(watcher.engine) as seen:
+        baseline = polling.poll("r1")
+    assert (baseline.baseline, baseline.repositories, baseline.tags, baseline.events) == (True, 10, 30, [])
+    assert len(on_table(seen, "INSERT", "tags")) == 1  # one group: one bulk INSERT of its tags
+
+    hostile.repositories = {name: {f"t{j}": digest_of(f"{name} {j} moved") for j in range(3)} for name in names}
+    with statements(watcher.engine) as seen:
+        assert len(polling.poll("r1").events) == 30
+    assert [len(on_table(seen, "UPDATE", table)) for table in ("repositories", "tags")] == [1, 1]
+    assert len(on_table(seen, "INSERT", "events")) == 1
+    assert snapshot_of(watcher) == hostile.repositories
+
+
 def test_a_repository_gone_from_the_catalog_has_its_tags_removed(watcher: Watcher, hostile: HostileRegistry) -> None:
     """(The real registry keeps a repository in its catalog for ever, hence the fake.)"""
     assert watcher.add_registry("r1", hostile.url).exit_code == 0

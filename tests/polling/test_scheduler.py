@@ -16,7 +16,7 @@ from tests.conftest import Watcher
 from tests.support.polls import set_row, wait_for
 from watcher.db import session_scope
 from watcher.models import Registry
-from watcher.polling.scheduler import PARK, claim_due, next_slot, phase_of
+from watcher.polling.scheduler import EPOCH, PARK, claim_due, next_slot, phase_of
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec
 
@@ -168,6 +168,48 @@ def test_registries_registered_together_fall_due_spread_over_their_interval(watc
     assert sorted(claimed) == names
     assert slots(watcher) == {name: next_slot(60, late, phase_of(name, 60)) for name in names}
     assert all(int((slot - T0).total_seconds()) % 60 == phase_of(name, 60) for name, slot in slots(watcher).items())
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_registries_of_a_minute_take_their_first_polls_on_their_grid_a_longer_interval_at_once(
+    watcher: Watcher,
+) -> None:
+    """1,000 registries of a minute registered together would otherwise all be due at once, and then fall due
+    again on their grids while those baselines run: twice a minute's work in the first minute."""
+    from watcher.models import utcnow
+
+    names = [f"team-{i:03d}" for i in range(120)]
+    before = utcnow()
+    with session_scope(watcher.engine) as session:
+        for name in names:  # as one `registry apply` saves them
+            spec = RegistrySpec(name, "oci", "https://r.example.com", interval_seconds=60)
+            registries.save(session, spec, together=True)
+        spec = RegistrySpec("hourly", "oci", "https://r.example.com", interval_seconds=3600)
+        registries.save(session, spec, together=True)
+    added = watcher.add_registry("added", "https://r.example.com", "--interval", "30s", "--no-verify")
+    assert added.exit_code == 0, added.output
+    after = utcnow()
+    first = slots(watcher)
+    assert before <= first.pop("hourly") <= after  # an hour is not waited for: polled at once
+    assert before <= first.pop("added") <= after  # one `registry add`: a person waits for it, polled at once
+    for name, slot in first.items():  # each at its first slot: its own phase, within the minute
+        assert before < slot <= after + timedelta(seconds=60) and slot.microsecond == 0
+        assert int((slot - EPOCH).total_seconds()) % 60 == phase_of(name, 60)
+    per_second: dict[datetime, int] = {}
+    for slot in first.values():
+        per_second[slot] = per_second.get(slot, 0) + 1
+    assert len(per_second) >= 40 and max(per_second.values()) <= 8, sorted(per_second.values())  # ~2 a second
+    before = utcnow()
+    with session_scope(watcher.engine) as session:  # a new interval of a minute or less: its first slot too
+        spec = RegistrySpec("hourly", "oci", "https://r.example.com", interval_seconds=20)
+        registries.save(session, spec, together=True)
+    slot = slots(watcher)["hourly"]
+    assert before < slot <= utcnow() + timedelta(seconds=20)
+    assert int((slot - EPOCH).total_seconds()) % 20 == phase_of("hourly", 20)
+    before = utcnow()
+    with session_scope(watcher.engine) as session:  # the same change alone (one entry, the API): at once
+        registries.save(session, RegistrySpec("hourly", "oci", "https://r.example.com", interval_seconds=30))
+    assert before <= slots(watcher)["hourly"] <= utcnow()
 
 
 def test_a_changed_interval_starts_a_new_grid(watcher: Watcher) -> None:

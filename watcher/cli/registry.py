@@ -185,6 +185,7 @@ def registry_apply(path: Path, no_verify: bool) -> None:
         for spec in specs:
             verify(spec)
     with session_scope() as session:
-        outcomes = [(spec.name, registries.save(session, spec)[1]) for spec in specs]
+        together = len(specs) > 1  # a batch takes its baselines spread over its interval
+        outcomes = [(spec.name, registries.save(session, spec, together=together)[1]) for spec in specs]
     for name, outcome in outcomes:
         click.echo(f"{outcome} registry {name!r}")

@@ -4,9 +4,10 @@ Memory stays bounded by the largest repository, not by the registry: at most `wo
 listed at once (the host's concurrency limit: listing more at once would only queue their requests), a
 repository whose fingerprint matches the stored one is forgotten as soon as it is listed, and a changed one
 waits in a buffer of at most CHUNK_TAGS tags (or one bigger repository) until the writer takes the buffer
-as one group and commits it (`watcher.polling.saving`). The writer is one thread of the poll's own, so listing goes
-on while a group commits; it records what it committed itself, so a poll cut short by its deadline or a
-stop request still knows exactly which repositories were saved.
+as one group and commits it (`watcher.polling.saving`): once the buffer is full, the listing done, or its first
+repository has waited GROUP_SECONDS, so a small registry's changes commit in one transaction. The writer is
+one thread of the poll's own, so listing goes on while a group commits; it records what it committed itself,
+so a poll cut short by its deadline or a stop request still knows exactly which repositories were saved.
 
 A repository whose listing fails is recorded as failed and left as stored; the others carry on. A failed
 catalog fails the whole poll before anything is read or written.
@@ -15,6 +16,7 @@ catalog fails the whole poll before anything is read or written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +34,10 @@ from watcher.registrations.scope import Scope
 #: at most this many repositories, or this many tags (or one repository with more), commit together
 CHUNK_REPOSITORIES = 1000
 CHUNK_TAGS = 10_000
+#: the writer takes a group once its first repository has waited this long (or the buffer is full, or the
+#: listing is done): a small registry's changed repositories commit together, in one transaction, instead
+#: of one transaction each as they are listed (a baseline of 10 repositories made ~7 commits)
+GROUP_SECONDS = 0.25
 
 
 class Store(Protocol):
@@ -103,12 +109,23 @@ class Buffer:
         self._items: list[tuple[Listed, int]] = []
         self._size = 0
         self._closed = False
+        #: puts waiting for room, and when the oldest item waiting came
+        self._stalled = 0
+        self._since = 0.0
         self._changed = asyncio.Condition()
 
     async def put(self, item: Listed) -> None:
         size = len(item.tags) + 1
         async with self._changed:
-            await self._changed.wait_for(lambda: not self._items or self._size + size <= CHUNK_TAGS)
+            if self._items and self._size + size > CHUNK_TAGS:
+                self._stalled += 1
+                self._changed.notify_all()
+                try:
+                    await self._changed.wait_for(lambda: not self._items or self._size + size <= CHUNK_TAGS)
+                finally:
+                    self._stalled -= 1
+            if not self._items:
+                self._since = asyncio.get_running_loop().time()
             self._items.append((item, size))
             self._size += size
             self._changed.notify_all()
@@ -119,9 +136,17 @@ class Buffer:
             self._changed.notify_all()
 
     async def take(self) -> list[Listed] | None:
-        """The next group (everything waiting, up to CHUNK_REPOSITORIES); None once closed and empty."""
+        """The next group (everything waiting, up to CHUNK_REPOSITORIES), once the first of it has waited
+        GROUP_SECONDS, the buffer is full or closed; None once closed and empty."""
+        loop = asyncio.get_running_loop()
         async with self._changed:
             await self._changed.wait_for(lambda: bool(self._items) or self._closed)
+            while not self._closed and not self._stalled and len(self._items) < CHUNK_REPOSITORIES:
+                left = self._since + GROUP_SECONDS - loop.time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
             taken, self._items = self._items[:CHUNK_REPOSITORIES], self._items[CHUNK_REPOSITORIES:]
             self._size -= sum(size for _, size in taken)
             self._changed.notify_all()

@@ -35,6 +35,8 @@ log = logging.getLogger("watcher")
 PARK = timedelta(hours=1)
 #: where every registry's grid is counted from
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: a new grid of an interval up to this long is first polled at its first slot; a longer one at once
+FIRST_SLOT_WITHIN = timedelta(seconds=60)
 
 
 def claim_due(
@@ -126,6 +128,18 @@ def phase_of(name: str, interval_seconds: int) -> int:
     evenly over it, the same in every process and after every restart."""
     _check(interval_seconds)
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % interval_seconds
+
+
+def first_slot(name: str, interval_seconds: int, now: datetime) -> datetime:
+    """When a new grid (a new registry, or a new interval) saved with many others is first polled: at its first
+    slot when its interval is at most FIRST_SLOT_WITHIN, else at once. Registries of a minute's interval
+    registered together
+    then take their baselines spread over the minute, as the pool takes their later polls, instead of all at
+    once with their first slots falling due on top of them (twice a minute's work in the first minute: a
+    backlog that the pool's spare capacity takes minutes to drain); a longer interval is not waited for."""
+    if timedelta(seconds=interval_seconds) > FIRST_SLOT_WITHIN:
+        return now
+    return next_slot(interval_seconds, now, phase_of(name, interval_seconds))
 
 
 def next_slot(interval_seconds: int, now: datetime, phase: int = 0) -> datetime:

@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher.errors import ConflictError, StateError
 from watcher.models import Registry, Repository, utcnow
+from watcher.polling.scheduler import first_slot
 from watcher.registrations.spec import RegistrySpec
 
 
@@ -62,8 +65,12 @@ def create(session: Session, spec: RegistrySpec) -> Registry:
     return row
 
 
-def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
+def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tuple[Registry, str]:
     """Create or update; returns the row and `created`, `updated` or `unchanged`.
+
+    A new registry (or a new interval) is first polled at once; one of many saved `together` (a `registry
+    apply` of several) at its first slot when its interval is a minute or less (`scheduler.first_slot`), so
+    that registries registered together take their baselines spread over their interval, not in one burst.
 
     Pointing a registry at another provider or URL starts it over: its snapshot is dropped and the next
     poll records a new baseline, instead of reporting the difference between two registries as events.
@@ -72,6 +79,7 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
     row = session.scalar(select(Registry).where(Registry.name == spec.name))
     if row is None:
         row = Registry(name=spec.name, baselined=False)
+        row.next_poll_at = _first_poll(spec, together)
         session.add(row)
         outcome = "created"
     elif _readable_spec(row) == spec:
@@ -82,7 +90,8 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
             session.execute(delete(Repository).where(Repository.registry_id == row.id))
             row.baselined = False
         if row.interval_seconds != spec.interval_seconds:
-            row.next_poll_at = utcnow()  # a new grid starts now (and a row the tick had set aside comes back)
+            # a new grid starts (and a row the tick had set aside comes back)
+            row.next_poll_at = _first_poll(spec, together)
     _assign(row, spec)
     try:
         session.flush()
@@ -92,6 +101,11 @@ def save(session: Session, spec: RegistrySpec) -> tuple[Registry, str]:
             "run the command again"
         ) from None
     return row, outcome
+
+
+def _first_poll(spec: RegistrySpec, together: bool) -> datetime:
+    now = utcnow()
+    return first_slot(spec.name, spec.interval_seconds, now) if together else now
 
 
 def _readable_spec(row: Registry) -> RegistrySpec | None:
