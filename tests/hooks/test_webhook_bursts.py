@@ -187,14 +187,20 @@ def test_the_101st_repository_of_a_registry_within_a_second_queues_a_registry_wi
     watcher: Watcher,
     broker: str,  # noqa: F811 - the fixture imported above
 ) -> None:
-    assert wait_for(lambda: time.time() % 1 < 0.3, 2)  # both notifications within the same second
-    first = queue.hint("r1", [f"team/a-{i}" for i in range(60)])
-    second = queue.hint("r1", [f"team/b-{i}" for i in range(60)])
+    for attempt in range(5):  # both notifications within the same second (a loaded machine may need another go)
+        name = f"r1-{attempt}"
+        assert wait_for(lambda: time.time() % 1 < 0.3, 2)
+        started = time.time()
+        first = queue.hint(name, [f"team/a-{i}" for i in range(60)])
+        second = queue.hint(name, [f"team/b-{i}" for i in range(60)])
+        if int(time.time()) == int(started):
+            break
     assert first.queued == 60 and not first.whole
     assert second == queue.Hinted({}, whole=True)
     assert queue.hint("r2", ["team/a-0"]).queued == 1  # another registry has its own budget
-    tasks = [m["task"] for m in messages(watcher, broker)]
-    assert tasks.count("watcher.poll_repository") == 61 and tasks.count("watcher.poll") == 1
+    tasks = [(m["task"], m["args"][0]) for m in messages(watcher, broker) if m["args"][0] in (name, "r2")]
+    assert tasks.count(("watcher.poll_repository", name)) == 60 and tasks.count(("watcher.poll", name)) == 1
+    assert tasks.count(("watcher.poll_repository", "r2")) == 1 and len(tasks) == 62
 
 
 def test_a_registry_wide_webhook_poll_waits_for_a_poll_already_running(
