@@ -15,14 +15,13 @@ registry, another package type, no `repository_url`) is acknowledged and ignored
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
+from watcher.hooks.payload import json_body, media_type, same_host
 from watcher.hooks.payload import repository as valid_repository
-from watcher.hooks.payload import same_host
 from watcher.registry.reference import shown
 
 if TYPE_CHECKING:
@@ -31,36 +30,30 @@ if TYPE_CHECKING:
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 BINARY = "application/json"
+WHAT = "the CloudEvents HTTP binding"
 RELISTING_TYPES = re.compile(r"^dev\.cdevents\.artifact\.(?:published|packaged|deleted)\.\d+\.\d+\.\d+(?:-[\w.]+)?$")
 
 
 def repositories(notification: Notification) -> list[str]:
     """The repositories of this registry the body's artifact CDEvents name, each once, in order."""
-    media_type = (notification.content_type or "").split(";", 1)[0].strip().lower()
-    body = _json(notification.body) if media_type in (STRUCTURED, BATCH, BINARY) else None
-    if media_type == STRUCTURED:
+    kind = media_type(notification, default="")  # no content type: no encoding to read it by
+    body = json_body(notification, WHAT) if kind in (STRUCTURED, BATCH, BINARY) else None
+    if kind == STRUCTURED:
         cdevents = [_cdevent(body, 0)]
-    elif media_type == BATCH:
+    elif kind == BATCH:
         if not isinstance(body, list):
             raise Malformed("a CloudEvents batch is a JSON array")
         cdevents = [_cdevent(event, number) for number, event in enumerate(body)]
-    elif media_type == BINARY:
+    elif kind == BINARY:
         cdevents = [body]
     else:
-        raise Malformed(f"the content type {shown(media_type)} is not a CloudEvents HTTP encoding")
+        raise Malformed(f"the content type {shown(kind)} is not a CloudEvents HTTP encoding")
     wanted: dict[str, None] = {}
     for number, cdevent in enumerate(cdevents):
         repository = _relisted(cdevent, notification.registry_url, number) if cdevent is not None else None
         if repository is not None:
             wanted[repository] = None
     return list(wanted)
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise Malformed("the body is not JSON") from None
 
 
 def _cdevent(event: Any, number: int) -> Any:

@@ -7,7 +7,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from watcher.hooks.format import Auth, HookFormat, Malformed, Notification
-from watcher.registry.reference import is_tag, repository_problem, shown
+from watcher.hooks.payload import json_object, media_type, member
+from watcher.hooks.payload import repository as valid_repository
+from watcher.registry.reference import is_tag, shown
 
 #: the media types of Distribution's notification envelope (v2: Distribution 3), and plain JSON
 DISTRIBUTION_TYPES = frozenset(
@@ -30,6 +32,7 @@ MANIFEST_TYPES = frozenset(
     }
 )
 RELISTING_ACTIONS = ("push", "delete")
+WHAT = "a Distribution registry"
 
 if TYPE_CHECKING:
     from watcher.hooks.format import Webhook
@@ -60,17 +63,10 @@ def pushed(notification: Notification) -> dict[str, list[str]]:
 
 
 def _events(notification: Notification) -> list[Any]:
-    body, content_type = notification.body, notification.content_type
-    media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
-    if media_type not in DISTRIBUTION_TYPES:
-        raise Malformed(f"the content type {shown(media_type)} is not a Distribution notification")
-    try:
-        envelope = json.loads(body)
-    except (ValueError, RecursionError):
-        raise Malformed("the body is not JSON") from None
-    events = envelope.get("events") if isinstance(envelope, dict) else None
-    if not isinstance(events, list):
-        raise Malformed('the body has no "events" list')
+    kind = media_type(notification)
+    if kind not in DISTRIBUTION_TYPES:
+        raise Malformed(f"the content type {shown(kind)} is not a Distribution notification")
+    events: list[Any] = member(json_object(notification, WHAT), "events", list, "")
     return events
 
 
@@ -80,14 +76,11 @@ def _relisted(event: Any, number: int) -> str | None:
     action = event.get("action") if isinstance(event, dict) else None
     if not isinstance(target, dict) or not isinstance(action, str):
         raise Malformed(f"event {number} has no action and target")
-    repository = target.get("repository")
-    problem = repository_problem(repository)
-    if problem is not None or not isinstance(repository, str):
-        raise Malformed(f"event {number}: the repository {shown(repository)} is not a valid OCI name: it {problem}")
+    repository = valid_repository(target.get("repository"), f"event {number}")
     if action not in RELISTING_ACTIONS or not (target.get("tag") or target.get("digest")):
         return None
-    media_type = target.get("mediaType") or ""
-    if media_type in MANIFEST_TYPES or (action == "delete" and not media_type):
+    kind = target.get("mediaType") or ""
+    if kind in MANIFEST_TYPES or (action == "delete" and not kind):
         return repository
     return None
 

@@ -1,8 +1,8 @@
 """Reading the JSON bodies that providers' webhooks send: one clear line (Malformed) for anything else.
 
-Shared by the formats whose body is one JSON object (Harbor, Docker Hub, ACR, Quay, EventBridge): the
-content type, the object itself, a field's type, a repository name, and whether a host a notification
-names is the registry's own.
+Shared by every format that reads JSON (Harbor, Docker Hub, ACR, Quay, EventBridge, GitHub, Pub/Sub,
+Distribution, CloudEvents): the content type, the body itself, a field's type, a repository name, and
+whether a host a notification names is the registry's own.
 """
 
 from __future__ import annotations
@@ -15,16 +15,27 @@ from watcher.hooks.format import Malformed, Notification
 from watcher.registry.reference import json_type, repository_problem, shown
 
 
+def media_type(notification: Notification, default: str = "application/json") -> str:
+    """The body's media type, lowercase, without parameters; `default` when the sender named none (some
+    leave it out)."""
+    return (notification.content_type or default).split(";", 1)[0].strip().lower()
+
+
+def json_body(notification: Notification, what: str) -> Any:
+    """The body as JSON of any type (a CloudEvents batch is an array); Malformed when it is not JSON."""
+    try:
+        return json.loads(notification.body)
+    except (ValueError, RecursionError):
+        raise Malformed(f"the body is not JSON, as {what} sends") from None
+
+
 def json_object(notification: Notification, what: str) -> dict[str, Any]:
     """The body as a JSON object; Malformed when the content type is not JSON or the body is not an object.
     No content type at all is taken for JSON: some senders leave it out."""
-    media_type = (notification.content_type or "application/json").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise Malformed(f"the content type {shown(media_type)} is not JSON, as {what} sends")
-    try:
-        body = json.loads(notification.body)
-    except (ValueError, RecursionError):
-        raise Malformed(f"the body is not JSON, as {what} sends") from None
+    kind = media_type(notification)
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise Malformed(f"the content type {shown(kind)} is not JSON, as {what} sends")
+    body = json_body(notification, what)
     if not isinstance(body, dict):
         raise Malformed(f"the body is a JSON {json_type(body)}, not {what}'s JSON object")
     return body

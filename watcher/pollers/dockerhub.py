@@ -32,15 +32,13 @@ from watcher.pollers.base import TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
-from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import ApiClient, json_object
-from watcher.registry.oci import check_page_count
+from watcher.registry.pager import Page, read_list
 
 API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
 DEFAULT_API_URL = "https://hub.docker.com"
 PAGE_SIZE = 100  # the API's maximum
-LISTING_ATTEMPTS = 2  # a listing that changed while it was paged through is read once more
 TOKEN_LIFETIME_SECONDS = 600.0  # what Hub documents for /v2/auth/token, when the token does not say
 TOKEN_MARGIN_SECONDS = 60.0
 _STATUS_ERRORS: dict[int, type[errors.RegistryError]] = {
@@ -222,51 +220,28 @@ class HubApi(ApiClient):
         """Every entry of a paginated listing, each with a `name`; None on 404 unless `missing` says why.
 
         Hub pages by offset: a push or delete while the pages are read can shift an entry past us. The
-        envelope's `count` catches that (it changes, or the names do not add up); the listing is then read
-        once more, and a second mismatch fails it rather than report a tag as gone.
+        envelope's `count` catches that (it changes, or the names do not add up): the pager
+        (`watcher.registry.pager`) then reads the listing once more, and a second mismatch fails it rather
+        than report a tag as gone. The next page is the envelope's `next` URL.
         """
-        for _attempt in range(LISTING_ATTEMPTS):
-            read = await self._read_pages(path, what)
-            if read is None and missing is not None:
-                raise errors.ScopeError(missing)
-            if read is None:
-                return None
-            entries, consistent = read
-            if consistent:
-                return entries
-        raise errors.BadResponseError(f"{what}: the listing kept changing while it was read; try again")
 
-    async def _read_pages(self, path: str, what: str) -> tuple[list[dict[str, Any]], bool] | None:
-        """The entries and whether they add up; None when the first page is a 404 (nothing there)."""
-        url: str | None = f"{path}?page_size={PAGE_SIZE}"
-        seen: set[str] = set()
-        entries: list[dict[str, Any]] = []
-        counts: set[object] = set()
-        while url is not None:
-            if url in seen:
-                raise errors.BadResponseError(f"{what}: pagination loops at {url}")
-            check_page_count(len(seen), what)
-            seen.add(url)
+        async def read_page(url: str) -> Page[dict[str, Any]] | None:
             response = await self.get(url, what)
             if response.status_code == 404:  # first page: gone; a later one: the listing shrank under us
-                return None if not entries and len(seen) == 1 else (entries, False)
+                return None
             if response.status_code != 200:
                 raise status_error(response, what)
             page = json_object(response, what)
-            entries.extend(page_results(page, what))
-            check_entries(len(entries), what)
-            counts.add(page.get("count"))
-            url = self._next(page.get("next"), what)
-        names = {repr(e["name"]) for e in entries}  # names may be any JSON value; the poller checks them
-        count = next(iter(counts))
-        consistent = len(counts) == 1 and len(names) == len(entries) and (count is None or count == len(names))
-        return entries, consistent
+            link = page.get("next")
+            return Page(page_results(page, what), link if isinstance(link, str) and link else None, page.get("count"))
 
-    def _next(self, link: object, what: str) -> str | None:
-        """The next page, which must be on the API's own origin (the bearer token goes nowhere else)."""
-        if not isinstance(link, str) or not link:
-            return None
-        return self.guard.follow_link(link, what)
+        # names may be any JSON value; the poller checks them
+        entries = await read_list(
+            self.guard, what, f"{path}?page_size={PAGE_SIZE}", read_page, distinct=lambda e: repr(e["name"])
+        )
+        if entries is None and missing is not None:
+            raise errors.ScopeError(missing)
+        return entries
 
 
 def bearer(token: str | None) -> dict[str, str]:

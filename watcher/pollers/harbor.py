@@ -21,12 +21,12 @@ that changes while it is paged is read again once, then the poll fails rather th
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -38,12 +38,11 @@ from watcher.registry.auth import CredentialSource
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import ApiClient, json_body, status_error
-from watcher.registry.oci import check_page_count, next_link
 from watcher.registry.origin import Origin
+from watcher.registry.pager import UNSAID, Page, link_target, read_list
 
 API = "/api/v2.0"
 PAGE_SIZE = 100  # Harbor's maximum page_size
-READS_OF_A_CHANGING_LIST = 2
 ROBOT_WITHOUT_USER_RECORD = 412  # /users/current answers a robot account with 412 Precondition Failed
 #: in a worker, how long an origin found not to be a Harbor is not asked again (a registry seldom becomes one)
 NOT_HARBOR_SECONDS = 3600.0
@@ -106,7 +105,7 @@ class HarborListing(ApiClient):
     # -- listing ------------------------------------------------------------------------------------
     async def repositories(self) -> list[object]:
         """Every repository of every project these credentials may see (public ones included), as sent."""
-        projects = await self._paged(f"{API}/projects", "Harbor projects", {"with_detail": "false"})
+        projects = await self._paged(f"{API}/projects", "Harbor projects", {"with_detail": "false"}, capped_as=None)
         names = [_text(project, "name", "Harbor projects") for project in projects]
         listed = await gather_all([self._repositories_of(name) for name in names])
         repositories = [repo for repos in listed for repo in repos]
@@ -116,7 +115,6 @@ class HarborListing(ApiClient):
     async def _repositories_of(self, project: str) -> list[object]:
         what = f"Harbor repositories of project {project}"
         items = await self._paged(f"{API}/projects/{_segment(project)}/repositories", what, {})
-        check_entries(len(items), what)
         return [item.get("name") for item in items]  # full names: "project/repo"; the poller checks them
 
     async def tags(self, repository: str, wanted: TagFilter, check: Poller) -> dict[str, TagState] | None:
@@ -130,17 +128,15 @@ class HarborListing(ApiClient):
         what = f"Harbor artifacts of {repository}"
         # a repository name with '/' must be URL-encoded twice (a/b -> a%252Fb): Harbor decodes it twice
         path = f"{API}/projects/{_segment(project)}/repositories/{_segment(_segment(name))}/artifacts"
-        artifacts = await self._paged(path, what, {"with_tag": "true"})
+        artifacts = await self._paged(
+            path, what, {"with_tag": "true"}, capped_as=f"tags of {repository}", weight=lambda a: len(_tags(a, what))
+        )
         if not artifacts:
             return None
         found: dict[str, TagState] = {}
-        count = 0
         for artifact in artifacts:
             pushed = push_time(artifact.get("push_time"))
-            tags = [tag if isinstance(tag, dict) else {"name": tag} for tag in _list(artifact.get("tags"), what)]
-            count += len(tags)
-            check_entries(count, f"tags of {repository}")
-            for tag in tags:
+            for tag in _tags(artifact, what):
                 tag_name = tag.get("name")
                 if check.valid_tag(repository, tag_name) and isinstance(tag_name, str) and wanted(tag_name):
                     digest = check.valid_digest(repository, tag_name, artifact.get("digest"))
@@ -149,38 +145,37 @@ class HarborListing(ApiClient):
         return found
 
     # -- paging -------------------------------------------------------------------------------------
-    async def _paged(self, path: str, what: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        """Every item of a paged list; read again once if it changed while paged, then a bad response."""
-        for _ in range(READS_OF_A_CHANGING_LIST):
-            items, steady = await self._read_pages(path, what, params)
-            if steady:
-                return items
-        raise errors.BadResponseError(f"{what}: the list kept changing while it was paged; the next poll retries")
+    async def _paged(
+        self,
+        path: str,
+        what: str,
+        params: dict[str, str],
+        *,
+        capped_as: str | None = "",
+        weight: Callable[[dict[str, Any]], int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every item of a paged list, by page number, through the one pager (`watcher.registry.pager`):
+        a list whose total changed while it was paged is read again once, then a bad response.
+        `capped_as` and `weight` as the pager has them (Harbor's artifacts count their tags)."""
 
-    async def _read_pages(self, path: str, what: str, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
-        """The items of all pages, and whether the total stayed what the first page announced."""
-        items: list[dict[str, Any]] = []
-        totals: set[int] = set()
-        for page in itertools.count(1):
-            check_page_count(page - 1, what)
-            query = {**params, "page": str(page), "page_size": str(PAGE_SIZE)}
-            response = await self._get(path, what, query)
+        async def read_page(url: str) -> Page[dict[str, Any]]:
+            response = await self._get(url, what)
             if response.status_code != 200:
                 raise status_error(response, what)
             batch = _page_items(response, what)
-            items.extend(batch)
             total = _total_count(response, what)
-            if total is not None:
-                totals.add(total)
-            if not batch or next_link(response, self.guard, what) is None:
-                steady = len(totals) <= 1 and all(total == len(items) for total in totals)
-                return items, steady
-        raise AssertionError("unreachable")  # pragma: no cover - the pages run out or the cap stops them
+            link = link_target(response) if batch else None
+            return Page(batch, link, UNSAID if total is None else total)
 
-    async def _get(self, path: str, what: str, params: dict[str, str] | None = None) -> httpx.Response:
+        first = f"{path}?{urlencode({**params, 'page': '1', 'page_size': str(PAGE_SIZE)})}"
+        return (
+            await read_list(self.guard, what, first, read_page, capped_as=capped_as, weight=weight, numbered=True) or []
+        )
+
+    async def _get(self, url: str, what: str) -> httpx.Response:
         login = self._login()
         auth = httpx.BasicAuth(*login) if login is not None else None
-        return await self._send("GET", path, what, params=params, auth=auth)
+        return await self._send("GET", url, what, auth=auth)
 
     def _login(self) -> tuple[str, str] | None:
         return self._credentials.get() if self._credentials is not None else None
@@ -208,6 +203,11 @@ def _page_items(response: httpx.Response, what: str) -> list[dict[str, Any]]:
     if not all(isinstance(item, dict) for item in items):
         raise errors.BadResponseError(f"{what}: an item is not a JSON object")
     return items
+
+
+def _tags(artifact: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """An artifact's tags, each as an object (a bare name is taken for `{"name": ...}`)."""
+    return [tag if isinstance(tag, dict) else {"name": tag} for tag in _list(artifact.get("tags"), what)]
 
 
 def _list(value: object, what: str) -> list[Any]:

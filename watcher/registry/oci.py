@@ -7,19 +7,15 @@ own API is cheaper, their own listing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from watcher import errors
 from watcher.registry.auth import CredentialSource, RegistryAuth
-from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import ApiClient, json_object, status_error
 from watcher.registry.origin import OriginGuard
-from watcher.settings import get_settings
+from watcher.registry.pager import Page, link_target, read_list
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -49,44 +45,34 @@ class OciClient(ApiClient):
         if response.status_code != 200:
             raise status_error(response, "ping /v2/")
 
-    async def _pages(self, path: str, what: str) -> AsyncIterator[dict[str, Any]]:
-        """Each JSON page of a paginated listing, following `Link: <...>; rel="next"` on the registry's origin,
-        at most `WATCHER_MAX_PAGES` of them."""
-        url: str | None = f"{path}?n={PAGE_SIZE}"
-        seen: set[str] = set()
-        while url is not None:
-            if url in seen:
-                raise errors.BadResponseError(f"{what}: pagination loops at {url}")
-            check_page_count(len(seen), what)
-            seen.add(url)
+    async def _pages(self, path: str, key: str, what: str) -> list[dict[str, Any]]:
+        """Each JSON page of a paginated listing of names (`key`), read by the one pager
+        (`watcher.registry.pager`): it follows `Link: <...>; rel="next"` and counts the names."""
+
+        async def read_page(url: str) -> Page[dict[str, Any]]:
             response = await self._send("GET", url, what)
             if response.status_code != 200:
                 raise status_error(response, what)
-            yield json_object(response, what)
-            url = next_link(response, self.guard, what)
+            page = json_object(response, what)
+            return Page([page], link_target(response))
+
+        def names(page: dict[str, Any]) -> int:
+            return len(entry_list(page, key, what))
+
+        return await read_list(self.guard, what, f"{path}?n={PAGE_SIZE}", read_page, weight=names) or []
 
     async def catalog(self) -> list[object]:
         """Every repository name the catalog lists, as sent: the caller checks them against the grammar."""
-        names: list[object] = []
-        async for page in self._pages("/v2/_catalog", "catalog"):
-            names.extend(entry_list(page, "repositories", "catalog"))
-            check_entries(len(names), "catalog")
-        return names
+        pages = await self._pages("/v2/_catalog", "repositories", "catalog")
+        return [name for page in pages for name in entry_list(page, "repositories", "catalog")]
 
     async def tag_pages(self, repository: str) -> list[dict[str, Any]] | None:
         """The raw pages of a tag list (providers read extensions such as GCR's `manifest` map);
         None when the repository does not exist (any more). `repository` must be a valid name."""
-        what = f"tags of {repository}"
-        pages: list[dict[str, Any]] = []
-        count = 0
         try:
-            async for page in self._pages(f"/v2/{repository_path(repository)}/tags/list", what):
-                pages.append(page)
-                count += len(entry_list(page, "tags", what))
-                check_entries(count, what)
+            return await self._pages(f"/v2/{repository_path(repository)}/tags/list", "tags", f"tags of {repository}")
         except errors.ScopeError:
             return None
-        return pages
 
     async def tags(self, repository: str) -> list[object] | None:
         """Every tag name of the repository, as sent: the caller checks them against the grammar."""
@@ -130,20 +116,3 @@ def entry_list(page: dict[str, Any], key: str, what: str) -> list[object]:
     if not isinstance(entries, list):
         raise errors.BadResponseError(f"{what}: {key!r} is not a list")
     return entries
-
-
-def next_link(response: httpx.Response, guard: OriginGuard, what: str) -> str | None:
-    """The `rel="next"` target of a Link header, made absolute; one on another origin fails the listing."""
-    for link in response.headers.get_list("link"):
-        for part in link.split(","):
-            target, _, params = part.partition(";")
-            if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-                return guard.follow_link(target.strip().strip("<>"), what)
-    return None
-
-
-def check_page_count(pages_read: int, what: str) -> None:
-    """Refuse to read one more page once a listing has had `WATCHER_MAX_PAGES` of them."""
-    limit = get_settings().max_pages
-    if pages_read >= limit:
-        raise errors.BadResponseError(f"{what}: more than {limit} pages (WATCHER_MAX_PAGES)")
