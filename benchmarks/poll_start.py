@@ -1,0 +1,97 @@
+"""How long `watcher poll` takes to start: from the process's spawn to its first connection to the registry,
+beside two floors spawned the same way, in turn — `python -c pass` and a process that imports what any
+poll needs at least (SQLAlchemy, httpx and redis) and then connects.
+
+The registry is a listener on loopback that notes when a connection arrives and closes it, so the poll
+fails right after: what is timed is only what a poll does before its first request (imports, settings,
+the schema check, the engine, the credentials, the claim).
+
+    .venv/bin/python -m benchmarks.poll_start --runs 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.throwaway import state
+
+NAME = "start"
+FLOOR = (
+    "import socket, sys, sqlalchemy, httpx, redis\nsocket.create_connection(('127.0.0.1', int(sys.argv[1]))).close()\n"
+)
+
+
+class Listener:
+    """Accepts connections on a free loopback port and notes when the first of each run arrived."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.arrived: float | None = None
+        self.event = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            if self.arrived is None:
+                self.arrived = time.perf_counter()
+                self.event.set()
+            conn.close()
+
+    def time_to_first(self, command: list[str], env: dict[str, str]) -> float:
+        self.arrived = None
+        self.event.clear()
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not self.event.wait(60):
+            proc.kill()
+            raise SystemExit(f"{command[:3]} never connected")
+        proc.wait(60)
+        assert self.arrived is not None
+        return self.arrived - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args(argv)
+    listener = Listener()
+    watcher = str(Path(sys.executable).with_name("watcher"))
+    with state(args.db, "poll-start") as installation:
+        env = {**os.environ, **installation.env}
+        url = f"http://127.0.0.1:{listener.port}"
+        add = [watcher, "registry", "add", NAME, "--provider", "oci", "--url", url, "--no-verify"]
+        subprocess.run(add, env=env, check=True, capture_output=True)
+        pairs = {
+            "python -c pass, then connect": [sys.executable, "-c", f"import socket, sys; {FLOOR.splitlines()[1]}"],
+            "import sqlalchemy, httpx, redis, then connect": [sys.executable, "-c", FLOOR],
+            "watcher poll": [watcher, "poll", NAME],
+        }
+        times: dict[str, list[float]] = {label: [] for label in pairs}
+        for _ in range(args.runs):
+            for label, command in pairs.items():
+                extra = [str(listener.port)] if command[0] == sys.executable else []
+                times[label].append(listener.time_to_first(command + extra, env))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"spawn to first connection, {args.runs} runs each in turn, {args.db}, load {load}")
+    floor = statistics.median(times["import sqlalchemy, httpx, redis, then connect"])
+    for label, seconds in times.items():
+        median = statistics.median(seconds)
+        print(f"{label:<48} median {median:.3f} s  min {min(seconds):.3f} s  ÷ imports floor {median / floor:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
