@@ -61,7 +61,6 @@ def registry_rows(count: int) -> Iterator[Row]:
             60,
             False,
             True,
-            0,
             NOW + timedelta(seconds=i % 60),
             NOW - timedelta(days=30),
             NOW - timedelta(minutes=i % 7),
