@@ -50,21 +50,9 @@ def name_of(index: int) -> str:
 
 # ---- seeding --------------------------------------------------------------------------------------
 def registry_rows(count: int) -> Iterator[Row]:
-    for i in range(1, count + 1):
-        yield (
-            i,
-            name_of(i),
-            "oci",
-            f"https://{name_of(i)}.registry.example.com",
-            "",
-            "{}",
-            60,
-            False,
-            True,
-            NOW + timedelta(seconds=i % 60),
-            NOW - timedelta(days=30),
-            NOW - timedelta(minutes=i % 7),
-        )
+    """read_side's registries at one-minute intervals, each with a webhook a few minutes ago."""
+    for i, row in enumerate(read_side.registry_rows(count, name_of, interval=60, age_days=30), 1):
+        yield (*row, NOW - timedelta(minutes=i % 7))
 
 
 REGISTRY_COLUMNS = (*read_side.REGISTRY_COLUMNS, "last_webhook_at")

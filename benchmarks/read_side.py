@@ -168,20 +168,23 @@ def digest_of(*parts: object) -> str:
     return "sha256:" + hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
 
 
-def registry_rows() -> Iterator[Row]:
-    for i in range(1, REGISTRIES + 1):
+def registry_rows(
+    count: int = REGISTRIES, name_of: Callable[[int], str] = registry_name, interval: int = 300, age_days: int = 90
+) -> Iterator[Row]:
+    """REGISTRY_COLUMNS of `count` baselined OCI registries, each next due at its own second of `interval`."""
+    for i in range(1, count + 1):
         yield (
             i,
-            registry_name(i),
+            name_of(i),
             "oci",
-            f"https://{registry_name(i)}.registry.example.com",
+            f"https://{name_of(i)}.registry.example.com",
             "",
             "{}",
-            300,
+            interval,
             False,
             True,
-            NOW + timedelta(seconds=i % 300),
-            NOW - timedelta(days=90),
+            NOW + timedelta(seconds=i % interval),
+            NOW - timedelta(days=age_days),
         )
 
 
