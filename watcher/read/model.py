@@ -281,11 +281,18 @@ def pull_host(url: str) -> str:
 
 def _registry_row(reader: Reader, name: str) -> Any:
     """The id and URL of the registry named `name`, or NotFoundError naming it."""
-    # a NUL is in no registry's name, and PostgreSQL cannot even be asked about one (a URL's `%00`)
-    row = None if "\x00" in name else reader.execute(select(REG.id, REG.url).where(REG.name == name)).first()
+    row = reader.execute(select(REG.id, REG.url).where(REG.name == askable(name))).first()
     if row is None:
         raise missing(name)
     return row
+
+
+def askable(name: str) -> str:
+    """`name`, to look a registry up by; NotFoundError when it cannot be one: a NUL is in no registry's name,
+    and PostgreSQL cannot even be asked about one (a URL's `%00`)."""
+    if "\x00" in name:
+        raise missing(name)
+    return name
 
 
 def missing(name: str) -> NotFoundError:
@@ -293,7 +300,7 @@ def missing(name: str) -> NotFoundError:
 
 
 def registry_id(reader: Reader, name: str) -> int:
-    """The id of the registry named `name`, or NotFoundError naming it (`watcher.registrations.store.find` loads it)."""
+    """The id of the registry named `name`, or NotFoundError naming it."""
     return int(_registry_row(reader, name).id)
 
 

@@ -18,10 +18,11 @@ from watcher.registrations.spec import RegistrySpec
 
 
 def find(session: Session, name: str) -> Registry:
-    from watcher.read.model import missing, registry_id  # the lookup by name is the read model's
+    """The registry named `name`, in one query; NotFoundError in the read model's words when there is none."""
+    from watcher.read.model import askable, missing  # one check and one message for every lookup by name
 
-    row = session.get(Registry, registry_id(session, name))
-    if row is None:  # deleted in between
+    row = session.scalar(select(Registry).where(Registry.name == askable(name)))
+    if row is None:
         raise missing(name)
     return row
 
