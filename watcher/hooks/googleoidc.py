@@ -164,6 +164,12 @@ class GoogleCerts:
             return self._fetch_now()
         return certs
 
+    @property
+    def refreshing(self) -> bool:
+        """Whether a background refresh is still running (until it has stored its set or given up)."""
+        with self._lock:
+            return self._refreshing
+
     def _fetch_now(self) -> dict[str, str]:
         with self._lock:
             if self.clock() - self._attempted_at < MIN_REFETCH_SECONDS:
