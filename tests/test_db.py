@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PG_ADMIN_URL, RUN_ID
 from tests.support.migrations import migrations
@@ -150,9 +151,6 @@ def test_the_migrations_make_the_partial_index_of_registry_wide_runs(new_databas
 def test_migration_0010_drops_the_registries_revision_and_gives_it_back(new_database: str) -> None:
     """`registries.revision` (written as 0, never read) is dropped with the rows kept; downgrading gives the
     column back as 0009 had it, 0 on every row; up, down and up again; the tables then match the models."""
-    from alembic.autogenerate import compare_metadata
-
-    from watcher.models import Base
 
     if new_database.startswith("sqlite:///"):
         Path(new_database.removeprefix("sqlite:///")).parent.mkdir(parents=True)
@@ -182,8 +180,77 @@ def test_migration_0010_drops_the_registries_revision_and_gives_it_back(new_data
             schema.up("0010")
             conn.execute(text(registry.format(revision="", value="").replace("(1, 'r1'", "(2, 'r2'")))
             assert conn.execute(text("SELECT name FROM registries ORDER BY id")).scalars().all() == ["r1", "r2"]
+            assert stored_revisions(conn) == ["0010"]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0011_puts_everything_in_the_default_workspace_and_keeps_every_row(new_database: str) -> None:
+    """A database at 0010 with a registry, its snapshot, an event and tokens is migrated the way a process
+    opens it (`migrate`, SQLite's foreign keys on): nothing is lost — a batch copy of `registries` once
+    cascaded to its snapshot — everything is in workspace `default`, the first start's `admin` token is an
+    operator; names are unique per workspace; down and up again; the tables then match the models."""
+    from alembic.autogenerate import compare_metadata
+
+    from watcher.db import _make_engine
+    from watcher.models import Base
+
+    engine = _make_engine(new_database)
+    rows = [
+        "INSERT INTO registries (id, name, provider, url, credentials, options, interval_seconds, emit_existing, "
+        "baselined, next_poll_at, created_at) VALUES (1, 'prod', 'oci', 'https://r1', '', '{}', 300, false, true, "
+        "'2026-12-06 10:00:00', '2026-12-06 10:00:00')",
+        "INSERT INTO repositories (id, registry_id, name, first_seen_at, revision) VALUES (1, 1, 'app', "
+        "'2026-12-06 10:00:00', 3)",
+        "INSERT INTO tags (id, repository_id, name, digest) VALUES (1, 1, 'v1', 'sha256:" + "a" * 64 + "')",
+        "INSERT INTO events (id, event_id, registry_id, registry, repository, tag, change, digest, previous_digest, "
+        "detected_at, cloudevent) VALUES (1, 'e1', 1, 'prod', 'app', 'v1', 'added', 'sha256:" + "a" * 64 + "', '', "
+        "'2026-12-06 10:00:00', '{}')",
+        "INSERT INTO api_tokens (id, name, role, token_hash, created_at) VALUES (1, 'admin', 'admin', 'h1', "
+        "'2026-12-06 10:00:00'), (2, 'ci', 'admin', 'h2', '2026-12-06 10:00:00')",
+    ]
+
+    def snapshot(conn: Connection) -> list[object]:
+        return [
+            conn.execute(
+                text(
+                    "SELECT r.name, p.name, p.revision, t.name FROM registries r JOIN repositories p "
+                    "ON p.registry_id = r.id JOIN tags t ON t.repository_id = p.id"
+                )
+            ).all(),
+            conn.execute(text("SELECT event_id, registry_id FROM events")).all(),
+        ]
+
+    try:
+        with migrations(engine) as schema:
+            schema.up("0010")
+            for row in rows:
+                schema.conn.execute(text(row))
+        migrate(engine, new_database)
+        with engine.begin() as conn:
             assert stored_revisions(conn) == [HEAD_REVISION]
-            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            assert snapshot(conn) == [[("prod", "app", 3, "v1")], [("e1", 1)]]
+            assert conn.execute(text("SELECT id, name FROM workspaces")).all() == [(1, "default")]
+            for table in ("registries", "events", "api_tokens"):
+                assert conn.execute(text(f"SELECT DISTINCT workspace_id FROM {table}")).scalars().all() == [1]
+            roles = conn.execute(text("SELECT name, role FROM api_tokens ORDER BY id")).all()
+            assert roles == [("admin", "operator"), ("ci", "admin")]
+            conn.execute(text("INSERT INTO workspaces (name, created_at) VALUES ('team-b', '2026-12-06 10:00:00')"))
+            team_b = conn.execute(text("SELECT id FROM workspaces WHERE name = 'team-b'")).scalar_one()
+            assert team_b != 1
+            conn.execute(
+                text(rows[0].replace("(id, ", "(workspace_id, id, ").replace("(1, 'prod'", f"({team_b}, 2, 'prod'"))
+            )
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(text(rows[0].replace("(1, 'prod'", "(3, 'prod'")))
+            conn.execute(text(f"DELETE FROM registries WHERE workspace_id = {team_b}"))
+            conn.execute(text(f"DELETE FROM workspaces WHERE id = {team_b}"))
+        with migrations(engine) as schema:
+            schema.down("0010")
+            assert snapshot(schema.conn) == [[("prod", "app", 3, "v1")], [("e1", 1)]]
+            schema.up("0011")
+            assert snapshot(schema.conn) == [[("prod", "app", 3, "v1")], [("e1", 1)]]
+            differences = compare_metadata(MigrationContext.configure(schema.conn), Base.metadata)
             # the partial index is the migrations' alone (test_the_migrations_make_the_partial_index_...)
             assert [d for d in differences if d[:1] != ("remove_index",)] == []
     finally:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the newest migration's revision: bump it with every new migration (tests/test_db.py checks it)
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 
 def alembic_config(url: str) -> Config:
@@ -113,12 +113,37 @@ def migrate(engine: Engine, url: str) -> None:
             return  # the common case: one small read, no lock, no Alembic
     from alembic import command
 
-    with _migration_lock(url), engine.begin() as conn:
+    with _migration_lock(url), engine.connect() as conn, foreign_keys_off(conn), conn.begin():
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(7365123)"))
         cfg = alembic_config(url)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")  # from wherever the process before us left it: often a no-op
+        _check_foreign_keys(conn)
+
+
+@contextmanager
+def foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """SQLite's foreign keys off while the migrations run: a batch migration copies a table and drops the
+    old one, and with foreign keys on that drop deletes every row that refers to it (a registry's snapshot:
+    the next poll would report every tag `added`). They are turned back on before the connection returns
+    to the pool. The pragma is ignored inside a transaction, so it runs before the migrations' one."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    """A migration that left a row pointing at nothing fails, and its transaction is rolled back."""
+    if conn.dialect.name == "sqlite" and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+        raise StateError("a migration left rows that refer to missing rows; the database was not changed")
 
 
 def stored_revisions(conn: Connection) -> list[str]:

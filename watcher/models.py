@@ -20,12 +20,26 @@ class Base(DeclarativeBase):
     metadata = schema.metadata
 
 
+class Workspace(Base):
+    """One team's workspace: what it owns, and its quotas (None: no limit)."""
+
+    __table__ = schema.workspaces
+
+    id: Mapped[int]
+    name: Mapped[str]
+    max_registries: Mapped[int | None]
+    min_interval_seconds: Mapped[int | None]
+    max_concurrent_polls: Mapped[int | None]
+    created_at: Mapped[datetime]
+
+
 class Registry(Base):
     """One registered registry: how to reach it, what to watch, and when it is next due."""
 
     __table__ = schema.registries
 
     id: Mapped[int]
+    workspace_id: Mapped[int]
     name: Mapped[str]
     provider: Mapped[str]
     url: Mapped[str]
@@ -76,6 +90,7 @@ class Event(Base):
     __table__ = schema.events
 
     id: Mapped[int]
+    workspace_id: Mapped[int]
     event_id: Mapped[str]
     registry_id: Mapped[int | None]
     registry_name: Mapped[str] = column_property(schema.events.c.registry)
@@ -117,6 +132,7 @@ class ApiToken(Base):
     __table__ = schema.api_tokens
 
     id: Mapped[int]
+    workspace_id: Mapped[int]
     name: Mapped[str]
     role: Mapped[str]
     token_hash: Mapped[str]
@@ -137,6 +153,7 @@ class ConsoleSession(Base):
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime]
     notice: Mapped[str | None]
+    workspace_id: Mapped[int | None]
 
 
 class Counter(Base):

@@ -70,12 +70,42 @@ def _optional(name: str, *args: Any, **options: Any) -> Column[Any]:
     return Column(name, *args, nullable=True, **options)
 
 
+#: the workspace everything that existed before workspaces belongs to (migration 0011); it cannot be deleted
+DEFAULT_WORKSPACE_ID = 1
+DEFAULT_WORKSPACE = "default"
+
+#: one team's workspace: it owns registries (with their snapshots, polls, events and webhooks) and tokens,
+#: and its quotas bound what it may register and how much of the worker pool it may hold (None: no limit)
+workspaces = Table(
+    "workspaces",
+    metadata,
+    _id(),
+    _required("name", String(63), unique=True),
+    _optional("max_registries", Integer),
+    _optional("min_interval_seconds", Integer),
+    _optional("max_concurrent_polls", Integer),
+    _required("created_at", UTCDateTime, default=utcnow),
+)
+
+
+def _workspace_id(table: str) -> Column[int]:
+    """The owning workspace; its rows go with it."""
+    return _required(
+        "workspace_id",
+        Integer,
+        ForeignKey("workspaces.id", name=f"fk_{table}_workspace", ondelete="CASCADE"),
+        default=DEFAULT_WORKSPACE_ID,
+        server_default=str(DEFAULT_WORKSPACE_ID),
+    )
+
+
 #: one registered registry: how to reach it, what to watch, and when it is next due
 registries = Table(
     "registries",
     metadata,
     _id(),
-    _required("name", String(200), unique=True),
+    _workspace_id("registries"),
+    _required("name", String(200)),
     _required("provider", String(20)),
     _required("url", String(500)),
     _required("credentials", Text, default=""),  # Fernet token of a JSON object
@@ -94,6 +124,7 @@ registries = Table(
     _optional("webhook_format", String(30)),
     _required("webhook_enabled", Boolean, default=False, server_default=false()),
     _optional("last_webhook_at", UTCDateTime),
+    UniqueConstraint("workspace_id", "name", name="uq_registries_workspace_name"),
 )
 
 #: one repository of a registry's snapshot: the unit a poll commits, all or nothing
@@ -131,6 +162,7 @@ events = Table(
     "events",
     metadata,
     _id(),  # detection order
+    _workspace_id("events"),
     _required("event_id", String(64), unique=True),
     _optional("registry_id", Integer, ForeignKey("registries.id", ondelete="SET NULL")),
     _required("registry", String(200)),
@@ -146,10 +178,11 @@ events = Table(
     _optional("stream_id", String(40)),
     Index("ix_events_unpublished", "published_at", "id"),
     Index("ix_events_registry_repo", "registry", "repository"),
-    # the history's filters, each page newest first by id (migration 0004)
-    Index("ix_events_registry_id", "registry", "id"),
-    Index("ix_events_repository_id", "repository", "id"),
-    Index("ix_events_tag_id", "tag", "id"),
+    # the history's filters within a workspace, each page newest first by id (migrations 0004, 0011)
+    Index("ix_events_workspace_id", "workspace_id", "id"),
+    Index("ix_events_workspace_registry_id", "workspace_id", "registry", "id"),
+    Index("ix_events_workspace_repository_id", "workspace_id", "repository", "id"),
+    Index("ix_events_workspace_tag_id", "workspace_id", "tag", "id"),
 )
 
 #: one poll of one registry (or of some of its repositories): when, why, how it ended, what it cost.
@@ -183,13 +216,15 @@ api_tokens = Table(
     "api_tokens",
     metadata,
     _id(),
-    _required("name", String(63), unique=True),
-    _required("role", String(10)),  # reader | admin
+    _workspace_id("api_tokens"),  # an operator's: the workspace it acts in when none is named
+    _required("name", String(63)),
+    _required("role", String(10)),  # reader | admin | operator
     _required("token_hash", String(64), unique=True),
     _required("created_at", UTCDateTime, default=utcnow),
     _optional("expires_at", UTCDateTime),
     _optional("revoked_at", UTCDateTime),
     _optional("last_used_at", UTCDateTime),
+    UniqueConstraint("workspace_id", "name", name="uq_api_tokens_workspace_name"),
 )
 
 #: a console login: only the SHA-256 of its cookie's random id is kept (`watcher.web.console.sessions`), with
@@ -205,6 +240,10 @@ console_sessions = Table(
     _required("last_used_at", UTCDateTime, default=utcnow),
     # the one-time notice the next page shows ("a poll of 'r1' is queued")
     _optional("notice", Text),
+    # the workspace an operator's console shows (None: its token's own)
+    _optional(
+        "workspace_id", Integer, ForeignKey("workspaces.id", name="fk_console_sessions_workspace", ondelete="SET NULL")
+    ),
 )
 
 #: a deployment-wide Prometheus counter: every worker adds to it in the transaction that did the counted

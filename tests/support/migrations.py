@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-from watcher.db import alembic_config
+from watcher.db import alembic_config, foreign_keys_off
 
 
 class Migrations:
@@ -39,6 +39,7 @@ class Migrations:
 
 @contextmanager
 def migrations(engine: Engine) -> Iterator[Migrations]:
-    """`engine`'s schema, to be moved to the revisions a test needs, in one transaction."""
-    with engine.begin() as conn:
+    """`engine`'s schema, to be moved to the revisions a test needs, in one transaction (SQLite's foreign
+    keys off, as `watcher.db.migrate` runs them)."""
+    with engine.connect() as conn, foreign_keys_off(conn), conn.begin():
         yield Migrations(conn)
