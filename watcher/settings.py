@@ -32,7 +32,7 @@ class SettingsError(InputError):
 @dataclass(frozen=True)
 class Settings:
     """The contract's environment variables; anything unset falls back to embedded defaults. Every field
-    has a default, whose type is the setting's (str, int or Path)."""
+    has a default, whose type is the setting's (str, int, bool or Path)."""
 
     data_dir: Path = Path(".watcher")
     database_url: str = ""
@@ -61,8 +61,16 @@ class Settings:
     #: more host names the HTTP side answers to, besides those of `public_url` and `listen` (comma-separated;
     #: `.example.com` allows every name under it, `*` any); other `Host` headers get 400 (DNS rebinding)
     allowed_hosts: str = ""
-    #: when set, `/metrics` needs `Authorization: Bearer` this token
+    #: when set, `/metrics` also takes `Authorization: Bearer` this token (an operator's token always does)
     metrics_token: str = ""
+    #: `/metrics` names every workspace's registries: it is open to anyone only when this says so
+    metrics_open: bool = False
+
+    #: the workspace the command line acts in (`--workspace` overrides it)
+    workspace: str = "default"
+    #: each workspace's events go to `{events_stream}:{workspace}` instead of one stream for all, so that a
+    #: team's consumer can be given a Redis user that reads its own stream and nothing else
+    stream_per_workspace: bool = False
 
     #: poll runs older than this many days are pruned
     poll_history_days: int = 30
@@ -110,6 +118,8 @@ def plain_settings() -> Settings | None:
     values: dict[str, Any] = {}
     for name, value in given.items():
         default = DEFAULTS[name]
+        if isinstance(default, bool):
+            return None  # "true", "1", "yes": pydantic's to read
         if isinstance(default, Path):
             values[name] = Path(value)
         elif isinstance(default, int):

@@ -20,6 +20,49 @@ from watcher.settings import get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., object])
+WORKSPACE_KEY = "watcher.workspace"
+
+
+def _remember_workspace(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[WORKSPACE_KEY] = value  # ctx.meta is shared by the whole command line
+
+
+def workspace_option(func: F) -> F:
+    """`--workspace W`: the workspace the command acts in, on the root group and on each command that acts in
+    one (`watcher --workspace W registry list` and `watcher registry list --workspace W` alike)."""
+    return click.option(
+        "--workspace",
+        metavar="W",
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_workspace,
+        help="the workspace to act in (default: $WATCHER_WORKSPACE, else `default`)",
+    )(func)
+
+
+def current_workspace() -> str:
+    """The workspace this command acts in: `--workspace`, else WATCHER_WORKSPACE, else `default`; a name
+    outside the registry-name grammar is one line naming the option."""
+    from watcher.registrations.spec import NAME
+
+    ctx = click.get_current_context(silent=True)
+    name = ctx.meta.get(WORKSPACE_KEY) if ctx is not None else None
+    name = name if name is not None else get_settings().workspace
+    if not NAME.match(name):
+        raise click.BadParameter(
+            f"{name!r} is not a workspace name: use lower-case letters, digits, '.', '_' or '-' (at most 63)",
+            param_hint="'--workspace' / WATCHER_WORKSPACE",
+        )
+    return str(name)
+
+
+def registry_key_of(name: str) -> str:
+    """The key (`watcher.registrations.keys`) of the registry `name` in the command's workspace."""
+    from watcher.registrations.keys import registry_key
+
+    return registry_key(current_workspace(), name)
 
 
 def friendly(func: Callable[P, R]) -> Callable[P, R]:

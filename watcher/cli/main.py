@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from watcher.cli.common import fail
+from watcher.cli.common import fail, workspace_option
 from watcher.cli.events import events
 from watcher.cli.failures import mask
 from watcher.cli.polls import images_command, poll_command, status_command
@@ -59,6 +59,7 @@ class WatcherGroup(click.Group):
 
 @click.group(cls=WatcherGroup)
 @click.version_option(package_name="watcher")
+@workspace_option
 def main() -> None:
     """Watch container registries and emit one CloudEvent per tag change onto a Redis stream."""
 

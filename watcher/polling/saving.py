@@ -33,6 +33,7 @@ from watcher.polling.bulk import insert_rows, update_rows
 from watcher.polling.snapshot import IN_CHUNK, Stored, TagRow, stored_rows
 from watcher.read import counters, pollmetrics
 from watcher.registrations.scope import Scope
+from watcher.schema import DEFAULT_WORKSPACE_ID
 
 TAGS = cast(Table, Tag.__table__)
 REPOSITORIES = cast(Table, Repository.__table__)
@@ -63,6 +64,8 @@ class Target:
     scope: Scope
     #: the registry is past its baseline (or emits existing tags): a new repository's tags are `added`
     emit_new: bool
+    #: the workspace that owns the registry, and so its events
+    workspace_id: int = DEFAULT_WORKSPACE_ID
 
 
 @dataclass
@@ -203,7 +206,10 @@ def _insert_repositories(session: Session, target: Target, items: list[Listed], 
 
 
 def _events(target: Target, changes: list[Change], now: Any) -> list[Event]:
-    return [new_event(target.registry_id, target.registry, target.url, change, now) for change in changes]
+    events = [new_event(target.registry_id, target.registry, target.url, change, now) for change in changes]
+    for event in events:
+        event.workspace_id = target.workspace_id
+    return events
 
 
 @dataclass

@@ -12,16 +12,26 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher.errors import ConflictError, StateError
-from watcher.models import Registry, Repository, utcnow
+from watcher.models import Registry, Repository, Workspace, utcnow
 from watcher.polling.scheduler import first_slot
+from watcher.registrations.keys import split_key
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 
 
-def find(session: Session, name: str) -> Registry:
-    """The registry named `name`, in one query; NotFoundError in the read model's words when there is none."""
+def find(session: Session, key: str) -> Registry:
+    """The registry of `key` (`watcher.registrations.keys`: `NAME` in workspace `default`, else
+    `WORKSPACE/NAME`), in one query; NotFoundError in the read model's words, naming only the name, when
+    there is none — in that workspace, or at all."""
     from watcher.read.model import askable, missing  # one check and one message for every lookup by name
 
-    row = session.scalar(select(Registry).where(Registry.name == askable(name)))
+    workspace, name = split_key(key)
+    query = select(Registry).where(Registry.name == askable(name))
+    if workspace == DEFAULT_WORKSPACE:
+        query = query.where(Registry.workspace_id == DEFAULT_WORKSPACE_ID)
+    else:
+        query = query.join(Workspace, Workspace.id == Registry.workspace_id).where(Workspace.name == askable(workspace))
+    row = session.scalar(query)
     if row is None:
         raise missing(name)
     return row

@@ -1,0 +1,24 @@
+"""A registry's key: the one string that names a registry across the whole deployment.
+
+Names are unique within a workspace, so a task, a queue key, a lease or a log line that names a registry
+needs its workspace too. The key is `WORKSPACE/NAME`, and for the workspace `default` the bare `NAME`: an
+installation that never creates a second workspace sees the names it always saw, and tasks queued by an
+older version (a bare name) still find their registry. A name never holds `/`, so the key is unambiguous.
+"""
+
+from __future__ import annotations
+
+from watcher.schema import DEFAULT_WORKSPACE
+
+SEPARATOR = "/"
+
+
+def registry_key(workspace: str, name: str) -> str:
+    """The key of the registry `name` of `workspace`."""
+    return name if workspace == DEFAULT_WORKSPACE else f"{workspace}{SEPARATOR}{name}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(workspace, name) of a key; a bare name is in `default`."""
+    workspace, separator, name = key.rpartition(SEPARATOR)
+    return (workspace, name) if separator else (DEFAULT_WORKSPACE, key)
