@@ -8,9 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property
 
 from watcher import schema
+from watcher.registrations.keys import registry_key
 from watcher.schema import DIGEST_LENGTH as DIGEST_LENGTH
 from watcher.schema import UTCDateTime as UTCDateTime
 from watcher.schema import utcnow as utcnow
@@ -57,6 +59,17 @@ class Registry(Base):
     webhook_format: Mapped[str | None]
     webhook_enabled: Mapped[bool]
     last_webhook_at: Mapped[datetime | None]
+    #: the owning workspace's name, loaded with the row
+    workspace: Mapped[str] = column_property(
+        select(schema.workspaces.c.name)
+        .where(schema.workspaces.c.id == schema.registries.c.workspace_id)
+        .scalar_subquery()
+    )
+
+    @property
+    def key(self) -> str:
+        """The registry's key across the deployment (`watcher.registrations.keys`)."""
+        return registry_key(self.workspace, self.name)
 
 
 class Repository(Base):

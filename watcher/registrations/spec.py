@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from watcher.errors import InputError
+from watcher.registrations.keys import registry_key
+from watcher.schema import DEFAULT_WORKSPACE
 from watcher.settings import get_settings
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -42,6 +44,13 @@ class RegistrySpec:
     options: dict[str, Any] = field(default_factory=dict)
     interval_seconds: int = 300
     emit_existing: bool = False
+    #: the workspace that owns the registry (its name is unique only there)
+    workspace: str = DEFAULT_WORKSPACE
+
+    @property
+    def key(self) -> str:
+        """The registry's key across the deployment (`watcher.registrations.keys`)."""
+        return registry_key(self.workspace, self.name)
 
     def poll_timeout(self) -> float:
         """The `poll_timeout` option in seconds (the default without one); a stored value that is not a

@@ -57,6 +57,7 @@ def spec_of(row: Registry) -> RegistrySpec:
         options=dict(row.options or {}),
         interval_seconds=row.interval_seconds,
         emit_existing=row.emit_existing,
+        workspace=row.workspace,
     )
 
 
