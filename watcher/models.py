@@ -153,6 +153,12 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    #: the owning workspace's name, loaded with the row
+    workspace: Mapped[str] = column_property(
+        select(schema.workspaces.c.name)
+        .where(schema.workspaces.c.id == schema.api_tokens.c.workspace_id)
+        .scalar_subquery()
+    )
 
 
 class ConsoleSession(Base):
