@@ -40,7 +40,7 @@ class Family:
         if not _NAME.match(self.name) or not all(_LABEL.match(label) for label in self.labels):
             raise ValueError(f"not a valid metric family: {self.name} {self.labels}")
         if not {label for label, _ in self.defaults} <= set(self.labels):
-            raise ValueError(f"defaults for labels {self.name} does not have: {self.defaults}")
+            raise ValueError(f"not a valid metric family: {self.name} has a default for a label it lacks")
 
     def header(self) -> str:
         text = self.text.replace("\\", r"\\").replace("\n", r"\n")
