@@ -250,3 +250,20 @@ def test_the_log_shows_no_secret_of_either_form() -> None:
         record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '"POST %s HTTP/1.1" 202', (path,), None)
         hidden.filter(record)
         assert record.getMessage() == f'"POST {shown} HTTP/1.1" 202', path
+
+
+def test_the_set_up_names_the_workspaces_url_and_objects(
+    watcher: Watcher, hook_server: ApiServer, prods: tuple[httpx.Client, Prod, Prod]
+) -> None:
+    """What the set-up creates on the registry's side is named after the key (an EventBridge rule takes no
+    `/`), and calls the workspace's URL."""
+    ecr = "https://123456789012.dkr.ecr.us-west-2.amazonaws.com"
+    credentials = {"access_key": "AKIAX", "secret_key": "s", "region": "us-west-2"}
+    with session_scope(watcher.engine) as session:
+        store.save(session, RegistrySpec("images", "ecr", ecr, credentials=credentials, workspace=TEAM))
+    shown = watcher.cli("registry", "webhook", "images", "--workspace", TEAM, "--format", "ecr-eventbridge")
+    assert shown.exit_code == 0, shown.output
+    url = f"{hook_server.url}/hooks/v1/workspaces/{TEAM}/images"
+    assert f"url: {url}\n" in shown.output
+    assert f"--invocation-endpoint {url} " in shown.output
+    assert f"--name watcher-{TEAM}--images " in shown.output and f"watcher-{TEAM}/" not in shown.output
