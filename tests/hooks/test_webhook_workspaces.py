@@ -31,6 +31,7 @@ from watcher.logs import PathSecrets
 from watcher.models import Repository
 from watcher.read import counters
 from watcher.registrations import store
+from watcher.registrations.keys import registry_key
 from watcher.registrations.spec import RegistrySpec
 from watcher.settings import get_settings
 
@@ -69,12 +70,14 @@ def queued(watcher: Watcher, broker: str) -> list[tuple[str, list[Any]]]:
 
 
 def counts(watcher: Watcher) -> dict[tuple[str, str], float]:
-    """`watcher_webhooks_total` as written, by (registry label, outcome)."""
+    """`watcher_webhooks_total` as written, by (the key its `workspace` and `registry` labels name, outcome)."""
     hookstats.flush()
     with session_scope(watcher.engine) as session:
         rows = counters.read_all(session)
     return {
-        (labels["registry"], labels["outcome"]): value for metric, labels, value in rows if metric == hookstats.METRIC
+        (registry_key(labels.get("workspace", schema.DEFAULT_WORKSPACE), labels["registry"]), labels["outcome"]): value
+        for metric, labels, value in rows
+        if metric == hookstats.METRIC
     }
 
 
