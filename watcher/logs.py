@@ -39,8 +39,13 @@ CHATTY = (
 )
 #: the JSON keys a line's own fields may not take
 RESERVED = frozenset({"time", "level", "logger", "message"})
-#: a webhook URL with the secret as its last segment (Docker Hub, Quay): `/hooks/v1/NAME/SECRET`
-_PATH_SECRET = re.compile(r"(/hooks/v1/[^/\s?#\"']+/)[^/\s?#\"']+")
+#: a webhook URL with the secret as its last segment (Docker Hub, Quay): `/hooks/v1/NAME/SECRET` or
+#: `/hooks/v1/workspaces/WORKSPACE/NAME/SECRET` (`/hooks/v1/workspaces/WORKSPACE/NAME` holds none); what
+#: follows NAME/ is hidden, however many segments
+_SEGMENT = r"[^/\s?#\"']+"
+_PATH_SECRET = re.compile(
+    rf"(/hooks/v1/(?:workspaces/{_SEGMENT}/{_SEGMENT}|(?!workspaces/{_SEGMENT}/){_SEGMENT})/)[^\s?#\"']+"
+)
 #: what may not be written raw into a line: C0 controls, DEL, C1 controls (NEL among them), the Unicode
 #: line and paragraph separators, and lone surrogates (which a UTF-8 stream cannot even encode)
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")

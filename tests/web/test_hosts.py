@@ -40,7 +40,7 @@ def test_a_rebinding_name_reads_nothing_and_addresses_and_localhost_still_work(
         assert status(server, "/api/v1/registries", host, api.reader_token) == 200, host
     assert status(server, "/healthz", "10.1.2.3:8080") == 200  # a kubelet's probe names the pod's address
     with server.client() as client:  # a receiver answers by its secret alone
-        assert client.post("/hooks/v1/nosuch", headers={"Host": "evil.example"}, content=b"{}").status_code == 404
+        assert client.post("/hooks/v1/nosuch", headers={"Host": "evil.example"}, content=b"{}").status_code == 401
 
 
 def test_the_public_url_listen_and_allowed_hosts_are_served(watcher: Watcher, monkeypatch: pytest.MonkeyPatch) -> None:

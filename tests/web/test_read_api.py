@@ -64,6 +64,10 @@ def test_every_route_needs_a_token_and_readers_only_read(api: Api) -> None:
     open_paths = {"/healthz", "/readyz"}  # /metrics too needs a token (tests/web/test_metrics_access.py)
     # each registry's webhook secret instead (tests/web/test_webhooks.py, test_webhook_path_secret.py)
     open_paths |= {"/hooks/v1/{registry}", "/hooks/v1/{registry}/{secret}"}
+    open_paths |= {
+        "/hooks/v1/workspaces/{workspace}/{registry}",
+        "/hooks/v1/workspaces/{workspace}/{registry}/{secret}",
+    }
     checked = 0
     for path, operations in document["paths"].items():
         concrete = path.replace("{name}", "r1").replace("{repository}", "team/app")

@@ -2,7 +2,7 @@
 """`POST /hooks/v1/{registry}`: the real Distribution registry's notifications, sent where
 `watcher registry webhook` says, queue a poll of the pushed repository, whose `added` event reaches the
 stream without any scheduled poll; a wrong secret, a malformed body, an unknown registry are refused and
-poll nothing; every outcome is counted."""
+poll nothing (an unknown or disabled receiver exactly as a wrong secret); every outcome is counted."""
 
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ def test_a_wrong_or_missing_secret_is_401_before_the_body_is_looked_at(
     assert secret not in caplog.text
 
 
-def test_a_malformed_body_is_400_and_an_unknown_or_disabled_registry_404(
+def test_a_malformed_body_is_400_and_an_unknown_or_disabled_registry_the_one_401(
     watcher: Watcher, hook: tuple[httpx.Client, str], broker: str
 ) -> None:
     client, secret = hook
@@ -277,10 +277,14 @@ def test_a_malformed_body_is_400_and_an_unknown_or_disabled_registry_404(
         assert answer.status_code == 400, (body, answer.text)
         assert answer.json()["error"]["code"] == "malformed"
     assert webhook_counts(watcher) == {"malformed": 6}
-    assert post(client, envelope(), auth, name="nope").status_code == 404
+    wrong = post(client, envelope(), "Bearer not-it")
+    assert wrong.status_code == 401
+    unknown = post(client, envelope(), auth, name="nope")
+    assert (unknown.status_code, unknown.content) == (401, wrong.content)
     assert post(client, b"x" * (1024 * 1024 + 1), auth).status_code == 413
     enable(watcher, "--disable")
-    assert post(client, envelope(), auth).status_code == 404
+    disabled = post(client, envelope(), auth)
+    assert (disabled.status_code, disabled.content) == (401, wrong.content)
     assert queued(watcher, broker) == []
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from watcher.cli.common import friendly
+from watcher.cli.common import friendly, registry_key_of, workspace_option
 from watcher.pollers import PROVIDER_NAMES
 from watcher.runtime import heap
 
@@ -149,8 +149,9 @@ def registry_remove(name: str) -> None:
 @click.argument("name")
 @click.option("--format", "format_", default=None, help="the notifications' format (default: from the provider)")
 @click.option("--rotate", is_flag=True, help="replace the secret (the registry must then be given the new one)")
-@click.option("--disable", is_flag=True, help="turn the receiver off (notifications get 404)")
+@click.option("--disable", is_flag=True, help="turn the receiver off (notifications get 401)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@workspace_option
 @friendly
 def registry_webhook(name: str, format_: str | None, rotate: bool, disable: bool, as_json: bool) -> None:
     """Enable (or show) NAME's webhook receiver: its URL, secret and the registry-side set-up."""
@@ -158,7 +159,7 @@ def registry_webhook(name: str, format_: str | None, rotate: bool, disable: bool
     from watcher.hooks import receivers as webhooks
 
     with session_scope() as session:
-        hook = webhooks.configure(session, name, format=format_, rotate=rotate, disable=disable)
+        hook = webhooks.configure(session, registry_key_of(name), format=format_, rotate=rotate, disable=disable)
     if as_json:
         click.echo(json.dumps(hook.as_json(), indent=2))
         return

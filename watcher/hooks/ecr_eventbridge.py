@@ -61,7 +61,7 @@ def setup(hook: Webhook) -> str:
     """The aws CLI commands: a connection holding the secret, an API destination calling the receiver, a
     role EventBridge may use to call it, and a rule sending ECR's image actions there."""
     account, region = account_and_region(hook.registry_url) or ("ACCOUNT", "REGION")
-    base = f"watcher-{hook.registry}"[:57]
+    base = hook.resource_name[:57]
     role = f"{base}-events"
     auth = {"ApiKeyAuthParameters": {"ApiKeyName": "Authorization", "ApiKeyValue": f"Bearer {hook.secret}"}}
     trust = {

@@ -62,6 +62,7 @@ class HookFormat:
 class Webhook:
     """A registry's receiver as `watcher registry webhook` shows it (never logged: no repr)."""
 
+    #: the registry's key (`watcher.registrations.keys`): `NAME` in workspace `default`, else `WORKSPACE/NAME`
     registry: str
     url: str
     secret: str
@@ -69,6 +70,13 @@ class Webhook:
     enabled: bool
     #: the registry's own URL (the set-up of some formats names its host, account or region)
     registry_url: str = ""
+
+    @property
+    def resource_name(self) -> str:
+        """`watcher-NAME` (workspace `default`) or `watcher-WORKSPACE--NAME`: what the set-up calls the objects
+        it creates on the registry's side (an EventBridge rule, a Pub/Sub subscription), whose names allow
+        no `/`."""
+        return "watcher-" + self.registry.replace("/", "--")
 
     def as_json(self) -> dict[str, object]:
         return {"url": self.url, "secret": self.secret, "format": self.format, "enabled": self.enabled}

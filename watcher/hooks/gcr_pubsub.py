@@ -101,7 +101,7 @@ def setup(hook: Webhook) -> str:
             f"In project {project}, the registry publishes to the Pub/Sub topic `gcr` (create it once, if missing):",
             f"  gcloud pubsub topics create gcr --project={project}",
             "Then a push subscription authenticated as the registry's service account:",
-            f"  gcloud pubsub subscriptions create watcher-{hook.registry} --project={project} --topic=gcr \\",
+            f"  gcloud pubsub subscriptions create {hook.resource_name} --project={project} --topic=gcr \\",
             f"    --push-endpoint={hook.url} \\",
             f"    --push-auth-service-account={email} \\",
             f"    --push-auth-token-audience={hook.url}",

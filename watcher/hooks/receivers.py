@@ -3,6 +3,9 @@ registry-side set-up `watcher registry webhook NAME` prints.
 
 A notification is only a hint naming a repository to list again (`watcher.hooks`); the secret only keeps
 strangers from costing listings. It is at least 32 random bytes, URL-safe, and shown only by that command.
+
+The URL names the registry's workspace: `/hooks/v1/NAME` in workspace `default` (the URLs issued before
+workspaces existed keep working), `/hooks/v1/workspaces/WORKSPACE/NAME` elsewhere (`path_of`).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from watcher.hooks.formats import FORMATS
 from watcher.models import Registry
 from watcher.registrations import store as registries
 from watcher.registrations import vault
+from watcher.registrations.keys import split_key
+from watcher.schema import DEFAULT_WORKSPACE
 from watcher.settings import get_settings
 
 SECRET_BYTES = 32
+PREFIX = "/hooks/v1"
 #: the format each provider's registries send, when `--format` is not given
 DEFAULT_FORMATS = {
     "oci": "distribution",
@@ -34,11 +40,11 @@ DEFAULT_FORMATS = {
 
 
 def configure(
-    session: Session, name: str, *, format: str | None = None, rotate: bool = False, disable: bool = False
+    session: Session, key: str, *, format: str | None = None, rotate: bool = False, disable: bool = False
 ) -> Webhook:
-    """Enable (or, with `disable`, turn off) `name`'s receiver; a secret is made the first time or on
-    `rotate`, and kept otherwise."""
-    row = registries.find(session, name)
+    """Enable (or, with `disable`, turn off) the receiver of the registry `key` (`watcher.registrations.keys`);
+    a secret is made the first time or on `rotate`, and kept otherwise."""
+    row = registries.find(session, key)
     chosen = format or row.webhook_format or DEFAULT_FORMATS.get(row.provider, "")
     if chosen not in FORMATS:
         raise InputError(f"--format {chosen!r} is not a webhook format: use one of {', '.join(FORMATS)}")
@@ -47,17 +53,17 @@ def configure(
     row.webhook_secret = vault.keyring().encrypt(secret.encode())
     row.webhook_format = chosen
     row.webhook_enabled = not disable
-    return Webhook(name, hook_url(name, chosen, secret), secret, chosen, not disable, row.url)
+    return Webhook(key, hook_url(key, chosen, secret), secret, chosen, not disable, row.url)
 
 
-def hook_url(name: str, format: str, secret: str) -> str:
-    """The URL the registry must call: `url_of(name)`, and for a format whose sender cannot send a header
-    (Docker Hub, Quay) the secret as its last segment."""
+def hook_url(key: str, format: str, secret: str) -> str:
+    """The URL the registry `key` must call: `url_of(key)`, and for a format whose sender cannot send a
+    header (Docker Hub, Quay) the secret as its last segment."""
 
     hook_format = FORMATS.get(format)
     if hook_format is not None and hook_format.auth is Auth.PATH:
-        return f"{url_of(name)}/{quote(secret, safe='')}"
-    return url_of(name)
+        return f"{url_of(key)}/{quote(secret, safe='')}"
+    return url_of(key)
 
 
 def _check(row: Registry, chosen: str, disable: bool) -> None:
@@ -71,7 +77,10 @@ def _check(row: Registry, chosen: str, disable: bool) -> None:
 def secret_of(row: Registry) -> str:
     """The registry's webhook secret, decrypted; raises Undecryptable naming the registry."""
     if not row.webhook_secret:
-        raise StateError(f"registry {row.name!r} has no webhook secret: run `watcher registry webhook {row.name}`")
+        workspace = "" if row.workspace == DEFAULT_WORKSPACE else f" --workspace {row.workspace}"
+        raise StateError(
+            f"registry {row.name!r} has no webhook secret: run `watcher registry webhook {row.name}{workspace}`"
+        )
     try:
         return vault.keyring().decrypt(row.webhook_secret).decode()
     except vault.Undecryptable as exc:
@@ -95,15 +104,24 @@ def signed(header: str | None, body: bytes, secret: str) -> bool:
     return hmac.compare_digest(header[7:].strip().lower().encode(), expected.encode())
 
 
-def url_of(name: str) -> str:
-    """`{WATCHER_PUBLIC_URL or http://WATCHER_LISTEN}/hooks/v1/NAME`."""
+def url_of(key: str) -> str:
+    """`{WATCHER_PUBLIC_URL or http://WATCHER_LISTEN}` and `path_of(key)`."""
     settings = get_settings()
     base = settings.public_url.rstrip("/")
     if not base:
         if settings.listen.strip().lower() == "off":
             raise InputError("WATCHER_LISTEN is off: set WATCHER_PUBLIC_URL to the address registries reach")
         base = f"http://{settings.listen}"
-    return f"{base}/hooks/v1/{quote(name, safe='')}"
+    return f"{base}{path_of(key)}"
+
+
+def path_of(key: str) -> str:
+    """The receiver's path: `/hooks/v1/NAME` for a registry of workspace `default` (the URL it always had),
+    `/hooks/v1/workspaces/WORKSPACE/NAME` for one of another workspace."""
+    workspace, name = split_key(key)
+    if workspace == DEFAULT_WORKSPACE:
+        return f"{PREFIX}/{quote(name, safe='')}"
+    return f"{PREFIX}/workspaces/{quote(workspace, safe='')}/{quote(name, safe='')}"
 
 
 def setup(hook: Webhook) -> str:

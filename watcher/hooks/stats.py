@@ -35,7 +35,8 @@ log = logging.getLogger("watcher")
 @dataclass(frozen=True)
 class Outcome:
     """One notification's outcome, as counted: `seen` says whether it sets the registry's last webhook.
-    `registry` is the registry's key (`watcher.registrations.keys`)."""
+    `registry` is the registry's key (`watcher.registrations.keys`), so two workspaces' registries of one
+    name are counted apart (`pollmetrics.registry_labels` makes it the `workspace` and `registry` labels)."""
 
     registry_id: int
     registry: str
