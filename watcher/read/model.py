@@ -42,6 +42,7 @@ from watcher.schema import poll_runs as POLL_RUNS
 from watcher.schema import registries as REGISTRIES
 from watcher.schema import repositories as REPOSITORIES
 from watcher.schema import tags as TAGS
+from watcher.schema import workspaces as WORKSPACES
 
 MAX_PAGE = 1000
 #: the largest id a row can have (a signed 64-bit integer on every database): a larger one in a cursor or
@@ -412,7 +413,11 @@ def polls_page(reader: Reader, registry: str, *, cursor: str | None = None, limi
 
 # ---- events ---------------------------------------------------------------------------------------
 #: an event's columns, named as the model's attributes (its `registry` column is `registry_name`)
-EVENT_COLUMNS = tuple(column.label("registry_name") if column.name == "registry" else column for column in EVENTS.c)
+EVENT_COLUMNS = (
+    *(column.label("registry_name") if column.name == "registry" else column for column in EVENTS.c),
+    # the owning workspace's name, a field of every event (`watcher.outbox.events.fields_of`)
+    select(WORKSPACES.c.name).where(WORKSPACES.c.id == EVENTS.c.workspace_id).scalar_subquery().label("workspace"),
+)
 
 
 @dataclass(frozen=True)
