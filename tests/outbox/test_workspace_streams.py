@@ -6,7 +6,9 @@ each, each stream trimmed on its own."""
 from __future__ import annotations
 
 import json
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,3 +293,19 @@ def test_a_registry_is_saved_in_its_specs_workspace(watcher: Watcher) -> None:
         assert registries.find(session, "team-b/prod").url == "https://b.example.com"
         with pytest.raises(NotFoundError, match="workspace 'nowhere' does not exist"):
             registries.save(session, RegistrySpec("prod", "oci", "https://c.example.com", workspace="nowhere"))
+
+
+def test_every_key_a_workspace_stream_could_collide_with_is_reserved() -> None:
+    """`{WATCHER_EVENTS_STREAM}:{workspace}` must never be a key watcher keeps for itself: every such key
+    the code writes with one segment after the prefix (a workspace name has no `:`) is a reserved name. A new
+    key of that shape fails this test until it is reserved (and refused as a workspace name)."""
+    from watcher.outbox.streams import RESERVED_WORKSPACE_NAMES
+    from watcher.registrations.spec import NAME
+
+    package = Path(__file__).parents[2] / "watcher"
+    shape = re.compile(r"\{[^{}]*(?:events_stream|stream)\}:([^\"'{}]+)[\"']")
+    found = {
+        suffix for path in package.rglob("*.py") for suffix in shape.findall(path.read_text()) if NAME.fullmatch(suffix)
+    }
+    assert {"appended", "relay-lock", "workers"} <= found  # the check sees the keys it is about
+    assert found <= RESERVED_WORKSPACE_NAMES
