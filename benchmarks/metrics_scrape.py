@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from benchmarks import read_side
-from benchmarks.read_side import Row, bulk_insert, installation, percentile, served
+from benchmarks.read_side import METRICS_AUTH, Row, bulk_insert, installation, percentile, served
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 REPOSITORIES, TAGS = 10, 3  # per registry: issue 13's "many small registries"
@@ -167,7 +167,7 @@ class Rounds:
 
 def scrape_rounds(base: str, rounds: int, warmup: int) -> Rounds:
     measured = Rounds()
-    with httpx.Client(base_url=base, timeout=60) as client:
+    with httpx.Client(base_url=base, headers=METRICS_AUTH, timeout=60) as client:
         measured.body = get(client, "/metrics").text
         render = rendering_floor(measured.body)
         for round_ in range(warmup + rounds):
@@ -197,7 +197,7 @@ def server_cpu(base: str, pid: int, path: str, requests: int) -> float:
     import psutil
 
     process = psutil.Process(pid)
-    with httpx.Client(base_url=base, timeout=60) as client:
+    with httpx.Client(base_url=base, headers=METRICS_AUTH, timeout=60) as client:
         get(client, path)
         before = process.cpu_times()
         for _ in range(requests):

@@ -63,7 +63,7 @@ class Registry(Base):
     workspace: Mapped[str] = column_property(
         select(schema.workspaces.c.name)
         .where(schema.workspaces.c.id == schema.registries.c.workspace_id)
-        .correlate_except(schema.workspaces)  # a query that joins the workspaces still gets its own lookup
+        .correlate_except(schema.workspaces)  # a query that joins workspaces still reads the name here
         .scalar_subquery()
     )
 
@@ -162,6 +162,13 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    #: the owning workspace's name, loaded with the row
+    workspace: Mapped[str] = column_property(
+        select(schema.workspaces.c.name)
+        .where(schema.workspaces.c.id == schema.api_tokens.c.workspace_id)
+        .correlate_except(schema.workspaces)  # a query that joins workspaces still reads the name here
+        .scalar_subquery()
+    )
 
 
 class ConsoleSession(Base):

@@ -43,6 +43,17 @@ def test_an_abandoned_poll_counts_its_requests_but_no_outcome() -> None:
     assert {tuple(sorted(set(labels) - {"le"})) for labels in durations} == {("provider",)}  # per provider only
 
 
+def test_a_registry_is_labelled_with_its_workspace_and_its_name_apart() -> None:
+    """A registry's key (`team-b/r1`; `r1` in `default`) becomes the labels `workspace` and `registry`, so
+    registries named alike in two workspaces are two series; `default`'s is stored as before workspaces."""
+    for key, workspace in (("team-b/r1", "team-b"), ("r1", "default")):
+        increments = finished(key, "oci", "ok", 0.7, Counter({"200": 1}), ["added"])
+        named = [i.labels for i in increments if "registry" in i.labels]
+        assert len(named) == 3 and all((n["workspace"], n["registry"]) == (workspace, "r1") for n in named)
+    stored = {counters.labels_key(i.labels) for i in finished("r1", "oci", "ok", 0.7, Counter(), ["added"])}
+    assert '{"change":"added","registry":"r1"}' in stored
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_polls_count_their_outcome_events_and_every_request_by_status(
     watcher: Watcher, token_registry: RegistryEnv, unique_repo: str

@@ -26,14 +26,16 @@ def test_label_values_are_escaped_and_read_back_exactly() -> None:
     rows = [
         ("watcher_events_total", labels_key({"registry": odd, "change": "added"}), 3.0),
         ("watcher_events_total", labels_key({"registry": "plain"}), 12_345_678.0),  # a label it lacks: empty
+        ("watcher_events_total", labels_key({"workspace": "team-b", "registry": "plain", "change": "added"}), 2.0),
         ("watcher_unknown_total", labels_key({"registry": "x"}), 1.0),  # not a family of ours: left out
     ]
     text = "".join(counter_text(rows))
     events = next(f for f in text_string_to_metric_families(text) if f.name == "watcher_events")
     assert events.type == "counter" and events.documentation == "Events detected."
     assert [(s.name, s.labels, s.value) for s in events.samples] == [
-        ("watcher_events_total", {"registry": odd, "change": "added"}, 3.0),
-        ("watcher_events_total", {"registry": "plain", "change": ""}, 12_345_678.0),
+        ("watcher_events_total", {"workspace": "default", "registry": odd, "change": "added"}, 3.0),
+        ("watcher_events_total", {"workspace": "default", "registry": "plain", "change": ""}, 12_345_678.0),
+        ("watcher_events_total", {"workspace": "team-b", "registry": "plain", "change": "added"}, 2.0),
     ]
     assert "watcher_unknown" not in text
 
@@ -43,3 +45,13 @@ def test_a_family_with_an_invalid_name_is_refused_when_declared() -> None:
         Family("watcher-polls", "counter", "Polls.")
     with pytest.raises(ValueError):
         Family("watcher_polls_total", "counter", "Polls.", ("registry name",))
+    with pytest.raises(ValueError):  # a default for a label the family does not have
+        Family("watcher_polls_total", "counter", "Polls.", ("registry",), (("workspace", "default"),))
+
+
+def test_a_counter_of_default_is_stored_without_its_workspace_as_before_workspaces() -> None:
+    """A registry of `default` keeps counting in the row it had before workspaces existed: one series."""
+    assert (
+        labels_key({"workspace": "default", "registry": "r1"}) == labels_key({"registry": "r1"}) == '{"registry":"r1"}'
+    )
+    assert labels_key({"workspace": "team-b", "registry": "r1"}) == '{"registry":"r1","workspace":"team-b"}'

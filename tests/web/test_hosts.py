@@ -13,6 +13,7 @@ from watcher.errors import InputError
 from watcher.settings import get_settings
 from watcher.web.hosts import AllowedHosts
 
+#: what answers without a token (`/metrics` where WATCHER_METRICS_OPEN says so, as these tests do)
 OPEN_ROUTES = ("/metrics", "/healthz", "/readyz", "/openapi.json", "/docs", "/console/login")
 
 
@@ -25,7 +26,11 @@ def status(server: ApiServer, path: str, host: str, token: str | None = None) ->
     return response.status_code
 
 
-def test_a_rebinding_name_reads_nothing_and_addresses_and_localhost_still_work(watcher: Watcher, api: Api) -> None:
+def test_a_rebinding_name_reads_nothing_and_addresses_and_localhost_still_work(
+    watcher: Watcher, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHER_METRICS_OPEN", "true")
+    get_settings.cache_clear()
     server = api.server
     for path in (*OPEN_ROUTES, "/api/v1/registries"):
         assert status(server, path, "evil.example", api.reader_token) == 400, path
@@ -56,6 +61,7 @@ def test_the_public_url_listen_and_allowed_hosts_are_served(watcher: Watcher, mo
         for host in ("example.com", "evil.watcher.example.com", "xsvc.cluster.local", "ops.example.org.evil"):
             assert status(server, "/healthz", host) == 400, host
     monkeypatch.setenv("WATCHER_ALLOWED_HOSTS", "*")
+    monkeypatch.setenv("WATCHER_METRICS_OPEN", "true")
     get_settings.cache_clear()
     with ApiServer() as server:
         assert status(server, "/metrics", "evil.example") == 200

@@ -23,9 +23,21 @@ from watcher.read.counters import Increment
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec
 
+#: the scrapes here authenticate as Prometheus would: with the metrics token (tests/web/test_metrics_access.py
+#: tries every way in and out)
+METRICS_TOKEN = "scrape-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(watcher: Watcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watcher.settings import get_settings
+
+    monkeypatch.setenv("WATCHER_METRICS_TOKEN", METRICS_TOKEN)
+    get_settings.cache_clear()
+
 
 def scrape(api: Api) -> dict[str, list[tuple[dict[str, str], float]]]:
-    response = api.anonymous.get("/metrics")
+    response = api.anonymous.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(response.text):
@@ -35,7 +47,7 @@ def scrape(api: Api) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def test_counters_add_up_across_transactions_and_show_as_prometheus_metrics(watcher: Watcher, api: Api) -> None:
-    labels = {"registry": "r1", "provider": "oci"}
+    labels = {"workspace": "default", "registry": "r1", "provider": "oci"}
     for seconds in (0.2, 3.0, 700.0):
         with session_scope(watcher.engine) as session:
             counters.add(
@@ -96,7 +108,7 @@ def test_the_last_poll_duration_is_the_last_registry_wide_polls_that_ended(watch
 
     def last(name: str) -> list[float]:
         gauge = scrape(api).get("watcher_registry_last_poll_duration_seconds", [])
-        return [v for labels, v in gauge if labels == {"registry": name}]
+        return [v for labels, v in gauge if labels == {"workspace": "default", "registry": name}]
 
     assert last("a") == [] and last("b") == []
     add_run(watcher, ids["a"], "ok", 2.5)
@@ -107,16 +119,6 @@ def test_the_last_poll_duration_is_the_last_registry_wide_polls_that_ended(watch
     assert last("a") == [pytest.approx(2.5)]
     add_run(watcher, ids["a"], "failed", 0.75)
     assert last("a") == [pytest.approx(0.75)] and last("b") == []
-
-
-def test_a_metrics_token_guards_the_scrape(api: Api, monkeypatch) -> None:
-    from watcher.settings import get_settings
-
-    monkeypatch.setenv("WATCHER_METRICS_TOKEN", "scrape-secret-0123456789")
-    get_settings.cache_clear()
-    assert api.anonymous.get("/metrics").status_code == 401
-    allowed = api.anonymous.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123456789"})
-    assert allowed.status_code == 200 and "watcher_outbox_pending" in allowed.text
 
 
 def poll_elsewhere(watcher: Watcher, name: str) -> None:
@@ -166,12 +168,13 @@ def test_polls_in_another_process_show_in_this_ones_metrics(
     poll_elsewhere(watcher, "r1")
 
     samples = scrape(api)
-    mine = {"registry": "r1", "provider": "oci"}
+    r1 = {"workspace": "default", "registry": "r1"}
+    mine = {**r1, "provider": "oci"}
     assert samples["watcher_polls_total"] == [({**mine, "outcome": "ok"}, 2.0)]
     assert samples["watcher_poll_duration_seconds_count"] == [({"provider": "oci"}, 2.0)]  # no `registry` label
     assert value(samples, "watcher_poll_duration_seconds_bucket", provider="oci", le="+Inf") == 2.0
     took = seconds_of(runs_of(watcher, "r1")[-1])
-    assert samples["watcher_registry_last_poll_duration_seconds"] == [({"registry": "r1"}, pytest.approx(took))]
+    assert samples["watcher_registry_last_poll_duration_seconds"] == [(r1, pytest.approx(took))]
     assert {s[0]["change"]: s[1] for s in samples["watcher_events_total"]} == {"added": 2, "updated": 1}
     codes = {s[0]["code"]: s[1] for s in samples["watcher_registry_requests_total"] if s[0]["registry"] == "r1"}
     assert codes.get("200", 0) > 0 and codes.get("401", 0) > 0, codes  # the token registry's challenges count
@@ -189,13 +192,13 @@ def test_polls_in_another_process_show_in_this_ones_metrics(
     assert scrape(api)["watcher_schedule_lag_seconds"][0][1] >= 30
     poll_elsewhere(watcher, "r1")
     samples = scrape(api)
-    assert samples["watcher_schedule_lag_seconds"] == [({}, 0.0)]
+    assert samples["watcher_schedule_lag_seconds"] == [({"workspace": "default"}, 0.0)]
     assert samples["watcher_polls_total"] == [({**mine, "outcome": "ok"}, 3.0)]
     took = seconds_of(runs_of(watcher, "r1")[-1])
-    assert samples["watcher_registry_last_poll_duration_seconds"] == [({"registry": "r1"}, pytest.approx(took))]
+    assert samples["watcher_registry_last_poll_duration_seconds"] == [(r1, pytest.approx(took))]
 
     poll_repository("r1", f"{unique_repo}/app")  # a webhook's poll of one repository is not the registry's
     assert runs_of(watcher, "r1")[-1].listed_repositories == [f"{unique_repo}/app"]
     samples = scrape(api)
-    assert samples["watcher_registry_last_poll_duration_seconds"] == [({"registry": "r1"}, pytest.approx(took))]
+    assert samples["watcher_registry_last_poll_duration_seconds"] == [(r1, pytest.approx(took))]
     assert samples["watcher_poll_duration_seconds_count"] == [({"provider": "oci"}, 3.0)]

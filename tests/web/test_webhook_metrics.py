@@ -4,6 +4,7 @@ them, by code, as `/metrics` shows them."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Watcher
@@ -12,13 +13,15 @@ from tests.support.fixtures import RegistryEnv
 from tests.support.hooks import Hook, broker, hook_server  # noqa: F401 - fixtures
 from tests.support.polls import runs_of
 from watcher.polling import poll as polling
+from watcher.settings import get_settings
 
 V2 = "application/vnd.docker.distribution.events.v2+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+METRICS_TOKEN = "scrape-secret-0123456789"
 
 
 def requests_by_code(server: ApiServer) -> dict[str, float]:
-    with server.client() as client:
+    with server.client(METRICS_TOKEN) as client:
         response = client.get("/metrics")
     assert response.status_code == 200, response.text
     return {
@@ -30,8 +33,15 @@ def requests_by_code(server: ApiServer) -> dict[str, float]:
 
 
 def test_a_webhooks_poll_counts_its_requests(
-    watcher: Watcher, hook_server: ApiServer, broker: str, registry: RegistryEnv, unique_repo: str
+    watcher: Watcher,
+    hook_server: ApiServer,
+    broker: str,
+    registry: RegistryEnv,
+    unique_repo: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("WATCHER_METRICS_TOKEN", METRICS_TOKEN)
+    get_settings.cache_clear()
     app = f"{unique_repo}/app"
     registry.client.push_image(app, "v1")
     added = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*")

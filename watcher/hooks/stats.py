@@ -24,7 +24,7 @@ from sqlalchemy import update
 
 from watcher.db import session_scope
 from watcher.models import Registry, utcnow
-from watcher.read import counters
+from watcher.read import counters, pollmetrics
 
 METRIC = "watcher_webhooks_total"
 #: how often the pending counts are written
@@ -34,7 +34,8 @@ log = logging.getLogger("watcher")
 
 @dataclass(frozen=True)
 class Outcome:
-    """One notification's outcome, as counted: `seen` says whether it sets the registry's last webhook."""
+    """One notification's outcome, as counted: `seen` says whether it sets the registry's last webhook.
+    `registry` is the registry's key (`watcher.registrations.keys`)."""
 
     registry_id: int
     registry: str
@@ -110,7 +111,9 @@ def _flush_at_exit() -> None:
 
 def _write(batch: Counter[Outcome], seen: dict[int, datetime]) -> None:
     increments = [
-        counters.Increment(METRIC, {"registry": o.registry, "format": o.format, "outcome": o.outcome}, n)
+        counters.Increment(
+            METRIC, {**pollmetrics.registry_labels(o.registry), "format": o.format, "outcome": o.outcome}, n
+        )
         for o, n in batch.items()
     ]
     with session_scope() as session:

@@ -279,7 +279,7 @@ def _finish(
         if not result.failures and baseline:
             session.execute(update(Registry).where(Registry.id == poll_id.registry_id).values(baselined=True))
         codes = poller.codes + elsewhere.codes
-        counters.add(session, pollmetrics.finished(spec.name, spec.provider, outcome, result.seconds, codes))
+        counters.add(session, pollmetrics.finished(spec.key, spec.provider, outcome, result.seconds, codes))
         runs.finish(
             session,
             poll_id.run_id,

@@ -137,7 +137,7 @@ def _longest(spec: RegistrySpec) -> timedelta:
 def _finish(engine: Engine, run_id: int, spec: RegistrySpec, result: RepositoryPoll, outcome: str, error: str) -> None:
     """Close the run, and count its requests in `watcher_registry_requests_total` in the same transaction."""
     with session_scope(engine) as session:
-        counters.add(session, pollmetrics.requests(spec.name, spec.provider, result.codes))
+        counters.add(session, pollmetrics.requests(spec.key, spec.provider, result.codes))
         runs.finish(
             session,
             run_id,

@@ -65,7 +65,7 @@ class Target:
     """Where a poll's repositories are committed, and whether a repository new to the snapshot emits."""
 
     registry_id: int
-    #: the registry's plain name (an event's `registry` field, a metric's label), never its key
+    #: the registry's plain name (an event's `registry` field), never its key (`key` is)
     registry: str
     url: str
     scope: Scope
@@ -159,7 +159,7 @@ def write_changes(session: Session, target: Target, group: list[Listed]) -> list
     events = [event for s in saved for event in s.events]
     if events:
         insert_rows(session, EVENTS, [{column: getattr(e, key) for key, column in EVENT_COLUMNS} for e in events])
-        counters.add(session, pollmetrics.committed(target.registry, (e.change for e in events)))
+        counters.add(session, pollmetrics.committed(target.key, (e.change for e in events)))
     return saved
 
 

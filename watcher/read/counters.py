@@ -4,6 +4,12 @@ Workers run in many processes on many hosts, and `/metrics` may be served by any
 cannot live in one process's memory. Each increment is an upsert in the same transaction as the work it
 counts (a poll's commit adds its events and its requests), so the counts agree with the history exactly.
 Histograms are counters too: one per bucket, plus `_sum` and `_count`.
+
+A counter's labels are stored as a JSON object (`labels_key`). A registry's counters name its `workspace`
+only where that is not `default`, as its key does: the counters stored before workspaces existed have no
+`workspace`, and a registry of `default` keeps counting in its old row (one series, continued) instead of
+starting a second one that every scrape would have to add into the first. `/metrics` shows a missing
+`workspace` as `default`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from watcher.models import Counter
+from watcher.schema import DEFAULT_WORKSPACE
 
 #: poll durations worth telling apart, in seconds
 DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, float("inf"))
@@ -29,7 +36,9 @@ class Increment:
 
 
 def labels_key(labels: Mapping[str, str]) -> str:
-    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+    """The stored form of `labels`: sorted JSON, without `workspace` when that is `default`."""
+    stored = {k: v for k, v in labels.items() if k != "workspace" or v != DEFAULT_WORKSPACE}
+    return json.dumps(stored, sort_keys=True, separators=(",", ":"))
 
 
 def add(session: Session, increments: Iterable[Increment]) -> None:

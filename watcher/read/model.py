@@ -133,6 +133,8 @@ class Page:
 # ---- registries -----------------------------------------------------------------------------------
 RUN = POLL_RUNS.c
 REG = REGISTRIES.c
+#: a registry's workspace's name, as a column of a registries query
+WORKSPACE_NAME = select(WORKSPACES.c.name).where(WORKSPACES.c.id == REG.workspace_id).scalar_subquery()
 
 
 def newest_run_id(*conditions: Any, whole: bool = True, column: Any = RUN.id) -> Any:
@@ -161,6 +163,7 @@ def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> lis
     query = select(
         REG.id,
         REG.name,
+        WORKSPACE_NAME.label("workspace"),
         REG.provider,
         REG.next_poll_at,
         REG.last_webhook_at,
@@ -198,20 +201,25 @@ def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> lis
     return build_statuses(rows, runs, *counts)
 
 
-def last_poll_durations(reader: Reader) -> dict[str, float]:
-    """How long each registry's last registry-wide poll took, in seconds, by name: its newest run that ended
-    `ok` or `failed` (an abandoned run was cut short by its process or closed long after by the next claim,
-    so its length says nothing of the registry; `watcher_poll_duration_seconds` leaves it out too). One
-    query, two index walks back per registry (`newest_run_id`); registries never polled are absent."""
+def last_poll_durations(reader: Reader) -> dict[tuple[str, str], float]:
+    """How long each registry's last registry-wide poll took, in seconds, by (workspace, name): its newest
+    run that ended `ok` or `failed` (an abandoned run was cut short by its process or closed long after by the
+    next claim, so its length says nothing of the registry; `watcher_poll_duration_seconds` leaves it out
+    too). One query, two index walks back per registry (`newest_run_id`); registries never polled are absent."""
     ended = RUN.outcome.in_(("ok", "failed"))
     rows = reader.execute(
         select(
+            WORKSPACE_NAME,
             REG.name,
             newest_run_id(ended, column=RUN.started_at),
             newest_run_id(ended, column=RUN.finished_at),
         )
     )
-    return {name: (finished - started).total_seconds() for name, started, finished in rows if finished is not None}
+    return {
+        (workspace, name): (finished - started).total_seconds()
+        for workspace, name, started, finished in rows
+        if finished is not None
+    }
 
 
 def registry_names(reader: Reader) -> list[str]:

@@ -8,14 +8,31 @@ but the requests it sent were sent, and count.
 
 The duration histogram is per provider only: eleven buckets per registry made most of a big fleet's series.
 Each registry's last duration is a gauge read from the poll history (`readmodel.last_poll_durations`).
+
+A registry is named by its key (`watcher.registrations.keys`), as everywhere inside: its counters are
+labelled with its `workspace` and its `registry` name apart (`registry_labels`), so two workspaces'
+registries named alike are two series. The schedule's lag, per workspace (`schedule_lags`), is here too:
+`/metrics` shows it, and status and the console may.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
 
 from watcher.read.counters import Increment, observation
+from watcher.read.model import aware_utc
+from watcher.registrations.keys import split_key
+from watcher.schema import registries as REGISTRIES
+from watcher.schema import utcnow
+from watcher.schema import workspaces as WORKSPACES
+
+if TYPE_CHECKING:
+    from watcher.read.model import Reader
 
 POLLS = "watcher_polls_total"
 DURATION = "watcher_poll_duration_seconds"
@@ -23,27 +40,63 @@ REQUESTS = "watcher_registry_requests_total"
 EVENTS = "watcher_events_total"
 
 
+def registry_labels(key: str) -> dict[str, str]:
+    """The labels naming the registry `key`: its workspace and its name. (Stored without the workspace
+    `default`, as a key is: `watcher.read.counters.labels_key`.)"""
+    workspace, name = split_key(key)
+    return {"workspace": workspace, "registry": name}
+
+
 def finished(
-    registry: str, provider: str, outcome: str, seconds: float, codes: Counter[str], changes: Iterable[str] = ()
+    key: str, provider: str, outcome: str, seconds: float, codes: Counter[str], changes: Iterable[str] = ()
 ) -> list[Increment]:
-    """A poll that ended `ok`, `failed` or `abandoned`: its outcome and duration (not for `abandoned`), the
-    requests it made by code, and one event per change given (a poll's commits count their own)."""
-    labels = {"registry": registry, "provider": provider}
-    increments = requests(registry, provider, codes)
+    """A poll of the registry `key` that ended `ok`, `failed` or `abandoned`: its outcome and duration (not
+    for `abandoned`), the requests it made by code, and one event per change given (a poll's commits count
+    their own)."""
+    labels = {**registry_labels(key), "provider": provider}
+    increments = requests(key, provider, codes)
     if outcome != "abandoned":
         increments += [
             Increment(POLLS, {**labels, "outcome": outcome}),
             *observation(DURATION, {"provider": provider}, seconds),
         ]
-    return increments + committed(registry, changes)
+    return increments + committed(key, changes)
 
 
-def requests(registry: str, provider: str, codes: Counter[str]) -> list[Increment]:
-    """The requests a poll sent, by code: a registry-wide poll's, and a webhook's poll of one repository's."""
-    labels = {"registry": registry, "provider": provider}
+def requests(key: str, provider: str, codes: Counter[str]) -> list[Increment]:
+    """The requests a poll of the registry `key` sent, by code: a registry-wide poll's, and a webhook's poll
+    of one repository's."""
+    labels = {**registry_labels(key), "provider": provider}
     return [Increment(REQUESTS, {**labels, "code": code}, count) for code, count in codes.items() if count]
 
 
-def committed(registry: str, changes: Iterable[str]) -> list[Increment]:
-    """One event per change a commit saved."""
-    return [Increment(EVENTS, {"registry": registry, "change": change}) for change in changes]
+def committed(key: str, changes: Iterable[str]) -> list[Increment]:
+    """One event per change a commit of the registry `key` saved."""
+    labels = registry_labels(key)
+    return [Increment(EVENTS, {**labels, "change": change}) for change in changes]
+
+
+def schedule_lags(reader: Reader, now: datetime | None = None) -> dict[str, float]:
+    """How late each workspace's most overdue poll is, by workspace name: seconds since the oldest poll that
+    is due (dispatched or not) should have started, 0 when none is; every workspace has one, so one team's
+    lag is never hidden behind another's. One grouped query."""
+    registries = REGISTRIES.c
+    query = (
+        select(WORKSPACES.c.name, func.min(registries.due_since), func.min(registries.next_poll_at))
+        .select_from(WORKSPACES.outerjoin(REGISTRIES, registries.workspace_id == WORKSPACES.c.id))
+        .group_by(WORKSPACES.c.id, WORKSPACES.c.name)
+    )
+    now = now or utcnow()
+    return {name: lag_since(now, (due, scheduled)) for name, due, scheduled in reader.execute(query)}
+
+
+def schedule_lag(reader: Reader, now: datetime | None = None) -> float:
+    """How late the deployment's most overdue poll is, whichever its workspace (0 when none is due)."""
+    return max(schedule_lags(reader, now).values(), default=0.0)
+
+
+def lag_since(now: datetime, moments: Iterable[datetime | None]) -> float:
+    """Seconds from the earliest of `moments` (naive ones are UTC, as SQLite gives them back) to `now`, at
+    least 0."""
+    known = [aware_utc(m) for m in moments if m is not None]
+    return max([0.0, *((now - m).total_seconds() for m in known if m is not None)])

@@ -43,6 +43,8 @@ class RegistryStatus:
     tags: int
     #: when the registry's webhook receiver last took an authenticated notification
     last_webhook_at: datetime | None = None
+    #: the workspace the registry belongs to (its name is unique only there)
+    workspace: str = "default"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,8 +64,9 @@ class RegistryStatus:
 def build_statuses(
     rows: Sequence[Any], runs: Mapping[int, Any], repositories: Mapping[int, int], tags: Mapping[int, int]
 ) -> list[RegistryStatus]:
-    """Statuses from the registries' rows (id, name, provider, next_poll_at, last_webhook_at, last_run_id,
-    last_ok_id), their runs by id (finished_at, outcome, error), and repository and tag counts by id."""
+    """Statuses from the registries' rows (id, name, workspace, provider, next_poll_at, last_webhook_at,
+    last_run_id, last_ok_id), their runs by id (finished_at, outcome, error), and repository and tag counts
+    by id."""
     last_runs = {row.id: runs[row.last_run_id] for row in rows if row.last_run_id in runs}
     last_success = {row.id: runs[row.last_ok_id].finished_at for row in rows if row.last_ok_id in runs}
     statuses = []
@@ -82,6 +85,7 @@ def build_statuses(
                 repositories=repositories.get(row.id, 0),
                 tags=tags.get(row.id, 0),
                 last_webhook_at=row.last_webhook_at,
+                workspace=row.workspace,
             )
         )
     return statuses

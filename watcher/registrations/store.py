@@ -11,9 +11,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from watcher.errors import ConflictError, NotFoundError, StateError
+from watcher.errors import ConflictError, StateError
 from watcher.models import Registry, Repository, Workspace, utcnow
 from watcher.polling.scheduler import first_slot
+from watcher.registrations import workspaces
 from watcher.registrations.keys import split_key
 from watcher.registrations.spec import RegistrySpec
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
@@ -67,7 +68,7 @@ def create(session: Session, spec: RegistrySpec) -> Registry:
     The INSERT comes first in its transaction, so the unique name decides a race: the loser waits for the
     winner's commit and gets the same one line as if it had come second.
     """
-    row = Registry(name=spec.name, baselined=False)
+    row = Registry(workspace_id=workspaces.find_id(session, spec.workspace), name=spec.name, baselined=False)
     _assign(row, spec)
     session.add(row)
     try:
@@ -88,10 +89,10 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
     poll records a new baseline, instead of reporting the difference between two registries as events.
     Credentials that cannot be decrypted any more count as changed: saving is how they are re-entered.
     """
-    workspace_id = _workspace_id(session, spec.workspace)
+    workspace_id = workspaces.find_id(session, spec.workspace)
     row = session.scalar(select(Registry).where(Registry.workspace_id == workspace_id, Registry.name == spec.name))
     if row is None:
-        row = Registry(name=spec.name, baselined=False, workspace_id=workspace_id)
+        row = Registry(workspace_id=workspace_id, name=spec.name, baselined=False)
         row.next_poll_at = _first_poll(spec, together)
         session.add(row)
         outcome = "created"
@@ -114,16 +115,6 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
             "run the command again"
         ) from None
     return row, outcome
-
-
-def _workspace_id(session: Session, workspace: str) -> int:
-    """The id of the workspace a spec names; NotFoundError when there is none."""
-    if workspace == DEFAULT_WORKSPACE:
-        return DEFAULT_WORKSPACE_ID
-    found = session.scalar(select(Workspace.id).where(Workspace.name == workspace))
-    if found is None:
-        raise NotFoundError(f"workspace {workspace!r} does not exist")
-    return found
 
 
 def _first_poll(spec: RegistrySpec, together: bool) -> datetime:

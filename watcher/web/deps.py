@@ -7,14 +7,15 @@ method `admin` — so `test`, `validate` and `poll`, which make the watcher cont
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from watcher.db import session_scope
-from watcher.registrations import tokens
+from watcher.errors import NotFoundError
+from watcher.registrations import tokens, workspaces
 from watcher.web.console import sessions as console_sessions
 from watcher.web.errors import ApiError
 
@@ -33,10 +34,23 @@ def get_session() -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session)]
 
 
+#: the header an operator names the workspace it acts in with (`watcher.web.deps.authorize`)
+WORKSPACE_HEADER = "X-Watcher-Workspace"
+WRITE_ROLES = frozenset({"admin", "operator"})
+
+
 @dataclass(frozen=True)
 class Principal:
+    """Who is asking, and the workspace the request acts in: the token's own, or for an operator the one
+    its request names."""
+
     name: str
     role: str
+    workspace_id: int
+
+    @property
+    def operator(self) -> bool:
+        return self.role == "operator"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -58,7 +72,7 @@ def principal_of(token: str | None) -> Principal | None:
         return None
     with session_scope() as session:
         row = tokens.authenticate(session, token)
-        return Principal(row.name, row.role) if row is not None else None
+        return Principal(row.name, row.role, row.workspace_id) if row is not None else None
 
 
 def principal_of_session(sid: str | None) -> Principal | None:
@@ -67,7 +81,7 @@ def principal_of_session(sid: str | None) -> Principal | None:
         return None
     with session_scope() as session:
         found = console_sessions.resolve(session, sid)
-        return Principal(found.name, found.role) if found is not None else None
+        return Principal(found.name, found.role, found.workspace_id) if found is not None else None
 
 
 def still_authorized(request: Request) -> bool:
@@ -99,6 +113,20 @@ def authorize(request: Request) -> Principal:
         message = "a token is required: Authorization: Bearer TOKEN (see `watcher token create`)"
     if principal is None:
         raise ApiError(401, "unauthorized", message, headers=CHALLENGE)
-    if request.method not in READ_METHODS and principal.role != "admin":
+    if request.method not in READ_METHODS and principal.role not in WRITE_ROLES:
         raise ApiError(403, "forbidden", f"token {principal.name!r} is a reader: this needs an admin token")
-    return principal
+    named = request.headers.get(WORKSPACE_HEADER)
+    return principal if named is None else in_workspace(principal, named)
+
+
+def in_workspace(principal: Principal, name: str) -> Principal:
+    """`principal` acting in the workspace `name`: an operator may name any; anyone else only their own —
+    another workspace is a 404 exactly like one that does not exist, so none is confirmed to exist."""
+    with session_scope() as session:
+        try:
+            workspace_id = workspaces.find_id(session, name)
+        except NotFoundError:
+            workspace_id = None
+    if workspace_id is None or (workspace_id != principal.workspace_id and not principal.operator):
+        raise ApiError(404, "not_found", workspaces.missing(name).args[0])
+    return replace(principal, workspace_id=workspace_id)

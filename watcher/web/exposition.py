@@ -4,14 +4,15 @@ prometheus_client builds a `Sample` per series and then validates and escapes ev
 of every sample at each scrape; with a thousand registries that was most of a scrape's time. Here label
 names are fixed per family (checked once, when the family is declared), values are escaped as the format
 says, and a counter's stored labels (`watcher.read.counters`, a JSON object) are turned into their text once per
-process, not once per scrape.
+process, not once per scrape. A stored counter may lack a label its family has (it was counted before the
+label existed): it is shown with the family's default for it (`Family.defaults`), or empty.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
@@ -26,16 +27,20 @@ _series: dict[tuple[str, str], str] = {}
 
 @dataclass(frozen=True)
 class Family:
-    """A metric family: its name (a counter's with `_total`), type, help text and label names."""
+    """A metric family: its name (a counter's with `_total`), type, help text and label names, and the values
+    shown for labels a stored counter lacks."""
 
     name: str
     kind: str
     text: str
     labels: tuple[str, ...] = ()
+    defaults: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or not all(_LABEL.match(label) for label in self.labels):
             raise ValueError(f"not a valid metric family: {self.name} {self.labels}")
+        if not {label for label, _ in self.defaults} <= set(self.labels):
+            raise ValueError(f"not a valid metric family: {self.name} has a default for a label it lacks")
 
     def header(self) -> str:
         text = self.text.replace("\\", r"\\").replace("\n", r"\n")
@@ -53,13 +58,13 @@ def series(name: str, label_names: Sequence[str], values: Sequence[str]) -> str:
     return name + "{" + ",".join(f'{k}="{escape(v)}"' for k, v in zip(label_names, values, strict=True)) + "}"
 
 
-def stored_series(name: str, label_names: Sequence[str], stored: str) -> str:
+def stored_series(name: str, label_names: Sequence[str], stored: str, defaults: Mapping[str, str] | None = None) -> str:
     """`name{...}` for a counter's stored labels (a JSON object), in `label_names`' order, a label it lacks
-    empty; computed once per process for each series."""
+    as `defaults` say or empty; computed once per process for each series (a name's defaults never change)."""
     key = (name, stored)
     text = _series.get(key)
     if text is None:
-        labels = json.loads(stored)
+        labels = {**(defaults or {}), **json.loads(stored)}
         text = series(name, label_names, [str(labels.get(k, "")) for k in label_names])
         if len(_series) >= _CACHE_LIMIT:
             _series.clear()
@@ -79,12 +84,13 @@ def sample(series_text: str, value: float) -> str:
     return f"{series_text} {number(value)}\n"
 
 
-def samples(name: str, label_names: Sequence[str], rows: Iterable[tuple[str, float]]) -> list[str]:
+def samples(family: Family, rows: Iterable[tuple[str, float]]) -> list[str]:
     """The lines of a counter's stored series (labels as stored, value): `stored_series` and `sample` in
     one loop, as a scrape writes thousands of them."""
     known = _series.get
+    name, label_names, defaults = family.name, family.labels, dict(family.defaults)
     return [
-        f"{known((name, labels)) or stored_series(name, label_names, labels)} "
+        f"{known((name, labels)) or stored_series(name, label_names, labels, defaults)} "
         f"{repr(float(value)) if -1e6 < value < 1e6 else floatToGoString(value)}\n"
         for labels, value in rows
     ]

@@ -13,52 +13,70 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select
 
 from watcher.db import session_scope
-from watcher.models import Event, Registry, utcnow
-from watcher.read import counters
+from watcher.models import Event
+from watcher.read import counters, pollmetrics
 from watcher.read import model as readmodel
+from watcher.schema import DEFAULT_WORKSPACE
 from watcher.settings import get_settings
+from watcher.web.deps import CHALLENGE, bearer_token, principal_of
 from watcher.web.errors import ApiError
 from watcher.web.exposition import CONTENT_TYPE, Family, sample, samples, series
 
 router = APIRouter(tags=["metrics"])
 
+#: `workspace` beside every `registry`: names are unique only within a workspace. A counter stored before
+#: workspaces existed has none, and is `default`'s (`watcher.read.counters.labels_key`).
+IN_DEFAULT = (("workspace", DEFAULT_WORKSPACE),)
 COUNTERS = {
     family.name: family
     for family in (
-        Family("watcher_polls_total", "counter", "Polls finished, by outcome.", ("registry", "provider", "outcome")),
+        Family(
+            "watcher_polls_total",
+            "counter",
+            "Polls finished, by outcome.",
+            ("workspace", "registry", "provider", "outcome"),
+            IN_DEFAULT,
+        ),
         Family(
             "watcher_registry_requests_total",
             "counter",
             "Requests to registries, by HTTP status.",
-            ("registry", "provider", "code"),
+            ("workspace", "registry", "provider", "code"),
+            IN_DEFAULT,
         ),
-        Family("watcher_events_total", "counter", "Events detected.", ("registry", "change")),
+        Family("watcher_events_total", "counter", "Events detected.", ("workspace", "registry", "change"), IN_DEFAULT),
         Family(
-            "watcher_webhooks_total", "counter", "Webhook notifications received.", ("registry", "format", "outcome")
+            "watcher_webhooks_total",
+            "counter",
+            "Webhook notifications received.",
+            ("workspace", "registry", "format", "outcome"),
+            IN_DEFAULT,
         ),
     )
 }
 DURATION = Family("watcher_poll_duration_seconds", "histogram", "How long polls take, by provider.", ("provider",))
+REGISTRY = ("workspace", "registry")
 REGISTRY_GAUGES = (
-    Family("watcher_registry_up", "gauge", "1 when the registry's last poll succeeded.", ("registry",)),
-    Family("watcher_registry_last_success_timestamp_seconds", "gauge", "When the last poll succeeded.", ("registry",)),
+    Family("watcher_registry_up", "gauge", "1 when the registry's last poll succeeded.", REGISTRY),
+    Family("watcher_registry_last_success_timestamp_seconds", "gauge", "When the last poll succeeded.", REGISTRY),
     Family(
         "watcher_registry_last_poll_duration_seconds",
         "gauge",
         "How long the registry's last registry-wide poll took.",
-        ("registry",),
+        REGISTRY,
     ),
-    Family("watcher_registry_tags", "gauge", "Tags stored now.", ("registry",)),
-    Family("watcher_registry_repositories", "gauge", "Repositories stored now.", ("registry",)),
+    Family("watcher_registry_tags", "gauge", "Tags stored now.", REGISTRY),
+    Family("watcher_registry_repositories", "gauge", "Repositories stored now.", REGISTRY),
 )
 OUTBOX = Family("watcher_outbox_pending", "gauge", "Events in the history not yet on the stream.")
-LAG = Family("watcher_schedule_lag_seconds", "gauge", "How late the most overdue registry's poll is.")
+LAG = Family(
+    "watcher_schedule_lag_seconds", "gauge", "How late the workspace's most overdue registry's poll is.", ("workspace",)
+)
 QUEUE = Family("watcher_queue_length", "gauge", "Tasks waiting in the Celery broker.", ("queue",))
 
 
@@ -68,9 +86,10 @@ class Gathered:
 
     counters: list[tuple[str, str, float]]
     statuses: list[readmodel.RegistryStatus]
-    durations: dict[str, float]
+    durations: dict[tuple[str, str], float]
     pending: int
-    lag: float
+    #: by workspace
+    lags: dict[str, float]
 
 
 def gather() -> Gathered:
@@ -80,14 +99,15 @@ def gather() -> Gathered:
             readmodel.registry_statuses(session),
             readmodel.last_poll_durations(session),
             session.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0,
-            schedule_lag(session),
+            pollmetrics.schedule_lags(session),
         )
 
 
 def render(gathered: Gathered) -> str:
     """The text of the scrape; the broker's queue length is asked for here."""
     parts = [*counter_text(gathered.counters), *registry_text(gathered.statuses, gathered.durations)]
-    parts += [OUTBOX.header(), sample(OUTBOX.name, gathered.pending), LAG.header(), sample(LAG.name, gathered.lag)]
+    parts += [OUTBOX.header(), sample(OUTBOX.name, gathered.pending), LAG.header()]
+    parts += [sample(series(LAG.name, LAG.labels, (name,)), lag) for name, lag in sorted(gathered.lags.items())]
     parts += queue_text()
     return "".join(parts)
 
@@ -106,7 +126,7 @@ def counter_text(rows: Iterable[tuple[str, str, float]]) -> Iterator[str]:
         by_metric[metric].append((labels, value))
     for name, family in COUNTERS.items():
         yield family.header()
-        yield from samples(name, family.labels, by_metric.get(name, ()))
+        yield from samples(family, by_metric.get(name, ()))
     yield from histogram_text(DURATION, by_metric)
 
 
@@ -128,10 +148,10 @@ def histogram_text(family: Family, by_metric: dict[str, list[tuple[str, float]]]
         yield sample(series(f"{family.name}_sum", family.labels, key), sums[key])
 
 
-def registry_text(statuses: list[readmodel.RegistryStatus], durations: dict[str, float]) -> Iterator[str]:
+def registry_text(statuses: list[readmodel.RegistryStatus], durations: dict[tuple[str, str], float]) -> Iterator[str]:
     """The per-registry gauges, a family at a time."""
     up, success, duration, tags, repositories = REGISTRY_GAUGES
-    names = [(status, series("", ("registry",), (status.name,))) for status in statuses]
+    names = [(status, series("", REGISTRY, (status.workspace, status.name))) for status in statuses]
     yield up.header()
     yield from (sample(up.name + labels, 1.0 if s.state == "ok" else 0.0) for s, labels in names)
     yield success.header()
@@ -141,19 +161,15 @@ def registry_text(statuses: list[readmodel.RegistryStatus], durations: dict[str,
         if s.last_success_at is not None
     )
     yield duration.header()
-    yield from (sample(duration.name + labels, durations[s.name]) for s, labels in names if s.name in durations)
+    yield from (
+        sample(duration.name + labels, durations[s.workspace, s.name])
+        for s, labels in names
+        if (s.workspace, s.name) in durations
+    )
     yield tags.header()
     yield from (sample(tags.name + labels, s.tags) for s, labels in names)
     yield repositories.header()
     yield from (sample(repositories.name + labels, s.repositories) for s, labels in names)
-
-
-def schedule_lag(session: Any) -> float:
-    """Seconds since the oldest poll that is due (dispatched or not) should have started; 0 when none is."""
-    oldest = session.execute(select(func.min(Registry.due_since), func.min(Registry.next_poll_at))).one()
-    now = utcnow()
-    moments = [readmodel.aware_utc(m) for m in oldest if m is not None]
-    return max([0.0, *((now - m).total_seconds() for m in moments if m is not None)])
 
 
 def queue_text() -> list[str]:
@@ -169,11 +185,34 @@ def queue_text() -> list[str]:
     return [QUEUE.header(), sample(series(QUEUE.name, QUEUE.labels, ("celery",)), waiting)]
 
 
+#: the deployment's most overdue poll, whichever its workspace (the scheduler's tests and benchmarks ask)
+schedule_lag = pollmetrics.schedule_lag
+
+
+def allowed(request: Request) -> bool:
+    """Whether the scrape may be answered: `/metrics` names every workspace's registries, so it takes the
+    metrics token or a live operator token, and anyone only where WATCHER_METRICS_OPEN says so. An
+    operator's token is checked on every scrape, so a revoked one is refused at once."""
+    settings = get_settings()
+    if settings.metrics_open:
+        return True
+    given = bearer_token(request)
+    if given is None:
+        return False
+    expected = settings.metrics_token
+    if expected and hmac.compare_digest(given.encode(), expected.encode()):
+        return True
+    principal = principal_of(given)
+    return principal is not None and principal.role == "operator"
+
+
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
 def metrics(request: Request) -> Response:
-    expected = get_settings().metrics_token
-    if expected:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(401, "unauthorized", "/metrics needs Authorization: Bearer $WATCHER_METRICS_TOKEN")
+    if not allowed(request):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "/metrics needs Authorization: Bearer $WATCHER_METRICS_TOKEN or an operator's token",
+            headers=CHALLENGE,
+        )
     return Response(scrape().encode(), media_type=CONTENT_TYPE)

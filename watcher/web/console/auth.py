@@ -22,7 +22,7 @@ from watcher.db import session_scope
 from watcher.registrations import vault
 from watcher.settings import get_settings
 from watcher.web.console import sessions as console_sessions
-from watcher.web.deps import COOKIE, Principal, session_id
+from watcher.web.deps import COOKIE, WRITE_ROLES, Principal, session_id
 
 LOGIN_PATH = "/console/login"
 
@@ -73,7 +73,7 @@ def visitor(request: Request, *, take_notice: bool = False) -> console_sessions.
 
 def user_of(request: Request) -> Principal | None:
     found = visitor(request)
-    return Principal(found.name, found.role) if found is not None else None
+    return Principal(found.name, found.role, found.workspace_id) if found is not None else None
 
 
 def current_user(request: Request) -> Principal:
@@ -83,11 +83,11 @@ def current_user(request: Request) -> Principal:
     if found is None:
         query = f"?{request.url.query}" if request.url.query else ""
         raise LoginRequired(request.url.path + query if request.method == "GET" else "/console/")
-    return Principal(found.name, found.role)
+    return Principal(found.name, found.role, found.workspace_id)
 
 
 def require_admin(user: Principal) -> None:
-    if user.role != "admin":
+    if user.role not in WRITE_ROLES:
         raise Refused(403, f"token {user.name!r} is a reader: this needs an admin token")
 
 
@@ -101,7 +101,7 @@ def log_in(request: Request, token: str) -> tuple[str, Principal] | None:
     if opened is None:
         return None
     sid, found = opened
-    return sid, Principal(found.name, found.role)
+    return sid, Principal(found.name, found.role, found.workspace_id)
 
 
 def log_out(request: Request) -> None:

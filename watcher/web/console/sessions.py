@@ -37,6 +37,8 @@ class Live:
     id: int
     name: str
     role: str
+    #: the workspace the console shows: the one an operator switched to, else its token's
+    workspace_id: int
     notice: str | None = None
 
 
@@ -57,7 +59,7 @@ def open_session(session: Session, token: str) -> tuple[str, Live] | None:
     opened = ConsoleSession(session_hash=tokens.digest(session_id), token_id=row.id, created_at=now, last_used_at=now)
     session.add(opened)
     session.flush()
-    return session_id, Live(opened.id, row.name, row.role)
+    return session_id, Live(opened.id, row.name, row.role, row.workspace_id)
 
 
 def resolve(session: Session, session_id: str | None, *, take_notice: bool = False, use: bool = True) -> Live | None:
@@ -87,7 +89,7 @@ def resolve(session: Session, session_id: str | None, *, take_notice: bool = Fal
         changes["notice"] = None
     if changes:
         session.execute(update(ConsoleSession).where(ConsoleSession.id == row.id).values(**changes))
-    return Live(row.id, token.name, token.role, notice)
+    return Live(row.id, token.name, token.role, row.workspace_id or token.workspace_id, notice)
 
 
 def live(row: ConsoleSession, now: datetime) -> bool:
