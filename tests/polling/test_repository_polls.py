@@ -58,7 +58,12 @@ def snapshot_of(watcher: Watcher, name: str = "r1") -> dict[str, dict[str, str]]
 
 
 def stream_changes(watcher: Watcher) -> list[tuple[str, str, str, str]]:
-    return [(e["repository"], e["tag"], e["change"], e["digest"]) for e in watcher.stream_entries()]
+    """What the stream says changed; every entry is of the registry `r1` of the workspace `default`."""
+    entries = watcher.stream_entries()
+    for entry in entries:
+        assert (entry["workspace"], entry["registry"]) == ("default", "r1")
+        assert json.loads(entry["cloudevent"])["source"] == "/watcher/workspaces/default/registries/r1"
+    return [(e["repository"], e["tag"], e["change"], e["digest"]) for e in entries]
 
 
 def add(watcher: Watcher, url: str, scope: str, *extra: str) -> None:
