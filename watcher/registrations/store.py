@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from watcher.errors import ConflictError, StateError
+from watcher.errors import ConflictError, NotFoundError, StateError
 from watcher.models import Registry, Repository, Workspace, utcnow
 from watcher.polling.scheduler import first_slot
 from watcher.registrations.keys import split_key
@@ -88,9 +88,10 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
     poll records a new baseline, instead of reporting the difference between two registries as events.
     Credentials that cannot be decrypted any more count as changed: saving is how they are re-entered.
     """
-    row = session.scalar(select(Registry).where(Registry.name == spec.name))
+    workspace_id = _workspace_id(session, spec.workspace)
+    row = session.scalar(select(Registry).where(Registry.workspace_id == workspace_id, Registry.name == spec.name))
     if row is None:
-        row = Registry(name=spec.name, baselined=False)
+        row = Registry(name=spec.name, workspace_id=workspace_id, baselined=False)
         row.next_poll_at = _first_poll(spec, together)
         session.add(row)
         outcome = "created"
@@ -115,9 +116,19 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
     return row, outcome
 
 
+def _workspace_id(session: Session, workspace: str) -> int:
+    """The id of the workspace named `workspace`; NotFoundError when there is none."""
+    if workspace == DEFAULT_WORKSPACE:
+        return DEFAULT_WORKSPACE_ID
+    found = session.scalar(select(Workspace.id).where(Workspace.name == workspace))
+    if found is None:
+        raise NotFoundError(f"no workspace named {workspace!r}: see `watcher workspace list`")
+    return found
+
+
 def _first_poll(spec: RegistrySpec, together: bool) -> datetime:
     now = utcnow()
-    return first_slot(spec.name, spec.interval_seconds, now) if together else now
+    return first_slot(spec.key, spec.interval_seconds, now) if together else now
 
 
 def _readable_spec(row: Registry) -> RegistrySpec | None:
