@@ -63,6 +63,7 @@ class Registry(Base):
     workspace: Mapped[str] = column_property(
         select(schema.workspaces.c.name)
         .where(schema.workspaces.c.id == schema.registries.c.workspace_id)
+        .correlate_except(schema.workspaces)  # a query that joins the workspaces still gets its own lookup
         .scalar_subquery()
     )
 

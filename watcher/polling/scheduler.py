@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import ColumnElement, Engine, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from watcher.db import session_scope
@@ -99,6 +99,7 @@ def claim_due(
                 .order_by(Registry.next_poll_at, Registry.id)
             ).all()
         ]
+        limits, held = _shares(session, {d.workspace_id for d in due}, now) if due else ({}, {})
     gone = lost([d.key for d in due if d.due_since is not None])
     for waiting in (d for d in due if d.due_since is not None and d.key not in gone):
         try:
@@ -106,10 +107,6 @@ def claim_due(
         except Exception as exc:
             _park(engine, waiting, now, exc)
     ready = [d for d in due if d.due_since is None or d.key in gone]
-    if not ready or room == 0:
-        return []
-    with session_scope(engine) as session:
-        limits, held = _shares(session, {d.workspace_id for d in ready}, now)
     for d in ready:
         if d.due_since is not None:  # lost: it holds nothing any more
             held[d.workspace_id] = max(0, held.get(d.workspace_id, 0) - 1)
@@ -199,17 +196,17 @@ def _claim_slot(engine: Engine, due: Due, now: datetime, *, dispatch: bool, limi
             values["due_since"] = slot
             unchanged = Registry.due_since.is_(None) if due_since is None else Registry.due_since == due_since
             claim = claim.where(_lease_free(now), unchanged)
-            if limit is not None:
-                claim = claim.where(_holding(due, now) < limit)  # counted in the statement that claims
+            if limit is not None:  # counted in the statement that claims, not taken from what the tick read
+                claim = claim.where(_holding(due, now).scalar_subquery() < limit)
         moved = session.execute(claim.values(**values))
         if moved.rowcount:  # type: ignore[attr-defined]
             return Claim.DISPATCHED
-        if limit is not None and (session.scalar(select(_holding(due, now))) or 0) >= limit:
+        if limit is not None and (session.scalar(_holding(due, now)) or 0) >= limit:
             return Claim.FULL
         return Claim.TAKEN
 
 
-def _holding(due: Due, now: datetime) -> ColumnElement[int]:
+def _holding(due: Due, now: datetime) -> Select[int]:
     """How many polls the registry's workspace holds, not counting this registry's."""
     others = registries.alias("others")
     return (
@@ -220,7 +217,6 @@ def _holding(due: Due, now: datetime) -> ColumnElement[int]:
             others.c.id != due.registry_id,
             or_(others.c.due_since.is_not(None), others.c.lease_until >= now),
         )
-        .scalar_subquery()
     )
 
 

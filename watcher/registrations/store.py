@@ -91,7 +91,7 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
     workspace_id = _workspace_id(session, spec.workspace)
     row = session.scalar(select(Registry).where(Registry.workspace_id == workspace_id, Registry.name == spec.name))
     if row is None:
-        row = Registry(name=spec.name, workspace_id=workspace_id, baselined=False)
+        row = Registry(name=spec.name, baselined=False, workspace_id=workspace_id)
         row.next_poll_at = _first_poll(spec, together)
         session.add(row)
         outcome = "created"
@@ -117,12 +117,12 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
 
 
 def _workspace_id(session: Session, workspace: str) -> int:
-    """The id of the workspace named `workspace`; NotFoundError when there is none."""
+    """The id of the workspace a spec names; NotFoundError when there is none."""
     if workspace == DEFAULT_WORKSPACE:
         return DEFAULT_WORKSPACE_ID
     found = session.scalar(select(Workspace.id).where(Workspace.name == workspace))
     if found is None:
-        raise NotFoundError(f"no workspace named {workspace!r}: see `watcher workspace list`")
+        raise NotFoundError(f"workspace {workspace!r} does not exist")
     return found
 
 
