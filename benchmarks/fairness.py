@@ -13,9 +13,10 @@ its own) with one `watcher run` on its default concurrency:
   without workspaces taking turns (a single workspace, the dispatch order before issue 15). Measured in
   the same run, under the same load.
 
-First `small` and the probes alone for `--floor` seconds (the floor: the lag of a pool with nothing else
-to do); then `big` is registered (as one `registry apply` would: first polls spread over the minute),
-`--warmup` seconds pass while its baselines run and its backlog builds, and `--minutes` are measured.
+Once the worker's pool is up, first `small` and the probes alone for `--floor` seconds (the floor: the lag
+of a pool with nothing else to do); then `big` is registered (as one `registry apply` would: first polls
+spread over the minute), `--warmup` seconds pass while its baselines run and its backlog builds, and
+`--minutes` are measured.
 
 Schedule lag of a scheduled poll: its start (`poll_runs.started_at`) minus the slot it was dispatched for.
 The slot is read from the registry's row, sampled every 0.5 s (`due_since` once dispatched, `next_poll_at`
@@ -232,9 +233,12 @@ def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, url: str, 
     try:
         wait(lambda: bus.socket_path(get_settings()).exists(), 60, "the embedded Redis", workers)
         client = redis.Redis(unix_socket_path=str(bus.socket_path(get_settings())), decode_responses=True)
+        from watcher.polling import pool
+
+        wait(lambda: bool(client.hlen(pool.workers_key())), 120, "the worker's pool", workers)
         thread = threading.Thread(target=sampler, args=(client, samples, stop), daemon=True)
         thread.start()
-        floor_since = utcnow()
+        floor_since = utcnow()  # the worker is up: its start-up is not the floor's lag
         time.sleep(args.floor)
         floor_until = utcnow()
         register(big, url, args.interval)
