@@ -256,10 +256,10 @@ def queue_repository_poll(
     if not delay:
         return hint(key, [repository], {repository: expect} if expect else None).queued == 1
     client = client or bus.connect()
-    key = queued_key(key, repository)
+    mark = queued_key(key, repository)
     try:
         millis = int(client.time()[0]) * 1000
-        if not client.set(key, f"F:{millis}", nx=True, ex=QUEUED_SECONDS):
+        if not client.set(mark, f"F:{millis}", nx=True, ex=QUEUED_SECONDS):
             return False
         wait = max(client.pttl(started_key(key, repository)) / 1000, delay)
     except (redis.RedisError, OSError) as exc:
@@ -299,14 +299,14 @@ def queue_whole(key: str) -> bool:
 
     from watcher.tasks.app import POLL_TASK, app
 
-    key = whole_key(key)
+    mark = whole_key(key)
     try:
-        if not bus.connect().set(key, "1", nx=True, ex=QUEUED_SECONDS):
+        if not bus.connect().set(mark, "1", nx=True, ex=QUEUED_SECONDS):
             return False
         app.send_task(POLL_TASK, (key,), {"trigger": "webhook"}, retry=False)
     except (redis.RedisError, OperationalError, OSError) as exc:
         with contextlib.suppress(redis.RedisError, OSError):
-            bus.connect().delete(key)
+            bus.connect().delete(mark)
         raise _unqueued(key, "the registry-wide poll", exc) from None
     return True
 
