@@ -26,6 +26,9 @@ poll.
 Amplification: a notification naming more than MAX_REPOSITORIES repositories, or the MAX_REPOSITORIES+1st
 distinct repository of one registry hinted within one second, queues one registry-wide poll (trigger
 `webhook`, coalesced the same way) instead of a listing per repository.
+
+A registry is named here by key (`watcher.registrations.keys`): the tasks carry it, and the Redis keys are
+made from it (a registry of the workspace `default` keeps the keys it had before workspaces).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from watcher import bus
 from watcher.db import session_scope
 from watcher.errors import StateError
 from watcher.registrations import store as registries
+from watcher.registrations.keys import split_key
 from watcher.settings import get_settings
 
 #: a queued mark lapses after this long even if no worker ever started its task
@@ -131,19 +135,19 @@ class Hinted:
         return int(self.whole) if self.whole else sum(kind != COALESCED for kind in self.repositories.values())
 
 
-def queue_poll(name: str) -> str:
-    """Queue a `manual` poll of `name` now; returns the queued task's id (the poll's id until it runs)."""
+def queue_poll(key: str) -> str:
+    """Queue a `manual` poll of `key` now; returns the queued task's id (the poll's id until it runs)."""
     from kombu.exceptions import OperationalError
 
     from watcher.tasks.app import POLL_TASK, app
 
     with session_scope() as session:
-        registries.find(session, name)
+        registries.find(session, key)
     try:
-        return str(app.send_task(POLL_TASK, (name,), {"trigger": "manual"}, retry=False).id)
+        return str(app.send_task(POLL_TASK, (key,), {"trigger": "manual"}, retry=False).id)
     except (OperationalError, OSError) as exc:
         raise StateError(
-            f"registry {name!r}: the poll could not be queued: the broker did not answer ({exc})"
+            f"registry {split_key(key)[1]!r}: the poll could not be queued: the broker did not answer ({exc})"
         ) from None
 
 
@@ -151,48 +155,48 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def queued_key(name: str, repository: str) -> str:
-    """The Redis key that marks a poll of `repository` of `name` as queued (hashed: names are long)."""
-    return f"{get_settings().events_stream}:repository-poll:{_digest(name, repository)}"
+def queued_key(key: str, repository: str) -> str:
+    """The Redis key that marks a poll of `repository` of the registry `key` as queued (hashed: keys are long)."""
+    return f"{get_settings().events_stream}:repository-poll:{_digest(key, repository)}"
 
 
-def started_key(name: str, repository: str) -> str:
+def started_key(key: str, repository: str) -> str:
     """The Redis key that says a poll of the repository is listing and started less than RELIST_SECONDS ago."""
-    return queued_key(name, repository) + ":started"
+    return queued_key(key, repository) + ":started"
 
 
-def hinted_key(name: str, repository: str) -> str:
+def hinted_key(key: str, repository: str) -> str:
     """The Redis key holding when the repository's last hint came (Redis time, ms)."""
-    return queued_key(name, repository) + ":hinted"
+    return queued_key(key, repository) + ":hinted"
 
 
-def window_key(name: str) -> str:
+def window_key(key: str) -> str:
     """The set of the registry's repositories hinted during the current second."""
-    return f"{get_settings().events_stream}:hinted:{_digest(name)}:{int(time.time())}"
+    return f"{get_settings().events_stream}:hinted:{_digest(key)}:{int(time.time())}"
 
 
-def whole_key(name: str) -> str:
-    """The Redis key that marks a registry-wide webhook poll of `name` as queued."""
-    return f"{get_settings().events_stream}:registry-poll:{_digest(name)}"
+def whole_key(key: str) -> str:
+    """The Redis key that marks a registry-wide webhook poll of `key` as queued."""
+    return f"{get_settings().events_stream}:registry-poll:{_digest(key)}"
 
 
-def hint(name: str, repositories: list[str], expect: dict[str, list[str]] | None = None) -> Hinted:
-    """A notification named `repositories` of registry `name`: queue what it needs (see the module's rules),
+def hint(key: str, repositories: list[str], expect: dict[str, list[str]] | None = None) -> Hinted:
+    """A notification named `repositories` of registry `key`: queue what it needs (see the module's rules),
     in one Redis round trip and one message on the broker per poll queued. Raises StateError when Redis or
     the broker does not answer."""
     if not repositories:
         return Hinted({})
     if len(repositories) > MAX_REPOSITORIES:
-        return Hinted({}, whole=queue_whole(name))
-    keys, args = _hint_call(name, repositories)
+        return Hinted({}, whole=queue_whole(key))
+    keys, args = _hint_call(key, repositories)
     try:
         answers = _script(bus.connect(), HINT)(keys, args)
     except (redis.RedisError, OSError) as exc:
-        raise _unqueued(name, "the polls", exc) from None
-    return _queue_answers(name, repositories, expect, answers)
+        raise _unqueued(key, "the polls", exc) from None
+    return _queue_answers(key, repositories, expect, answers)
 
 
-async def ahint(name: str, repositories: list[str], expect: dict[str, list[str]] | None = None) -> Hinted:
+async def ahint(key: str, repositories: list[str], expect: dict[str, list[str]] | None = None) -> Hinted:
     """`hint` for the event loop (the webhook receiver): the script runs on the loop's asyncio client, and a
     worker thread is taken only when a message is to be sent (a few of a burst's notifications), not for the
     many that coalesce."""
@@ -201,45 +205,45 @@ async def ahint(name: str, repositories: list[str], expect: dict[str, list[str]]
     if not repositories:
         return Hinted({})
     if len(repositories) > MAX_REPOSITORIES:
-        return await anyio.to_thread.run_sync(hint, name, repositories, expect)
-    keys, args = _hint_call(name, repositories)
+        return await anyio.to_thread.run_sync(hint, key, repositories, expect)
+    keys, args = _hint_call(key, repositories)
     try:
         client = await bus.aconnect()
         answers = await _ascript(client)(keys, args)
     except (redis.RedisError, OSError) as exc:
-        raise _unqueued(name, "the polls", exc) from None
+        raise _unqueued(key, "the polls", exc) from None
     if all(answer == -3 for answer in answers):
         return Hinted(dict.fromkeys(repositories, COALESCED))
-    return await anyio.to_thread.run_sync(_queue_answers, name, repositories, expect, answers)
+    return await anyio.to_thread.run_sync(_queue_answers, key, repositories, expect, answers)
 
 
-def _hint_call(name: str, repositories: list[str]) -> tuple[list[str], list[str | int]]:
+def _hint_call(key: str, repositories: list[str]) -> tuple[list[str], list[str | int]]:
     """HINT's keys and arguments."""
-    keys = [window_key(name)]
+    keys = [window_key(key)]
     for repository in repositories:
-        keys += [queued_key(name, repository), started_key(name, repository), hinted_key(name, repository)]
+        keys += [queued_key(key, repository), started_key(key, repository), hinted_key(key, repository)]
     return keys, [QUEUED_SECONDS, MAX_REPOSITORIES, int(QUIET_SECONDS * 1000), *repositories]
 
 
 def _queue_answers(
-    name: str, repositories: list[str], expect: dict[str, list[str]] | None, answers: list[int]
+    key: str, repositories: list[str], expect: dict[str, list[str]] | None, answers: list[int]
 ) -> Hinted:
     """Send the messages of the polls HINT `answers` queued (blocking: the broker)."""
     if answers == [-1]:
-        return Hinted({}, whole=queue_whole(name))
+        return Hinted({}, whole=queue_whole(key))
     kinds: dict[str, str] = {}
     for repository, answer in zip(repositories, answers, strict=True):
         if answer == -3:
             kinds[repository] = COALESCED
             continue
         wait = 0.0 if answer == -2 else max(answer / 1000, QUIET_SECONDS)
-        _send(name, repository, (expect or {}).get(repository, []), wait)
+        _send(key, repository, (expect or {}).get(repository, []), wait)
         kinds[repository] = AT_ONCE if answer == -2 else FOLLOW_UP
     return Hinted(kinds)
 
 
 def queue_repository_poll(
-    name: str,
+    key: str,
     repository: str,
     client: redis.Redis | None = None,
     *,
@@ -250,21 +254,21 @@ def queue_repository_poll(
     the tags the notification says were pushed; `delay`: seconds to wait at least before it starts (a poll
     queued with a delay is a follow-up: it also waits for the repository's hints to settle)."""
     if not delay:
-        return hint(name, [repository], {repository: expect} if expect else None).queued == 1
+        return hint(key, [repository], {repository: expect} if expect else None).queued == 1
     client = client or bus.connect()
-    key = queued_key(name, repository)
+    mark = queued_key(key, repository)
     try:
         millis = int(client.time()[0]) * 1000
-        if not client.set(key, f"F:{millis}", nx=True, ex=QUEUED_SECONDS):
+        if not client.set(mark, f"F:{millis}", nx=True, ex=QUEUED_SECONDS):
             return False
-        wait = max(client.pttl(started_key(name, repository)) / 1000, delay)
+        wait = max(client.pttl(started_key(key, repository)) / 1000, delay)
     except (redis.RedisError, OSError) as exc:
-        raise _unqueued(name, f"the poll of {repository}", exc) from None
-    _send(name, repository, expect or [], wait)
+        raise _unqueued(key, f"the poll of {repository}", exc) from None
+    _send(key, repository, expect or [], wait)
     return True
 
 
-def _send(name: str, repository: str, expect: list[str], wait: float) -> None:
+def _send(key: str, repository: str, expect: list[str], wait: float) -> None:
     """The message itself; the queued mark is taken back when the broker refuses it."""
     from kombu.exceptions import OperationalError
 
@@ -273,65 +277,66 @@ def _send(name: str, repository: str, expect: list[str], wait: float) -> None:
     options = {"expect": expect[:MAX_EXPECTED_TAGS]} if expect else {}
     try:
         countdown = wait if wait > 0 else None
-        app.send_task(REPOSITORY_POLL_TASK, (name, repository), options, countdown=countdown, retry=False)
+        app.send_task(REPOSITORY_POLL_TASK, (key, repository), options, countdown=countdown, retry=False)
     except (OperationalError, OSError) as exc:
         with contextlib.suppress(redis.RedisError, OSError):
-            bus.connect().delete(queued_key(name, repository))  # else the mark lapses on its own
-        raise _unqueued(name, f"the poll of {repository}", exc) from None
+            bus.connect().delete(queued_key(key, repository))  # else the mark lapses on its own
+        raise _unqueued(key, f"the poll of {repository}", exc) from None
 
 
-def defer(name: str, repository: str, expect: list[str] | None, wait: float) -> None:
+def defer(key: str, repository: str, expect: list[str] | None, wait: float) -> None:
     """Send a follow-up again, to start `wait` seconds from now (its queued mark stays: hints coalesce)."""
     from watcher.tasks.app import REPOSITORY_POLL_TASK, app
 
     options = {"expect": expect} if expect else {}
-    app.send_task(REPOSITORY_POLL_TASK, (name, repository), options, countdown=wait, retry=False)
+    app.send_task(REPOSITORY_POLL_TASK, (key, repository), options, countdown=wait, retry=False)
 
 
-def queue_whole(name: str) -> bool:
-    """Queue one registry-wide poll of `name`, trigger `webhook`, unless one is queued already; True when this
+def queue_whole(key: str) -> bool:
+    """Queue one registry-wide poll of `key`, trigger `webhook`, unless one is queued already; True when this
     call queued it."""
     from kombu.exceptions import OperationalError
 
     from watcher.tasks.app import POLL_TASK, app
 
-    key = whole_key(name)
+    mark = whole_key(key)
     try:
-        if not bus.connect().set(key, "1", nx=True, ex=QUEUED_SECONDS):
+        if not bus.connect().set(mark, "1", nx=True, ex=QUEUED_SECONDS):
             return False
-        app.send_task(POLL_TASK, (name,), {"trigger": "webhook"}, retry=False)
+        app.send_task(POLL_TASK, (key,), {"trigger": "webhook"}, retry=False)
     except (redis.RedisError, OperationalError, OSError) as exc:
         with contextlib.suppress(redis.RedisError, OSError):
-            bus.connect().delete(key)
-        raise _unqueued(name, "the registry-wide poll", exc) from None
+            bus.connect().delete(mark)
+        raise _unqueued(key, "the registry-wide poll", exc) from None
     return True
 
 
-def whole_started(name: str) -> None:
+def whole_started(key: str) -> None:
     """A registry-wide webhook poll starts: a notification from now on may queue another. Never raises."""
     with contextlib.suppress(redis.RedisError, OSError):
-        bus.connect().delete(whole_key(name))
+        bus.connect().delete(whole_key(key))
 
 
-def whole_waits(name: str) -> bool:
+def whole_waits(key: str) -> bool:
     """A registry-wide webhook poll found the registry busy and will try again: it marks itself queued, so
     notifications meanwhile coalesce into it; False when another such poll is queued already (this one is
     then dropped: that one lists after every hint so far)."""
     try:
-        return bool(bus.connect().set(whole_key(name), "1", nx=True, ex=QUEUED_SECONDS))
+        return bool(bus.connect().set(whole_key(key), "1", nx=True, ex=QUEUED_SECONDS))
     except (redis.RedisError, OSError):
         return True
 
 
-def _unqueued(name: str, what: str, exc: BaseException) -> StateError:
+def _unqueued(key: str, what: str, exc: BaseException) -> StateError:
+    name = split_key(key)[1]  # a person reads it, in their workspace
     return StateError(f"registry {name!r}: {what} could not be queued: the broker did not answer ({exc})")
 
 
-def begin(name: str, repository: str) -> float:
+def begin(key: str, repository: str) -> float:
     """A repository poll's task starts: 0 when it is to list now (its queued mark cleared: a notification
     arriving from now on queues another one), or the seconds a follow-up should wait for the repository's
     notifications to settle."""
-    keys = [queued_key(name, repository), started_key(name, repository), hinted_key(name, repository)]
+    keys = [queued_key(key, repository), started_key(key, repository), hinted_key(key, repository)]
     args = [int(RELIST_SECONDS * 1000), int(QUIET_SECONDS * 1000), int(SETTLE_MAX_SECONDS * 1000)]
     waited: int = _script(bus.connect(), BEGIN)(keys, args)
     return waited / 1000
@@ -354,17 +359,17 @@ def _ascript(client: redis.asyncio.Redis) -> AsyncScript:
     return script
 
 
-def started(name: str, repository: str, client: redis.Redis | None = None) -> None:
+def started(key: str, repository: str, client: redis.Redis | None = None) -> None:
     """A repository poll starts: a notification arriving from now on queues another one, to start
     RELIST_SECONDS after this one if this one is still listing then (`finished`)."""
     pipeline = (client or bus.connect()).pipeline(transaction=False)
-    pipeline.delete(queued_key(name, repository))
-    pipeline.set(started_key(name, repository), "1", px=int(RELIST_SECONDS * 1000))
+    pipeline.delete(queued_key(key, repository))
+    pipeline.set(started_key(key, repository), "1", px=int(RELIST_SECONDS * 1000))
     pipeline.execute()
 
 
-def finished(name: str, repository: str) -> None:
+def finished(key: str, repository: str) -> None:
     """A repository poll is done (whatever its outcome): a poll queued from now on starts at once. Never
     raises: if Redis is away, the mark lapses by itself within RELIST_SECONDS."""
     with contextlib.suppress(redis.RedisError, OSError):
-        bus.connect().delete(started_key(name, repository))
+        bus.connect().delete(started_key(key, repository))

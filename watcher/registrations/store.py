@@ -119,7 +119,7 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
 
 def _first_poll(spec: RegistrySpec, together: bool) -> datetime:
     now = utcnow()
-    return first_slot(spec.name, spec.interval_seconds, now) if together else now
+    return first_slot(spec.key, spec.interval_seconds, now) if together else now
 
 
 def _readable_spec(row: Registry) -> RegistrySpec | None:

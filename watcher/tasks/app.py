@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from contextlib import suppress
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init, worker_shutting_down
+from celery.signals import (
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_shutting_down,
+)
 
 from watcher.bus import celery_broker_url
 from watcher.settings import get_settings
@@ -124,6 +133,30 @@ def _warm_clients(**_: Any) -> None:
     from watcher.registry import warm
 
     warm.enable()
+
+
+#: when each poll task running in this process started (by task id), for its pace
+_poll_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _time_poll(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if task_id is not None and getattr(task, "name", None) in (POLL_TASK, REPOSITORY_POLL_TASK, CHUNK_TASK):
+        _poll_started[task_id] = time.monotonic()
+
+
+@task_postrun.connect
+def _poll_took(task_id: str | None = None, **_: Any) -> None:
+    """A poll task ended (whatever its outcome): its time goes into this process's pace, which bounds how
+    much the tick queues (`watcher.polling.pool`)."""
+    started = _poll_started.pop(task_id or "", None)
+    if started is None:
+        return
+    from watcher import bus
+    from watcher.polling import pool
+
+    with suppress(Exception):  # Redis away: the tick goes by the paces it has
+        pool.took(bus.connect(), time.monotonic() - started)
 
 
 @worker_shutting_down.connect

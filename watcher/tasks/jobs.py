@@ -2,6 +2,9 @@
 
 Each task ends in one log line whatever happens: a registry's failure, bad row or bad option is logged
 naming the registry and never escapes as a traceback, a retry storm or a stopped tick.
+
+A task names its registry by key (`watcher.registrations.keys`: `WORKSPACE/NAME`, or the bare `NAME` in the
+workspace `default`), so a task queued by an older version (a bare name) polls the registry it always did.
 """
 
 from __future__ import annotations
@@ -44,33 +47,33 @@ def tick() -> list[str]:
     client = bus.connect()
     try:
         room = pool.room(client)
-        names = scheduler.claim_due(get_engine(), utcnow(), room, lost=lambda waiting: pool.lost(client, waiting))
-        pool.mark_queued(client, names)
+        keys = scheduler.claim_due(get_engine(), utcnow(), room, lost=lambda waiting: pool.lost(client, waiting))
+        pool.mark_queued(client, keys)
     except (redis.RedisError, OSError) as exc:
         log.warning("tick skipped: the broker cannot be read: %s", first_line(exc))
         return []
     except (WatcherError, SQLAlchemyError) as exc:
         log.warning("tick skipped: the state database cannot be read: %s", first_line(exc))
         return []
-    for name in names:
+    for key in keys:
         try:
-            poll_registry.delay(name)
+            poll_registry.delay(key)
         except Exception as exc:
-            log.error("registry %r: poll not dispatched: %s", name, first_line(exc))
-            not_waiting(name, due_at=utcnow())  # due again at the next tick
-    return names
+            log.error("registry %r: poll not dispatched: %s", key, first_line(exc))
+            not_waiting(key, due_at=utcnow())  # due again at the next tick
+    return keys
 
 
-def not_waiting(name: str, due_at: datetime | None = None) -> None:
-    """A scheduled poll of `name` is not waiting in the queue any more, without having claimed it."""
+def not_waiting(key: str, due_at: datetime | None = None) -> None:
+    """A scheduled poll of `key` is not waiting in the queue any more, without having claimed it."""
     try:
-        scheduler.unqueue(get_engine(), name, due_at=due_at)
+        scheduler.unqueue(get_engine(), key, due_at=due_at)
     except (WatcherError, SQLAlchemyError) as exc:  # taken for lost after pool.LOST_AFTER_SECONDS
-        log.warning("registry %r: not marked as no longer queued: %s", name, first_line(exc))
+        log.warning("registry %r: not marked as no longer queued: %s", key, first_line(exc))
 
 
 @app.task(name=POLL_TASK, bind=True, ignore_result=True)
-def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
+def poll_registry(self: Task, key: str, trigger: Trigger = "schedule") -> int:
     """Poll one registry and publish its events at once; the relay sweep catches up if Redis was down.
     Beat's tick dispatches it as `schedule`; "Poll now" queues it as `manual`; a notification naming too many
     repositories queues it as `webhook` (`watcher.polling.queue.MAX_REPOSITORIES`), which, if another poll of the
@@ -79,17 +82,17 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
     A transient failure is retried with backoff, up to MAX_RETRIES; after that, and for any other failure,
     the poll's run says why and the log has one line."""
     if trigger == "webhook":
-        queue.whole_started(name)  # a notification from now on may queue another
+        queue.whole_started(key)  # a notification from now on may queue another
     try:
-        result = poll(name, dispatch=dispatch_chunks(name), trigger=trigger)
+        result = poll(key, dispatch=dispatch_chunks(key), trigger=trigger)
     except Busy as exc:
         # a webhook's hints came after that poll began: wait for it, unless another such poll waits already
-        if trigger == "webhook" and self.request.retries < BUSY_RETRIES and queue.whole_waits(name):
+        if trigger == "webhook" and self.request.retries < BUSY_RETRIES and queue.whole_waits(key):
             log.info("%s (a webhook's poll of it waits %ds)", exc, BUSY_RETRY_SECONDS)
             raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=BUSY_RETRIES) from None
         log.info("%s", exc)
         if trigger == "schedule":
-            not_waiting(name)
+            not_waiting(key)
         return 0
     except PartialPoll as exc:  # the failed repositories are listed again by the next scheduled poll
         log_result(exc.result, exc)
@@ -97,17 +100,15 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
             publish()
         return exc.result.event_count
     except TRANSIENT as exc:
-        return retry_or_give_up(self, name, exc)
+        return retry_or_give_up(self, key, exc)
     except WatcherError as exc:  # the registry's failure, bad option or credentials, or a stop request
-        log.warning("%s", exc, extra=failed(name, exc))
+        log.warning("%s", exc, extra=failed(key, exc))
         return 0
     except Exception as exc:
-        log.error(
-            "registry %r: poll failed: %s: %s", name, type(exc).__name__, first_line(exc), extra=failed(name, exc)
-        )
-        log.debug("registry %r: poll failed", name, exc_info=True)
+        log.error("registry %r: poll failed: %s: %s", key, type(exc).__name__, first_line(exc), extra=failed(key, exc))
+        log.debug("registry %r: poll failed", key, exc_info=True)
         if trigger == "schedule":  # maybe before it claimed the registry: not left marked as waiting
-            not_waiting(name)
+            not_waiting(key)
         return 0
     log_result(result)
     if result.event_count:
@@ -115,33 +116,33 @@ def poll_registry(self: Task, name: str, trigger: Trigger = "schedule") -> int:
     return result.event_count
 
 
-def dispatch_chunks(name: str) -> fanout.Dispatch:
+def dispatch_chunks(key: str) -> fanout.Dispatch:
     """How a worker's poll of a big registry hands its further chunks to the pool."""
 
     def dispatch(run_id: int, count: int) -> None:
         for _ in range(count):
-            poll_chunk.delay(name, run_id)
+            poll_chunk.delay(key, run_id)
 
     return dispatch
 
 
 @app.task(name=CHUNK_TASK, ignore_result=True)
-def poll_chunk(name: str, run_id: int) -> int:
-    """List chunks of a split poll of `name` (run `run_id`) while any is left, and publish their events.
+def poll_chunk(key: str, run_id: int) -> int:
+    """List chunks of a split poll of `key` (run `run_id`) while any is left, and publish their events.
     Never retried as a task: a chunk that fails goes back to its poll's queue, whose process lists it."""
     try:
-        helped = fanout.help_poll(name, run_id)
+        helped = fanout.help_poll(key, run_id)
     except WatcherError as exc:
-        log.warning("registry %r: chunks of poll run %d: %s", name, run_id, first_line(exc), extra=failed(name, exc))
+        log.warning("registry %r: chunks of poll run %d: %s", key, run_id, first_line(exc), extra=failed(key, exc))
         return 0
     except Exception as exc:
-        return unexpected(name, f"chunks of poll run {run_id}", exc)
+        return unexpected(key, f"chunks of poll run {run_id}", exc)
     if helped.chunks:
-        fields = {"registry": name, "run": run_id, "chunks": helped.chunks, "repositories": helped.repositories}
+        fields = {"registry": key, "run": run_id, "chunks": helped.chunks, "repositories": helped.repositories}
         fields |= {"events": helped.events, "failed_repositories": helped.failed, "requests": helped.requests}
         log.info(
             "registry %r: %d chunk%s of poll run %d listed here: %d repositories, %d events, %d failed, %d requests",
-            name,
+            key,
             helped.chunks,
             "" if helped.chunks == 1 else "s",
             run_id,
@@ -193,49 +194,49 @@ def log_result(result: PollResult, partial: PartialPoll | None = None) -> None:
     )
 
 
-def failed(name: str, exc: BaseException) -> dict[str, object]:
+def failed(key: str, exc: BaseException) -> dict[str, object]:
     """The fields of the line of a poll that failed (or was interrupted: `abandoned`)."""
     outcome = "abandoned" if isinstance(exc, Interrupted) else "failed"
-    return {"fields": {"registry": name, "outcome": outcome, "error": first_line(exc)}}
+    return {"fields": {"registry": key, "outcome": outcome, "error": first_line(exc)}}
 
 
 @app.task(name=REPOSITORY_POLL_TASK, bind=True, ignore_result=True)
-def poll_repository_task(self: Task, name: str, repository: str, expect: list[str] | None = None) -> int:
+def poll_repository_task(self: Task, key: str, repository: str, expect: list[str] | None = None) -> int:
     """Poll one repository of one registry (a webhook's hint) and publish its events at once. Its queued
     mark is cleared first, so a notification arriving while it lists queues one more poll; a follow-up whose
     repository's notifications have not settled yet is sent again for later instead (`queue.begin`). A pushed
     tag (`expect`) the listing does not show yet is looked for once more a moment later
     (`queue.CONFIRM_SECONDS`)."""
     try:
-        wait = queue.begin(name, repository)
+        wait = queue.begin(key, repository)
         if wait > 0:
-            queue.defer(name, repository, expect, wait)
+            queue.defer(key, repository, expect, wait)
             return 0
     except (redis.RedisError, OSError, OperationalError) as exc:  # listed now
-        log.warning("registry %r: %s: queued mark not cleared: %s", name, repository, first_line(exc))
+        log.warning("registry %r: %s: queued mark not cleared: %s", key, repository, first_line(exc))
         with contextlib.suppress(redis.RedisError, OSError):  # else it lapses on its own
-            queue.started(name, repository)  # so that later notifications are not coalesced into nothing
-    fields: dict[str, object] = {"registry": name, "repository": repository}
+            queue.started(key, repository)  # so that later notifications are not coalesced into nothing
+    fields: dict[str, object] = {"registry": key, "repository": repository}
     try:
-        result = poll_repository(name, repository)
+        result = poll_repository(key, repository)
     except TRANSIENT as exc:
-        return retry_or_give_up(self, name, exc)
+        return retry_or_give_up(self, key, exc)
     except WatcherError as exc:
-        log.warning("registry %r: %s: %s", name, repository, first_line(exc), extra=failed(name, exc))
+        log.warning("registry %r: %s: %s", key, repository, first_line(exc), extra=failed(key, exc))
         return 0
     except Exception as exc:
-        return unexpected(name, f"{repository}: poll", exc)
+        return unexpected(key, f"{repository}: poll", exc)
     finally:
-        queue.finished(name, repository)
+        queue.finished(key, repository)
     if not result.in_scope:
-        log.info("registry %r: %s is not watched: ignored", name, repository, extra={"fields": fields})
+        log.info("registry %r: %s is not watched: ignored", key, repository, extra={"fields": fields})
         return 0
     if expect and not set(expect) <= result.listed:
-        confirm(name, repository)
+        confirm(key, repository)
     fields |= {"tags": result.tags, "events": len(result.events), "requests": result.requests}
     log.info(
         "registry %r: %s polled: %d tags, %d events, %d requests%s",
-        name,
+        key,
         repository,
         result.tags,
         len(result.events),
@@ -248,30 +249,28 @@ def poll_repository_task(self: Task, name: str, repository: str, expect: list[st
     return len(result.events)
 
 
-def unexpected(name: str, what: str, exc: Exception) -> int:
+def unexpected(key: str, what: str, exc: Exception) -> int:
     """The one line of a task that failed in a way nobody planned for: `registry 'r': WHAT failed: ...`."""
-    log.error(
-        "registry %r: %s failed: %s: %s", name, what, type(exc).__name__, first_line(exc), extra=failed(name, exc)
-    )
+    log.error("registry %r: %s failed: %s: %s", key, what, type(exc).__name__, first_line(exc), extra=failed(key, exc))
     return 0
 
 
-def confirm(name: str, repository: str) -> None:
+def confirm(key: str, repository: str) -> None:
     """List the repository once more a moment later (without `expect`: never a third time for one hint)."""
     try:
-        queue.queue_repository_poll(name, repository, delay=queue.CONFIRM_SECONDS)
+        queue.queue_repository_poll(key, repository, delay=queue.CONFIRM_SECONDS)
     except WatcherError as exc:  # the next scheduled poll sees the tag
         log.warning("%s", exc)
 
 
-def retry_or_give_up(task: Task, name: str, exc: WatcherError) -> int:
+def retry_or_give_up(task: Task, key: str, exc: WatcherError) -> int:
     """A transient failure: retried with exponential backoff, then given up on with one line (the next
     scheduled poll tries again)."""
     if task.request.retries < MAX_RETRIES:
         countdown = min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**task.request.retries)
-        log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(name, exc))
+        log.warning("%s (retrying in %ds)", exc, countdown, extra=failed(key, exc))
         raise task.retry(countdown=countdown) from None
-    log.warning("%s", exc, extra=failed(name, exc))
+    log.warning("%s", exc, extra=failed(key, exc))
     return 0
 
 
