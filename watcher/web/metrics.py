@@ -77,7 +77,7 @@ def gather() -> Gathered:
     with session_scope() as session:
         return Gathered(
             counters.read_all_raw(session),
-            readmodel.registry_statuses(session),
+            readmodel.deployment_statuses(session),
             readmodel.last_poll_durations(session),
             session.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0,
             schedule_lag(session),
