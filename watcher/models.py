@@ -63,6 +63,7 @@ class Registry(Base):
     workspace: Mapped[str] = column_property(
         select(schema.workspaces.c.name)
         .where(schema.workspaces.c.id == schema.registries.c.workspace_id)
+        .correlate_except(schema.workspaces)  # a query that joins the workspaces still gets its own lookup
         .scalar_subquery()
     )
 
@@ -117,6 +118,14 @@ class Event(Base):
     cloudevent: Mapped[str]
     published_at: Mapped[datetime | None]
     stream_id: Mapped[str | None]
+    #: the owning workspace's name (a stream field and part of the CloudEvent), loaded with the row; a new
+    #: event is given it (`watcher.outbox.events.new_event`), it is never written
+    workspace: Mapped[str] = column_property(
+        select(schema.workspaces.c.name)
+        .where(schema.workspaces.c.id == schema.events.c.workspace_id)
+        .correlate_except(schema.workspaces)
+        .scalar_subquery()
+    )
 
 
 class PollRun(Base):

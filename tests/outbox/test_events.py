@@ -16,14 +16,18 @@ DIGEST = "sha256:" + "ab" * 32
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
 
 
-def make(kind: ChangeKind, previous: str = "", pushed: datetime | None = None) -> dict[str, str]:
+def make(
+    kind: ChangeKind, previous: str = "", pushed: datetime | None = None, workspace: str = "default"
+) -> dict[str, str]:
     change = Change(kind, "team/app", "v1", DIGEST, previous, pushed)
-    return stream_entry(new_event(1, "prod", "https://registry.example.com:5000", change, NOW))
+    url = "https://registry.example.com:5000"
+    return stream_entry(new_event(1, "prod", url, change, NOW, workspace=workspace, workspace_id=7))
 
 
+@pytest.mark.parametrize("workspace", ["default", "team-b"])
 @pytest.mark.parametrize("kind", list(ChangeKind))
-def test_every_kind_validates_against_the_official_schema(kind: ChangeKind) -> None:
-    entry = make(kind, previous="sha256:" + "cd" * 32 if kind is ChangeKind.UPDATED else "")
+def test_every_kind_validates_against_the_official_schema(kind: ChangeKind, workspace: str) -> None:
+    entry = make(kind, previous="sha256:" + "cd" * 32 if kind is ChangeKind.UPDATED else "", workspace=workspace)
     document = json.loads(entry["cloudevent"])
     validate_cloudevent(document)
     assert document["type"] == (
@@ -32,6 +36,27 @@ def test_every_kind_validates_against_the_official_schema(kind: ChangeKind) -> N
     assert document["subject"] == "team/app:v1"
     assert document["id"] == entry["event_id"]
     assert document["data"]["customData"] == {k: v for k, v in entry.items() if k != "cloudevent"}
+
+
+@pytest.mark.parametrize("workspace", ["default", "team-b"])
+def test_an_event_names_its_workspace_in_the_entry_the_source_and_an_extension_attribute(workspace: str) -> None:
+    """The registry stays its plain name; the workspace is a field, a path segment of the source (for
+    `default` too) and the CloudEvents extension attribute `workspace`."""
+    entry = make(ChangeKind.ADDED, workspace=workspace)
+    assert (entry["workspace"], entry["registry"]) == (workspace, "prod")
+    document = json.loads(entry["cloudevent"])
+    source = f"/watcher/workspaces/{workspace}/registries/prod"
+    assert document["source"] == document["data"]["context"]["source"] == source
+    assert document["data"]["subject"]["source"] == source
+    assert document["workspace"] == workspace
+    assert document["data"]["customData"]["workspace"] == workspace
+
+
+def test_the_validator_rejects_an_extension_attribute_cloudevents_does_not_allow() -> None:
+    document = json.loads(make(ChangeKind.ADDED)["cloudevent"])
+    document["work_space"] = document.pop("workspace")
+    with pytest.raises(AssertionError, match="work_space"):
+        validate_cloudevent(document)
 
 
 def test_the_validator_rejects_a_broken_cdevent() -> None:

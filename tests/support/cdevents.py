@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,22 @@ def _registry() -> Registry:
     return Registry().with_resources(resources)
 
 
+#: the CloudEvents 1.0 context attributes and `data`: any other attribute is an extension
+CORE_ATTRIBUTES = {"specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
+#: CloudEvents 1.0, "Attribute Naming Convention": lower-case ASCII letters or digits, at most 20 (SHOULD)
+EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+
+
 def validate_cloudevent(document: dict[str, Any]) -> None:
     """Raise if the CloudEvent envelope or its CDEvent payload is not what the contract promises."""
     for key in ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"):
         assert key in document, f"cloudevent lacks {key}"
     assert document["specversion"] == "1.0"
     assert document["datacontenttype"] == "application/json"
+    for name in document.keys() - CORE_ATTRIBUTES:
+        assert EXTENSION_NAME.fullmatch(name), f"extension attribute {name!r} is not a CloudEvents attribute name"
+        assert isinstance(document[name], str) and document[name], f"extension attribute {name!r} is not a string"
+    assert "workspace" in document, "cloudevent lacks the extension attribute workspace"
     cdevent = document["data"]
     assert cdevent["context"]["type"] == document["type"]
     assert cdevent["context"]["id"] == document["id"]

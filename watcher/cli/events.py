@@ -65,18 +65,20 @@ def events(
     type=click.IntRange(0, MAX_CLAIM_IDLE_SECONDS),
     help="seconds before another member's entry is claimed",
 )
+@workspace_option
 @friendly
 def events_tail(group: str | None, consumer: str | None, count: int | None, as_json: bool, claim_idle: int) -> None:
-    """Follow the event stream as it grows."""
+    """Follow the event stream as it grows (with WATCHER_STREAM_PER_WORKSPACE, the workspace's own stream)."""
     import os
     import socket
 
     from watcher import bus
     from watcher.outbox.consumer import read_group, read_live
+    from watcher.outbox.streams import stream_of
 
     settings = get_settings()
+    stream = stream_of(settings, current_workspace())
     client = bus.connect()
-    stream = settings.events_stream
     seen = 0
 
     def keep_going() -> bool:

@@ -11,6 +11,7 @@ from urllib.parse import quote, urlsplit
 
 from watcher.diff import Change, ChangeKind
 from watcher.read.views import rfc3339  # where the quick commands find it without SQLAlchemy
+from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 
 if TYPE_CHECKING:
     from watcher.models import Event
@@ -32,16 +33,29 @@ def package_url(host: str, repository: str, tag: str, digest: str) -> str:
     )
 
 
-def source_of(registry: str) -> str:
-    return f"/watcher/registries/{quote(registry, safe='')}"
+def source_of(workspace: str, registry: str) -> str:
+    """The CloudEvent `source`: the registry inside its workspace (names are unique only there)."""
+    return f"/watcher/workspaces/{quote(workspace, safe='')}/registries/{quote(registry, safe='')}"
 
 
-def new_event(registry_id: int, registry: str, url: str, change: Change, detected_at: datetime) -> Event:
-    """The history row (and outbox entry) for one change, its CloudEvent built once, here."""
+def new_event(
+    registry_id: int,
+    registry: str,
+    url: str,
+    change: Change,
+    detected_at: datetime,
+    *,
+    workspace: str = DEFAULT_WORKSPACE,
+    workspace_id: int = DEFAULT_WORKSPACE_ID,
+) -> Event:
+    """The history row (and outbox entry) for one change, its CloudEvent built once, here. `registry` is the
+    registry's plain name (never its key): the workspace is a field of its own."""
     from watcher.models import Event  # the ORM: not for `watcher events`, which shows the read model's rows
 
     values: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
+        "workspace_id": workspace_id,
+        "workspace": workspace,
         "registry_id": registry_id,
         "registry_name": registry,
         "repository": change.repository,
@@ -63,6 +77,7 @@ def fields_of(event: Event | Any) -> dict[str, str]:
     return {
         "event_id": event.event_id,
         "change": event.change,
+        "workspace": event.workspace,
         "registry": event.registry_name,
         "repository": event.repository,
         "tag": event.tag,
@@ -78,9 +93,11 @@ def stream_entry(event: Event | Any) -> dict[str, str]:
 
 
 def cloudevent(event: Event | Any, host: str) -> dict[str, object]:
+    """The CloudEvent (with the extension attribute `workspace`) carrying the CDEvent, whose `customData`
+    are the stream fields."""
     kind = ChangeKind(event.change)
     fields = fields_of(event)
-    source = source_of(event.registry_name)
+    source = source_of(event.workspace, event.registry_name)
     subject: dict[str, object] = {
         "id": package_url(host, event.repository, event.tag, event.digest),
         "source": source,
@@ -106,5 +123,6 @@ def cloudevent(event: Event | Any, host: str) -> dict[str, object]:
         "subject": f"{event.repository}:{event.tag}",
         "time": fields["detected_at"],
         "datacontenttype": "application/json",
+        "workspace": event.workspace,
         "data": cdevent,
     }

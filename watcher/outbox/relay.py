@@ -4,6 +4,11 @@ The database commit of a poll is the only place an event is born; this relay cop
 detection order. The Lua script appends an event only if its id is not among those appended recently, so
 a relay that dies between appending and marking rows published re-sends nothing when it runs again. One
 relay runs at a time (a Redis lock), which keeps each repository's events in order on the stream.
+
+With per-workspace streams (`watcher.outbox.streams`) a batch goes to several streams in the same one Lua
+call: the lock and the memory of appended ids stay one for the deployment, so each stream gets its
+workspace's events exactly once and in detection order (a repository belongs to one workspace, so to one
+stream), and each stream is trimmed to `WATCHER_EVENTS_MAXLEN` on its own.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from sqlalchemy import Engine, Update, case, select, update
 from watcher.db import get_engine
 from watcher.errors import StateError
 from watcher.outbox.events import stream_entry
+from watcher.outbox.streams import stream_of
 from watcher.read.model import EVENT_COLUMNS
 from watcher.schema import events as EVENTS
 from watcher.schema import utcnow
@@ -44,13 +50,13 @@ def relay(
     """Publish every unpublished event; returns how many were appended. Raises StateError if Redis fails."""
     settings = settings or get_settings()
     engine = engine or get_engine()
-    stream = settings.events_stream
+    stream = settings.events_stream  # the lock's and the appended ids' prefix, whichever streams are written
     try:
         lock = client.lock(f"{stream}:relay-lock", timeout=LOCK_SECONDS, blocking_timeout=wait_seconds)
         if not lock.acquire():
             return 0
         try:
-            return _drain(client, engine, stream, settings.events_maxlen, lock)
+            return _drain(client, engine, settings, lock)
         finally:
             with contextlib.suppress(redis.exceptions.LockError):  # expired: its new holder carries on
                 lock.release()
@@ -58,8 +64,9 @@ def relay(
         raise StateError(f"the event stream's Redis is unavailable ({exc}); events wait in the database") from None
 
 
-def _drain(client: redis.Redis, engine: Engine, stream: str, maxlen: int, lock: redis.lock.Lock) -> int:
+def _drain(client: redis.Redis, engine: Engine, settings: Settings, lock: redis.lock.Lock) -> int:
     append = client.register_script(SCRIPT)
+    seen = dedupe_key(settings.events_stream)
     appended = 0
     while True:
         with engine.begin() as connection:  # Core rows: the ORM's loading of each event is not needed here
@@ -69,13 +76,16 @@ def _drain(client: redis.Redis, engine: Engine, stream: str, maxlen: int, lock: 
             ).all()
             if not batch:
                 return appended
-            args: list[str | int] = [maxlen, int(time.time() * 1000), int(REMEMBER.total_seconds() * 1000)]
+            now = int(time.time() * 1000)
+            args: list[str | int] = [settings.events_maxlen, now, int(REMEMBER.total_seconds() * 1000)]
+            streams: dict[str, int] = {}  # each stream of the batch: its index in KEYS (from 2)
             for event in batch:
                 entry = stream_entry(event)
-                args += [event.event_id, len(entry)]
+                stream = stream_of(settings, event.workspace)
+                args += [event.event_id, streams.setdefault(stream, len(streams) + 2), len(entry)]
                 for key, value in entry.items():
                     args += [key, value]
-            ids = append(keys=[stream, dedupe_key(stream)], args=args)
+            ids = append(keys=[seen, *streams], args=args)
             stream_ids = {event.id: stream_id for event, stream_id in zip(batch, ids, strict=True) if stream_id}
             appended += len(stream_ids)
             connection.execute(_published([event.id for event in batch], stream_ids))

@@ -353,7 +353,7 @@ class Coordinator:
         if not size or len(names) + len(gone) <= size:
             return False
         chunks = chunks_of(names, gone, size)
-        name = self.target.registry
+        name = self.target.key
         try:
             plan = Plan(bus.connect(), self.run_id)
             plan.create(self.target.registry_id, self.owner, self.target.emit_new, self.deadline, chunks)
@@ -388,7 +388,7 @@ class Coordinator:
         try:
             meta, failures = self.plan.close()
         except redis.RedisError as exc:
-            log.warning("registry %r: the chunks' totals were not read: %s", self.target.registry, _line(exc))
+            log.warning("registry %r: the chunks' totals were not read: %s", self.target.key, _line(exc))
             return
         tally = self.tally
         tally.repositories, tally.tags, tally.unchanged, tally.saved = (int(meta.get(key, 0)) for key in COUNTS)
@@ -438,7 +438,7 @@ def help_poll(name: str, run_id: int, *, engine: Engine | None = None, stop: thr
     with session_scope(engine) as session:
         row = find(session, name)
         spec = spec_of(row)
-        target = Target(row.id, name, spec.url, Scope.from_options(spec.options), meta["emit_new"] == "1")
+        target = Target.of(row, spec.url, Scope.from_options(spec.options), meta["emit_new"] == "1")
     seconds = float(meta["deadline"]) - time.time()
     if row.id != int(meta["registry_id"]) or seconds <= 0:
         return helped
@@ -478,7 +478,7 @@ async def _help(
             helped.failed += len(tally.failures)
     finally:
         if poller is not None:
-            await _count_requests(poller, taker.plan, target.registry, helped)
+            await _count_requests(poller, taker.plan, target.key, helped)
 
 
 async def _count_requests(poller: Poller, plan: Plan, name: str, helped: Helped) -> None:

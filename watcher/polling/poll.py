@@ -115,9 +115,7 @@ def poll(
             tally = PollTally()
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
-                target = Target(
-                    row.id, name, spec.url, Scope.from_options(spec.options), baselined or spec.emit_existing
-                )
+                target = Target.of(row, spec.url, Scope.from_options(spec.options), baselined or spec.emit_existing)
                 _bounded_poll(engine, spec, target, stop_event, made, tally, poll_id, dispatch)
             except BaseException as exc:
                 _say_what_was_saved(exc, tally)

@@ -88,7 +88,7 @@ def poll_repository(
             session, registry_id, [repository], trigger, lapses_after=_longest(spec) + lease_length()
         )
     try:
-        _poll(engine, Target(registry_id, name, spec.url, scope, baselined or spec.emit_existing), spec, result, stop)
+        _poll(engine, Target.of(row, spec.url, scope, baselined or spec.emit_existing), spec, result, stop)
     except BaseException as exc:
         outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
         error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
@@ -122,7 +122,7 @@ def _poll(
         result.events, result.conflict = saved.events, saved.conflict
         if not saved.conflict:
             return
-    log.info("registry %r: %s: %s", target.registry, repository, result.conflict)
+    log.info("registry %r: %s: %s", target.key, repository, result.conflict)
 
 
 def _longest(spec: RegistrySpec) -> timedelta:

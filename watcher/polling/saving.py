@@ -32,14 +32,20 @@ from watcher.outbox.events import new_event
 from watcher.polling.bulk import insert_rows, update_rows
 from watcher.polling.snapshot import IN_CHUNK, Stored, TagRow, stored_rows
 from watcher.read import counters, pollmetrics
+from watcher.registrations.keys import registry_key
 from watcher.registrations.scope import Scope
-from watcher.schema import DEFAULT_WORKSPACE_ID
+from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 
 TAGS = cast(Table, Tag.__table__)
 REPOSITORIES = cast(Table, Repository.__table__)
 EVENTS = cast(Table, Event.__table__)
-#: (attribute, column) of every event column but the id, which the database assigns
-EVENT_COLUMNS = [(attr.key, attr.columns[0].key) for attr in inspect(Event).column_attrs if attr.key != "id"]
+#: (attribute, column) of every event column but the id, which the database assigns (the workspace's name
+#: is loaded with a row, never written)
+EVENT_COLUMNS = [
+    (attr.key, column.key)
+    for attr in inspect(Event).column_attrs
+    if attr.key != "id" and (column := attr.columns[0]) in EVENTS.c.values()
+]
 CONFLICT = "changed by another poll meanwhile; it is listed again next poll"
 
 
@@ -59,13 +65,25 @@ class Target:
     """Where a poll's repositories are committed, and whether a repository new to the snapshot emits."""
 
     registry_id: int
+    #: the registry's plain name (an event's `registry` field, a metric's label), never its key
     registry: str
     url: str
     scope: Scope
     #: the registry is past its baseline (or emits existing tags): a new repository's tags are `added`
     emit_new: bool
-    #: the workspace that owns the registry, and so its events
+    #: the workspace that owns the registry, and so its events (its id, and its name for the events' fields)
     workspace_id: int = DEFAULT_WORKSPACE_ID
+    workspace: str = DEFAULT_WORKSPACE
+
+    @classmethod
+    def of(cls, row: Registry, url: str, scope: Scope, emit_new: bool) -> Target:
+        """The target of the registry `row`, in its workspace (every poll's way to build one)."""
+        return cls(row.id, row.name, url, scope, emit_new, workspace_id=row.workspace_id, workspace=row.workspace)
+
+    @property
+    def key(self) -> str:
+        """The registry's key (`watcher.registrations.keys`), for log lines and errors that name it."""
+        return registry_key(self.workspace, self.registry)
 
 
 @dataclass
@@ -103,7 +121,7 @@ def _resolve(engine: Engine, target: Target, item: Listed) -> Saved:
     """After losing the race for one repository: saved if the snapshot now holds what was listed."""
     with session_scope(engine) as session:
         if session.get(Registry, target.registry_id) is None:
-            raise StateError(f"registry {target.registry!r} was removed during the poll")
+            raise StateError(f"registry {target.key!r} was removed during the poll")
         row = session.execute(
             select(Repository.fingerprint).where(
                 Repository.registry_id == target.registry_id, Repository.name == item.name
@@ -206,10 +224,18 @@ def _insert_repositories(session: Session, target: Target, items: list[Listed], 
 
 
 def _events(target: Target, changes: list[Change], now: Any) -> list[Event]:
-    events = [new_event(target.registry_id, target.registry, target.url, change, now) for change in changes]
-    for event in events:
-        event.workspace_id = target.workspace_id
-    return events
+    return [
+        new_event(
+            target.registry_id,
+            target.registry,
+            target.url,
+            change,
+            now,
+            workspace=target.workspace,
+            workspace_id=target.workspace_id,
+        )
+        for change in changes
+    ]
 
 
 @dataclass

@@ -474,7 +474,15 @@ def polls_page(
 
 # ---- events ---------------------------------------------------------------------------------------
 #: an event's columns, named as the model's attributes (its `registry` column is `registry_name`)
-EVENT_COLUMNS = tuple(column.label("registry_name") if column.name == "registry" else column for column in EVENTS.c)
+EVENT_COLUMNS = (
+    *(column.label("registry_name") if column.name == "registry" else column for column in EVENTS.c),
+    # the owning workspace's name, a field of every event (`watcher.outbox.events.fields_of`)
+    select(WORKSPACES.c.name)
+    .where(WORKSPACES.c.id == EVENTS.c.workspace_id)
+    .correlate_except(WORKSPACES)
+    .scalar_subquery()
+    .label("workspace"),
+)
 
 
 @dataclass(frozen=True)
