@@ -120,9 +120,9 @@ def tag_rows(repositories: list[Row]) -> Iterator[Row]:
             yield tag_id, repo_id, f"1.{t // 100}.{t % 100}", digest_of(name, t), pushed
 
 
-def event_rows(workspaces: int, count: int) -> Iterator[Row]:
-    """Workspace 1's COUNT events, one a minute back from NOW, with every WORKSPACES-th id: the other
-    workspaces' copies fill the ids between (`copy_events`), as teams that write at the same time would."""
+def event_rows(count: int) -> Iterator[Row]:
+    """One workspace's COUNT events, one a minute back from NOW (`events_template`'s rows: every workspace
+    gets a copy of them, `copy_events`)."""
     rng = random.Random(1)
     changes = ("added", "added", "updated", "removed")
     for i in range(1, count + 1):
@@ -131,13 +131,12 @@ def event_rows(workspaces: int, count: int) -> Iterator[Row]:
             reg, repo = 1, HOT_REPOSITORY
         else:
             reg, repo = rng.randrange(1, EVENT_REGISTRIES + 1), event_repository(rng.randrange(EVENT_REPOSITORIES))
-        row_id = (i - 1) * workspaces + 1
         change = changes[i % 4]
         event_id = f"{i:08x}-0000-4000-8000-{i:012x}"
         tag = f"1.{i % 97}.{i % 13}"
         digest = digest_of("event", i)
         yield (
-            row_id,
+            i,
             event_id,
             reg,
             registry_name(reg),
@@ -151,24 +150,33 @@ def event_rows(workspaces: int, count: int) -> Iterator[Row]:
             cloudevent_text(event_id, registry_name(reg), repo, tag, change, digest, detected),
             detected + timedelta(seconds=1),
             f"{int(detected.timestamp() * 1000)}-0",
-            1,
         )
 
 
 def copy_events(engine: Engine, workspaces: int) -> None:
-    """Workspace 1's history copied into every other workspace, in the database (a Python row each would
-    make seeding a million events take minutes): ids interleaved, its own registries, its own event ids."""
+    """`events_template` copied into every workspace, in the database and in id order (a Python row each
+    would make seeding a million events take many minutes): the workspaces' events interleaved, as teams
+    that write at the same time would, each with its own registries and event ids. The history's indexes
+    are built after the load (in both deployments alike: the pages are compared on equal indexes)."""
+    from watcher.schema import events
+
     columns = [c for c in EVENT_COLUMNS if c not in ("id", "event_id", "registry_id")]
     listed = ", ".join(columns)
+    indexes = sorted(events.indexes, key=lambda index: str(index.name))
     with engine.begin() as conn:
-        for w in range(2, workspaces + 1):
-            conn.execute(
-                text(
-                    f"INSERT INTO events (id, event_id, registry_id, workspace_id, {listed}) "
-                    f"SELECT id + {w - 1}, event_id || '-{w}', registry_id + {(w - 1) * EVENT_REGISTRIES}, {w}, "
-                    f"{listed} FROM events WHERE workspace_id = 1"
-                )
+        for index in indexes:
+            index.drop(conn)
+        conn.execute(
+            text(
+                f"INSERT INTO events (id, event_id, registry_id, workspace_id, {listed}) "
+                f"SELECT (t.id - 1) * {workspaces} + w.id, t.event_id || '-' || w.id, "
+                f"t.registry_id + (w.id - 1) * {EVENT_REGISTRIES}, w.id, {', '.join(f't.{c}' for c in columns)} "
+                "FROM events_template t CROSS JOIN workspaces w ORDER BY 1"
             )
+        )
+        conn.execute(text("DROP TABLE events_template"))
+        for index in indexes:
+            index.create(conn)
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT max(id) FROM events))"))
 
@@ -180,21 +188,22 @@ def seed(engine: Engine, workspaces: int, events: int) -> None:
         ("id", "name", "created_at"),
         [(w, workspace_name(w), NOW - timedelta(days=100)) for w in range(2, workspaces + 1)],
     )
+    with engine.begin() as conn:  # the columns of the events, without their constraints
+        conn.execute(text("CREATE TABLE events_template AS SELECT * FROM events WHERE 1 = 0"))
     repositories = repository_rows(workspaces)
     plan: list[tuple[str, tuple[str, ...], Any]] = [
         ("registries", (*REGISTRY_COLUMNS, "workspace_id"), registry_rows(workspaces)),
         ("repositories", ("id", "registry_id", "name", "first_seen_at"), repositories),
         ("tags", ("id", "repository_id", "name", "digest", "pushed_at"), tag_rows(repositories)),
-        ("events", (*EVENT_COLUMNS, "workspace_id"), event_rows(workspaces, events)),
+        ("events_template", EVENT_COLUMNS, event_rows(events)),
     ]
     for table, columns, rows in plan:
         started = time.perf_counter()
         count = bulk_insert(engine, table, columns, rows)
-        print(f"  seeded {count:>9,} {table:<12} in {time.perf_counter() - started:6.1f} s", flush=True)
-    if workspaces > 1:
-        started = time.perf_counter()
-        copy_events(engine, workspaces)
-        print(f"  copied the history to {workspaces - 1} workspaces in {time.perf_counter() - started:6.1f} s")
+        print(f"  seeded {count:>9,} {table:<15} in {time.perf_counter() - started:6.1f} s", flush=True)
+    started = time.perf_counter()
+    copy_events(engine, workspaces)
+    print(f"  the history copied to {workspaces} workspace(s) in {time.perf_counter() - started:6.1f} s", flush=True)
     if engine.dialect.name == "postgresql":  # what autovacuum does soon after a bulk load
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))
