@@ -41,6 +41,7 @@ from watcher.read.views import (
 from watcher.read.views import (
     poll_json as poll_json,
 )
+from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 from watcher.schema import api_tokens as API_TOKENS
 from watcher.schema import events as EVENTS
 from watcher.schema import poll_runs as POLL_RUNS
@@ -142,7 +143,9 @@ REG = REGISTRIES.c
 
 def workspace_id_of(reader: Reader, name: str) -> int:
     """The id of the workspace `name` (the CLI's `--workspace`), or NotFoundError naming it: one Core query,
-    so the quick commands resolve their workspace without the ORM."""
+    so the quick commands resolve their workspace without the ORM (none for `default`, which cannot go)."""
+    if name == DEFAULT_WORKSPACE:
+        return DEFAULT_WORKSPACE_ID
     found = None
     if "\x00" not in name:
         found = reader.execute(select(WORKSPACES.c.id).where(WORKSPACES.c.name == name)).scalar()
