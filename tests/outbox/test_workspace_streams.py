@@ -289,5 +289,5 @@ def test_a_registry_is_saved_in_its_specs_workspace(watcher: Watcher) -> None:
     with session_scope(watcher.engine) as session:
         assert registries.find(session, "prod").url == "https://a.example.com"
         assert registries.find(session, "team-b/prod").url == "https://b.example.com"
-        with pytest.raises(NotFoundError, match="workspace 'nowhere' does not exist"):
+        with pytest.raises(NotFoundError, match="no workspace named 'nowhere'"):
             registries.save(session, RegistrySpec("prod", "oci", "https://c.example.com", workspace="nowhere"))
