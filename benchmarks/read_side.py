@@ -541,6 +541,7 @@ def measure_status(inst: Installation, runs: int) -> tuple[list[str], list[str]]
     the in-process `registry_statuses` call."""
     from watcher.db import session_scope
     from watcher.read.model import registry_statuses
+    from watcher.schema import DEFAULT_WORKSPACE_ID
 
     env = {**os.environ, **inst.env}
     cli, floor = [], []
@@ -551,7 +552,7 @@ def measure_status(inst: Installation, runs: int) -> tuple[list[str], list[str]]
     for _ in range(runs * 3):
         started = time.perf_counter()
         with session_scope() as session:
-            count = len(registry_statuses(session))
+            count = len(registry_statuses(session, workspace_id=DEFAULT_WORKSPACE_ID))
         calls.append(time.perf_counter() - started)
     if count != REGISTRIES:
         raise RuntimeError(f"registry_statuses returned {count} registries")
@@ -709,26 +710,36 @@ def metrics_collect(_session: Any) -> None:
 
 def plans(engine: Engine, events: int) -> list[str]:
     from watcher.read.model import EventFilters, events_page, images_page, registry_statuses
+    from watcher.schema import DEFAULT_WORKSPACE_ID
 
     deep = cursor_for(events // 2)
     middle = cursor_for(datetime(2026, 6, 1, tzinfo=UTC), 10**9)
+    ws = DEFAULT_WORKSPACE_ID
     queries: list[tuple[str, Callable[[Any], object]]] = [
-        ("events, first page", lambda s: events_page(s)),
-        ("events, deep", lambda s: events_page(s, cursor=deep)),
-        ("events, hot repository", lambda s: events_page(s, EventFilters(repository=HOT_REPOSITORY))),
-        ("events, a repository", lambda s: events_page(s, EventFilters(repository=RARE_REPOSITORY))),
+        ("events, first page", lambda s: events_page(s, workspace_id=ws)),
+        ("events, deep", lambda s: events_page(s, cursor=deep, workspace_id=ws)),
+        (
+            "events, hot repository",
+            lambda s: events_page(s, EventFilters(repository=HOT_REPOSITORY), workspace_id=ws),
+        ),
+        (
+            "events, a repository",
+            lambda s: events_page(s, EventFilters(repository=RARE_REPOSITORY), workspace_id=ws),
+        ),
         (
             "events, registry+repo (0.01 %)",
-            lambda s: events_page(s, EventFilters(registry=registry_name(3), repository=RARE_REPOSITORY)),
+            lambda s: events_page(
+                s, EventFilters(registry=registry_name(3), repository=RARE_REPOSITORY), workspace_id=ws
+            ),
         ),
-        ("events, registry", lambda s: events_page(s, EventFilters(registry=registry_name(2)))),
-        ("events, tag", lambda s: events_page(s, EventFilters(tag="1.5.5"))),
-        ("tags by name, first", lambda s: images_page(s, BIG_REGISTRY, BIG_REPOSITORY)),
+        ("events, registry", lambda s: events_page(s, EventFilters(registry=registry_name(2)), workspace_id=ws)),
+        ("events, tag", lambda s: events_page(s, EventFilters(tag="1.5.5"), workspace_id=ws)),
+        ("tags by name, first", lambda s: images_page(s, BIG_REGISTRY, BIG_REPOSITORY, workspace_id=ws)),
         (
             "tags by push, deep",
-            lambda s: images_page(s, BIG_REGISTRY, BIG_REPOSITORY, order="pushed_at", cursor=middle),
+            lambda s: images_page(s, BIG_REGISTRY, BIG_REPOSITORY, order="pushed_at", cursor=middle, workspace_id=ws),
         ),
-        ("registry_statuses", lambda s: registry_statuses(s)),
+        ("registry_statuses", lambda s: registry_statuses(s, workspace_id=ws)),
     ]
     lines = ["-- /metrics", *metrics_breakdown(), "-- /metrics, its SQL", *explain(engine, metrics_collect)]
     for label, call in queries:

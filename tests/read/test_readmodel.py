@@ -27,6 +27,7 @@ from watcher.read.model import (
 )
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import DEFAULT_WORKSPACE_ID
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -103,7 +104,7 @@ def test_status_and_details_cost_the_same_statements_for_one_registry_or_fifty(w
         event.listen(engine, "before_cursor_execute", listener)
         try:
             with session_scope(engine) as session:
-                question(session)
+                question(session, workspace_id=DEFAULT_WORKSPACE_ID)
         finally:
             event.remove(engine, "before_cursor_execute", listener)
         return len(seen)
@@ -172,7 +173,15 @@ def test_image_pages_neither_repeat_nor_skip_while_tags_are_added(watcher: Watch
     added = 0
     while True:
         with session_scope(watcher.engine) as session:
-            page = images_page(session, "r1", "team/app", order=order, cursor=cursor, limit=10)  # type: ignore[arg-type]
+            page = images_page(
+                session,
+                "r1",
+                "team/app",
+                order=order,  # type: ignore[arg-type]
+                cursor=cursor,
+                limit=10,
+                workspace_id=DEFAULT_WORKSPACE_ID,
+            )
         seen.extend(i.tag for i in page.items)
         if page.next_cursor is None:
             break
@@ -204,7 +213,14 @@ def test_event_pages_are_keyset_in_both_orders_with_filters(watcher: Watcher) ->
         cursor = None
         while True:
             with session_scope(watcher.engine) as session:
-                page = events_page(session, filters, order=order, cursor=cursor, limit=4)  # type: ignore[arg-type]
+                page = events_page(
+                    session,
+                    filters,
+                    order=order,  # type: ignore[arg-type]
+                    cursor=cursor,
+                    limit=4,
+                    workspace_id=DEFAULT_WORKSPACE_ID,
+                )
             ids.extend(e.id for e in page.items)
             if page.next_cursor is None:
                 return ids
@@ -223,12 +239,12 @@ def test_a_forged_cursor_or_limit_is_one_clear_error(watcher: Watcher) -> None:
     with session_scope(watcher.engine) as session:
         for bad in ("not-a-cursor", encode_cursor([]), encode_cursor(["x"]), encode_cursor([True]), "eyJhIjogMX0"):
             with pytest.raises(InputError, match=r"cursor .* is not valid"):
-                events_page(session, cursor=bad)
+                events_page(session, cursor=bad, workspace_id=DEFAULT_WORKSPACE_ID)
         for bad in (encode_cursor(["yesterday", 1]), encode_cursor([1, 2])):
             with pytest.raises(InputError, match=r"cursor .* is not valid"):
-                images_page(session, "r1", order="pushed_at", cursor=bad)
+                images_page(session, "r1", order="pushed_at", cursor=bad, workspace_id=DEFAULT_WORKSPACE_ID)
         with pytest.raises(InputError, match="limit 1001 is out of range"):
-            images_page(session, "r1", limit=1001)
+            images_page(session, "r1", limit=1001, workspace_id=DEFAULT_WORKSPACE_ID)
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
@@ -244,7 +260,7 @@ def test_repository_and_poll_pages(watcher: Watcher) -> None:
     cursor = None
     while True:
         with session_scope(watcher.engine) as session:
-            page = repositories_page(session, "r1", cursor=cursor, limit=3)
+            page = repositories_page(session, "r1", cursor=cursor, limit=3, workspace_id=DEFAULT_WORKSPACE_ID)
         names.extend((r.name, r.tags) for r in page.items)
         assert all(r.last_pushed_at is not None and r.last_pushed_at.tzinfo for r in page.items)
         if page.next_cursor is None:
@@ -252,8 +268,10 @@ def test_repository_and_poll_pages(watcher: Watcher) -> None:
         cursor = page.next_cursor
     assert names == [(f"team/app{n}", n + 1) for n in range(7)]
     with session_scope(watcher.engine) as session:
-        assert [r.name for r in repositories_page(session, "r1", q="APP3").items] == ["team/app3"]
-        first = polls_page(session, "r1", limit=2)
-        rest = polls_page(session, "r1", cursor=first.next_cursor, limit=2)
+        assert [
+            r.name for r in repositories_page(session, "r1", q="APP3", workspace_id=DEFAULT_WORKSPACE_ID).items
+        ] == ["team/app3"]
+        first = polls_page(session, "r1", limit=2, workspace_id=DEFAULT_WORKSPACE_ID)
+        rest = polls_page(session, "r1", cursor=first.next_cursor, limit=2, workspace_id=DEFAULT_WORKSPACE_ID)
         finished = [p.finished_at for p in first.items + rest.items]
     assert finished == sorted(finished, reverse=True) and len(finished) == 3 and rest.next_cursor is None

@@ -22,22 +22,32 @@ MAX_CLAIM_IDLE_SECONDS = 7 * 86400
     "--limit", default=50, show_default=True, type=click.IntRange(1, MAX_EVENTS_LIMIT), help="newest N events"
 )
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@workspace_option
 @click.pass_context
 @friendly
 @heap.holding
 def events(
     ctx: click.Context, registry_name: str | None, repository: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
-    """Show the event history (oldest first), or follow the stream with `events tail`."""
+    """Show the workspace's event history (oldest first), or follow the stream with `events tail`."""
     if ctx.invoked_subcommand is not None:
         return
     from watcher.db import read_scope
     from watcher.outbox.events import stream_entry
     from watcher.outbox.history import parse_since, recent_events
+    from watcher.read.model import workspace_id_of
 
     since_at = parse_since(since) if since else None
+    workspace = current_workspace()
     with read_scope() as reader:
-        rows = recent_events(reader, registry=registry_name, repository=repository, since=since_at, limit=limit)
+        rows = recent_events(
+            reader,
+            registry=registry_name,
+            repository=repository,
+            since=since_at,
+            limit=limit,
+            workspace_id=workspace_id_of(reader, workspace),
+        )
         entries = [stream_entry(e) for e in rows]
     for entry in entries:
         click.echo(json.dumps(entry) if as_json else line_of(entry))

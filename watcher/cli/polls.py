@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from watcher.cli.common import friendly, line_of
+from watcher.cli.common import current_workspace, friendly, line_of, workspace_option
 from watcher.errors import RegistryError, StateError
 from watcher.runtime import heap
 
@@ -75,17 +75,21 @@ def report(result: PollResult, as_json: bool) -> None:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@workspace_option
 @friendly
 @heap.holding
 def status_command(as_json: bool) -> None:
-    """How every registry is doing: state, last poll, last success, last error, next poll, last webhook
-    (blank when none ever came), size."""
+    """How every registry of the workspace is doing: state, last poll, last success, last error, next poll,
+    last webhook (blank when none ever came), size; and the workspace's schedule lag."""
     from watcher.db import read_scope
-    from watcher.read.model import registry_statuses
+    from watcher.read.model import registry_statuses, schedule_lag, workspace_id_of
     from watcher.read.tables import ago, table
 
+    workspace = current_workspace()
     with read_scope() as reader:
-        statuses = registry_statuses(reader)
+        workspace_id = workspace_id_of(reader, workspace)
+        statuses = registry_statuses(reader, workspace_id=workspace_id)
+        lag = schedule_lag(reader, workspace_id=workspace_id)
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
         return
@@ -121,6 +125,7 @@ def status_command(as_json: bool) -> None:
     ]
     for line in table(header, rows, numeric={"REPOS", "TAGS"}):
         click.echo(line)
+    click.echo(f"\nschedule lag in workspace {workspace!r}: {lag:.1f} s (how late its most overdue poll is)")
 
 
 @click.command("images")
@@ -128,13 +133,14 @@ def status_command(as_json: bool) -> None:
 @click.argument("repository", required=False)
 @click.option("--tag", "tag_pattern", help="only tags matching this regular expression (RE2 syntax)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@workspace_option
 @friendly
 @heap.holding
 def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
     """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
     from watcher.db import read_scope
     from watcher.outbox.events import rfc3339
-    from watcher.read.model import Image, images_page
+    from watcher.read.model import Image, images_page, workspace_id_of
     from watcher.read.tables import table
 
     wanted = None
@@ -144,9 +150,11 @@ def images_command(registry_name: str, repository: str | None, tag_pattern: str 
         wanted = compile_pattern(tag_pattern, "--tag")
     images: list[Image] = []
     cursor: str | None = None
+    workspace = current_workspace()
     with read_scope() as reader:
+        workspace_id = workspace_id_of(reader, workspace)
         while True:
-            page = images_page(reader, registry_name, repository, cursor=cursor, limit=1000)
+            page = images_page(reader, registry_name, repository, cursor=cursor, limit=1000, workspace_id=workspace_id)
             images.extend(i for i in page.items if wanted is None or wanted.search(i.tag))
             if page.next_cursor is None:
                 break

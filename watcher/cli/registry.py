@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from watcher.cli.common import friendly, registry_key_of, workspace_option
+from watcher.cli.common import current_workspace, friendly, registry_key_of, workspace_option
 from watcher.pollers import PROVIDER_NAMES
 from watcher.runtime import heap
 
@@ -69,15 +69,17 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
 
 @registry.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@workspace_option
 @friendly
 @heap.holding
 def registry_list(as_json: bool) -> None:
-    """List registered registries."""
+    """List the workspace's registries."""
     from watcher.db import read_scope
-    from watcher.read.model import registry_details
+    from watcher.read.model import registry_details, workspace_id_of
 
+    workspace = current_workspace()
     with read_scope() as reader:
-        rows = registry_details(reader)
+        rows = registry_details(reader, workspace_id=workspace_id_of(reader, workspace))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -96,15 +98,17 @@ def registry_list(as_json: bool) -> None:
 @registry.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@workspace_option
 @friendly
 @heap.holding
 def registry_show(name: str, as_json: bool) -> None:
     """Show one registry (secrets are shown only as `set`)."""
     from watcher.db import read_scope
-    from watcher.read.model import registry_detail
+    from watcher.read.model import registry_detail, workspace_id_of
 
+    workspace = current_workspace()
     with read_scope() as reader:
-        info = registry_detail(reader, name)
+        info = registry_detail(reader, name, workspace_id=workspace_id_of(reader, workspace))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -27,14 +27,17 @@ def recent_events(
     repository: str | None = None,
     since: datetime | None = None,
     limit: int = 50,
+    workspace_id: int,
 ) -> list[Any]:
-    """The newest `limit` matching events, oldest first (the order they were detected in): the read model's
-    rows, with the attributes of `watcher.models.Event`."""
+    """The workspace's newest `limit` matching events, oldest first (the order they were detected in): the
+    read model's rows, with the attributes of `watcher.models.Event`."""
     filters = EventFilters(registry=registry, repository=repository, since=since)
     rows: list[Any] = []
     cursor: str | None = None
     while len(rows) < limit:
-        page = events_page(reader, filters, cursor=cursor, limit=min(MAX_PAGE, limit - len(rows)))
+        page = events_page(
+            reader, filters, cursor=cursor, limit=min(MAX_PAGE, limit - len(rows)), workspace_id=workspace_id
+        )
         rows.extend(page.items)
         if page.next_cursor is None:
             break

@@ -9,6 +9,11 @@ The queries are SQLAlchemy Core on `watcher.schema`'s tables, and take a `Reader
 (the CLI's quick commands, `db.read_scope`) or an ORM session (the API and console, whose requests also
 write). Their rows are Core rows with the columns as attributes (the events' `registry` column as
 `registry_name`, as on the model), so reading never imports `sqlalchemy.orm` or the ORM classes.
+
+Every question about registries, their polls, repositories, tags and events is asked within one workspace:
+each takes `workspace_id` as a required keyword (no default, so no caller can forget it), and an object of
+another workspace is a NotFoundError exactly like one that does not exist. Only `/metrics`, which names the
+whole deployment, asks across workspaces (`deployment_statuses`, `last_poll_durations`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from watcher.read.views import (
 from watcher.read.views import (
     poll_json as poll_json,
 )
+from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 from watcher.schema import api_tokens as API_TOKENS
 from watcher.schema import events as EVENTS
 from watcher.schema import poll_runs as POLL_RUNS
@@ -137,6 +143,52 @@ REG = REGISTRIES.c
 WORKSPACE_NAME = select(WORKSPACES.c.name).where(WORKSPACES.c.id == REG.workspace_id).scalar_subquery()
 
 
+def workspace_id_of(reader: Reader, name: str) -> int:
+    """The id of the workspace `name` (the CLI's `--workspace`), or NotFoundError naming it: one Core query,
+    so the quick commands resolve their workspace without the ORM (none for `default`, which cannot go)."""
+    if name == DEFAULT_WORKSPACE:
+        return DEFAULT_WORKSPACE_ID
+    found = None
+    if "\x00" not in name:
+        found = reader.execute(select(WORKSPACES.c.id).where(WORKSPACES.c.name == name)).scalar()
+    if found is None:
+        raise NotFoundError(f"no workspace named {name!r}: see `watcher workspace list`")
+    return int(found)
+
+
+def schedule_lags(reader: Reader, now: datetime | None = None, *, workspace_id: int | None = None) -> dict[str, float]:
+    """How late each workspace's most overdue poll is (or only `workspace_id`'s), by workspace name: seconds
+    since the oldest poll that is due (dispatched or not) should have started, 0 when none is. Every
+    workspace has one, so one team's lag is never hidden behind another's. One grouped query."""
+    query = (
+        select(WORKSPACES.c.name, func.min(REG.due_since), func.min(REG.next_poll_at))
+        .select_from(WORKSPACES.outerjoin(REGISTRIES, REG.workspace_id == WORKSPACES.c.id))
+        .group_by(WORKSPACES.c.id, WORKSPACES.c.name)
+    )
+    if workspace_id is not None:
+        query = query.where(WORKSPACES.c.id == workspace_id)
+    now = now or datetime.now(UTC)
+    return {name: _lag_since(now, (due, scheduled)) for name, due, scheduled in reader.execute(query)}
+
+
+def schedule_lag(reader: Reader, *, workspace_id: int, now: datetime | None = None) -> float:
+    """How late the workspace's most overdue poll is (`schedule_lags`); another workspace's backlog is not
+    its lag."""
+    return max(schedule_lags(reader, now, workspace_id=workspace_id).values(), default=0.0)
+
+
+def deployment_lag(reader: Reader, now: datetime | None = None) -> float:
+    """How late the deployment's most overdue poll is, whichever its workspace (0 when none is due)."""
+    return max(schedule_lags(reader, now).values(), default=0.0)
+
+
+def _lag_since(now: datetime, moments: Sequence[datetime | None]) -> float:
+    """Seconds from the earliest of `moments` (naive ones are UTC, as SQLite gives them back) to `now`, at
+    least 0."""
+    known = [aware_utc(moment) for moment in moments if moment is not None]
+    return max([0.0, *((now - moment).total_seconds() for moment in known if moment is not None)])
+
+
 def newest_run_id(*conditions: Any, whole: bool = True, column: Any = RUN.id) -> Any:
     """The id (or another `column`) of a registry's newest registry-wide poll run matching `conditions` (or,
     `whole` False, its newest poll of some repositories only), as a column of a registries query: an index
@@ -155,8 +207,20 @@ def newest_run_id(*conditions: Any, whole: bool = True, column: Any = RUN.id) ->
     )
 
 
-def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> list[RegistryStatus]:
-    """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
+def registry_statuses(reader: Reader, names: Sequence[str] | None = None, *, workspace_id: int) -> list[RegistryStatus]:
+    """The status of every registry of the workspace (or of `names` there), by name."""
+    return _statuses(reader, REG.workspace_id == workspace_id, names)
+
+
+def deployment_statuses(reader: Reader) -> list[RegistryStatus]:
+    """The status of every registry of every workspace: for `/metrics`, which names the whole deployment
+    (an operator's or the metrics token's), never for a workspace's reader."""
+    return _statuses(reader, None, None)
+
+
+def _statuses(reader: Reader, scope: Any, names: Sequence[str] | None) -> list[RegistryStatus]:
+    """The status of every registry in `scope` (a condition on registries; None: all), or of `names` there,
+    by name: four queries in all, whatever their number.
     Its state, last poll and last error come from registry-wide polls only (`newest_run_id`); those runs
     are then read by primary key (a join on the newest ids lets PostgreSQL hash the whole history). The
     counts of every registry are one grouped scan, without a list of a thousand ids to bind."""
@@ -170,6 +234,8 @@ def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> lis
         newest_run_id(RUN.outcome != "running").label("last_run_id"),
         newest_run_id(RUN.outcome == "ok").label("last_ok_id"),
     ).order_by(REG.name)
+    if scope is not None:
+        query = query.where(scope)
     if names is not None:
         query = query.where(REG.name.in_(list(names)))
     rows = reader.execute(query).all()
@@ -193,6 +259,12 @@ def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> lis
         repositories, tags = (
             repositories.where(REPOSITORIES.c.registry_id.in_(ids)),
             tags.where(REPOSITORIES.c.registry_id.in_(ids)),
+        )
+    elif scope is not None:  # the scope's registries, without a list of a thousand ids to bind
+        within = select(REG.id).where(scope)
+        repositories, tags = (
+            repositories.where(REPOSITORIES.c.registry_id.in_(within)),
+            tags.where(REPOSITORIES.c.registry_id.in_(within)),
         )
     counts: tuple[dict[int, int], dict[int, int]] = (
         dict(reader.execute(repositories).all()),
@@ -222,18 +294,21 @@ def last_poll_durations(reader: Reader) -> dict[tuple[str, str], float]:
     }
 
 
-def registry_names(reader: Reader) -> list[str]:
-    return list(reader.execute(select(REG.name).order_by(REG.name)).scalars())
+def registry_names(reader: Reader, *, workspace_id: int) -> list[str]:
+    query = select(REG.name).where(REG.workspace_id == workspace_id).order_by(REG.name)
+    return list(reader.execute(query).scalars())
 
 
-def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Everything about each registry that may be shown — secrets only as `set` — with its status: what
-    `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
-    query = select(REGISTRIES).order_by(REG.name)
+def registry_details(reader: Reader, names: Sequence[str] | None = None, *, workspace_id: int) -> list[dict[str, Any]]:
+    """Everything about each registry of the workspace (or `names` there) that may be shown — secrets only
+    as `set` — with its status: what `registry list/show --json` print and the API returns. Set-based, like
+    `registry_statuses`."""
+    query = select(REGISTRIES).where(REG.workspace_id == workspace_id).order_by(REG.name)
     if names is not None:
         query = query.where(REG.name.in_(list(names)))
     rows = reader.execute(query).all()
-    statuses = {s.name: s for s in registry_statuses(reader, [r.name for r in rows])} if rows else {}
+    named = [r.name for r in rows]
+    statuses = {s.name: s for s in registry_statuses(reader, named, workspace_id=workspace_id)} if rows else {}
     ids = [r.id for r in rows]
     last_ids = select(newest_run_id()).where(REG.id.in_(ids))
     webhook_ids = select(newest_run_id(whole=False)).where(REG.id.in_(ids))
@@ -244,10 +319,10 @@ def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list
     return build_details(rows, statuses, last_runs, webhook_runs)
 
 
-def registry_detail(reader: Reader, name: str) -> dict[str, Any]:
-    """One registry's details, or NotFoundError naming it."""
-    _registry_row(reader, name)
-    (detail,) = registry_details(reader, [name])
+def registry_detail(reader: Reader, name: str, *, workspace_id: int) -> dict[str, Any]:
+    """One registry's details, or NotFoundError naming it (in another workspace too)."""
+    _registry_row(reader, name, workspace_id)
+    (detail,) = registry_details(reader, [name], workspace_id=workspace_id)
     return detail
 
 
@@ -288,9 +363,11 @@ def pull_host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _registry_row(reader: Reader, name: str) -> Any:
-    """The id and URL of the registry named `name`, or NotFoundError naming it."""
-    row = reader.execute(select(REG.id, REG.url).where(REG.name == askable(name))).first()
+def _registry_row(reader: Reader, name: str, workspace_id: int) -> Any:
+    """The id and URL of the registry named `name` in the workspace, or NotFoundError naming it: a registry
+    of another workspace is missing here, exactly like one that does not exist."""
+    query = select(REG.id, REG.url).where(REG.workspace_id == workspace_id, REG.name == askable(name))
+    row = reader.execute(query).first()
     if row is None:
         raise missing(name)
     return row
@@ -308,9 +385,9 @@ def missing(name: str) -> NotFoundError:
     return NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
 
 
-def registry_id(reader: Reader, name: str) -> int:
-    """The id of the registry named `name`, or NotFoundError naming it."""
-    return int(_registry_row(reader, name).id)
+def registry_id(reader: Reader, name: str, *, workspace_id: int) -> int:
+    """The id of the registry named `name` in the workspace, or NotFoundError naming it."""
+    return int(_registry_row(reader, name, workspace_id).id)
 
 
 def images_page(
@@ -322,11 +399,12 @@ def images_page(
     order: Literal["name", "pushed_at"] = "name",
     cursor: str | None = None,
     limit: int = 100,
+    workspace_id: int,
 ) -> Page:
     """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
     of the tag; ordered by repository then tag name, or newest push first."""
     check_limit(limit)
-    row = _registry_row(reader, registry)
+    row = _registry_row(reader, registry, workspace_id)
     host = pull_host(row.url)
     repo, tag = REPOSITORIES.c, TAGS.c
     pushed = func.coalesce(tag.pushed_at, EPOCH)
@@ -376,11 +454,17 @@ class RepositorySummary:
 
 
 def repositories_page(
-    reader: Reader, registry: str, *, q: str | None = None, cursor: str | None = None, limit: int = 100
+    reader: Reader,
+    registry: str,
+    *,
+    q: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+    workspace_id: int,
 ) -> Page:
     """A registry's repositories by name, with their tag count and newest push; `q` a substring of the name."""
     check_limit(limit)
-    row = _registry_row(reader, registry)
+    row = _registry_row(reader, registry, workspace_id)
     repo, tag = REPOSITORIES.c, TAGS.c
     query = (
         select(repo.name, func.count(tag.id), func.max(tag.pushed_at), repo.first_seen_at)
@@ -407,11 +491,13 @@ def aware_utc(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def polls_page(reader: Reader, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
+def polls_page(
+    reader: Reader, registry: str, *, cursor: str | None = None, limit: int = 100, workspace_id: int
+) -> Page:
     """A registry's poll history, newest first: its registry-wide polls and its webhooks' repository polls
     (rows with the columns of `poll_runs` as attributes)."""
     check_limit(limit)
-    query = select(POLL_RUNS).where(RUN.registry_id == registry_id(reader, registry))
+    query = select(POLL_RUNS).where(RUN.registry_id == registry_id(reader, registry, workspace_id=workspace_id))
     if cursor:
         (before,) = decode_cursor(cursor, _whole)
         query = query.where(RUN.id < before)
@@ -449,12 +535,14 @@ def events_page(
     order: Literal["desc", "asc"] = "desc",
     cursor: str | None = None,
     limit: int = 100,
+    workspace_id: int,
 ) -> Page:
-    """The event history, newest first (or oldest first), keyset-paged on the history id; rows with the
-    attributes of `watcher.models.Event`."""
+    """The workspace's event history, newest first (or oldest first), keyset-paged on the history id; rows
+    with the attributes of `watcher.models.Event`. Every filter walks an index that leads with the
+    workspace (`ix_events_workspace_*`), so another workspace's events cost nothing to skip."""
     check_limit(limit)
     event = EVENTS.c
-    query = select(*EVENT_COLUMNS)
+    query = select(*EVENT_COLUMNS).where(event.workspace_id == workspace_id)
     for column, value in (
         (event.registry, filters.registry),
         (event.repository, filters.repository),
@@ -476,9 +564,10 @@ def events_page(
     return Page(list(rows[:limit]), next_cursor)
 
 
-def newest_event_id(reader: Reader) -> int:
-    """The history id of the newest event (0 when there is none): where a live view starts."""
-    return int(reader.execute(select(func.max(EVENTS.c.id))).scalar() or 0)
+def newest_event_id(reader: Reader, *, workspace_id: int) -> int:
+    """The history id of the workspace's newest event (0 when there is none): where its live view starts."""
+    query = select(func.max(EVENTS.c.id)).where(EVENTS.c.workspace_id == workspace_id)
+    return int(reader.execute(query).scalar() or 0)
 
 
 # ---- API tokens -----------------------------------------------------------------------------------

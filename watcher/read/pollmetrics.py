@@ -19,20 +19,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-
 from watcher.read.counters import Increment, observation
-from watcher.read.model import aware_utc
 from watcher.registrations.keys import split_key
-from watcher.schema import registries as REGISTRIES
-from watcher.schema import utcnow
-from watcher.schema import workspaces as WORKSPACES
 
 if TYPE_CHECKING:
-    from watcher.read.model import Reader
+    pass
 
 POLLS = "watcher_polls_total"
 DURATION = "watcher_poll_duration_seconds"
@@ -74,29 +67,3 @@ def committed(key: str, changes: Iterable[str]) -> list[Increment]:
     """One event per change a commit of the registry `key` saved."""
     labels = registry_labels(key)
     return [Increment(EVENTS, {**labels, "change": change}) for change in changes]
-
-
-def schedule_lags(reader: Reader, now: datetime | None = None) -> dict[str, float]:
-    """How late each workspace's most overdue poll is, by workspace name: seconds since the oldest poll that
-    is due (dispatched or not) should have started, 0 when none is; every workspace has one, so one team's
-    lag is never hidden behind another's. One grouped query."""
-    registries = REGISTRIES.c
-    query = (
-        select(WORKSPACES.c.name, func.min(registries.due_since), func.min(registries.next_poll_at))
-        .select_from(WORKSPACES.outerjoin(REGISTRIES, registries.workspace_id == WORKSPACES.c.id))
-        .group_by(WORKSPACES.c.id, WORKSPACES.c.name)
-    )
-    now = now or utcnow()
-    return {name: lag_since(now, (due, scheduled)) for name, due, scheduled in reader.execute(query)}
-
-
-def schedule_lag(reader: Reader, now: datetime | None = None) -> float:
-    """How late the deployment's most overdue poll is, whichever its workspace (0 when none is due)."""
-    return max(schedule_lags(reader, now).values(), default=0.0)
-
-
-def lag_since(now: datetime, moments: Iterable[datetime | None]) -> float:
-    """Seconds from the earliest of `moments` (naive ones are UTC, as SQLite gives them back) to `now`, at
-    least 0."""
-    known = [aware_utc(m) for m in moments if m is not None]
-    return max([0.0, *((now - m).total_seconds() for m in known if m is not None)])

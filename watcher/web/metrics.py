@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from watcher.db import session_scope
 from watcher.models import Event
-from watcher.read import counters, pollmetrics
+from watcher.read import counters
 from watcher.read import model as readmodel
 from watcher.schema import DEFAULT_WORKSPACE
 from watcher.settings import get_settings
@@ -96,10 +96,10 @@ def gather() -> Gathered:
     with session_scope() as session:
         return Gathered(
             counters.read_all_raw(session),
-            readmodel.registry_statuses(session),
+            readmodel.deployment_statuses(session),
             readmodel.last_poll_durations(session),
             session.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0,
-            pollmetrics.schedule_lags(session),
+            readmodel.schedule_lags(session),
         )
 
 
@@ -186,7 +186,7 @@ def queue_text() -> list[str]:
 
 
 #: the deployment's most overdue poll, whichever its workspace (the scheduler's tests and benchmarks ask)
-schedule_lag = pollmetrics.schedule_lag
+schedule_lag = readmodel.deployment_lag
 
 
 def allowed(request: Request) -> bool:

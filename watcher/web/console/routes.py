@@ -93,7 +93,7 @@ async def logout(request: Request, user: User) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def registries_page(request: Request, user: User) -> Response:
     with session_scope() as session:
-        statuses = readmodel.registry_statuses(session)
+        statuses = readmodel.registry_statuses(session, workspace_id=user.workspace_id)
     return page(request, "registries.html", user, statuses=statuses)
 
 
@@ -118,10 +118,10 @@ def registry_page(
 ) -> Response:
     with session_scope() as session:
         row = _registry(session, name)
-        status = readmodel.registry_statuses(session, [name])[0]
-        described = readmodel.registry_detail(session, row.name)
-        repositories = _paged(readmodel.repositories_page, session, name, cursor, REPOSITORIES_PER_PAGE)
-        history = _paged(readmodel.polls_page, session, name, polls, POLLS_PER_PAGE)
+        status = readmodel.registry_statuses(session, [name], workspace_id=user.workspace_id)[0]
+        described = readmodel.registry_detail(session, row.name, workspace_id=user.workspace_id)
+        repositories = _paged(readmodel.repositories_page, session, user, name, cursor, REPOSITORIES_PER_PAGE)
+        history = _paged(readmodel.polls_page, session, user, name, polls, POLLS_PER_PAGE)
         return page(
             request,
             "registry.html",
@@ -143,7 +143,13 @@ def repository_page(
         _registry(session, name)
         try:
             tags = readmodel.images_page(
-                session, name, checked_repository(repository), order=sort, cursor=cursor, limit=TAGS_PER_PAGE
+                session,
+                name,
+                checked_repository(repository),
+                order=sort,
+                cursor=cursor,
+                limit=TAGS_PER_PAGE,
+                workspace_id=user.workspace_id,
             )
         except WatcherError as exc:
             raise auth.Refused(400, str(exc)) from None
@@ -157,9 +163,9 @@ def _registry(session: Any, name: str) -> Registry:
         raise auth.Refused(404, str(exc)) from None
 
 
-def _paged(query: Any, session: Any, name: str, cursor: str | None, limit: int) -> readmodel.Page:
+def _paged(query: Any, session: Any, user: Principal, name: str, cursor: str | None, limit: int) -> readmodel.Page:
     try:
-        page_: readmodel.Page = query(session, name, cursor=cursor, limit=limit)
+        page_: readmodel.Page = query(session, name, cursor=cursor, limit=limit, workspace_id=user.workspace_id)
     except WatcherError as exc:
         raise auth.Refused(400, str(exc)) from None
     return page_
@@ -259,13 +265,15 @@ def events_page(
     filters = readmodel.EventFilters(registry or None, repository or None, tag or None, change or None)
     with session_scope() as session:
         try:
-            found = readmodel.events_page(session, filters, cursor=cursor, limit=EVENTS_PER_PAGE)
+            found = readmodel.events_page(
+                session, filters, cursor=cursor, limit=EVENTS_PER_PAGE, workspace_id=user.workspace_id
+            )
         except WatcherError as exc:
             raise auth.Refused(400, str(exc)) from None
-        names = readmodel.registry_names(session)
+        names = readmodel.registry_names(session, workspace_id=user.workspace_id)
         newest = max((e.id for e in found.items), default=0) if cursor is None else 0
         if cursor is None and not found.items:
-            newest = readmodel.newest_event_id(session)
+            newest = readmodel.newest_event_id(session, workspace_id=user.workspace_id)
         query = {"registry": registry, "repository": repository, "tag": tag, "change": change}
         return page(
             request,

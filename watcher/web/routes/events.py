@@ -1,4 +1,5 @@
-"""`/api/v1/events`: the history, filtered and keyset-paged, and the same events live as Server-Sent Events."""
+"""`/api/v1/events`: the history, filtered and keyset-paged, and the same events live as Server-Sent Events:
+the events of the workspace the request acts in, never another's (history, replay and live feed alike)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from watcher.read import model as readmodel
 from watcher.web import schemas
 from watcher.web.deps import DbSession, still_authorized
 from watcher.web.feed import EventFeed, event_json
-from watcher.web.routes.registries import Cursor, Limit
+from watcher.web.routes.registries import Caller, Cursor, Limit
 
 router = APIRouter(prefix="/events", tags=["events"])
 Change = Literal["added", "updated", "removed"]
@@ -50,12 +51,15 @@ Filters = Annotated[readmodel.EventFilters, Depends(filters_of)]
 @router.get("", response_model=schemas.Page[schemas.Event])
 def list_events(
     session: DbSession,
+    caller: Caller,
     filters: Filters,
     order: Literal["desc", "asc"] = "desc",
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> dict[str, Any]:
-    page = readmodel.events_page(session, filters, order=order, cursor=cursor, limit=limit)
+    page = readmodel.events_page(
+        session, filters, order=order, cursor=cursor, limit=limit, workspace_id=caller.workspace_id
+    )
     return {"items": [event_json(e) for e in page.items], "next_cursor": page.next_cursor}
 
 
@@ -82,12 +86,15 @@ def _message(event: dict[str, Any]) -> str:
 )
 async def stream_events(
     request: Request,
+    caller: Caller,
     filters: Filters,
     last_event_id: Annotated[int | None, Header(ge=0, le=readmodel.MAX_ID)] = None,
 ) -> StreamingResponse:
-    """New events as they are committed; with `Last-Event-ID`, every later event is replayed first."""
+    """The workspace's new events as they are committed; with `Last-Event-ID`, every later event is replayed
+    first."""
     feed: EventFeed = request.app.state.feed
-    queue = feed.subscribe()
+    workspace_id = caller.workspace_id
+    queue = feed.subscribe(workspace_id)
     horizon = feed.horizon()  # the feed hands this client only events above it
 
     async def messages() -> AsyncIterator[str]:
@@ -96,7 +103,7 @@ async def stream_events(
         try:
             yield ": connected\n\n"
             if last_event_id is not None:
-                async for event in _replay(filters, last_event_id):
+                async for event in _replay(filters, last_event_id, workspace_id):
                     if event["id"] > horizon:
                         replayed.add(event["id"])
                     yield _message(event)
@@ -126,17 +133,19 @@ async def stream_events(
     return StreamingResponse(messages(), media_type="text/event-stream", headers=headers)
 
 
-async def _replay(filters: readmodel.EventFilters, after: int) -> AsyncIterator[dict[str, Any]]:
-    """Every matching event after `after`, oldest first, page by page."""
+async def _replay(filters: readmodel.EventFilters, after: int, workspace_id: int) -> AsyncIterator[dict[str, Any]]:
+    """Every matching event of the workspace after `after`, oldest first, page by page."""
     cursor: str | None = readmodel.encode_cursor([after])
     while cursor is not None:
-        page = await anyio.to_thread.run_sync(_page, filters, cursor)
+        page = await anyio.to_thread.run_sync(_page, filters, cursor, workspace_id)
         for event in page.items:
             yield event
         cursor = page.next_cursor
 
 
-def _page(filters: readmodel.EventFilters, cursor: str) -> readmodel.Page:
+def _page(filters: readmodel.EventFilters, cursor: str, workspace_id: int) -> readmodel.Page:
     with session_scope() as session:
-        page = readmodel.events_page(session, filters, order="asc", cursor=cursor, limit=readmodel.MAX_PAGE)
+        page = readmodel.events_page(
+            session, filters, order="asc", cursor=cursor, limit=readmodel.MAX_PAGE, workspace_id=workspace_id
+        )
         return readmodel.Page([event_json(e) for e in page.items], page.next_cursor)

@@ -23,6 +23,7 @@ from watcher.registrations.applyfile import RegistryEntry, typed_entry
 from watcher.registrations.forms import build_spec, values_of
 from watcher.registrations.registration import register, verify
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import DEFAULT_WORKSPACE_ID
 from watcher.web import schemas
 from watcher.web.errors import ApiError
 
@@ -67,9 +68,9 @@ def spec_from(values: dict[str, Any]) -> RegistrySpec:
     return build_spec(typed_entry(values, expand=False), source="remote")
 
 
-def _described(name: str) -> dict[str, Any]:
+def _described(name: str, workspace_id: int = DEFAULT_WORKSPACE_ID) -> dict[str, Any]:
     with session_scope() as session:
-        return readmodel.registry_detail(session, name)
+        return readmodel.registry_detail(session, name, workspace_id=workspace_id)
 
 
 @router.post("", status_code=201, response_model=schemas.Registry, openapi_extra=ENTRY_BODY)

@@ -1,15 +1,17 @@
-"""`/api/v1/registries`: registries with their status, their repositories, tags and poll history."""
+"""`/api/v1/registries`: registries with their status, their repositories, tags and poll history — those of
+the workspace the request acts in (`watcher.web.deps.authorize`); another workspace's registry is a 404 with
+the body of one that does not exist."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from watcher.read import model as readmodel
 from watcher.web import schemas
-from watcher.web.deps import DbSession
+from watcher.web.deps import DbSession, Principal, authorize
 from watcher.web.errors import ApiError
 
 router = APIRouter(prefix="/registries", tags=["registries"])
@@ -17,6 +19,9 @@ Limit = Annotated[int, Query(ge=1, le=readmodel.MAX_PAGE, description="rows per 
 Cursor = Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the previous page")]
 Search = Annotated[str | None, Query(max_length=255, description="case-insensitive substring")]
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]|(^|/)\.\.?(/|$)")
+#: who asks, and the workspace the request acts in: the router's `authorize`, which FastAPI runs once per
+#: request however many times it is depended on
+Caller = Annotated[Principal, Depends(authorize)]
 
 
 def checked_repository(repository: str) -> str:
@@ -27,32 +32,35 @@ def checked_repository(repository: str) -> str:
 
 
 @router.get("", response_model=schemas.Items[schemas.Registry])
-def list_registries(session: DbSession) -> dict[str, Any]:
-    return {"items": readmodel.registry_details(session)}
+def list_registries(session: DbSession, caller: Caller) -> dict[str, Any]:
+    return {"items": readmodel.registry_details(session, workspace_id=caller.workspace_id)}
 
 
 @router.get("/{name}", response_model=schemas.Registry)
-def get_registry(session: DbSession, name: str) -> dict[str, Any]:
-    return readmodel.registry_detail(session, name)
+def get_registry(session: DbSession, caller: Caller, name: str) -> dict[str, Any]:
+    return readmodel.registry_detail(session, name, workspace_id=caller.workspace_id)
 
 
 @router.get("/{name}/polls", response_model=schemas.Page[schemas.Poll])
-def list_polls(session: DbSession, name: str, cursor: Cursor = None, limit: Limit = 100) -> dict[str, Any]:
-    page = readmodel.polls_page(session, name, cursor=cursor, limit=limit)
+def list_polls(
+    session: DbSession, caller: Caller, name: str, cursor: Cursor = None, limit: Limit = 100
+) -> dict[str, Any]:
+    page = readmodel.polls_page(session, name, cursor=cursor, limit=limit, workspace_id=caller.workspace_id)
     return {"items": [readmodel.poll_json(run) for run in page.items], "next_cursor": page.next_cursor}
 
 
 @router.get("/{name}/repositories", response_model=schemas.Page[schemas.Repository])
 def list_repositories(
-    session: DbSession, name: str, q: Search = None, cursor: Cursor = None, limit: Limit = 100
+    session: DbSession, caller: Caller, name: str, q: Search = None, cursor: Cursor = None, limit: Limit = 100
 ) -> dict[str, Any]:
-    page = readmodel.repositories_page(session, name, q=q, cursor=cursor, limit=limit)
+    page = readmodel.repositories_page(session, name, q=q, cursor=cursor, limit=limit, workspace_id=caller.workspace_id)
     return {"items": [r.as_json() for r in page.items], "next_cursor": page.next_cursor}
 
 
 @router.get("/{name}/repositories/{repository:path}/tags", response_model=schemas.Page[schemas.Tag])
 def list_tags(
     session: DbSession,
+    caller: Caller,
     name: str,
     repository: str,
     q: Search = None,
@@ -61,7 +69,14 @@ def list_tags(
     limit: Limit = 100,
 ) -> dict[str, Any]:
     page = readmodel.images_page(
-        session, name, checked_repository(repository), q=q, order=order, cursor=cursor, limit=limit
+        session,
+        name,
+        checked_repository(repository),
+        q=q,
+        order=order,
+        cursor=cursor,
+        limit=limit,
+        workspace_id=caller.workspace_id,
     )
     fields = ("tag", "digest", "pushed_at", "image", "reference")
     return {
