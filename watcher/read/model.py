@@ -152,7 +152,9 @@ def newest_run_id(*conditions: Any, whole: bool = True, column: Any = RUN.id) ->
     )
 
 
-def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> list[RegistryStatus]:
+def registry_statuses(
+    reader: Reader, names: Sequence[str] | None = None, *, workspace_id: int | None = None
+) -> list[RegistryStatus]:
     """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
     Its state, last poll and last error come from registry-wide polls only (`newest_run_id`); those runs
     are then read by primary key (a join on the newest ids lets PostgreSQL hash the whole history). The
@@ -168,6 +170,8 @@ def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> lis
     ).order_by(REG.name)
     if names is not None:
         query = query.where(REG.name.in_(list(names)))
+    if workspace_id is not None:
+        query = query.where(REG.workspace_id == workspace_id)
     rows = reader.execute(query).all()
     ids = [row.id for row in rows]
     if not ids:
@@ -213,18 +217,29 @@ def last_poll_durations(reader: Reader) -> dict[str, float]:
     return {name: (finished - started).total_seconds() for name, started, finished in rows if finished is not None}
 
 
-def registry_names(reader: Reader) -> list[str]:
-    return list(reader.execute(select(REG.name).order_by(REG.name)).scalars())
+def registry_names(reader: Reader, *, workspace_id: int | None = None) -> list[str]:
+    query = select(REG.name).order_by(REG.name)
+    if workspace_id is not None:
+        query = query.where(REG.workspace_id == workspace_id)
+    return list(reader.execute(query).scalars())
 
 
-def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def registry_details(
+    reader: Reader, names: Sequence[str] | None = None, *, workspace_id: int | None = None
+) -> list[dict[str, Any]]:
     """Everything about each registry that may be shown — secrets only as `set` — with its status: what
     `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
     query = select(REGISTRIES).order_by(REG.name)
     if names is not None:
         query = query.where(REG.name.in_(list(names)))
+    if workspace_id is not None:
+        query = query.where(REG.workspace_id == workspace_id)
     rows = reader.execute(query).all()
-    statuses = {s.name: s for s in registry_statuses(reader, [r.name for r in rows])} if rows else {}
+    statuses = (
+        {s.name: s for s in registry_statuses(reader, [r.name for r in rows], workspace_id=workspace_id)}
+        if rows
+        else {}
+    )
     ids = [r.id for r in rows]
     last_ids = select(newest_run_id()).where(REG.id.in_(ids))
     webhook_ids = select(newest_run_id(whole=False)).where(REG.id.in_(ids))
@@ -235,10 +250,10 @@ def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list
     return build_details(rows, statuses, last_runs, webhook_runs)
 
 
-def registry_detail(reader: Reader, name: str) -> dict[str, Any]:
+def registry_detail(reader: Reader, name: str, *, workspace_id: int | None = None) -> dict[str, Any]:
     """One registry's details, or NotFoundError naming it."""
-    _registry_row(reader, name)
-    (detail,) = registry_details(reader, [name])
+    _registry_row(reader, name, workspace_id)
+    (detail,) = registry_details(reader, [name], workspace_id=workspace_id)
     return detail
 
 
@@ -279,9 +294,13 @@ def pull_host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _registry_row(reader: Reader, name: str) -> Any:
-    """The id and URL of the registry named `name`, or NotFoundError naming it."""
-    row = reader.execute(select(REG.id, REG.url).where(REG.name == askable(name))).first()
+def _registry_row(reader: Reader, name: str, workspace_id: int | None = None) -> Any:
+    """The id and URL of the registry named `name` (in `workspace_id`), or NotFoundError naming it: one of
+    another workspace is missing alike."""
+    query = select(REG.id, REG.url).where(REG.name == askable(name))
+    if workspace_id is not None:
+        query = query.where(REG.workspace_id == workspace_id)
+    row = reader.execute(query).first()
     if row is None:
         raise missing(name)
     return row
@@ -299,9 +318,9 @@ def missing(name: str) -> NotFoundError:
     return NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
 
 
-def registry_id(reader: Reader, name: str) -> int:
+def registry_id(reader: Reader, name: str, *, workspace_id: int | None = None) -> int:
     """The id of the registry named `name`, or NotFoundError naming it."""
-    return int(_registry_row(reader, name).id)
+    return int(_registry_row(reader, name, workspace_id).id)
 
 
 def images_page(
@@ -313,11 +332,12 @@ def images_page(
     order: Literal["name", "pushed_at"] = "name",
     cursor: str | None = None,
     limit: int = 100,
+    workspace_id: int | None = None,
 ) -> Page:
     """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
     of the tag; ordered by repository then tag name, or newest push first."""
     check_limit(limit)
-    row = _registry_row(reader, registry)
+    row = _registry_row(reader, registry, workspace_id)
     host = pull_host(row.url)
     repo, tag = REPOSITORIES.c, TAGS.c
     pushed = func.coalesce(tag.pushed_at, EPOCH)
@@ -367,11 +387,17 @@ class RepositorySummary:
 
 
 def repositories_page(
-    reader: Reader, registry: str, *, q: str | None = None, cursor: str | None = None, limit: int = 100
+    reader: Reader,
+    registry: str,
+    *,
+    q: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+    workspace_id: int | None = None,
 ) -> Page:
     """A registry's repositories by name, with their tag count and newest push; `q` a substring of the name."""
     check_limit(limit)
-    row = _registry_row(reader, registry)
+    row = _registry_row(reader, registry, workspace_id)
     repo, tag = REPOSITORIES.c, TAGS.c
     query = (
         select(repo.name, func.count(tag.id), func.max(tag.pushed_at), repo.first_seen_at)
@@ -398,11 +424,13 @@ def aware_utc(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def polls_page(reader: Reader, registry: str, *, cursor: str | None = None, limit: int = 100) -> Page:
+def polls_page(
+    reader: Reader, registry: str, *, cursor: str | None = None, limit: int = 100, workspace_id: int | None = None
+) -> Page:
     """A registry's poll history, newest first: its registry-wide polls and its webhooks' repository polls
     (rows with the columns of `poll_runs` as attributes)."""
     check_limit(limit)
-    query = select(POLL_RUNS).where(RUN.registry_id == registry_id(reader, registry))
+    query = select(POLL_RUNS).where(RUN.registry_id == registry_id(reader, registry, workspace_id=workspace_id))
     if cursor:
         (before,) = decode_cursor(cursor, _whole)
         query = query.where(RUN.id < before)
@@ -432,12 +460,15 @@ def events_page(
     order: Literal["desc", "asc"] = "desc",
     cursor: str | None = None,
     limit: int = 100,
+    workspace_id: int | None = None,
 ) -> Page:
     """The event history, newest first (or oldest first), keyset-paged on the history id; rows with the
     attributes of `watcher.models.Event`."""
     check_limit(limit)
     event = EVENTS.c
     query = select(*EVENT_COLUMNS)
+    if workspace_id is not None:
+        query = query.where(event.workspace_id == workspace_id)
     for column, value in (
         (event.registry, filters.registry),
         (event.repository, filters.repository),
@@ -459,9 +490,12 @@ def events_page(
     return Page(list(rows[:limit]), next_cursor)
 
 
-def newest_event_id(reader: Reader) -> int:
+def newest_event_id(reader: Reader, *, workspace_id: int | None = None) -> int:
     """The history id of the newest event (0 when there is none): where a live view starts."""
-    return int(reader.execute(select(func.max(EVENTS.c.id))).scalar() or 0)
+    query = select(func.max(EVENTS.c.id))
+    if workspace_id is not None:
+        query = query.where(EVENTS.c.workspace_id == workspace_id)
+    return int(reader.execute(query).scalar() or 0)
 
 
 # ---- API tokens -----------------------------------------------------------------------------------
