@@ -154,7 +154,15 @@ function liveEvents(table) {
   });
 }
 
+function workspaceSwitch(form) {
+  // An operator's choice of workspace takes effect at once; the button stays for a browser without script.
+  const choice = form.querySelector("select");
+  choice.addEventListener("change", () => form.requestSubmit());
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const switcher = document.getElementById("workspace-switch");
+  if (switcher) workspaceSwitch(switcher);
   const form = document.getElementById("add-form");
   if (form) {
     providerSwitch(form);
