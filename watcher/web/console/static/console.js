@@ -1,4 +1,4 @@
-// watcher console: the provider switch, copy buttons, "Test connection" in place, and live events.
+// watcher console: the provider switch, copy buttons, "Test connection" in place, live events, and an operator's workspace switch.
 // Plain script, no build step; every page works without it (links and forms), this only makes it nicer.
 "use strict";
 
