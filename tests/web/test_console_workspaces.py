@@ -271,6 +271,7 @@ def test_an_operator_switches_workspaces_and_acts_in_the_one_shown(
     assert "a poll of 'prod' is queued" in console.visible("#flash").text
     assert header_workspace(console) == B
     console.find("#add-registry").click()
+    assert console.visible("#add-workspace").text == f"It is added to workspace {B}."
     console.find("#provider-oci").click()
     console.find("#name").send_keys("added")
     console.find("#oci-url").send_keys(registry.url)

@@ -98,7 +98,9 @@ def resolve(session: Session, session_id: str | None, *, take_notice: bool = Fal
 
 
 def _name(session: Session, workspace_id: int) -> str:
-    return session.scalar(select(Workspace.name).where(Workspace.id == workspace_id)) or DEFAULT_WORKSPACE
+    """The workspace's name; a foreign key keeps it there (a session's own choice is cleared with it, a token
+    goes with it), and were it gone, "" is the key of no registry, so the console would show nothing."""
+    return session.scalar(select(Workspace.name).where(Workspace.id == workspace_id)) or ""
 
 
 def switch(session: Session, session_row: int, workspace_id: int) -> None:
