@@ -18,6 +18,7 @@ from watcher.models import Registry
 from watcher.read.tables import ago
 from watcher.registrations.registration import field_at_fault
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import DEFAULT_WORKSPACE
 from watcher.web.console import actions
 
 
@@ -32,19 +33,19 @@ def oci(url: str, **extra: Any) -> dict[str, Any]:
 
 def test_save_tests_first_and_names_the_field_at_fault(watcher: Watcher, basic_registry: RegistryEnv) -> None:
     with pytest.raises(AuthError) as refused:
-        actions.save(oci(basic_registry.url, username=USERNAME, password="wrong"))
+        actions.save(oci(basic_registry.url, username=USERNAME, password="wrong"), workspace=DEFAULT_WORKSPACE)
     assert refused.value.field == "password" and "\n" not in str(refused.value) and "wrong" not in str(refused.value)
     with pytest.raises(UnreachableError) as unreachable:
-        actions.test(oci(f"http://127.0.0.1:{free_port()}"))
+        actions.test(oci(f"http://127.0.0.1:{free_port()}"), workspace=DEFAULT_WORKSPACE)
     assert unreachable.value.field == "url"
     assert saved() == []
 
-    actions.test(oci(basic_registry.url, username=USERNAME, password=PASSWORD))
+    actions.test(oci(basic_registry.url, username=USERNAME, password=PASSWORD), workspace=DEFAULT_WORKSPACE)
     assert saved() == []
-    actions.save(oci(basic_registry.url, username=USERNAME, password=PASSWORD))
+    actions.save(oci(basic_registry.url, username=USERNAME, password=PASSWORD), workspace=DEFAULT_WORKSPACE)
     assert saved() == ["r1"]
     with pytest.raises(ConflictError) as exists:
-        actions.save(oci(basic_registry.url, username=USERNAME, password=PASSWORD))
+        actions.save(oci(basic_registry.url, username=USERNAME, password=PASSWORD), workspace=DEFAULT_WORKSPACE)
     assert exists.value.field == "name"
 
 

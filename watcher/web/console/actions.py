@@ -6,6 +6,7 @@ field at fault (None when no one field is), so the page can show the cause next 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -13,28 +14,30 @@ from watcher.errors import InputError
 from watcher.registrations.forms import build_spec
 from watcher.registrations.registration import register, verify
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import DEFAULT_WORKSPACE
 
 _OPTION = re.compile(r"--([a-z][a-z-]*)")
 
 
 def validate(values: dict[str, Any]) -> None:
     """Check the values as `registry apply` would, contacting nothing."""
-    _spec(values)
+    _spec(values, DEFAULT_WORKSPACE)
 
 
-def test(values: dict[str, Any]) -> None:
+def test(values: dict[str, Any], *, workspace: str) -> None:
     """Validate, then ping, authenticate and list the registry as `registry add` does; saves nothing."""
-    verify(_spec(values))
+    verify(_spec(values, workspace))
 
 
-def save(values: dict[str, Any]) -> None:
-    """Register a new registry: validated, tested, and only then saved (nothing is saved on failure)."""
-    register(_spec(values))
+def save(values: dict[str, Any], *, workspace: str) -> None:
+    """Register a new registry in `workspace` (the one the console shows): validated, tested, and only then
+    saved (nothing is saved on failure)."""
+    register(_spec(values, workspace))
 
 
-def _spec(values: dict[str, Any]) -> RegistrySpec:
+def _spec(values: dict[str, Any], workspace: str) -> RegistrySpec:
     try:
-        return build_spec(values, source="remote")
+        return dataclasses.replace(build_spec(values, source="remote"), workspace=workspace)
     except InputError as exc:
         if exc.field is None:
             exc.field = field_of(str(exc))

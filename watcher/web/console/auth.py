@@ -19,7 +19,8 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData
 
 from watcher.db import session_scope
-from watcher.registrations import vault
+from watcher.errors import NotFoundError
+from watcher.registrations import vault, workspaces
 from watcher.settings import get_settings
 from watcher.web.console import sessions as console_sessions
 from watcher.web.deps import COOKIE, WRITE_ROLES, Principal, session_id
@@ -61,14 +62,28 @@ def safe_next(next_path: str | None) -> str:
 
 
 def visitor(request: Request, *, take_notice: bool = False) -> console_sessions.Live | None:
-    """This request's live session, looked up once per request (a page and its error handler share it)."""
+    """This request's live session, looked up once per request (a page and its error handler share it), and
+    for an operator the workspaces its header offers to switch to."""
     if not hasattr(request.state, "console_session"):
         with session_scope() as session:
-            request.state.console_session = console_sessions.resolve(
-                session, session_id(request), take_notice=take_notice
-            )
-    found: console_sessions.Live | None = request.state.console_session
-    return found
+            found = console_sessions.resolve(session, session_id(request), take_notice=take_notice)
+            request.state.console_session = found
+            operator = found is not None and found.role == "operator"
+            request.state.console_workspaces = console_sessions.workspace_names(session) if operator else []
+    live: console_sessions.Live | None = request.state.console_session
+    return live
+
+
+def workspace_of(request: Request) -> str:
+    """The name of the workspace this request's session shows (looked up with the session)."""
+    found: console_sessions.Live | None = getattr(request.state, "console_session", None)
+    return found.workspace if found is not None else ""
+
+
+def switchable(request: Request) -> list[str]:
+    """The workspaces an operator's header lists (none for anyone else)."""
+    names: list[str] = getattr(request.state, "console_workspaces", [])
+    return names
 
 
 def user_of(request: Request) -> Principal | None:
@@ -89,6 +104,24 @@ def current_user(request: Request) -> Principal:
 def require_admin(user: Principal) -> None:
     if user.role not in WRITE_ROLES:
         raise Refused(403, f"token {user.name!r} is a reader: this needs an admin token")
+
+
+def require_operator(user: Principal) -> None:
+    if not user.operator:
+        raise Refused(403, f"token {user.name!r} is a {user.role}: switching workspaces needs an operator token")
+
+
+def switch_workspace(request: Request, name: str) -> None:
+    """Show the workspace `name` in this session from now on; Refused 404 when there is none."""
+    found = visitor(request)
+    if found is None:
+        raise LoginRequired("/console/")
+    with session_scope() as session:
+        try:
+            workspace_id = workspaces.find_id(session, name)
+        except NotFoundError as exc:
+            raise Refused(404, str(exc)) from None
+        console_sessions.switch(session, found.id, workspace_id)
 
 
 def log_in(request: Request, token: str) -> tuple[str, Principal] | None:

@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from watcher.read.tables import ago
-from watcher.web.console.auth import attach_cookie, csrf_token, notice
-from watcher.web.deps import Principal
+from watcher.web.console.auth import attach_cookie, csrf_token, notice, switchable, workspace_of
+from watcher.web.deps import WRITE_ROLES, Principal
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 HEADERS = {
@@ -44,14 +44,19 @@ templates.env.filters.update(ago=ago, iso=iso, short_digest=short_digest)
 def page(
     request: Request, template: str, user: Principal | None, http_status: int = 200, **context: Any
 ) -> HTMLResponse:
-    """A console page, with the person, this session's CSRF token and any one-time notice."""
+    """A console page, with the person, the workspace it shows (and for an operator the others it may
+    switch to), this session's CSRF token and any one-time notice."""
     flash = notice(request) if user is not None else None
-    response = templates.TemplateResponse(
-        request,
-        template,
-        {"user": user, "csrf": csrf_token(request), "flash": flash, **context},
-        status_code=http_status,
-    )
+    shared = {
+        "user": user,
+        "can_write": user is not None and user.role in WRITE_ROLES,
+        "workspace": workspace_of(request) if user is not None else "",
+        "workspaces": switchable(request) if user is not None else [],
+        "csrf": csrf_token(request),
+        "flash": flash,
+        "path": request.url.path,
+    }
+    response = templates.TemplateResponse(request, template, {**shared, **context}, status_code=http_status)
     response.headers.update(HEADERS)
     attach_cookie(request, response)
     return response

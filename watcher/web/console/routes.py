@@ -2,7 +2,11 @@
 
 Server-rendered; `static/console.js` adds the provider switch, copy buttons, "Test connection" without
 leaving the page, and live events. Every page but the login page needs a live session (`auth`); every
-POST carries the session's CSRF token; only admins may act.
+POST carries the session's CSRF token; only admins (and operators) may act.
+
+Every page shows one workspace, the session's (`Principal.workspace_id`): its token's, or the one an
+operator switched to. A registry of another workspace is looked up in that one only, so it is the same 404
+as a registry that does not exist.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ from starlette.datastructures import FormData, UploadFile
 
 from watcher.db import session_scope
 from watcher.errors import NotFoundError, WatcherError
-from watcher.models import Registry
 from watcher.polling.queue import queue_poll
 from watcher.read import model as readmodel
-from watcher.registrations import store as registries
+from watcher.registrations.keys import registry_key
 from watcher.web.console import actions, auth, providers
 from watcher.web.console.render import page
 from watcher.web.deps import Principal
@@ -53,7 +56,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(auth.Refused)
     async def _refused(request: Request, exc: auth.Refused) -> Response:
         user = await anyio.to_thread.run_sync(auth.user_of, request)
-        return page(request, "error.html", user, http_status=exc.status, message=exc.message)
+        return page(request, "error.html", user, http_status=exc.status, status=exc.status, message=exc.message)
 
 
 def _go(path: str) -> RedirectResponse:
@@ -89,6 +92,21 @@ async def logout(request: Request, user: User) -> Response:
     return response
 
 
+# ---- workspaces ---------------------------------------------------------------------------------------
+@router.post("/workspace")
+async def switch_workspace(request: Request, user: User) -> Response:
+    """An operator's console shows another workspace from now on (stored with the session, so the API's
+    reads its live feed makes with the session cookie act in it too). Back to the same kind of page: a
+    registry of the one left is not in the one chosen."""
+    form = await auth.checked_form(request)
+    auth.require_operator(user)
+    name = str(form.get("workspace") or "").strip()
+    await anyio.to_thread.run_sync(auth.switch_workspace, request, name)
+    await anyio.to_thread.run_sync(auth.leave_notice, request, f"the console now shows workspace {name!r}")
+    back = auth.safe_next(str(form.get("back") or ""))
+    return _go("/console/events" if back.startswith("/console/events") else "/console/")
+
+
 # ---- registries ---------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
 def registries_page(request: Request, user: User) -> Response:
@@ -101,8 +119,8 @@ def registries_page(request: Request, user: User) -> Response:
 async def poll_now(request: Request, user: User, name: str) -> Response:
     form = await auth.checked_form(request)
     auth.require_admin(user)
-    try:
-        await anyio.to_thread.run_sync(queue_poll, name)
+    try:  # by its key: the registry of this name in the session's workspace, and no other
+        await anyio.to_thread.run_sync(queue_poll, registry_key(auth.workspace_of(request), name))
     except NotFoundError as exc:
         raise auth.Refused(404, str(exc)) from None
     except WatcherError as exc:
@@ -116,10 +134,13 @@ async def poll_now(request: Request, user: User, name: str) -> Response:
 def registry_page(
     request: Request, user: User, name: str, cursor: str | None = None, polls: str | None = None
 ) -> Response:
+    workspace_id = user.workspace_id
     with session_scope() as session:
-        row = _registry(session, name)
-        status = readmodel.registry_statuses(session, [name], workspace_id=user.workspace_id)[0]
-        described = readmodel.registry_detail(session, row.name, workspace_id=user.workspace_id)
+        try:
+            described = readmodel.registry_detail(session, name, workspace_id=workspace_id)
+        except NotFoundError as exc:
+            raise auth.Refused(404, str(exc)) from None
+        (status,) = readmodel.registry_statuses(session, [name], workspace_id=workspace_id)
         repositories = _paged(readmodel.repositories_page, session, user, name, cursor, REPOSITORIES_PER_PAGE)
         history = _paged(readmodel.polls_page, session, user, name, polls, POLLS_PER_PAGE)
         return page(
@@ -140,7 +161,6 @@ def repository_page(
 ) -> Response:
     sort: Literal["name", "pushed_at"] = "pushed_at" if order == "pushed_at" else "name"
     with session_scope() as session:
-        _registry(session, name)
         try:
             tags = readmodel.images_page(
                 session,
@@ -151,21 +171,18 @@ def repository_page(
                 limit=TAGS_PER_PAGE,
                 workspace_id=user.workspace_id,
             )
+        except NotFoundError as exc:  # no such registry in this workspace: checked before the cursor
+            raise auth.Refused(404, str(exc)) from None
         except WatcherError as exc:
             raise auth.Refused(400, str(exc)) from None
     return page(request, "repository.html", user, name=name, repository=repository, tags=tags, order=sort)
 
 
-def _registry(session: Any, name: str) -> Registry:
-    try:
-        return registries.find(session, name)
-    except NotFoundError as exc:
-        raise auth.Refused(404, str(exc)) from None
-
-
 def _paged(query: Any, session: Any, user: Principal, name: str, cursor: str | None, limit: int) -> readmodel.Page:
     try:
         page_: readmodel.Page = query(session, name, cursor=cursor, limit=limit, workspace_id=user.workspace_id)
+    except NotFoundError as exc:
+        raise auth.Refused(404, str(exc)) from None
     except WatcherError as exc:
         raise auth.Refused(400, str(exc)) from None
     return page_
@@ -185,8 +202,9 @@ async def add(request: Request, user: User) -> Response:
     values = await _values(form)
     wants_json = "application/json" in request.headers.get("accept", "")
     action = actions.test if form.get("action") == "test" else actions.save
+    workspace = auth.workspace_of(request)  # saved into the workspace the console shows
     try:
-        await anyio.to_thread.run_sync(action, values)
+        await anyio.to_thread.run_sync(lambda: action(values, workspace=workspace))
     except WatcherError as exc:
         field, message = exc.field, str(exc)
         if wants_json:
@@ -264,16 +282,17 @@ def events_page(
     change = change if change in ("added", "updated", "removed") else ""
     filters = readmodel.EventFilters(registry or None, repository or None, tag or None, change or None)
     with session_scope() as session:
+        workspace_id = user.workspace_id
         try:
             found = readmodel.events_page(
-                session, filters, cursor=cursor, limit=EVENTS_PER_PAGE, workspace_id=user.workspace_id
+                session, filters, cursor=cursor, limit=EVENTS_PER_PAGE, workspace_id=workspace_id
             )
         except WatcherError as exc:
             raise auth.Refused(400, str(exc)) from None
-        names = readmodel.registry_names(session, workspace_id=user.workspace_id)
+        names = readmodel.registry_names(session, workspace_id=workspace_id)
         newest = max((e.id for e in found.items), default=0) if cursor is None else 0
         if cursor is None and not found.items:
-            newest = readmodel.newest_event_id(session, workspace_id=user.workspace_id)
+            newest = readmodel.newest_event_id(session, workspace_id=workspace_id)
         query = {"registry": registry, "repository": repository, "tag": tag, "change": change}
         return page(
             request,

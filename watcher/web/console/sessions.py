@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from watcher.models import ApiToken, ConsoleSession, utcnow
+from watcher.models import ApiToken, ConsoleSession, Workspace, utcnow
 from watcher.registrations import tokens
+from watcher.schema import DEFAULT_WORKSPACE
 
 IDLE = timedelta(minutes=30)
 LIFETIME = timedelta(hours=12)
@@ -40,6 +41,8 @@ class Live:
     #: the workspace the console shows: the one an operator switched to, else its token's
     workspace_id: int
     notice: str | None = None
+    #: that workspace's name, for the console's header and its registries' keys
+    workspace: str = DEFAULT_WORKSPACE
 
 
 def new_id() -> str:
@@ -59,7 +62,7 @@ def open_session(session: Session, token: str) -> tuple[str, Live] | None:
     opened = ConsoleSession(session_hash=tokens.digest(session_id), token_id=row.id, created_at=now, last_used_at=now)
     session.add(opened)
     session.flush()
-    return session_id, Live(opened.id, row.name, row.role, row.workspace_id)
+    return session_id, Live(opened.id, row.name, row.role, row.workspace_id, workspace=_name(session, row.workspace_id))
 
 
 def resolve(session: Session, session_id: str | None, *, take_notice: bool = False, use: bool = True) -> Live | None:
@@ -89,7 +92,25 @@ def resolve(session: Session, session_id: str | None, *, take_notice: bool = Fal
         changes["notice"] = None
     if changes:
         session.execute(update(ConsoleSession).where(ConsoleSession.id == row.id).values(**changes))
-    return Live(row.id, token.name, token.role, row.workspace_id or token.workspace_id, notice)
+    # only an operator's session shows another workspace than its token's (only an operator can switch)
+    shown = row.workspace_id if row.workspace_id is not None and token.role == "operator" else token.workspace_id
+    return Live(row.id, token.name, token.role, shown, notice, _name(session, shown))
+
+
+def _name(session: Session, workspace_id: int) -> str:
+    """The workspace's name; a foreign key keeps it there (a session's own choice is cleared with it, a token
+    goes with it), and were it gone, "" is the key of no registry, so the console would show nothing."""
+    return session.scalar(select(Workspace.name).where(Workspace.id == workspace_id)) or ""
+
+
+def switch(session: Session, session_row: int, workspace_id: int) -> None:
+    """Show the workspace `workspace_id` in this session from now on (an operator's choice; the caller checks)."""
+    session.execute(update(ConsoleSession).where(ConsoleSession.id == session_row).values(workspace_id=workspace_id))
+
+
+def workspace_names(session: Session) -> list[str]:
+    """Every workspace's name, in order: what an operator's console may switch to."""
+    return list(session.scalars(select(Workspace.name).order_by(Workspace.name)))
 
 
 def live(row: ConsoleSession, now: datetime) -> bool:

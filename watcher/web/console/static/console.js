@@ -1,4 +1,4 @@
-// watcher console: the provider switch, copy buttons, "Test connection" in place, and live events.
+// watcher console: the provider switch, copy buttons, "Test connection" in place, live events, and an operator's workspace switch.
 // Plain script, no build step; every page works without it (links and forms), this only makes it nicer.
 "use strict";
 
@@ -154,7 +154,15 @@ function liveEvents(table) {
   });
 }
 
+function workspaceSwitch(form) {
+  // An operator's choice of workspace takes effect at once; the button stays for a browser without script.
+  const choice = form.querySelector("select");
+  choice.addEventListener("change", () => form.requestSubmit());
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const switcher = document.getElementById("workspace-switch");
+  if (switcher) workspaceSwitch(switcher);
   const form = document.getElementById("add-form");
   if (form) {
     providerSwitch(form);
