@@ -63,6 +63,7 @@ class Registry(Base):
     workspace: Mapped[str] = column_property(
         select(schema.workspaces.c.name)
         .where(schema.workspaces.c.id == schema.registries.c.workspace_id)
+        .correlate_except(schema.workspaces)  # its own FROM even in a query that joins workspaces
         .scalar_subquery()
     )
 
@@ -157,6 +158,7 @@ class ApiToken(Base):
     workspace: Mapped[str] = column_property(
         select(schema.workspaces.c.name)
         .where(schema.workspaces.c.id == schema.api_tokens.c.workspace_id)
+        .correlate_except(schema.workspaces)  # its own FROM even in a query that joins workspaces
         .scalar_subquery()
     )
 

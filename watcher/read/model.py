@@ -152,7 +152,9 @@ def newest_run_id(*conditions: Any, whole: bool = True, column: Any = RUN.id) ->
     )
 
 
-def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> list[RegistryStatus]:
+def registry_statuses(
+    reader: Reader, names: Sequence[str] | None = None, *, workspace_id: int | None = None
+) -> list[RegistryStatus]:
     """The status of every registry (or of `names`), by name: four queries in all, whatever their number.
     Its state, last poll and last error come from registry-wide polls only (`newest_run_id`); those runs
     are then read by primary key (a join on the newest ids lets PostgreSQL hash the whole history). The
@@ -168,6 +170,8 @@ def registry_statuses(reader: Reader, names: Sequence[str] | None = None) -> lis
     ).order_by(REG.name)
     if names is not None:
         query = query.where(REG.name.in_(list(names)))
+    if workspace_id is not None:
+        query = query.where(REG.workspace_id == workspace_id)
     rows = reader.execute(query).all()
     ids = [row.id for row in rows]
     if not ids:
@@ -217,14 +221,19 @@ def registry_names(reader: Reader) -> list[str]:
     return list(reader.execute(select(REG.name).order_by(REG.name)).scalars())
 
 
-def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def registry_details(
+    reader: Reader, names: Sequence[str] | None = None, *, workspace_id: int | None = None
+) -> list[dict[str, Any]]:
     """Everything about each registry that may be shown — secrets only as `set` — with its status: what
     `registry list/show --json` print and the API returns. Set-based, like `registry_statuses`."""
     query = select(REGISTRIES).order_by(REG.name)
     if names is not None:
         query = query.where(REG.name.in_(list(names)))
+    if workspace_id is not None:
+        query = query.where(REG.workspace_id == workspace_id)
     rows = reader.execute(query).all()
-    statuses = {s.name: s for s in registry_statuses(reader, [r.name for r in rows])} if rows else {}
+    names = [r.name for r in rows]
+    statuses = {s.name: s for s in registry_statuses(reader, names, workspace_id=workspace_id)} if rows else {}
     ids = [r.id for r in rows]
     last_ids = select(newest_run_id()).where(REG.id.in_(ids))
     webhook_ids = select(newest_run_id(whole=False)).where(REG.id.in_(ids))
@@ -235,11 +244,12 @@ def registry_details(reader: Reader, names: Sequence[str] | None = None) -> list
     return build_details(rows, statuses, last_runs, webhook_runs)
 
 
-def registry_detail(reader: Reader, name: str) -> dict[str, Any]:
-    """One registry's details, or NotFoundError naming it."""
-    _registry_row(reader, name)
-    (detail,) = registry_details(reader, [name])
-    return detail
+def registry_detail(reader: Reader, name: str, *, workspace_id: int | None = None) -> dict[str, Any]:
+    """One registry's details (of the workspace `workspace_id`), or NotFoundError naming it."""
+    found = registry_details(reader, [askable(name)], workspace_id=workspace_id)
+    if len(found) != 1:
+        raise missing(name)
+    return found[0]
 
 
 # ---- images ---------------------------------------------------------------------------------------
