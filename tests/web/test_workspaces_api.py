@@ -17,6 +17,7 @@ from tests.conftest import Watcher
 from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv
 from tests.web.conftest import Api
 from tests.web.test_read_api import error_of
+from tests.web.test_registration_api import entry
 from watcher.db import session_scope
 from watcher.models import ApiToken, Registry, Workspace
 from watcher.registrations import tokens
@@ -56,16 +57,7 @@ def teams(watcher: Watcher, api: Api) -> Iterator[Teams]:
 
 
 def body(env: RegistryEnv, repository: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": "prod",
-        "provider": "oci",
-        "url": env.url,
-        "username": USERNAME,
-        "password": PASSWORD,
-        "repositories": [f"{repository}/*"],
-        "interval": "1h",
-        **extra,
-    }
+    return entry(env, repository, **{"name": "prod", **extra})
 
 
 def stored(watcher: Watcher) -> dict[tuple[str, str], tuple[int, list[str]]]:
