@@ -105,8 +105,9 @@ def token_revoke(name: str) -> None:
     """Revoke a token of the workspace: requests with it are refused from now on."""
     from watcher.db import session_scope
     from watcher.registrations import tokens
+    from watcher.schema import DEFAULT_WORKSPACE
 
     workspace = current_workspace()
     with session_scope() as session:
         tokens.revoke(session, name, workspace=workspace)
-    click.echo(f"revoked token {name!r} of workspace {workspace!r}")
+    click.echo(f"revoked token {name!r}" + (f" of workspace {workspace!r}" if workspace != DEFAULT_WORKSPACE else ""))
