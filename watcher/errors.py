@@ -2,7 +2,8 @@
 
 WatcherError
 ├── InputError              bad input from the user: fix the command or the file
-│   └── ConflictError       it exists already (a registry or token name)
+│   ├── ConflictError       it exists already (a registry or token name)
+│   └── QuotaError          a workspace's quota refuses the registration
 ├── NotFoundError           no registry of that name
 ├── StateError              the database or the event stream cannot be reached
 └── RegistryError           talking to a registry failed; nothing was saved
@@ -33,6 +34,10 @@ class InputError(WatcherError):
 
 class ConflictError(InputError):
     pass
+
+
+class QuotaError(InputError):
+    """A registration a workspace's quota refuses (`watcher.registrations.workspaces.admit`): nothing was saved."""
 
 
 class NotFoundError(WatcherError):

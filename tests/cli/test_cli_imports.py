@@ -154,6 +154,9 @@ def under(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
         (["events"], HEAVY + SECRETS, "watcher.read.model"),
         (["events", "--registry", "hub", "--json"], HEAVY + SECRETS, "watcher.read.model"),
         (["token", "list"], HEAVY + SECRETS, "watcher.read.model"),
+        (["token", "list", "--all-workspaces", "--json"], HEAVY + SECRETS, "watcher.read.model"),
+        (["workspace", "list"], HEAVY + SECRETS, "watcher.registrations.workspaces"),
+        (["workspace", "show", "default", "--json"], HEAVY + SECRETS, "watcher.registrations.workspaces"),
     ],
 )
 def test_quick_commands_import_nothing_heavy(

@@ -1,7 +1,7 @@
 """The `watcher` command: registries, polls, events and the long-running worker.
 
 This module is the root group; each command group lives in its own module (`registry`, `polls`: `poll`,
-`status` and `images`, `tokens`, `events`, `service`: `serve` and `run`, `secrets`) and is added here.
+`status` and `images`, `tokens`, `workspaces`, `events`, `service`: `serve` and `run`, `secrets`) and is added here.
 
 Commands that only read the state (`--help`, `registry list/show`, `status`, `images`, `events`,
 `token list`) and `poll` must start fast, so these modules import little more than click: each command
@@ -26,6 +26,7 @@ from watcher.cli.registry import registry
 from watcher.cli.secrets import secrets_group
 from watcher.cli.service import run, serve
 from watcher.cli.tokens import token_group
+from watcher.cli.workspaces import workspace_group
 
 
 class WatcherGroup(click.Group):
@@ -70,6 +71,7 @@ for command in (
     status_command,
     images_command,
     token_group,
+    workspace_group,
     events,
     serve,
     run,

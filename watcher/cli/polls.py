@@ -19,18 +19,21 @@ if TYPE_CHECKING:
 @click.command("poll")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@workspace_option
 @friendly
 @heap.holding
 def poll_command(name: str, as_json: bool) -> None:
-    """Poll one registry now, in this process, and publish what changed. Exits 1 naming the repositories
-    that failed, if some did, after publishing what the others changed."""
+    """Poll one registry of the workspace now, in this process, and publish what changed. Exits 1 naming the
+    repositories that failed, if some did, after publishing what the others changed."""
     from watcher import bus
+    from watcher.cli.workspaces import existing_key
     from watcher.outbox.relay import relay
     from watcher.polling.poll import PartialPoll, poll
 
     partial: PartialPoll | None = None
+    key = existing_key(name)
     try:
-        result = poll(name)
+        result = poll(key)
     except PartialPoll as exc:
         partial, result = exc, exc.result
     except RegistryError:  # a deadline may pass after some repositories were saved: their events go out

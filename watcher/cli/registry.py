@@ -53,18 +53,28 @@ def credential_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--rate-limit", type=float, help="requests per second to this registry at most (0.1-10000)")
 @click.option("--poll-timeout", help="deadline for one whole poll: 10s to 24h  [default: 10m]")
 @click.option("--no-verify", is_flag=True, help="save without testing the connection")
+@workspace_option
 @friendly
 def registry_add(name: str, no_verify: bool, **values: Any) -> None:
-    """Register a registry after testing that it can be listed."""
+    """Register a registry in the workspace after testing that it can be listed."""
     from watcher.registrations.forms import build_spec
     from watcher.registrations.registration import register
     from watcher.registrations.spec import format_interval
 
-    spec = build_spec({"name": name, **values})
+    spec = build_spec({"name": name, **values}, workspace=current_workspace())
     register(spec, verify_first=not no_verify)
     click.echo(
-        f"added registry {name!r} ({spec.provider}, {spec.url}), polled every {format_interval(spec.interval_seconds)}"
+        f"added registry {name!r}{_in(spec.workspace)} ({spec.provider}, {spec.url}), "
+        f"polled every {format_interval(spec.interval_seconds)}"
     )
+
+
+def _in(workspace: str) -> str:
+    """` in workspace 'W'` for a workspace other than `default`: an installation without workspaces reads
+    the lines it always read."""
+    from watcher.schema import DEFAULT_WORKSPACE
+
+    return "" if workspace == DEFAULT_WORKSPACE else f" in workspace {workspace!r}"
 
 
 @registry.command("list")
@@ -123,30 +133,36 @@ def registry_show(name: str, as_json: bool) -> None:
 
 @registry.command("test")
 @click.argument("name")
+@workspace_option
 @friendly
 def registry_test(name: str) -> None:
     """Test the connection, credentials and listing permission of a registered registry."""
+    from watcher.cli.workspaces import existing_key
     from watcher.db import session_scope
     from watcher.registrations import store as registries
     from watcher.registrations.registration import verify
 
+    key = existing_key(name)
     with session_scope() as session:
-        spec = registries.spec_of(registries.find(session, name))
+        spec = registries.spec_of(registries.find(session, key))
     verify(spec)
     click.echo(f"registry {name!r}: reachable, credentials accepted, listing permitted")
 
 
 @registry.command("remove")
 @click.argument("name")
+@workspace_option
 @friendly
 def registry_remove(name: str) -> None:
     """Forget a registry and its snapshot (its event history stays)."""
+    from watcher.cli.workspaces import existing_key
     from watcher.db import session_scope
     from watcher.registrations import store as registries
 
+    key = existing_key(name)
     with session_scope() as session:
-        registries.remove(session, name)
-    click.echo(f"removed registry {name!r}")
+        registries.remove(session, key)
+    click.echo(f"removed registry {name!r}{_in(current_workspace())}")
 
 
 @registry.command("webhook")
@@ -177,20 +193,14 @@ def registry_webhook(name: str, format_: str | None, rotate: bool, disable: bool
 @registry.command("apply")
 @click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--no-verify", is_flag=True, help="save without testing the connections")
+@workspace_option
 @friendly
 def registry_apply(path: Path, no_verify: bool) -> None:
-    """Create or update registries from a YAML file; all are checked before any is saved."""
-    from watcher.db import session_scope
-    from watcher.registrations import store as registries
+    """Create or update registries of the workspace from a YAML file; all are checked (the file, the
+    workspace's quotas, then each connection) before any is saved."""
     from watcher.registrations.applyfile import load_specs
-    from watcher.registrations.registration import verify
+    from watcher.registrations.registration import apply
 
-    specs = load_specs(path)
-    if not no_verify:
-        for spec in specs:
-            verify(spec)
-    with session_scope() as session:
-        together = len(specs) > 1  # a batch takes its baselines spread over its interval
-        outcomes = [(spec.name, registries.save(session, spec, together=together)[1]) for spec in specs]
-    for name, outcome in outcomes:
-        click.echo(f"{outcome} registry {name!r}")
+    workspace = current_workspace()
+    for name, outcome in apply(load_specs(path, workspace=workspace), verify_first=not no_verify):
+        click.echo(f"{outcome} registry {name!r}{_in(workspace)}")

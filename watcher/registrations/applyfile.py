@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from watcher.errors import InputError
 from watcher.registrations.forms import build_spec, expand_env
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import DEFAULT_WORKSPACE
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 16  # the file needs 5: document, `registries`, an entry, `repositories`, a glob
@@ -103,10 +104,10 @@ class PlainYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_specs(path: Path) -> list[RegistrySpec]:
-    """Every entry of the file as a validated RegistrySpec, or one InputError: all or nothing."""
+def load_specs(path: Path, *, workspace: str = DEFAULT_WORKSPACE) -> list[RegistrySpec]:
+    """Every entry of the file as a validated RegistrySpec of `workspace`, or one InputError: all or nothing."""
     try:
-        return specs_of(read_document(path), path)
+        return specs_of(read_document(path), path, workspace=workspace)
     except InputError as exc:
         message = str(exc)
         raise InputError(message if message.startswith(f"{path}: ") else f"{path}: {message}") from None
@@ -140,7 +141,7 @@ def read_document(path: Path) -> Any:
         loader.dispose()
 
 
-def specs_of(document: Any, path: Path) -> list[RegistrySpec]:
+def specs_of(document: Any, path: Path, *, workspace: str = DEFAULT_WORKSPACE) -> list[RegistrySpec]:
     if not isinstance(document, dict) or "registries" not in document:
         raise InputError("expected a top-level `registries:` list of mappings (see config/registries.example.yaml)")
     extra = sorted(set(document) - {"registries"})
@@ -155,7 +156,7 @@ def specs_of(document: Any, path: Path) -> list[RegistrySpec]:
         named = isinstance(name, str) and len(name) <= 63
         where = f"{path}: registry #{number}" + (f" ({name})" if named else "")
         try:
-            specs.append(build_spec(typed_entry(entry), source="file"))
+            specs.append(build_spec(typed_entry(entry), source="file", workspace=workspace))
         except InputError as exc:
             message = str(exc).removeprefix(f"registry {name!r}: ") if named else str(exc)
             raise InputError(f"{where}: {message}") from None

@@ -26,6 +26,7 @@ from watcher.registrations.spec import (
     parse_interval,
     parse_poll_timeout,
 )
+from watcher.schema import DEFAULT_WORKSPACE
 
 CREDENTIAL_KEYS = (
     "username",
@@ -103,8 +104,11 @@ def expand_env(value: Any) -> Any:
     return value
 
 
-def build_spec(values: dict[str, Any], *, source: Source = "command") -> RegistrySpec:
-    """Validate one registry's values (keys as CLI long options, '-' or '_') into a RegistrySpec.
+def build_spec(
+    values: dict[str, Any], *, source: Source = "command", workspace: str = DEFAULT_WORKSPACE
+) -> RegistrySpec:
+    """Validate one registry's values (keys as CLI long options, '-' or '_') into a RegistrySpec of
+    `workspace`.
 
     The one place every bound is enforced: `registry add`, `registry apply` and (next) the HTTP API all
     come through here, so each accepts and refuses exactly the same values, with the same one line.
@@ -115,11 +119,13 @@ def build_spec(values: dict[str, Any], *, source: Source = "command") -> Registr
     if unknown:
         raise InputError(f"registry {name!r}: unknown setting {unknown[0]!r}")
     try:
-        return _build(name, values, source)
+        spec = _build(name, values, source)
     except InputError as exc:
         message = str(exc)
         prefixed = message if message.startswith("registry ") else f"registry {name!r}: {message}"
         raise InputError(prefixed, field=exc.field) from None
+    spec.workspace = workspace
+    return spec
 
 
 def _build(name: str, values: dict[str, Any], source: Source) -> RegistrySpec:

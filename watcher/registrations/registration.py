@@ -8,6 +8,7 @@ trickles its answer cannot hold a command or a request forever.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from sqlalchemy import select
 
@@ -16,6 +17,7 @@ from watcher.errors import AuthError, PermissionError_, RegistryError, ScopeErro
 from watcher.models import Registry
 from watcher.pollers import poller_for
 from watcher.registrations import store as registries
+from watcher.registrations import workspaces
 from watcher.registrations.spec import RegistrySpec, format_interval
 from watcher.registry.deadline import run_bounded
 
@@ -24,15 +26,41 @@ _SCOPE_FIELDS = {"dockerhub": "namespace", "ecr": "region", "gcr": "project_id"}
 
 
 def register(spec: RegistrySpec, *, verify_first: bool = True) -> None:
-    """Create a new registry after testing it; an existing name is refused before anything is contacted,
-    and a racing registration of the same name loses at the insert with the same ConflictError."""
+    """Create a new registry in its workspace after testing it; an existing name, a workspace that does not
+    exist and a quota that refuses it are refused before anything is contacted, and a racing registration
+    of the same name loses at the insert with the same ConflictError (`store.create`)."""
     with session_scope() as session:
-        if session.scalar(select(Registry.id).where(Registry.name == spec.name)) is not None:
+        workspace_id = workspaces.find_id(session, spec.workspace)
+        taken = select(Registry.id).where(Registry.workspace_id == workspace_id, Registry.name == spec.name)
+        if session.scalar(taken) is not None:
             raise registries.already_exists(spec.name)
+        workspaces.admit(session, spec.workspace, [spec], lock=False)
     if verify_first:
         verify(spec)
     with session_scope() as session:
         registries.create(session, spec)
+
+
+def admissible(specs: Sequence[RegistrySpec]) -> None:
+    """The quotas' verdict on `specs` (of one workspace) before any registry is contacted; they are checked
+    again, locked, in the transaction that saves them."""
+    if specs:
+        with session_scope() as session:
+            workspaces.admit(session, specs[0].workspace, specs, lock=False)
+
+
+def apply(specs: Sequence[RegistrySpec], *, verify_first: bool = True) -> list[tuple[str, str]]:
+    """Create or update `specs` (of one workspace) all or nothing: the quotas are checked for all of them,
+    then each is tested, then all are saved in one transaction; (name, outcome) for each."""
+    admissible(specs)
+    if verify_first:
+        for spec in specs:
+            verify(spec)
+    with session_scope() as session:
+        if specs:
+            workspaces.admit(session, specs[0].workspace, specs)
+        together = len(specs) > 1  # a batch takes its baselines spread over its interval
+        return [(spec.name, registries.save(session, spec, together=together, admitted=True)[1]) for spec in specs]
 
 
 def verify(spec: RegistrySpec, stop: threading.Event | None = None) -> None:

@@ -63,12 +63,15 @@ def spec_of(row: Registry) -> RegistrySpec:
 
 
 def create(session: Session, spec: RegistrySpec) -> Registry:
-    """Add a new registry; one of that name already there, or saved by a racing process, is refused.
+    """Add a new registry, within its workspace's quotas (`workspaces.admit`); one of that name already
+    there, or saved by a racing process, is refused.
 
-    The INSERT comes first in its transaction, so the unique name decides a race: the loser waits for the
-    winner's commit and gets the same one line as if it had come second.
+    The workspace's row lock comes first in its transaction (`workspaces.admit`), so of two racing
+    registrations the second waits for the first's commit, then counts it against the quota, and its
+    INSERT meets the unique name: the same one line as if it had come second.
     """
-    row = Registry(workspace_id=workspaces.find_id(session, spec.workspace), name=spec.name, baselined=False)
+    workspace_id = workspaces.admit(session, spec.workspace, [spec])
+    row = Registry(workspace_id=workspace_id, name=spec.name, baselined=False)
     _assign(row, spec)
     session.add(row)
     try:
@@ -78,7 +81,9 @@ def create(session: Session, spec: RegistrySpec) -> Registry:
     return row
 
 
-def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tuple[Registry, str]:
+def save(
+    session: Session, spec: RegistrySpec, *, together: bool = False, admitted: bool = False
+) -> tuple[Registry, str]:
     """Create or update; returns the row and `created`, `updated` or `unchanged`.
 
     A new registry (or a new interval) is first polled at once; one of many saved `together` (a `registry
@@ -88,8 +93,11 @@ def save(session: Session, spec: RegistrySpec, *, together: bool = False) -> tup
     Pointing a registry at another provider or URL starts it over: its snapshot is dropped and the next
     poll records a new baseline, instead of reporting the difference between two registries as events.
     Credentials that cannot be decrypted any more count as changed: saving is how they are re-entered.
+    The workspace's quotas are checked first (`workspaces.admit`), unless the caller `admitted` all it saves.
     """
-    workspace_id = workspaces.find_id(session, spec.workspace)
+    workspace_id = (
+        workspaces.find_id(session, spec.workspace) if admitted else workspaces.admit(session, spec.workspace, [spec])
+    )
     row = session.scalar(select(Registry).where(Registry.workspace_id == workspace_id, Registry.name == spec.name))
     if row is None:
         row = Registry(workspace_id=workspace_id, name=spec.name, baselined=False)

@@ -19,10 +19,14 @@ from sqlalchemy.orm import Session
 from watcher.errors import ConflictError, InputError, NotFoundError
 from watcher.models import ApiToken, ConsoleSession, utcnow
 from watcher.read.model import token_active
+from watcher.registrations import workspaces
 from watcher.registrations.spec import NAME
+from watcher.schema import DEFAULT_WORKSPACE
 
-ROLES = ("reader", "admin")
-Role = Literal["reader", "admin"]
+#: reader may read its workspace; admin may change it too; operator is the deployment's: it creates
+#: workspaces, sets their quotas and may act in any workspace (its own when it names none)
+ROLES = ("reader", "admin", "operator")
+Role = Literal["reader", "admin", "operator"]
 PREFIX = "wt_"
 TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per token
 active = token_active  # neither revoked nor expired: the read model's test, for the API's and console's checks
@@ -32,15 +36,24 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(session: Session, name: str, role: str, *, expires_in: timedelta | None = None) -> str:
-    """A new token for `name`; the only time it is ever visible. A revoked token's name may be reused."""
+def create(
+    session: Session,
+    name: str,
+    role: str,
+    *,
+    workspace: str = DEFAULT_WORKSPACE,
+    expires_in: timedelta | None = None,
+) -> str:
+    """A new token `name` of `workspace` (names are unique per workspace); the only time it is ever visible.
+    A revoked token's name may be reused."""
     if not NAME.match(name or ""):
         raise InputError(f"token name {name!r} is not valid: use letters, digits, '.', '_' or '-' (at most 63)")
     if role not in ROLES:
-        raise InputError(f"role {role!r} is not valid: use reader or admin")
+        raise InputError(f"role {role!r} is not valid: use reader, admin or operator")
+    workspace_id = workspaces.find_id(session, workspace)
     token = PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
-    existing = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    existing = session.scalar(select(ApiToken).where(ApiToken.workspace_id == workspace_id, ApiToken.name == name))
     if existing is not None and existing.revoked_at is None:
         raise ConflictError(f"token {name!r} already exists: revoke it first, or choose another name")
     if existing is not None:
@@ -48,6 +61,7 @@ def create(session: Session, name: str, role: str, *, expires_in: timedelta | No
         session.flush()
     session.add(
         ApiToken(
+            workspace_id=workspace_id,
             name=name,
             role=role,
             token_hash=digest(token),
@@ -62,12 +76,17 @@ def create(session: Session, name: str, role: str, *, expires_in: timedelta | No
     return token
 
 
-def revoke(session: Session, name: str) -> None:
-    """Revoke a token and end the console sessions opened with it (they are refused anyway: its token is
-    checked on every request)."""
-    row = session.scalar(select(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)))
+def revoke(session: Session, name: str, *, workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Revoke the token `name` of `workspace` and end the console sessions opened with it (they are refused
+    anyway: its token is checked on every request)."""
+    workspace_id = workspaces.find_id(session, workspace)
+    row = session.scalar(
+        select(ApiToken).where(
+            ApiToken.workspace_id == workspace_id, ApiToken.name == name, ApiToken.revoked_at.is_(None)
+        )
+    )
     if row is None:
-        raise NotFoundError(f"no active token named {name!r}: see `watcher token list`")
+        raise NotFoundError(f"no active token named {name!r} in workspace {workspace!r}: see `watcher token list`")
     row.revoked_at = utcnow()
     session.execute(delete(ConsoleSession).where(ConsoleSession.token_id == row.id))
 

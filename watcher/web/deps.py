@@ -130,3 +130,7 @@ def in_workspace(principal: Principal, name: str) -> Principal:
     if workspace_id is None or (workspace_id != principal.workspace_id and not principal.operator):
         raise ApiError(404, "not_found", workspaces.missing(name).args[0])
     return replace(principal, workspace_id=workspace_id)
+
+
+#: who is asking, for a route that acts in their workspace (FastAPI runs `authorize` once per request)
+Caller = Annotated[Principal, Depends(authorize)]

@@ -52,6 +52,8 @@ def status_of(exc: errors.WatcherError) -> tuple[int, str]:
     """The HTTP status and error code for one of watcher's own errors."""
     if isinstance(exc, errors.NotFoundError):
         return 404, "not_found"
+    if isinstance(exc, errors.QuotaError):
+        return 422, "quota_exceeded"
     if isinstance(exc, errors.ConflictError):
         return 409, "conflict"
     if isinstance(exc, errors.InputError):

@@ -116,7 +116,8 @@ def console_url(listen: str) -> str:
 
 def first_admin_token(data_dir: Path) -> Path | None:
     """On the embedded defaults, a first start with no token writes an admin token to the data dir (0600),
-    so a newcomer can log in to the console; the path is logged, the token never is."""
+    so a newcomer can log in to the console; the path is logged, the token never is. It is the deployment's:
+    an operator of workspace `default`, which may create workspaces and act in any."""
     from watcher.db import session_scope
     from watcher.registrations import tokens
     from watcher.runtime.private_files import create_private, private_dir
@@ -125,7 +126,7 @@ def first_admin_token(data_dir: Path) -> Path | None:
         if tokens.has_any(session):
             return None
         path = Path(data_dir).resolve() / ADMIN_TOKEN_FILE
-        token = tokens.create(session, "admin", "admin")
+        token = tokens.create(session, "admin", "operator")
         private_dir(path.parent)
         if path.exists():
             path.unlink()

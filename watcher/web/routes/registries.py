@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from watcher.read import model as readmodel
 from watcher.web import schemas
-from watcher.web.deps import DbSession, Principal, authorize
+from watcher.web.deps import Caller, DbSession
 from watcher.web.errors import ApiError
 
 router = APIRouter(prefix="/registries", tags=["registries"])
@@ -19,9 +19,6 @@ Limit = Annotated[int, Query(ge=1, le=readmodel.MAX_PAGE, description="rows per 
 Cursor = Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the previous page")]
 Search = Annotated[str | None, Query(max_length=255, description="case-insensitive substring")]
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]|(^|/)\.\.?(/|$)")
-#: who asks, and the workspace the request acts in: the router's `authorize`, which FastAPI runs once per
-#: request however many times it is depended on
-Caller = Annotated[Principal, Depends(authorize)]
 
 
 def checked_repository(repository: str) -> str:
