@@ -9,6 +9,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -166,12 +167,19 @@ def test_a_reader_sees_only_its_workspace_and_anothers_registry_is_not_found(
     watcher: Watcher, console: Console, teams: Teams
 ) -> None:
     a, b = teams.a, teams.b
+    with session_scope() as session:  # B is ten minutes behind its schedule; A is not
+        behind = (
+            update(Registry).where(Registry.name == teams.b_only).values(next_poll_at=utcnow() - timedelta(minutes=10))
+        )
+        session.execute(behind)
     console.log_in(token_in(a.id, "reader-a", "reader"))
 
     # The header names the workspace, on every page; a reader has no switcher.
     assert console.visible("#workspace").text == A and header_workspace(console) == A
     assert console.all("#workspace-switch") == []
     assert registry_rows(console) == ["prod"]
+    lag = console.find("#schedule-lag").text
+    assert re.fullmatch(r"Schedule lag: \d+\.\d s", lag) and float(lag.split()[2]) < 60, lag  # not B's 600 s
     assert_no_trace_of(console.driver.page_source, b, teams.b_only)
     console.shot("reader-a-registries")
 

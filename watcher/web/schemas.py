@@ -101,6 +101,7 @@ class Event(BaseModel):
     id: int
     event_id: str
     change: Literal["added", "updated", "removed"]
+    workspace: str
     registry: str
     repository: str
     tag: str

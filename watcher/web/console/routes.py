@@ -112,7 +112,8 @@ async def switch_workspace(request: Request, user: User) -> Response:
 def registries_page(request: Request, user: User) -> Response:
     with session_scope() as session:
         statuses = readmodel.registry_statuses(session, workspace_id=user.workspace_id)
-    return page(request, "registries.html", user, statuses=statuses)
+        lag = readmodel.schedule_lag(session, workspace_id=user.workspace_id)
+    return page(request, "registries.html", user, statuses=statuses, lag=lag)
 
 
 @router.post("/registries/{name}/poll")
