@@ -233,9 +233,10 @@ def tag_rows(repos: list[Row]) -> Iterator[Row]:
 CLOUDEVENT_PAD = "x" * 420  # brings the fixed-template CloudEvent to about 1 KB
 
 
-def event_rows(count: int) -> Iterator[Row]:
+def event_rows(count: int, unpublished: int = 2000) -> Iterator[Row]:
     """COUNT events, oldest first, one a minute back from NOW: every 20th in the hot repository, the rest
-    spread over EVENT_REGISTRIES x EVENT_REPOSITORIES repositories; a few thousand at the end unpublished."""
+    spread over EVENT_REGISTRIES x EVENT_REPOSITORIES repositories; the last `unpublished` not yet on the
+    stream."""
     rng = random.Random(1)
     changes = ("added", "added", "updated", "removed")
     for i in range(1, count + 1):
@@ -261,8 +262,8 @@ def event_rows(count: int) -> Iterator[Row]:
             detected - timedelta(seconds=30),
             detected,
             cloudevent_text(event_id, registry_name(reg), repo, tag, change, digest, detected),
-            None if i > count - 2000 else detected + timedelta(seconds=1),
-            None if i > count - 2000 else f"{int(detected.timestamp() * 1000)}-0",
+            None if i > count - unpublished else detected + timedelta(seconds=1),
+            None if i > count - unpublished else f"{int(detected.timestamp() * 1000)}-0",
         )
 
 

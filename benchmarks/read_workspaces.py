@@ -38,7 +38,6 @@ from benchmarks.read_side import (
     BIG_TAGS,
     EVENT_COLUMNS,
     EVENT_REGISTRIES,
-    EVENT_REPOSITORIES,
     HOT_REPOSITORY,
     NOW,
     RARE_REPOSITORY,
@@ -46,10 +45,9 @@ from benchmarks.read_side import (
     Installation,
     Row,
     bulk_insert,
-    cloudevent_text,
     cursor_for,
     digest_of,
-    event_repository,
+    event_rows,
     installation,
     machine,
     percentile,
@@ -120,39 +118,6 @@ def tag_rows(repositories: list[Row]) -> Iterator[Row]:
             yield tag_id, repo_id, f"1.{t // 100}.{t % 100}", digest_of(name, t), pushed
 
 
-def event_rows(count: int) -> Iterator[Row]:
-    """One workspace's COUNT events, one a minute back from NOW (`events_template`'s rows: every workspace
-    gets a copy of them, `copy_events`)."""
-    rng = random.Random(1)
-    changes = ("added", "added", "updated", "removed")
-    for i in range(1, count + 1):
-        detected = NOW - timedelta(minutes=count - i)
-        if i % 20 == 0:
-            reg, repo = 1, HOT_REPOSITORY
-        else:
-            reg, repo = rng.randrange(1, EVENT_REGISTRIES + 1), event_repository(rng.randrange(EVENT_REPOSITORIES))
-        change = changes[i % 4]
-        event_id = f"{i:08x}-0000-4000-8000-{i:012x}"
-        tag = f"1.{i % 97}.{i % 13}"
-        digest = digest_of("event", i)
-        yield (
-            i,
-            event_id,
-            reg,
-            registry_name(reg),
-            repo,
-            tag,
-            change,
-            digest,
-            digest_of("event", i - 1) if change == "updated" else "",
-            detected - timedelta(seconds=30),
-            detected,
-            cloudevent_text(event_id, registry_name(reg), repo, tag, change, digest, detected),
-            detected + timedelta(seconds=1),
-            f"{int(detected.timestamp() * 1000)}-0",
-        )
-
-
 def copy_events(engine: Engine, workspaces: int) -> None:
     """`events_template` copied into every workspace, in the database and in id order (a Python row each
     would make seeding a million events take many minutes): the workspaces' events interleaved, as teams
@@ -195,7 +160,7 @@ def seed(engine: Engine, workspaces: int, events: int) -> None:
         ("registries", (*REGISTRY_COLUMNS, "workspace_id"), registry_rows(workspaces)),
         ("repositories", ("id", "registry_id", "name", "first_seen_at"), repositories),
         ("tags", ("id", "repository_id", "name", "digest", "pushed_at"), tag_rows(repositories)),
-        ("events_template", EVENT_COLUMNS, event_rows(events)),
+        ("events_template", EVENT_COLUMNS, event_rows(events, unpublished=0)),
     ]
     for table, columns, rows in plan:
         started = time.perf_counter()
