@@ -299,7 +299,7 @@ def test_every_key_a_workspace_stream_could_collide_with_is_reserved() -> None:
     """`{WATCHER_EVENTS_STREAM}:{workspace}` must never be a key watcher keeps for itself: every such key
     the code writes with one segment after the prefix (a workspace name has no `:`) is a reserved name. A new
     key of that shape fails this test until it is reserved (and refused as a workspace name)."""
-    from watcher.outbox.streams import RESERVED_WORKSPACE_NAMES
+    from watcher.registrations.keys import RESERVED_WORKSPACE_NAMES
     from watcher.registrations.spec import NAME
 
     package = Path(__file__).parents[2] / "watcher"

@@ -11,6 +11,11 @@ from __future__ import annotations
 from watcher.schema import DEFAULT_WORKSPACE
 
 SEPARATOR = "/"
+#: names that, as a workspace's stream `{WATCHER_EVENTS_STREAM}:{name}`, would be a key watcher keeps for
+#: itself (the relay's memory of appended ids and its lock, the pool's workers and their pace): no workspace may
+#: take them.
+#: Other internal keys have a further `:` in them, which a workspace name never has.
+RESERVED_WORKSPACE_NAMES = frozenset({"appended", "pace", "relay-lock", "workers"})
 
 
 def registry_key(workspace: str, name: str) -> str:

@@ -156,8 +156,8 @@ def check_name(name: object) -> str:
 
 def check_new_name(name: object) -> str:
     """A name a new workspace may take: a workspace's name, and not one whose per-workspace stream would be
-    a key watcher keeps for itself (`watcher.outbox.streams.RESERVED_WORKSPACE_NAMES`)."""
-    from watcher.outbox.streams import RESERVED_WORKSPACE_NAMES
+    a key watcher keeps for itself (`watcher.registrations.keys.RESERVED_WORKSPACE_NAMES`)."""
+    from watcher.registrations.keys import RESERVED_WORKSPACE_NAMES
 
     checked = check_name(name)
     if checked in RESERVED_WORKSPACE_NAMES:
