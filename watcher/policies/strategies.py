@@ -1,0 +1,383 @@
+"""Which tag of a repository a policy selects: the strategies of Flux's ImagePolicy and Argo CD Image Updater.
+
+Pure: no database, no I/O, so every door (a poll, the API, a test) selects the same way from the same tags.
+
+- `semver RANGE`: the highest version the range admits. Ranges are npm's syntax (`^1.2`, `~1.2.3`,
+  `>=1.0 <2.0`, `1.2.x`, `1.2.3 - 2.0`, `||`), read and compared by `nodesemver`, a port of npm's own
+  `node-semver`; a comma between comparators means "and", as in Masterminds' syntax (Flux, Argo CD).
+  Tags must be full SemVer 2.0 (`1.2` is not a version); one leading `v` is accepted, as Flux and Argo CD
+  do. Pre-releases: npm's rule (a pre-release is admitted only when a comparator of the range names a
+  pre-release of the same `major.minor.patch`, so `>=1.2.3-rc.1` admits `1.2.3-rc.2`, not `1.3.0-rc.1`).
+  With `prerelease` set, a pre-release is also admitted when the range admits it compared plainly *and*
+  admits its release (`^1.2` admits `1.3.0-rc.1`, never `2.0.0-rc.1`). Build metadata plays no part in
+  the order; two tags of the same precedence (`1.2.3`, `v1.2.3`, `1.2.3+b.7`) are told apart by the tag
+  itself, the greatest in code-point order winning, so the choice never depends on the listing's order.
+- `numeric asc|desc`: the key read as a decimal number (`-?[0-9]+(.[0-9]+)?`, compared exactly, so a
+  nanosecond timestamp does not lose digits to a float); anything else is ignored. `asc` selects the
+  highest, `desc` the lowest, as Flux does.
+- `alphabetical asc|desc`: code-point order of the key (CalVer, `RELEASE.2024-01-01T00-00-00Z`); `asc`
+  selects the last.
+- `newest-build`: the latest creation time (or, where the image says none, its push time), then the latest
+  push time; a tag with neither is ignored. A time without a zone is taken as UTC.
+- `digest TAG`: the one mutable tag, at its current digest.
+
+`filter` is an RE2 pattern (searched, not anchored, as Flux does) that a tag must match; `extract` builds
+the sort key from its groups like Go's `Regexp.Expand` (`$ts`, `${ts}`, `$1`, `$$` for a literal `$`).
+Ties in any strategy are broken by the tag, so a selection is a function of the set of tags alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Protocol, cast
+
+import nodesemver
+
+from watcher.errors import InputError
+from watcher.registrations.scope import compile_pattern
+from watcher.registry.reference import tag_problem
+
+MAX_RANGE_LENGTH = 256  # npm's own bound on a range; the library's regexes are only linear below it
+MAX_PATTERN_LENGTH = 1024  # as a registration's tag regexes
+MAX_EXTRACT_LENGTH = 256
+_CACHE_LIMIT = 200_000  # parsed tags kept between selections; a dict of that size is a few tens of MB at most
+
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_REFERENCE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z0-9_]+)\}|(?P<bare>[A-Za-z0-9_]+)|(?P<dollar>\$))")
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_ORDERS = ("asc", "desc")
+
+
+class Strategy(StrEnum):
+    SEMVER = "semver"
+    NUMERIC = "numeric"
+    ALPHABETICAL = "alphabetical"
+    NEWEST_BUILD = "newest-build"
+    DIGEST = "digest"
+
+
+class CandidateLike(Protocol):
+    """What `select` reads of a tag: the read model's rows fit without a copy."""
+
+    @property
+    def tag(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def created(self) -> datetime | None: ...
+    @property
+    def pushed_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    tag: str
+    digest: str
+    created: datetime | None = None
+    pushed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The selected tag; `considered` tags took part in the ranking, `ignored` ones were filtered out or have
+    no key for the strategy (not a version, not a number, no build time). They add up to the tags given."""
+
+    tag: str
+    digest: str
+    considered: int
+    ignored: int
+
+
+class _Pattern(Protocol):
+    groups: int
+    groupindex: Mapping[str, int]
+
+    def search(self, text: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One strategy with its argument, and the optional filter, extract and pre-release flag; checked when
+    built, so a policy that exists can always select."""
+
+    strategy: Strategy
+    argument: str = ""
+    filter: str = ""
+    extract: str = ""
+    prerelease: bool = False
+    _pattern: _Pattern | None = field(default=None, init=False, repr=False, compare=False)
+    _template: tuple[str | tuple[str | int], ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _range: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            strategy = Strategy(self.strategy)
+        except ValueError:
+            raise InputError(
+                f"unknown strategy {self.strategy!r}: one of {', '.join(s.value for s in Strategy)}", field="strategy"
+            ) from None
+        object.__setattr__(self, "strategy", strategy)
+        for name in ("argument", "filter", "extract"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"--{name} must be text, not {type(getattr(self, name)).__name__}", field=name)
+        if not isinstance(self.prerelease, bool):
+            raise InputError("--prerelease is true or false", field="prerelease")
+        option = f"--{strategy.value}"
+        if strategy is Strategy.SEMVER:
+            object.__setattr__(self, "_range", _semver_range(self.argument))
+        elif strategy in (Strategy.NUMERIC, Strategy.ALPHABETICAL):
+            if self.argument not in _ORDERS:
+                raise InputError(f"{option} takes asc or desc, not {self.argument!r}", field=strategy.value)
+        elif strategy is Strategy.NEWEST_BUILD:
+            if self.argument:
+                raise InputError(f"{option} takes no argument, not {self.argument!r}", field=strategy.value)
+        else:
+            problem = tag_problem(self.argument)
+            if problem is not None:
+                raise InputError(f"{option} {self.argument!r} is not a valid tag: it {problem}", field=strategy.value)
+        if self.prerelease and strategy is not Strategy.SEMVER:
+            raise InputError("--prerelease applies to --semver only", field="prerelease")
+        if self.filter:
+            if strategy is Strategy.DIGEST:
+                raise InputError("--digest follows one tag: --filter has no use there", field="filter")
+            if len(self.filter) > MAX_PATTERN_LENGTH:
+                raise InputError(f"--filter is longer than {MAX_PATTERN_LENGTH} characters", field="filter")
+            object.__setattr__(self, "_pattern", cast(_Pattern, compile_pattern(self.filter, "--filter")))
+        if self.extract:
+            if strategy in (Strategy.DIGEST, Strategy.NEWEST_BUILD):
+                raise InputError(f"{option} sorts by no key: --extract has no use there", field="extract")
+            if self._pattern is None:
+                raise InputError("--extract takes its groups from --filter: give a --filter", field="extract")
+            object.__setattr__(self, "_template", _template(self.extract, self._pattern))
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        semver: str | None = None,
+        numeric: str | None = None,
+        alphabetical: str | None = None,
+        newest_build: bool = False,
+        digest: str | None = None,
+        filter: str | None = None,
+        extract: str | None = None,
+        prerelease: bool = False,
+    ) -> Policy:
+        """The policy the CLI's options (or an API body, an `apply` entry) describe: exactly one strategy."""
+        given = [
+            (strategy, value)
+            for strategy, value in (
+                (Strategy.SEMVER, semver),
+                (Strategy.NUMERIC, numeric),
+                (Strategy.ALPHABETICAL, alphabetical),
+                (Strategy.NEWEST_BUILD, "" if newest_build else None),
+                (Strategy.DIGEST, digest),
+            )
+            if value is not None and value is not False
+        ]
+        if not given:
+            raise InputError(
+                "a policy needs one strategy: --semver RANGE, --numeric asc|desc, --alphabetical asc|desc, "
+                "--newest-build or --digest TAG",
+                field="strategy",
+            )
+        if len(given) > 1:
+            names = " and ".join(f"--{strategy.value}" for strategy, _ in given)
+            raise InputError(f"a policy takes one strategy, not {names}", field="strategy")
+        strategy, argument = given[0]
+        return cls(strategy, argument, filter or "", extract or "", prerelease)
+
+    def options(self) -> dict[str, Any]:
+        """The inverse of `from_options`: what to store, or show, to build this policy again."""
+        result: dict[str, Any] = {self.strategy.value.replace("-", "_"): self.argument or True}
+        if self.filter:
+            result["filter"] = self.filter
+        if self.extract:
+            result["extract"] = self.extract
+        if self.prerelease:
+            result["prerelease"] = True
+        return result
+
+    def describe(self) -> str:
+        """One line for a person: `semver ^1.2 (pre-releases) filter '^rel-' extract '$v'`."""
+        parts = [self.strategy.value] + ([self.argument] if self.argument else [])
+        if self.prerelease:
+            parts.append("(pre-releases)")
+        if self.filter:
+            parts.append(f"filter {self.filter!r}")
+        if self.extract:
+            parts.append(f"extract {self.extract!r}")
+        return " ".join(parts)
+
+
+def _semver_range(text: str) -> Any:
+    if not text.strip():
+        raise InputError("--semver needs a range (`*` admits any version)", field="semver")
+    if len(text) > MAX_RANGE_LENGTH:
+        raise InputError(f"--semver is longer than {MAX_RANGE_LENGTH} characters", field="semver")
+    # One space between comparators: the library's trimming regexes are quadratic in runs of blanks.
+    normal = " ".join(text.replace(",", " ").split())
+    try:
+        return nodesemver.make_range(normal, False)
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"--semver {text!r} is not a valid range ({reason}); npm syntax: ^1.2, ~1.2.3, >=1.0 <2.0, 1.2.x",
+            field="semver",
+        ) from None
+
+
+def _template(extract: str, pattern: _Pattern) -> tuple[str | tuple[str | int], ...]:
+    """`extract` compiled against the filter's groups: a literal is a str, a group a 1-tuple (name or number)."""
+    if len(extract) > MAX_EXTRACT_LENGTH:
+        raise InputError(f"--extract is longer than {MAX_EXTRACT_LENGTH} characters", field="extract")
+    parts: list[str | tuple[str | int]] = []
+    position = 0
+    for match in _REFERENCE.finditer(extract):
+        literal = extract[position : match.start()]
+        if "$" in literal:
+            break
+        parts.append(literal)
+        position = match.end()
+        if match["dollar"]:
+            parts.append("$")
+            continue
+        name = match["braced"] or match["bare"]
+        if name.isdigit():
+            number = int(name)
+            if number > pattern.groups:
+                raise InputError(
+                    f"--extract {extract!r} names group {number}; --filter has {pattern.groups}", field="extract"
+                )
+            parts.append((number,))
+        elif name in pattern.groupindex:
+            parts.append((name,))
+        else:
+            known = ", ".join(sorted(pattern.groupindex)) or "none"
+            raise InputError(
+                f"--extract {extract!r} names group {name!r}; --filter's named groups: {known}", field="extract"
+            )
+    rest = extract[position:]
+    if "$" in rest:
+        raise InputError(
+            f"--extract {extract!r} has a '$' that names no group: write $name, ${{name}} or $$ for a '$'",
+            field="extract",
+        )
+    parts.append(rest)
+    return tuple(part for part in parts if part != "")
+
+
+# tag text -> the library's version, or _INVALID; shared by every policy, since the same tags come back.
+_INVALID = object()
+_versions: dict[str, Any] = {}
+
+
+def _version(text: str) -> Any:
+    found = _versions.get(text)
+    if found is None:
+        try:
+            found = nodesemver.make_semver(text, False) if text[:1].isdigit() or text[:2] in _V_DIGITS else _INVALID
+        except ValueError:
+            found = _INVALID
+        if len(_versions) >= _CACHE_LIMIT:
+            _versions.clear()
+        _versions[text] = found
+    return found
+
+
+_V_DIGITS = frozenset(f"v{digit}" for digit in "0123456789")
+
+
+def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | None:
+    """The candidate `policy` selects, with how many took part; None when none qualifies."""
+    if policy.strategy is Strategy.DIGEST:
+        return _select_digest(policy.argument, candidates)
+    pattern, template = policy._pattern, policy._template
+    strategy = policy.strategy
+    descending = policy.argument == "desc"
+    best: CandidateLike | None = None
+    best_key: Any = None
+    considered = ignored = 0
+    admits = _admits(policy) if strategy is Strategy.SEMVER else None
+    for candidate in candidates:
+        tag = candidate.tag
+        text = tag
+        if pattern is not None:
+            match = pattern.search(tag)
+            if match is None:
+                ignored += 1
+                continue
+            if template is not None:
+                text = "".join(part if isinstance(part, str) else (match.group(part[0]) or "") for part in template)
+        if admits is not None:
+            version = _version(text)
+            if version is _INVALID:
+                ignored += 1
+                continue
+            considered += 1
+            if best is not None:
+                order = version.compare(best_key)
+                if order < 0 or (order == 0 and tag <= best.tag):
+                    continue
+            if admits(version):
+                best, best_key = candidate, version
+            continue
+        key: Any
+        if strategy is Strategy.NUMERIC:
+            if _NUMBER.fullmatch(text) is None:
+                ignored += 1
+                continue
+            key = (Decimal(text), tag)
+        elif strategy is Strategy.ALPHABETICAL:
+            key = (text, tag)
+        else:
+            when = _utc(candidate.created) or _utc(candidate.pushed_at)
+            if when is None:
+                ignored += 1
+                continue
+            key = (when, _utc(candidate.pushed_at) or _EARLIEST, tag)
+        considered += 1
+        if best is None or (key < best_key if descending else key > best_key):
+            best, best_key = candidate, key
+    if best is None:
+        return None
+    return Selection(best.tag, best.digest, considered, ignored)
+
+
+def _admits(policy: Policy) -> Any:
+    """Whether the policy's range admits a version (see the module's note on pre-releases)."""
+    range_ = policy._range
+    if not policy.prerelease:
+        return range_.test
+
+    def admits(version: Any) -> bool:
+        if range_.test(version):
+            return True
+        if not version.prerelease or not range_.test(version, include_prerelease=True):
+            return False
+        return bool(range_.test(_version(f"{version.major}.{version.minor}.{version.patch}")))
+
+    return admits
+
+
+def _select_digest(tag: str, candidates: Iterable[CandidateLike]) -> Selection | None:
+    found: CandidateLike | None = None
+    total = 0
+    for candidate in candidates:
+        total += 1
+        if candidate.tag == tag and found is None:
+            found = candidate
+    if found is None:
+        return None
+    return Selection(found.tag, found.digest, 1, total - 1)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
