@@ -122,9 +122,12 @@ class Policy:
                 f"unknown strategy {self.strategy!r}: one of {', '.join(s.value for s in Strategy)}", field="strategy"
             ) from None
         object.__setattr__(self, "strategy", strategy)
-        for name in ("argument", "filter", "extract"):
-            if not isinstance(getattr(self, name), str):
-                raise InputError(f"--{name} must be text, not {type(getattr(self, name)).__name__}", field=name)
+        for name, option in (("argument", strategy.value), ("filter", "filter"), ("extract", "extract")):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise InputError(
+                    f"--{option} must be text (quote it in YAML), not {type(value).__name__}", field=option
+                )
         if not isinstance(self.prerelease, bool):
             raise InputError("--prerelease is true or false", field="prerelease")
         option = f"--{strategy.value}"
