@@ -29,7 +29,7 @@ Ties in any strategy are broken by the tag, so a selection is a function of the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -275,9 +275,13 @@ def _template(extract: str, pattern: _Pattern) -> tuple[str | tuple[str | int], 
     return tuple(part for part in parts if part != "")
 
 
-# tag text -> the library's version, or _INVALID; shared by every policy, since the same tags come back.
-_INVALID = object()
-_versions: dict[str, Any] = {}
+# Keys are kept between selections: the same tags come back at every change of a repository, and several
+# policies read one repository. Each cache is a plain dict, emptied whole when it reaches _CACHE_LIMIT.
+_INVALID = object()  # filtered out, or no key for the strategy
+_MISSING = object()
+_versions: dict[str, Any] = {}  # text -> the library's version, or _INVALID (shared by every range)
+_keys: dict[tuple[str, str, str, str], Any] = {}  # (kind, filter, extract, tag) -> the strategy's key
+_V_DIGITS = frozenset(f"v{digit}" for digit in "0123456789")
 
 
 def _version(text: str) -> Any:
@@ -293,57 +297,71 @@ def _version(text: str) -> Any:
     return found
 
 
-_V_DIGITS = frozenset(f"v{digit}" for digit in "0123456789")
+def _key(policy: Policy, kind: str, tag: str) -> Any:
+    """The sort key of one tag for `kind` ("text", "number", or "semver …"), or _INVALID."""
+    text = tag
+    pattern = policy._pattern
+    if pattern is not None:
+        match = pattern.search(tag)
+        if match is None:
+            return _INVALID
+        template = policy._template
+        if template is not None:
+            text = "".join(part if isinstance(part, str) else (match.group(part[0]) or "") for part in template)
+    if kind == "text":
+        return text
+    if kind == "number":
+        if _NUMBER.fullmatch(text) is None:
+            return _INVALID
+        return int(text) if "." not in text else Decimal(text)
+    version = _version(text)
+    if version is _INVALID:
+        return _INVALID
+    # [the release triple (the library orders by it first, numerically), the version, admitted: None until asked]
+    return [(version.major, version.minor, version.patch), version, None]
+
+
+def _cached_key(policy: Policy, kind: str, tag: str) -> Any:
+    if policy._pattern is None and kind == "text":
+        return tag
+    cache_key = (kind, policy.filter, policy.extract, tag)
+    found = _keys.get(cache_key, _MISSING)
+    if found is _MISSING:
+        found = _key(policy, kind, tag)
+        if len(_keys) >= _CACHE_LIMIT:
+            _keys.clear()
+        _keys[cache_key] = found
+    return found
 
 
 def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | None:
     """The candidate `policy` selects, with how many took part; None when none qualifies."""
-    if policy.strategy is Strategy.DIGEST:
-        return _select_digest(policy.argument, candidates)
-    pattern, template = policy._pattern, policy._template
     strategy = policy.strategy
+    if strategy is Strategy.DIGEST:
+        return _select_digest(policy.argument, candidates)
+    if strategy is Strategy.SEMVER:
+        return _select_semver(policy, candidates)
+    kind = "number" if strategy is Strategy.NUMERIC else "text"
     descending = policy.argument == "desc"
+    newest_build = strategy is Strategy.NEWEST_BUILD
     best: CandidateLike | None = None
     best_key: Any = None
     considered = ignored = 0
-    admits = _admits(policy) if strategy is Strategy.SEMVER else None
     for candidate in candidates:
         tag = candidate.tag
-        text = tag
-        if pattern is not None:
-            match = pattern.search(tag)
-            if match is None:
-                ignored += 1
-                continue
-            if template is not None:
-                text = "".join(part if isinstance(part, str) else (match.group(part[0]) or "") for part in template)
-        if admits is not None:
-            version = _version(text)
-            if version is _INVALID:
-                ignored += 1
-                continue
-            considered += 1
-            if best is not None:
-                order = version.compare(best_key)
-                if order < 0 or (order == 0 and tag <= best.tag):
-                    continue
-            if admits(version):
-                best, best_key = candidate, version
+        found = _cached_key(policy, kind, tag)
+        if found is _INVALID:
+            ignored += 1
             continue
-        key: Any
-        if strategy is Strategy.NUMERIC:
-            if _NUMBER.fullmatch(text) is None:
-                ignored += 1
-                continue
-            key = (Decimal(text), tag)
-        elif strategy is Strategy.ALPHABETICAL:
-            key = (text, tag)
-        else:
+        key: tuple[Any, ...]
+        if newest_build:
             when = _utc(candidate.created) or _utc(candidate.pushed_at)
             if when is None:
                 ignored += 1
                 continue
             key = (when, _utc(candidate.pushed_at) or _EARLIEST, tag)
+        else:
+            key = (found, tag)
         considered += 1
         if best is None or (key < best_key if descending else key > best_key):
             best, best_key = candidate, key
@@ -352,11 +370,43 @@ def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | N
     return Selection(best.tag, best.digest, considered, ignored)
 
 
-def _admits(policy: Policy) -> Any:
+def _select_semver(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | None:
+    """The greatest admitted version: a candidate no greater than the best so far is never tested against
+    the range, and a test's answer is kept with the tag's key."""
+    kind = f"semver {'+' if policy.prerelease else ''}{policy.argument}"
+    admits = _admits(policy)
+    best: CandidateLike | None = None
+    best_triple: tuple[int, int, int] = (-1, -1, -1)
+    best_version: Any = None
+    considered = ignored = 0
+    for candidate in candidates:
+        tag = candidate.tag
+        found = _cached_key(policy, kind, tag)
+        if found is _INVALID:
+            ignored += 1
+            continue
+        considered += 1
+        triple, version, admitted = found
+        if triple < best_triple:
+            continue
+        if triple == best_triple:
+            order = version.compare(best_version)
+            if order < 0 or (order == 0 and tag <= best.tag):  # type: ignore[union-attr]
+                continue
+        if admitted is None:
+            admitted = found[2] = admits(version)
+        if admitted:
+            best, best_triple, best_version = candidate, triple, version
+    if best is None:
+        return None
+    return Selection(best.tag, best.digest, considered, ignored)
+
+
+def _admits(policy: Policy) -> Callable[[Any], bool]:
     """Whether the policy's range admits a version (see the module's note on pre-releases)."""
     range_ = policy._range
     if not policy.prerelease:
-        return range_.test
+        return lambda version: bool(range_.test(version))
 
     def admits(version: Any) -> bool:
         if range_.test(version):
