@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcher.errors import InputError
-from watcher.policies import Candidate, Policy, Selection, Strategy, select
+from watcher.policies import Candidate, Policy, Selection, Strategy, select, strategies
 
 
 def tags(*names: str) -> list[Candidate]:
@@ -272,3 +272,28 @@ def test_semver_selection_is_the_librarys_maximum(names: list[str]) -> None:
     releases = [name for name in names if "-" not in name.split("+")[0]]
     expected_release = max(releases, key=functools.cmp_to_key(compare)) if releases else None
     assert chosen(Policy(Strategy.SEMVER, "*"), tags(*names)) == expected_release
+
+
+def test_keys_kept_between_selections_belong_to_their_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same tags under two ranges, two filters, with and without pre-releases, and with caches emptied
+    every few entries: each policy answers as if it were the first."""
+    names = tags("1.0.0", "1.5.0", "2.0.0", "2.1.0-rc.1", "v2.0.5", "rel-1.9.0", "rel-3.0.0")
+    policies = {
+        Policy(Strategy.SEMVER, "^1"): "1.5.0",
+        Policy(Strategy.SEMVER, "^2"): "v2.0.5",
+        Policy(Strategy.SEMVER, "^2", prerelease=True): "2.1.0-rc.1",
+        Policy(Strategy.SEMVER, "^1", filter=r"^rel-(?P<v>.*)", extract="$v"): "rel-1.9.0",
+        Policy(Strategy.SEMVER, "*", filter=r"^rel-(?P<v>.*)", extract="$v"): "rel-3.0.0",
+        Policy(Strategy.ALPHABETICAL, "asc", filter="^rel-"): "rel-3.0.0",
+        Policy(Strategy.ALPHABETICAL, "asc"): "v2.0.5",
+    }
+    for _ in range(2):
+        for policy, expected in policies.items():
+            assert chosen(policy, names) == expected, policy.describe()
+    monkeypatch.setattr(strategies, "_CACHE_LIMIT", 3)
+    strategies._keys.clear()
+    strategies._versions.clear()
+    for _ in range(2):
+        for policy, expected in policies.items():
+            assert chosen(policy, names) == expected, policy.describe()
+    assert len(strategies._keys) <= 3 and len(strategies._versions) <= 3

@@ -24,6 +24,12 @@ Pure: no database, no I/O, so every door (a poll, the API, a test) selects the s
 `filter` is an RE2 pattern (searched, not anchored, as Flux does) that a tag must match; `extract` builds
 the sort key from its groups like Go's `Regexp.Expand` (`$ts`, `${ts}`, `$1`, `$$` for a literal `$`).
 Ties in any strategy are broken by the tag, so a selection is a function of the set of tags alone.
+
+Speed: a tag's key (its filter match, extracted text, parsed version, and a range's answer for it) is kept
+in a bounded dict between selections, as the same tags come back at every change of a repository and
+several policies read one repository; a version no greater than the best admitted so far is never tested
+against the range. benchmarks/policy_select measures it (10,000 tags: a few ms a policy once the keys are
+known, under 50 ms the first time).
 """
 
 from __future__ import annotations
