@@ -35,7 +35,7 @@ known, under 50 ms the first time).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -340,6 +340,17 @@ def _cached_key(policy: Policy, kind: str, tag: str) -> Any:
     return found
 
 
+def _known(
+    policy: Policy, kind: str, candidates: Iterable[CandidateLike], seen: list[int]
+) -> Iterator[tuple[CandidateLike, Any]]:
+    """The candidates with a key for `kind`, each with its key; `seen[0]` counts them all."""
+    for candidate in candidates:
+        seen[0] += 1
+        found = _cached_key(policy, kind, candidate.tag)
+        if found is not _INVALID:
+            yield candidate, found
+
+
 def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | None:
     """The candidate `policy` selects, with how many took part; None when none qualifies."""
     strategy = policy.strategy
@@ -352,18 +363,14 @@ def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | N
     newest_build = strategy is Strategy.NEWEST_BUILD
     best: CandidateLike | None = None
     best_key: Any = None
-    considered = ignored = 0
-    for candidate in candidates:
+    seen = [0]
+    considered = 0
+    for candidate, found in _known(policy, kind, candidates, seen):
         tag = candidate.tag
-        found = _cached_key(policy, kind, tag)
-        if found is _INVALID:
-            ignored += 1
-            continue
         key: tuple[Any, ...]
         if newest_build:
             when = _utc(candidate.created) or _utc(candidate.pushed_at)
             if when is None:
-                ignored += 1
                 continue
             key = (when, _utc(candidate.pushed_at) or _EARLIEST, tag)
         else:
@@ -373,7 +380,7 @@ def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | N
             best, best_key = candidate, key
     if best is None:
         return None
-    return Selection(best.tag, best.digest, considered, ignored)
+    return Selection(best.tag, best.digest, considered, seen[0] - considered)
 
 
 def _select_semver(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | None:
@@ -384,13 +391,10 @@ def _select_semver(policy: Policy, candidates: Iterable[CandidateLike]) -> Selec
     best: CandidateLike | None = None
     best_triple: tuple[int, int, int] = (-1, -1, -1)
     best_version: Any = None
-    considered = ignored = 0
-    for candidate in candidates:
+    seen = [0]
+    considered = 0
+    for candidate, found in _known(policy, kind, candidates, seen):
         tag = candidate.tag
-        found = _cached_key(policy, kind, tag)
-        if found is _INVALID:
-            ignored += 1
-            continue
         considered += 1
         triple, version, admitted = found
         if triple < best_triple:
@@ -405,7 +409,7 @@ def _select_semver(policy: Policy, candidates: Iterable[CandidateLike]) -> Selec
             best, best_triple, best_version = candidate, triple, version
     if best is None:
         return None
-    return Selection(best.tag, best.digest, considered, ignored)
+    return Selection(best.tag, best.digest, considered, seen[0] - considered)
 
 
 def _admits(policy: Policy) -> Callable[[Any], bool]:
