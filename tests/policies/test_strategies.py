@@ -97,6 +97,8 @@ def test_numeric_reads_whole_numbers_and_decimals_exactly() -> None:
     assert chosen(policy, tags("-5", "-10")) == "-5"
     assert chosen(Policy(Strategy.NUMERIC, "desc"), tags("-5", "-10")) == "-10"
     assert chosen(policy, tags("latest", "main")) is None
+    long = Policy.from_options(numeric="asc", filter=r"^(?P<n>[0-9]+)$", extract="$n" * 80)  # 80 x 128 digits
+    assert chosen(long, tags("9" * 128, "1" + "0" * 127)) == "9" * 128
 
 
 def test_numeric_ties_are_broken_by_the_tag() -> None:

@@ -48,7 +48,7 @@ from watcher.errors import InputError
 from watcher.registrations.scope import compile_pattern
 from watcher.registry.reference import tag_problem
 
-MAX_RANGE_LENGTH = 256  # npm's own bound on a range; the library's regexes are only linear below it
+MAX_RANGE_LENGTH = 256  # npm's own bound on a range; with blanks collapsed the library reads it in a few ms
 MAX_PATTERN_LENGTH = 1024  # as a registration's tag regexes
 MAX_EXTRACT_LENGTH = 256
 _CACHE_LIMIT = 200_000  # parsed tags kept between selections; a dict of that size is a few tens of MB at most
@@ -319,7 +319,8 @@ def _key(policy: Policy, kind: str, tag: str) -> Any:
     if kind == "number":
         if _NUMBER.fullmatch(text) is None:
             return _INVALID
-        return int(text) if "." not in text else Decimal(text)
+        # int is the quicker; Decimal has no digit limit (an extract can repeat a group well past int's 4300)
+        return int(text) if "." not in text and len(text) <= 1000 else Decimal(text)
     version = _version(text)
     if version is _INVALID:
         return _INVALID
