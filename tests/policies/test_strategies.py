@@ -195,6 +195,7 @@ INVALID = [
     ({"digest": "la test"}, "is not a valid tag"),
     ({"numeric": "asc", "prerelease": True}, "--prerelease applies to --semver only"),
     ({"numeric": "asc", "filter": "(a"}, "--filter '(a' is not a valid RE2 regular expression"),
+    ({"numeric": "asc", "filter": "(a\nb"}, "missing ): (a b"),  # RE2 quotes the pattern raw
     ({"numeric": "asc", "filter": "(?=x)"}, "look-arounds"),
     ({"numeric": "asc", "filter": "x" * 1025}, "--filter is longer than 1024"),
     ({"numeric": "asc", "extract": "$ts"}, "--extract takes its groups from --filter"),
@@ -205,6 +206,7 @@ INVALID = [
     ({"newest_build": True, "filter": "(?P<a>x)", "extract": "$a"}, "--extract has no use there"),
     ({"digest": "latest", "filter": "x"}, "--filter has no use there"),
     ({"semver": 1.2}, "--semver must be text (quote it in YAML), not float"),  # YAML's unquoted 1.2
+    ({"alphabetical": "asc", "filter": "\ud800"}, "--filter is not valid Unicode text"),  # a lone surrogate
 ]
 
 
@@ -236,6 +238,15 @@ def test_extract_accepts_every_documented_form() -> None:
 def test_any_range_text_is_a_policy_or_one_input_error(text: str) -> None:
     try:
         Policy(Strategy.SEMVER, text)
+    except InputError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(exclude_categories=()), max_size=40), st.text(max_size=20))
+def test_any_filter_and_extract_text_is_a_policy_or_one_input_error(pattern: str, extract: str) -> None:
+    try:
+        Policy(Strategy.ALPHABETICAL, "asc", filter=pattern, extract=extract)
     except InputError as exc:
         assert "\n" not in str(exc)
 

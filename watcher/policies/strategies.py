@@ -134,6 +134,11 @@ class Policy:
                 raise InputError(
                     f"--{option} must be text (quote it in YAML), not {type(value).__name__}", field=option
                 )
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise InputError(f"--{option} is not valid Unicode text", field=option) from None
         if not isinstance(self.prerelease, bool):
             raise InputError("--prerelease is true or false", field="prerelease")
         option = f"--{strategy.value}"
