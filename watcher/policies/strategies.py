@@ -29,7 +29,7 @@ Speed: a tag's key (its filter match, extracted text, parsed version, and a rang
 in a bounded dict between selections, as the same tags come back at every change of a repository and
 several policies read one repository; a version no greater than the best admitted so far is never tested
 against the range. benchmarks/policy_select measures it (10,000 tags: a few ms a policy once the keys are
-known, under 50 ms the first time).
+known, about 40 to 50 ms the first time).
 """
 
 from __future__ import annotations
