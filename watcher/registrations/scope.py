@@ -84,6 +84,7 @@ def compile_pattern(pattern: str, option: str) -> TagPattern | None:
         compiled: TagPattern = re2.compile(pattern, options)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        reason = " ".join(reason.splitlines())  # RE2 quotes the pattern raw: a newline in it must not end the line
         hint = (
             " (RE2 has no look-arounds or back-references)" if "perl operator" in reason or "escape" in reason else ""
         )
