@@ -255,3 +255,61 @@ def test_migration_0011_puts_everything_in_the_default_workspace_and_keeps_every
             assert [d for d in differences if d[:1] != ("remove_index",)] == []
     finally:
         engine.dispose()
+
+
+def test_migration_0012_adds_images_keyed_by_digest_and_keeps_every_row(new_database: str) -> None:
+    """A database at 0011 with a registry and its snapshot is migrated the way a process opens it: nothing is
+    lost, `images` is there and takes one row per digest (a second is refused, whoever would write it);
+    down drops it and keeps the snapshot, up gives it back; the tables then match the models."""
+    from alembic.autogenerate import compare_metadata
+
+    from watcher.db import _make_engine
+    from watcher.models import Base
+
+    engine = _make_engine(new_database)
+    digest = "sha256:" + "b" * 64
+    rows = [
+        "INSERT INTO registries (id, name, provider, url, credentials, options, interval_seconds, emit_existing, "
+        "baselined, next_poll_at, created_at) VALUES (1, 'prod', 'oci', 'https://r1', '', '{}', 300, false, true, "
+        "'2026-12-06 10:00:00', '2026-12-06 10:00:00')",
+        "INSERT INTO repositories (id, registry_id, name, first_seen_at, revision) VALUES (1, 1, 'app', "
+        "'2026-12-06 10:00:00', 3)",
+        f"INSERT INTO tags (id, repository_id, name, digest) VALUES (1, 1, 'v1', '{digest}')",
+    ]
+    image = (
+        "INSERT INTO images (digest, kind, platforms, created, size, annotations, fetched_at) VALUES "
+        f'(\'{digest}\', \'image\', \'[{{"os": "linux", "architecture": "amd64", "variant": null}}]\', '
+        "'2026-12-01 09:00:00', 5000000000, '{\"org.opencontainers.image.revision\": \"abc\"}', "
+        "'2026-12-06 10:00:00')"
+    )
+    snapshot = (
+        "SELECT r.name, p.name, p.revision, t.name, t.digest FROM registries r JOIN repositories p "
+        "ON p.registry_id = r.id JOIN tags t ON t.repository_id = p.id"
+    )
+    kept = [("prod", "app", 3, "v1", digest)]
+
+    try:
+        with migrations(engine) as schema:
+            schema.up("0011")
+            for row in rows:
+                schema.conn.execute(text(row))
+        migrate(engine, new_database)
+        with engine.begin() as conn:
+            assert stored_revisions(conn) == [HEAD_REVISION]
+            assert conn.execute(text(snapshot)).all() == kept
+            conn.execute(text(image))
+            size = conn.execute(text("SELECT size FROM images")).scalar_one()
+            assert size == 5_000_000_000  # past 32 bits: a multi-gigabyte image
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(text(image))
+        with migrations(engine) as schema:
+            schema.down("0011")
+            assert "images" not in inspect(schema.conn).get_table_names()
+            assert schema.conn.execute(text(snapshot)).all() == kept
+            schema.up("0012")
+            assert schema.conn.execute(text("SELECT count(*) FROM images")).scalar() == 0
+            differences = compare_metadata(MigrationContext.configure(schema.conn), Base.metadata)
+            # the partial index is the migrations' alone (test_the_migrations_make_the_partial_index_...)
+            assert [d for d in differences if d[:1] != ("remove_index",)] == []
+    finally:
+        engine.dispose()
