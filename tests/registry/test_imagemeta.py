@@ -4,6 +4,7 @@ the installation, and bytes that do not match their digest store nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,4 +192,56 @@ def test_a_digest_the_registry_does_not_have_stores_nothing(watcher: Watcher, re
     result = run(watcher, spec_for(registry.url), {missing: unique_repo, "sha256:nothex": unique_repo})
     assert sorted(result.failed) == [missing, "sha256:nothex"]
     assert "HTTP 404" in result.failed[missing]
+    assert rows(watcher) == {}
+
+
+def test_docker_images_and_artifacts(watcher: Watcher, registry: RegistryEnv, unique_repo: str) -> None:
+    """A Docker v2 image (its config read like an OCI one) and an OCI 1.1 artifact (`artifactType`, the empty
+    config: not fetched, one request; its creation time from its annotation)."""
+    docker = registry.client.push_image(unique_repo, "docker", seed="docker-image", media_type="docker")
+    empty = registry.client.upload_blob(unique_repo, b"{}")
+    sbom = b'{"spdxVersion": "SPDX-2.3"}'
+    layer = registry.client.upload_blob(unique_repo, sbom)
+    artifact_manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": layer, "size": len(sbom)}],
+        "annotations": {CREATED: "2026-12-02T10:00:00Z", LICENSES: "MIT"},
+    }
+    artifact = registry.client.put_manifest(
+        unique_repo, "sbom", json.dumps(artifact_manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
+    )
+    result = run(watcher, spec_for(registry.url), {docker: unique_repo})
+    assert (result.stored, result.requests) == ([docker], 2)
+    result = run(watcher, spec_for(registry.url), {artifact: unique_repo})
+    assert (result.stored, result.requests) == ([artifact], 1)
+    stored = rows(watcher)
+    assert (stored[docker]["kind"], stored[docker]["platforms"]) == (
+        "image",
+        [{"os": "linux", "architecture": "amd64", "variant": None}],
+    )
+    assert stored[docker]["created"] == datetime(1970, 1, 1, tzinfo=UTC)
+    assert stored[artifact] | {"fetched_at": None} == {
+        "digest": artifact,
+        "kind": "artifact",
+        "platforms": [],
+        "created": datetime(2026, 12, 2, 10, 0, tzinfo=UTC),
+        "size": 2 + len(sbom),
+        "annotations": {CREATED: "2026-12-02T10:00:00Z", LICENSES: "MIT"},
+        "fetched_at": None,
+    }
+
+
+def test_a_config_past_its_cap_is_not_read(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, tmp_path: Path
+) -> None:
+    """A config blob over 1 MiB (labels of 1.5 MB) is not read to its end: nothing stored, one line saying why."""
+    layout = Layout(tmp_path / "layout")
+    image = layout.image(seed="fat", labels={f"com.example.l{i}": "x" * 1000 for i in range(1500)})
+    layout.tag("fat", image)
+    layout.push("fat", f"{registry.host}/{unique_repo}:fat")
+    result = run(watcher, spec_for(registry.url), {image.digest: unique_repo})
+    assert result.stored == [] and "more than 1 MiB" in result.failed[image.digest]
     assert rows(watcher) == {}
