@@ -7,16 +7,15 @@ with what was pushed. `skopeo copy --preserve-digests` keeps the bytes, hence th
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.registry import seed_layer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -63,19 +62,13 @@ class Layout:
         annotations: dict[str, str] | None = None,
     ) -> Pushed:
         """A one-layer image whose bytes depend only on its arguments."""
-        payload = f"watcher image-meta test, seed={seed}\n".encode()
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            info = tarfile.TarInfo("seed.txt")
-            info.size, info.mtime, info.mode = len(payload), 0, 0o644
-            tar.addfile(info, io.BytesIO(payload))
-        layer = gzip.compress(raw.getvalue(), mtime=0)
+        raw, layer = seed_layer(f"watcher image-meta test, seed={seed}\n")
         os_name, arch, variant = platform
         config: dict[str, Any] = {
             "architecture": arch,
             "os": os_name,
             "config": {"Labels": labels or {}},
-            "rootfs": {"type": "layers", "diff_ids": [sha256(raw.getvalue())]},
+            "rootfs": {"type": "layers", "diff_ids": [sha256(raw)]},
         }
         if variant:
             config["variant"] = variant

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from watcher import errors, schema
 from watcher.pollers import poller_for
+from watcher.pollers.base import gather_all
 from watcher.registry.imagemeta import ImageMeta, fetch
 from watcher.registry.oci import OciClient
 from watcher.registry.reference import digest_problem, repository_problem, shown
@@ -113,7 +114,7 @@ async def ensure(engine: Engine, spec: RegistrySpec, wanted: Mapping[str, str]) 
             store(engine, meta)
             result.stored.append(digest)
 
-        await asyncio.gather(*(one(digest, repo) for digest, repo in sorted(missing.items())))
+        await gather_all([one(digest, repo) for digest, repo in sorted(missing.items())])
         result.requests = client.requests
     finally:
         await poller.aclose()
