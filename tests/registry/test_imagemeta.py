@@ -4,6 +4,7 @@ the installation, and bytes that do not match their digest store nothing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from tests.support.ocilayout import Layout, Pushed
 from watcher import schema
 from watcher.polling.images import Ensured, ensure
 from watcher.registrations.spec import RegistrySpec
+from watcher.registry.imagemeta import DigestMismatch, parse_time, verify
 
 SOURCE = "org.opencontainers.image.source"
 REVISION = "org.opencontainers.image.revision"
@@ -245,3 +247,41 @@ def test_a_config_past_its_cap_is_not_read(
     result = run(watcher, spec_for(registry.url), {image.digest: unique_repo})
     assert result.stored == [] and "more than 1 MiB" in result.failed[image.digest]
     assert rows(watcher) == {}
+
+
+@pytest.mark.parametrize(
+    ("digest", "verified"),
+    [
+        ("sha256:" + hashlib.sha256(b"abc").hexdigest(), True),
+        ("sha512:" + hashlib.sha512(b"abc").hexdigest(), True),
+        ("sha256:" + hashlib.sha256(b"abd").hexdigest(), False),
+        ("sha384:" + hashlib.sha384(b"abc").hexdigest(), False),  # well-formed, but not checked here: refused
+        ("sha256:ABC", False),
+    ],
+    ids=["sha256", "sha512", "other-bytes", "sha384", "malformed"],
+)
+def test_only_bytes_that_hash_to_the_digest_pass(digest: str, verified: bool) -> None:
+    if verified:
+        verify(b"abc", digest, "manifest r@d")
+    else:
+        with pytest.raises(
+            DigestMismatch, match=r"^bad response: manifest r@d: (the bytes served do not match|the digest)"
+        ):
+            verify(b"abc", digest, "manifest r@d")
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("2026-11-30T12:34:56.123456789Z", datetime(2026, 11, 30, 12, 34, 56, 123456, tzinfo=UTC)),
+        ("2026-11-30T12:34:56+02:00", datetime(2026, 11, 30, 10, 34, 56, tzinfo=UTC)),
+        ("2026-11-30T12:34:56", datetime(2026, 11, 30, 12, 34, 56, tzinfo=UTC)),
+        ("yesterday", None),
+        ("", None),
+        (1700000000, None),
+        ("2026-11-30T12:34:56Z" + " " * 100, None),
+    ],
+    ids=["nanoseconds", "offset", "no-zone", "words", "empty", "number", "long"],
+)
+def test_creation_times(text: object, parsed: datetime | None) -> None:
+    assert parse_time(text) == parsed

@@ -75,8 +75,11 @@ class ImageMeta:
 def verify(data: bytes, digest: str, what: str) -> None:
     """`data` hashes to `digest`, or DigestMismatch; a digest whose algorithm cannot be checked here is refused."""
     algorithm, _, encoded = digest.partition(":")
-    if digest_problem(digest) is not None or algorithm not in EXACT_ALGORITHMS:
-        raise DigestMismatch(f"{what}: the digest {shown(digest)} cannot be verified (sha256 or sha512 only)")
+    problem = digest_problem(digest)
+    if problem is not None:
+        raise DigestMismatch(f"{what}: the digest {shown(digest)} {problem}")
+    if algorithm not in EXACT_ALGORITHMS:
+        raise DigestMismatch(f"{what}: the digest {shown(digest)} cannot be verified here (sha256 or sha512 only)")
     if hashlib.new(algorithm, data).hexdigest() != encoded:
         raise DigestMismatch(f"{what}: the bytes served do not match the digest {digest}; nothing of them is used")
 
@@ -97,7 +100,7 @@ async def fetch(client: OciClient, repository: str, digest: str) -> ImageMeta:
             digest,
             "index",
             _index_platforms(entries),
-            _parse_time(annotations.get(ANNOTATION_KEYS[0])),
+            parse_time(annotations.get(ANNOTATION_KEYS[0])),
             _total(_descriptor_size(e, what) for e in entries),
             annotations,
         )
@@ -107,11 +110,11 @@ async def fetch(client: OciClient, repository: str, digest: str) -> ImageMeta:
     layers = _list(manifest.get("layers"), "layers", what)
     size = _total([_descriptor_size(config, what), *(_descriptor_size(layer, what) for layer in layers)])
     if manifest.get("artifactType") or config.get("mediaType") not in IMAGE_CONFIG_TYPES:
-        return ImageMeta(digest, "artifact", [], _parse_time(annotations.get(ANNOTATION_KEYS[0])), size, annotations)
+        return ImageMeta(digest, "artifact", [], parse_time(annotations.get(ANNOTATION_KEYS[0])), size, annotations)
     image = await _config(client, repository, config, what)
     labels = _annotations(_dict(image.get("config")).get("Labels"))
     merged = {**labels, **annotations}  # the manifest's annotations say it first; labels fill in
-    created = _parse_time(image.get("created")) or _parse_time(merged.get(ANNOTATION_KEYS[0]))
+    created = parse_time(image.get("created")) or parse_time(merged.get(ANNOTATION_KEYS[0]))
     return ImageMeta(digest, "image", [_platform(image)], created, size, dict(sorted(merged.items())))
 
 
@@ -211,7 +214,7 @@ def _index_platforms(entries: list[Any]) -> list[dict[str, str | None]]:
     return platforms
 
 
-def _parse_time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     """An RFC 3339 time (nanoseconds allowed, cut to microseconds) in UTC; anything else is no time."""
     if not isinstance(value, str) or not 0 < len(value) <= 64:
         return None
