@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PG_ADMIN_URL, RUN_ID
@@ -185,6 +185,25 @@ def test_migration_0010_drops_the_registries_revision_and_gives_it_back(new_data
         engine.dispose()
 
 
+#: registry `prod` (id 1) and its repository `app` (id 1, revision 3), as a database of 0010 on holds them
+PROD_APP = [
+    "INSERT INTO registries (id, name, provider, url, credentials, options, interval_seconds, emit_existing, "
+    "baselined, next_poll_at, created_at) VALUES (1, 'prod', 'oci', 'https://r1', '', '{}', 300, false, true, "
+    "'2026-12-06 10:00:00', '2026-12-06 10:00:00')",
+    "INSERT INTO repositories (id, registry_id, name, first_seen_at, revision) VALUES (1, 1, 'app', "
+    "'2026-12-06 10:00:00', 3)",
+]
+
+
+def migrated_with(engine: Engine, url: str, revision: str, rows: list[str]) -> None:
+    """`rows` written at `revision`, then the database migrated the way a process opens it (`migrate`)."""
+    with migrations(engine) as schema:
+        schema.up(revision)
+        for row in rows:
+            schema.conn.execute(text(row))
+    migrate(engine, url)
+
+
 def test_migration_0011_puts_everything_in_the_default_workspace_and_keeps_every_row(new_database: str) -> None:
     """A database at 0010 with a registry, its snapshot, an event and tokens is migrated the way a process
     opens it (`migrate`, SQLite's foreign keys on): nothing is lost — a batch copy of `registries` once
@@ -197,11 +216,7 @@ def test_migration_0011_puts_everything_in_the_default_workspace_and_keeps_every
 
     engine = _make_engine(new_database)
     rows = [
-        "INSERT INTO registries (id, name, provider, url, credentials, options, interval_seconds, emit_existing, "
-        "baselined, next_poll_at, created_at) VALUES (1, 'prod', 'oci', 'https://r1', '', '{}', 300, false, true, "
-        "'2026-12-06 10:00:00', '2026-12-06 10:00:00')",
-        "INSERT INTO repositories (id, registry_id, name, first_seen_at, revision) VALUES (1, 1, 'app', "
-        "'2026-12-06 10:00:00', 3)",
+        *PROD_APP,
         "INSERT INTO tags (id, repository_id, name, digest) VALUES (1, 1, 'v1', 'sha256:" + "a" * 64 + "')",
         "INSERT INTO events (id, event_id, registry_id, registry, repository, tag, change, digest, previous_digest, "
         "detected_at, cloudevent) VALUES (1, 'e1', 1, 'prod', 'app', 'v1', 'added', 'sha256:" + "a" * 64 + "', '', "
@@ -222,11 +237,7 @@ def test_migration_0011_puts_everything_in_the_default_workspace_and_keeps_every
         ]
 
     try:
-        with migrations(engine) as schema:
-            schema.up("0010")
-            for row in rows:
-                schema.conn.execute(text(row))
-        migrate(engine, new_database)
+        migrated_with(engine, new_database, "0010", rows)
         with engine.begin() as conn:
             assert stored_revisions(conn) == [HEAD_REVISION]
             assert snapshot(conn) == [[("prod", "app", 3, "v1")], [("e1", 1)]]
@@ -248,8 +259,58 @@ def test_migration_0011_puts_everything_in_the_default_workspace_and_keeps_every
         with migrations(engine) as schema:
             schema.down("0010")
             assert snapshot(schema.conn) == [[("prod", "app", 3, "v1")], [("e1", 1)]]
-            schema.up("0011")
+            schema.up(HEAD_REVISION)  # the models are the head's
             assert snapshot(schema.conn) == [[("prod", "app", 3, "v1")], [("e1", 1)]]
+            differences = compare_metadata(MigrationContext.configure(schema.conn), Base.metadata)
+            # the partial index is the migrations' alone (test_the_migrations_make_the_partial_index_...)
+            assert [d for d in differences if d[:1] != ("remove_index",)] == []
+    finally:
+        engine.dispose()
+
+
+def test_migration_0012_adds_images_keyed_by_digest_and_keeps_every_row(new_database: str) -> None:
+    """A database at 0011 with a registry and its snapshot is migrated the way a process opens it: nothing is
+    lost, `images` is there and takes one row per digest (a second is refused, whoever would write it);
+    down drops it and keeps the snapshot, up gives it back; the tables then match the models."""
+    from alembic.autogenerate import compare_metadata
+
+    from watcher.db import _make_engine
+    from watcher.models import Base
+
+    engine = _make_engine(new_database)
+    digest = "sha256:" + "b" * 64
+    rows = [
+        *PROD_APP,
+        f"INSERT INTO tags (id, repository_id, name, digest) VALUES (1, 1, 'v1', '{digest}')",
+    ]
+    image = (
+        "INSERT INTO images (digest, kind, platforms, created, size, annotations, fetched_at) VALUES "
+        f'(\'{digest}\', \'image\', \'[{{"os": "linux", "architecture": "amd64", "variant": null}}]\', '
+        "'2026-12-01 09:00:00', 5000000000, '{\"org.opencontainers.image.revision\": \"abc\"}', "
+        "'2026-12-06 10:00:00')"
+    )
+    snapshot = (
+        "SELECT r.name, p.name, p.revision, t.name, t.digest FROM registries r JOIN repositories p "
+        "ON p.registry_id = r.id JOIN tags t ON t.repository_id = p.id"
+    )
+    kept = [("prod", "app", 3, "v1", digest)]
+
+    try:
+        migrated_with(engine, new_database, "0011", rows)
+        with engine.begin() as conn:
+            assert stored_revisions(conn) == [HEAD_REVISION]
+            assert conn.execute(text(snapshot)).all() == kept
+            conn.execute(text(image))
+            size = conn.execute(text("SELECT size FROM images")).scalar_one()
+            assert size == 5_000_000_000  # past 32 bits: a multi-gigabyte image
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(text(image))
+        with migrations(engine) as schema:
+            schema.down("0011")
+            assert "images" not in inspect(schema.conn).get_table_names()
+            assert schema.conn.execute(text(snapshot)).all() == kept
+            schema.up(HEAD_REVISION)  # the models are the head's
+            assert schema.conn.execute(text("SELECT count(*) FROM images")).scalar() == 0
             differences = compare_metadata(MigrationContext.configure(schema.conn), Base.metadata)
             # the partial index is the migrations' alone (test_the_migrations_make_the_partial_index_...)
             assert [d for d in differences if d[:1] != ("remove_index",)] == []

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -254,4 +255,19 @@ counters = Table(
     Column("metric", String(64), primary_key=True),
     Column("labels", String(500), primary_key=True),  # JSON object, keys sorted
     _required("value", Float, default=0.0),
+)
+
+#: what an image is, once per digest for the whole installation (`watcher.registry.imagemeta`): content-addressed,
+#: so a digest already here costs no request, whichever registry or workspace serves it next. Every value is
+#: read from bytes verified against the digest (the manifest) or a digest inside them (the config blob).
+images = Table(
+    "images",
+    metadata,
+    Column("digest", String(DIGEST_LENGTH), primary_key=True),
+    _required("kind", String(10)),  # image | index | artifact
+    _required("platforms", JSON, default=list),  # [{"os", "architecture", "variant"}], an index's: each entry's
+    _optional("created", UTCDateTime),
+    _required("size", BigInteger, default=0),  # config + layers; an index: its manifests' sizes as listed
+    _required("annotations", JSON, default=dict),  # the OCI keys of `imagemeta.ANNOTATION_KEYS` only, capped
+    _required("fetched_at", UTCDateTime, default=utcnow),
 )

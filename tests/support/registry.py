@@ -50,6 +50,7 @@ __all__ = [
     "RegistryServer",
     "RegistryStartError",
     "free_port",
+    "seed_layer",
 ]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -296,22 +297,27 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
 
 
-def _image_blobs(seed: str, platform: str) -> tuple[bytes, bytes]:
-    """A valid (config, gzipped layer) pair whose bytes depend only on the seed."""
-    payload = f"watcher test image, seed={seed}\n".encode()
+def seed_layer(text: str) -> tuple[bytes, bytes]:
+    """A one-file layer holding `text`: (its tar, the tar gzipped), both depending only on `text`."""
+    payload = text.encode()
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         info = tarfile.TarInfo("seed.txt")
         info.size, info.mtime, info.mode = len(payload), 0, 0o644
         tar.addfile(info, io.BytesIO(payload))
-    layer = gzip.compress(raw.getvalue(), mtime=0)
+    return raw.getvalue(), gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _image_blobs(seed: str, platform: str) -> tuple[bytes, bytes]:
+    """A valid (config, gzipped layer) pair whose bytes depend only on the seed."""
+    raw, layer = seed_layer(f"watcher test image, seed={seed}\n")
     os_name, _, arch = platform.partition("/")
     config = {
         "architecture": arch or "amd64",
         "os": os_name or "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {"Labels": {"org.watcher.test.seed": seed}},
-        "rootfs": {"type": "layers", "diff_ids": [_sha256(raw.getvalue())]},
+        "rootfs": {"type": "layers", "diff_ids": [_sha256(raw)]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "watcher tests"}],
     }
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode(), layer

@@ -29,7 +29,7 @@ import httpcore
 import httpx
 
 from watcher import errors
-from watcher.registry.bodycap import ACCEPT_ENCODING, BodyTooLarge, capped_response
+from watcher.registry.bodycap import ACCEPT_ENCODING, BodyTooLarge, capped_response, size_text
 from watcher.registry.hostlimits import LOW_QUOTA, HostLimits, Pacer, quota_left, retry_after_seconds
 from watcher.registry.netpolicy import NetworkRefused, PolicedBackend, current_policy
 from watcher.registry.origin import OffOrigin, OriginGuard
@@ -309,4 +309,30 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise translate(exc, what) from None
         except IN_FLIGHT_ERRORS as exc:
+            raise type(exc)(f"{what}: {exc.message}") from None
+
+    async def get_bounded(self, url: str, what: str, limit: int, *, headers: dict[str, str] | None = None) -> bytes:
+        """The body of a GET answered 200, read as it streams and stopped past `limit` bytes (a cap below the
+        transport's, for bodies known to be small); any other status is the registry's error."""
+        try:
+            async with self._client.stream("GET", url, headers=headers) as response:
+                if response.status_code != 200:
+                    await response.aread()  # the error's detail, under the transport's cap
+                    raise status_error(response, what)
+                announced = response.headers.get("content-length", "")
+                if announced.isdigit() and int(announced) > limit:
+                    raise BodyTooLarge(f"{what}: the body is {announced} bytes, more than {size_text(limit)}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLarge(f"{what}: the body exceeds {size_text(limit)}; not read further")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as exc:
+            raise translate(exc, what) from None
+        except IN_FLIGHT_ERRORS as exc:
+            if exc.message.startswith(what):
+                raise
             raise type(exc)(f"{what}: {exc.message}") from None
