@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, Table, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property
 
 from watcher import schema
@@ -16,6 +16,15 @@ from watcher.registrations.keys import registry_key
 from watcher.schema import DIGEST_LENGTH as DIGEST_LENGTH
 from watcher.schema import UTCDateTime as UTCDateTime
 from watcher.schema import utcnow as utcnow
+
+
+def _workspace_name(table: Table) -> ScalarSelect[str]:
+    """The name of the workspace that owns a row of `table`, as a column loaded with the row; its own FROM
+    even in a query that joins the workspaces."""
+    owner = schema.workspaces.c
+    return (
+        select(owner.name).where(owner.id == table.c.workspace_id).correlate_except(schema.workspaces).scalar_subquery()
+    )
 
 
 class Base(DeclarativeBase):
@@ -60,12 +69,7 @@ class Registry(Base):
     webhook_enabled: Mapped[bool]
     last_webhook_at: Mapped[datetime | None]
     #: the owning workspace's name, loaded with the row
-    workspace: Mapped[str] = column_property(
-        select(schema.workspaces.c.name)
-        .where(schema.workspaces.c.id == schema.registries.c.workspace_id)
-        .correlate_except(schema.workspaces)  # its own FROM even in a query that joins workspaces
-        .scalar_subquery()
-    )
+    workspace: Mapped[str] = column_property(_workspace_name(schema.registries))
 
     @property
     def key(self) -> str:
@@ -120,12 +124,7 @@ class Event(Base):
     stream_id: Mapped[str | None]
     #: the owning workspace's name (a stream field and part of the CloudEvent), loaded with the row; a new
     #: event is given it (`watcher.outbox.events.new_event`), it is never written
-    workspace: Mapped[str] = column_property(
-        select(schema.workspaces.c.name)
-        .where(schema.workspaces.c.id == schema.events.c.workspace_id)
-        .correlate_except(schema.workspaces)
-        .scalar_subquery()
-    )
+    workspace: Mapped[str] = column_property(_workspace_name(schema.events))
 
 
 class PollRun(Base):
@@ -163,12 +162,7 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     #: the owning workspace's name, loaded with the row
-    workspace: Mapped[str] = column_property(
-        select(schema.workspaces.c.name)
-        .where(schema.workspaces.c.id == schema.api_tokens.c.workspace_id)
-        .correlate_except(schema.workspaces)  # its own FROM even in a query that joins workspaces
-        .scalar_subquery()
-    )
+    workspace: Mapped[str] = column_property(_workspace_name(schema.api_tokens))
 
 
 class ConsoleSession(Base):

@@ -152,8 +152,12 @@ def workspace_id_of(reader: Reader, name: str) -> int:
     if "\x00" not in name:
         found = reader.execute(select(WORKSPACES.c.id).where(WORKSPACES.c.name == name)).scalar()
     if found is None:
-        raise NotFoundError(f"no workspace named {name!r}: see `watcher workspace list`")
+        raise missing_workspace(name)
     return int(found)
+
+
+def missing_workspace(name: str) -> NotFoundError:
+    return NotFoundError(f"no workspace named {name!r}: see `watcher workspace list`")
 
 
 def schedule_lags(reader: Reader, now: datetime | None = None, *, workspace_id: int | None = None) -> dict[str, float]:

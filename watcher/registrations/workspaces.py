@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from watcher.errors import ConflictError, InputError, NotFoundError, QuotaError
+from watcher.read.model import missing_workspace, workspace_id_of
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID, api_tokens, registries, utcnow, workspaces
 
 if TYPE_CHECKING:
@@ -41,18 +42,9 @@ MAX_CONCURRENT_POLLS_RANGE = (1, 10_000)
 _COLUMNS = {"max_registries": "max_registries", "min_interval": "min_interval_seconds"}
 
 
-def missing(name: str) -> NotFoundError:
-    return NotFoundError(f"no workspace named {name!r}: see `watcher workspace list`")
-
-
-def find_id(session: Db, name: str) -> int:
-    """The id of the workspace `name`, or NotFoundError naming it."""
-    if name == DEFAULT_WORKSPACE:
-        return DEFAULT_WORKSPACE_ID
-    found = session.scalar(select(workspaces.c.id).where(workspaces.c.name == name)) if "\x00" not in name else None
-    if found is None:
-        raise missing(name)
-    return int(found)
+#: the one lookup of a workspace by name, and its one not-found line: the read model's
+find_id = workspace_id_of
+missing = missing_workspace
 
 
 def name_of(session: Db, workspace_id: int) -> str:
