@@ -122,6 +122,9 @@ class Event(Base):
     cloudevent: Mapped[str]
     published_at: Mapped[datetime | None]
     stream_id: Mapped[str | None]
+    #: a `selected` event's policy and the tag selected before it (None and "" for tag events)
+    policy: Mapped[str | None]
+    previous_tag: Mapped[str]
     #: the owning workspace's name (a stream field and part of the CloudEvent), loaded with the row; a new
     #: event is given it (`watcher.outbox.events.new_event`), it is never written
     workspace: Mapped[str] = column_property(_workspace_name(schema.events))

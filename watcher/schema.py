@@ -177,6 +177,9 @@ events = Table(
     _required("cloudevent", Text),
     _optional("published_at", UTCDateTime),
     _optional("stream_id", String(40)),
+    # a `selected` event's policy, and the tag it selected before (migration 0013); tag events have neither
+    _optional("policy", String(63)),
+    _required("previous_tag", String(200), default="", server_default=""),
     Index("ix_events_unpublished", "published_at", "id"),
     Index("ix_events_registry_repo", "registry", "repository"),
     # the history's filters within a workspace, each page newest first by id (migrations 0004, 0011)
@@ -184,6 +187,7 @@ events = Table(
     Index("ix_events_workspace_registry_id", "workspace_id", "registry", "id"),
     Index("ix_events_workspace_repository_id", "workspace_id", "repository", "id"),
     Index("ix_events_workspace_tag_id", "workspace_id", "tag", "id"),
+    Index("ix_events_workspace_policy_id", "workspace_id", "policy", "id"),
 )
 
 #: one poll of one registry (or of some of its repositories): when, why, how it ended, what it cost.
@@ -270,4 +274,32 @@ images = Table(
     _required("size", BigInteger, default=0),  # config + layers; an index: its manifests' sizes as listed
     _required("annotations", JSON, default=dict),  # the OCI keys of `imagemeta.ANNOTATION_KEYS` only, capped
     _required("fetched_at", UTCDateTime, default=utcnow),
+)
+
+#: which image of one repository a workspace deploys (`watcher.policies`): the strategy as its options say it
+#: (`strategies.Policy`), and its current selection, compared with in the transaction that changes the
+#: repository so that a `selected` event is written only when it changed (migration 0013)
+policies = Table(
+    "policies",
+    metadata,
+    _id(),
+    _workspace_id("policies"),
+    _required("name", String(63)),
+    _required("registry_id", Integer, ForeignKey("registries.id", name="fk_policies_registry", ondelete="CASCADE")),
+    _required("repository", String(500)),
+    _required("strategy", String(20)),
+    _required("argument", String(256), default=""),
+    _required("filter", Text, default=""),
+    _required("extract", String(256), default=""),
+    _required("prerelease", Boolean, default=False),
+    _required("created_at", UTCDateTime, default=utcnow),
+    _required("updated_at", UTCDateTime, default=utcnow),
+    _optional("selected_tag", String(200)),
+    _optional("selected_digest", String(DIGEST_LENGTH)),
+    _optional("selected_at", UTCDateTime),  # since when the selection is what it is
+    _required("considered", Integer, default=0),
+    _required("ignored", Integer, default=0),
+    _optional("evaluated_at", UTCDateTime),
+    UniqueConstraint("workspace_id", "name", name="uq_policies_workspace_name"),
+    Index("ix_policies_registry_repository", "registry_id", "repository"),
 )

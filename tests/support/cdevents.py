@@ -15,7 +15,11 @@ SCHEMAS = Path(__file__).parent.parent / "data" / "cdevents-0.5.1"
 TYPES = {
     "dev.cdevents.artifact.published.0.3.0": "artifactpublished.json",
     "dev.cdevents.artifact.deleted.0.2.0": "artifactdeleted.json",
+    # a custom event: the official schema of every custom event, and then the one the watcher serves
+    "dev.cdeventsx.watcher-policy.selected.0.1.0": "custom/schema.json",
 }
+#: the schema of `watcher-policy.selected` the service serves at its events' `schemaUri`
+OURS = Path(__file__).parent.parent.parent / "watcher" / "outbox" / "watcher-policy-selected-0.1.0.json"
 
 
 @cache
@@ -49,3 +53,6 @@ def validate_cloudevent(document: dict[str, Any]) -> None:
     assert cdevent["context"]["id"] == document["id"]
     schema = json.loads((SCHEMAS / TYPES[document["type"]]).read_text())
     Draft202012Validator(schema, registry=_registry(), format_checker=FormatChecker()).validate(cdevent)
+    if document["type"].startswith("dev.cdeventsx."):
+        assert cdevent["context"]["schemaUri"] == document["dataschema"]
+        Draft202012Validator(json.loads(OURS.read_text()), format_checker=FormatChecker()).validate(cdevent)

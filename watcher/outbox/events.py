@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -17,6 +19,13 @@ if TYPE_CHECKING:
     from watcher.models import Event
 
 CDEVENTS_SPEC = "0.5.1"
+#: a policy's selection changed: a CDEvents custom event (`dev.cdeventsx.<tool>-<subject>.<predicate>.<version>`)
+SELECTED = "selected"
+SELECTED_TYPE = "dev.cdeventsx.watcher-policy.selected.0.1.0"
+#: where the HTTP side serves the JSON Schema of `SELECTED_TYPE` (the event's `schemaUri`, under the public URL)
+SELECTED_SCHEMA_PATH = "/schemas/cdevents/watcher-policy-selected-0.1.0.json"
+#: that schema, shipped beside this module
+SELECTED_SCHEMA_FILE = "watcher-policy-selected-0.1.0.json"
 CDEVENT_TYPES = {
     ChangeKind.ADDED: "dev.cdevents.artifact.published.0.3.0",
     ChangeKind.UPDATED: "dev.cdevents.artifact.published.0.3.0",
@@ -50,14 +59,7 @@ def new_event(
 ) -> Event:
     """The history row (and outbox entry) for one change, its CloudEvent built once, here. `registry` is the
     registry's plain name (never its key): the workspace is a field of its own."""
-    from watcher.models import Event  # the ORM: not for `watcher events`, which shows the read model's rows
-
-    values: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "workspace_id": workspace_id,
-        "workspace": workspace,
-        "registry_id": registry_id,
-        "registry_name": registry,
+    values = _owned(workspace_id, workspace, registry_id, registry) | {
         "repository": change.repository,
         "tag": change.tag,
         "change": change.kind.value,
@@ -65,15 +67,95 @@ def new_event(
         "previous_digest": change.previous_digest,
         "pushed_at": change.pushed_at,
         "detected_at": detected_at,
+        "policy": None,
+        "previous_tag": "",
     }
-    # the CloudEvent from plain attributes: read from the ORM instance, its ~30 reads cost more than the rest
+    return _built(values, url)
+
+
+def selection_event(
+    registry_id: int,
+    registry: str,
+    url: str,
+    policy: str,
+    repository: str,
+    selected: tuple[str, str, datetime | None] | None,
+    previous: tuple[str, str] | None,
+    detected_at: datetime,
+    *,
+    workspace: str = DEFAULT_WORKSPACE,
+    workspace_id: int = DEFAULT_WORKSPACE_ID,
+) -> Event:
+    """The history row (and outbox entry) for a policy whose selection changed: `selected` is the (tag,
+    digest, push time) it selects now (None: nothing any more), `previous` the (tag, digest) it selected
+    before (None: nothing)."""
+    tag, digest, pushed_at = selected or ("", "", None)
+    previous_tag, previous_digest = previous or ("", "")
+    values = _owned(workspace_id, workspace, registry_id, registry) | {
+        "repository": repository,
+        "tag": tag,
+        "change": SELECTED,
+        "digest": digest,
+        "previous_digest": previous_digest,
+        "pushed_at": pushed_at,
+        "detected_at": detected_at,
+        "policy": policy,
+        "previous_tag": previous_tag,
+    }
+    return _built(values, url)
+
+
+def _owned(workspace_id: int, workspace: str, registry_id: int, registry: str) -> dict[str, Any]:
+    """A new event's id, and whose it is."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "workspace_id": workspace_id,
+        "workspace": workspace,
+        "registry_id": registry_id,
+        "registry_name": registry,
+    }
+
+
+def _built(values: dict[str, Any], url: str) -> Event:
+    """The Event of these column values, its CloudEvent built once, here: from plain attributes (read from
+    the ORM instance, its ~30 reads cost more than the rest)."""
+    from watcher.models import Event  # the ORM: not for `watcher events`, which shows the read model's rows
+
     shown = json.dumps(cloudevent(SimpleNamespace(**values), urlsplit(url).netloc), separators=(",", ":"))
     return Event(**values, cloudevent=shown)
 
 
+def event_rows(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """The events as rows of `watcher.schema.events`, for one multi-row INSERT (the id is the database's;
+    the workspace's name, loaded with a row, is never written)."""
+    columns = _event_columns()
+    return [{column: getattr(event, key) for key, column in columns} for event in events]
+
+
+@cache
+def _event_columns() -> list[tuple[str, str]]:
+    """(attribute, column) of every event column but the id."""
+    from sqlalchemy import inspect
+
+    from watcher.models import Event
+    from watcher.schema import events as table
+
+    return [
+        (attr.key, column.key)
+        for attr in inspect(Event).column_attrs
+        if attr.key != "id" and (column := attr.columns[0]) in table.c.values()
+    ]
+
+
 def fields_of(event: Event | Any) -> dict[str, str]:
     """The stream entry's fields except `cloudevent`, all strings (of an Event, or of the read model's row
-    of one: `readmodel.events_page`)."""
+    of one: `readmodel.events_page`); a `selected` event adds `policy` and `previous_tag`."""
+    if event.change == SELECTED:
+        return {**_tag_fields(event), "policy": event.policy or "", "previous_tag": event.previous_tag or ""}
+    return _tag_fields(event)
+
+
+def _tag_fields(event: Event | Any) -> dict[str, str]:
     return {
         "event_id": event.event_id,
         "change": event.change,
@@ -95,34 +177,79 @@ def stream_entry(event: Event | Any) -> dict[str, str]:
 def cloudevent(event: Event | Any, host: str) -> dict[str, object]:
     """The CloudEvent (with the extension attribute `workspace`) carrying the CDEvent, whose `customData`
     are the stream fields."""
+    if event.change == SELECTED:
+        return _selection_cloudevent(event, host)
     kind = ChangeKind(event.change)
+    subject = {"id": package_url(host, event.repository, event.tag, event.digest), "content": {}}
+    return _envelope(event, CDEVENT_TYPES[kind], subject, f"{event.repository}:{event.tag}")
+
+
+def _envelope(event: Any, kind: str, subject: Mapping[str, object], about: str, schema: str = "") -> dict[str, object]:
+    """The CloudEvent of type `kind` about `about`, carrying the CDEvent of that type whose subject is
+    `subject` (its `source` added: the registry's), with `schema` as its `schemaUri` (a custom event's)."""
     fields = fields_of(event)
     source = source_of(event.workspace, event.registry_name)
-    subject: dict[str, object] = {
-        "id": package_url(host, event.repository, event.tag, event.digest),
+    context = {
+        "specversion": CDEVENTS_SPEC,
+        "id": event.event_id,
         "source": source,
-        "content": {},
+        "type": kind,
+        "timestamp": fields["detected_at"],
     }
+    if schema:
+        context["schemaUri"] = schema
     cdevent = {
-        "context": {
-            "specversion": CDEVENTS_SPEC,
-            "id": event.event_id,
-            "source": source,
-            "type": CDEVENT_TYPES[kind],
-            "timestamp": fields["detected_at"],
-        },
-        "subject": subject,
+        "context": context,
+        "subject": {"id": subject["id"], "source": source, "content": subject["content"]},
         "customData": fields,
         "customDataContentType": "application/json",
     }
-    return {
+    document: dict[str, object] = {
         "specversion": "1.0",
         "id": event.event_id,
         "source": source,
-        "type": CDEVENT_TYPES[kind],
-        "subject": f"{event.repository}:{event.tag}",
+        "type": kind,
+        "subject": about,
         "time": fields["detected_at"],
         "datacontenttype": "application/json",
-        "workspace": event.workspace,
-        "data": cdevent,
     }
+    if schema:
+        document["dataschema"] = schema
+    return {**document, "workspace": event.workspace, "data": cdevent}
+
+
+def schema_uri() -> str:
+    """The absolute URL of `SELECTED_SCHEMA_PATH` on this installation (`WATCHER_PUBLIC_URL`, else the
+    address `WATCHER_LISTEN` serves)."""
+    from watcher.settings import get_settings
+
+    settings = get_settings()
+    base = settings.public_url.strip().rstrip("/")
+    if not base:
+        listen = settings.listen.strip()
+        base = f"http://{'127.0.0.1:8080' if listen.lower() == 'off' else listen}"
+    return f"{base}{SELECTED_SCHEMA_PATH}"
+
+
+def policy_uri(workspace: str, policy: str) -> str:
+    """The policy as a URI reference: the subject of its `selected` events."""
+    return f"/watcher/workspaces/{quote(workspace, safe='')}/policies/{quote(policy, safe='')}"
+
+
+def _selection_cloudevent(event: Any, host: str) -> dict[str, object]:
+    """A `selected` event: the CDEvents custom event `SELECTED_TYPE`, whose subject is the policy and whose
+    content is what it selects now and before (the pull reference and purl only when it selects an image)."""
+    content: dict[str, object] = {
+        "policy": event.policy,
+        "registry": event.registry_name,
+        "repository": event.repository,
+        "tag": event.tag,
+        "digest": event.digest,
+        "previousTag": event.previous_tag or "",
+        "previousDigest": event.previous_digest or "",
+    }
+    if event.tag:
+        content["pullReference"] = f"{host}/{event.repository}:{event.tag}@{event.digest}"
+        content["artifactId"] = package_url(host, event.repository, event.tag, event.digest)
+    subject = {"id": policy_uri(event.workspace, event.policy), "content": content}
+    return _envelope(event, SELECTED_TYPE, subject, f"policy/{event.policy}", schema_uri())

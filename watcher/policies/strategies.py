@@ -206,6 +206,12 @@ class Policy:
         strategy, argument = given[0]
         return cls(strategy, argument, filter or "", extract or "", prerelease)
 
+    @classmethod
+    def stored(cls, row: Any) -> Policy:
+        """The policy a row of `watcher.schema.policies` describes (checked again: rows are written from
+        valid ones only)."""
+        return cls(row.strategy, row.argument, row.filter, row.extract, row.prerelease)
+
     def options(self) -> dict[str, Any]:
         """The inverse of `from_options`: what to store, or show, to build this policy again."""
         result: dict[str, Any] = {self.strategy.value.replace("-", "_"): self.argument or True}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, bindparam, delete, insert, inspect, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,8 @@ from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind, TagState
 from watcher.errors import StateError
 from watcher.models import Event, Registry, Repository, Tag, utcnow
-from watcher.outbox.events import new_event
+from watcher.outbox.events import event_rows, new_event
+from watcher.policies.evaluation import reevaluate
 from watcher.polling.bulk import insert_rows, update_rows
 from watcher.polling.snapshot import IN_CHUNK, Stored, TagRow, stored_rows
 from watcher.read import counters, pollmetrics
@@ -39,13 +40,6 @@ from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 TAGS = cast(Table, Tag.__table__)
 REPOSITORIES = cast(Table, Repository.__table__)
 EVENTS = cast(Table, Event.__table__)
-#: (attribute, column) of every event column but the id, which the database assigns (the workspace's name
-#: is loaded with a row, never written)
-EVENT_COLUMNS = [
-    (attr.key, column.key)
-    for attr in inspect(Event).column_attrs
-    if attr.key != "id" and (column := attr.columns[0]) in EVENTS.c.values()
-]
 CONFLICT = "changed by another poll meanwhile; it is listed again next poll"
 
 
@@ -156,11 +150,22 @@ def write_changes(session: Session, target: Target, group: list[Listed]) -> list
         saved.append(Saved(item.name, _events(target, changes, now) if target.emit_new else []))
     writes.execute(session)
     saved.sort(key=lambda one: one.repository)  # the group's events by repository, then tag
+    _select(session, target, group, saved, now)
     events = [event for s in saved for event in s.events]
     if events:
-        insert_rows(session, EVENTS, [{column: getattr(e, key) for key, column in EVENT_COLUMNS} for e in events])
+        insert_rows(session, EVENTS, event_rows(events))
         counters.add(session, pollmetrics.committed(target.key, (e.change for e in events)))
     return saved
+
+
+def _select(session: Session, target: Target, group: list[Listed], saved: list[Saved], now: Any) -> None:
+    """The policies watching the group's repositories, evaluated on their new tags; each `selected` event
+    follows its repository's tag events (`watcher.policies.evaluation`)."""
+    by_repository = {one.repository: one for one in saved}
+    listed = {item.name: item.tags for item in group if item.name in by_repository}
+    selected = reevaluate(session, target, listed, now)
+    for event in selected:
+        by_repository[event.repository].events.append(event)
 
 
 def compare(

@@ -1,0 +1,178 @@
+"""Evaluating policies where their repository changes: in the same transaction, and one `selected` event
+when a selection changed.
+
+A policy's current selection is stored on its row (`watcher.schema.policies`). The transaction that commits
+a repository's new snapshot (`watcher.polling.saving`) hands the repository's tags as now stored to
+`reevaluate`, which reads the policies that watch it (one indexed query for the whole group; none watch it:
+nothing else is done), selects with `watcher.policies.strategies`, updates each row and returns an event for
+each whose selection changed, to be written after the group's tag events. Creating or editing a policy
+evaluates it the same way against the stored snapshot (`evaluate_stored`). So a selection and its event
+commit together with the change that caused them, exactly once, whichever door (a poll, fan-out, a
+webhook's repository poll, the CLI or the API) made the change.
+
+The rows are locked (`FOR UPDATE` on PostgreSQL; SQLite writes one transaction at a time) so that an edit
+and a poll never both compare with the same stored selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import bindparam, select, update
+
+from watcher import schema
+from watcher.diff import TagState
+from watcher.outbox.events import selection_event
+from watcher.policies.strategies import Candidate, Policy, Selection, Strategy
+from watcher.policies.strategies import select as select_tag
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+    from watcher.models import Event
+
+POLICIES = schema.policies
+#: digests per `IN (...)` when creation times are read for `newest-build`
+IN_CHUNK = 500
+
+
+class Owner(Protocol):
+    """The registry a repository belongs to, as a poll's `Target` names it."""
+
+    @property
+    def registry_id(self) -> int: ...
+    @property
+    def registry(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def workspace(self) -> str: ...
+    @property
+    def workspace_id(self) -> int: ...
+
+
+def reevaluate(
+    session: Session | Connection,
+    owner: Owner,
+    repositories: Mapping[str, Mapping[str, TagState]],
+    now: datetime,
+    *,
+    only: int | None = None,
+) -> list[Event]:
+    """Every policy watching one of `repositories` (name -> its tags as stored now), evaluated; its row
+    updated; an event for each whose selection changed (by repository, then policy name). `only` limits it
+    to the policy of that id (an edit)."""
+    if not repositories:
+        return []
+    query = select(POLICIES).where(
+        POLICIES.c.registry_id == owner.registry_id, POLICIES.c.repository.in_(sorted(repositories))
+    )
+    if only is not None:
+        query = query.where(POLICIES.c.id == only)
+    rows = session.execute(query.order_by(POLICIES.c.repository, POLICIES.c.name).with_for_update()).all()
+    if not rows:
+        return []
+    policies = [(row, Policy.stored(row)) for row in rows]
+    created = _created(session, repositories, policies)
+    candidates: dict[str, list[Candidate]] = {}
+    events: list[Event] = []
+    updates: list[dict[str, Any]] = []
+    for row, policy in policies:
+        if row.repository not in candidates:
+            candidates[row.repository] = [
+                Candidate(tag, state.digest, created.get(state.digest), state.pushed_at)
+                for tag, state in repositories[row.repository].items()
+            ]
+        selection = select_tag(policy, candidates[row.repository])
+        changed = _changed(row, selection)
+        updates.append(_update(row, selection, len(candidates[row.repository]), changed, now))
+        if changed:
+            pushed = repositories[row.repository][selection.tag].pushed_at if selection else None
+            events.append(
+                selection_event(
+                    owner.registry_id,
+                    owner.registry,
+                    owner.url,
+                    row.name,
+                    row.repository,
+                    (selection.tag, selection.digest, pushed) if selection else None,
+                    (row.selected_tag, row.selected_digest or "") if row.selected_tag else None,
+                    now,
+                    workspace=owner.workspace,
+                    workspace_id=owner.workspace_id,
+                )
+            )
+    session.execute(
+        update(POLICIES)
+        .where(POLICIES.c.id == bindparam("_id"))
+        .values(
+            selected_tag=bindparam("_tag"),
+            selected_digest=bindparam("_digest"),
+            selected_at=bindparam("_since"),
+            considered=bindparam("_considered"),
+            ignored=bindparam("_ignored"),
+            evaluated_at=bindparam("_now"),
+        ),
+        updates,
+    )
+    return events
+
+
+def evaluate_stored(session: Session | Connection, owner: Owner, repository: str, policy_id: int) -> list[Event]:
+    """Evaluate one policy against its repository's stored snapshot (after it was created or edited)."""
+    tags = stored_tags(session, owner.registry_id, repository)
+    return reevaluate(session, owner, {repository: tags}, schema.utcnow(), only=policy_id)
+
+
+def stored_tags(session: Session | Connection, registry_id: int, repository: str) -> dict[str, TagState]:
+    """One repository's stored tags (none when the snapshot does not hold it)."""
+    repo, tag = schema.repositories.c, schema.tags.c
+    rows = session.execute(
+        select(tag.name, tag.digest, tag.pushed_at)
+        .join(schema.repositories, repo.id == tag.repository_id)
+        .where(repo.registry_id == registry_id, repo.name == repository)
+    )
+    return {name: TagState(digest, pushed_at) for name, digest, pushed_at in rows}
+
+
+def _created(
+    session: Session | Connection,
+    repositories: Mapping[str, Mapping[str, TagState]],
+    policies: Sequence[tuple[Any, Policy]],
+) -> dict[str, datetime | None]:
+    """Creation times of the digests `newest-build` policies rank (none read for the other strategies)."""
+    ranked = {row.repository for row, policy in policies if policy.strategy is Strategy.NEWEST_BUILD}
+    digests = sorted({state.digest for name in ranked for state in repositories[name].values()})
+    found: dict[str, datetime | None] = {}
+    images = schema.images.c
+    for chunk in _chunks(digests):
+        query = select(images.digest, images.created).where(images.digest.in_(chunk))
+        found.update((digest, created) for digest, created in session.execute(query))
+    return found
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
+
+
+def _changed(row: Any, selection: Selection | None) -> bool:
+    if selection is None:
+        return row.selected_tag is not None
+    return (row.selected_tag, row.selected_digest) != (selection.tag, selection.digest)
+
+
+def _update(row: Any, selection: Selection | None, tags: int, changed: bool, now: datetime) -> dict[str, Any]:
+    """The row's new values: a policy that selects nothing considered no tag and ignored them all."""
+    return {
+        "_id": row.id,
+        "_tag": selection.tag if selection else None,
+        "_digest": selection.digest if selection else None,
+        "_since": now if changed else row.selected_at,
+        "_considered": selection.considered if selection else 0,
+        "_ignored": selection.ignored if selection else tags,
+        "_now": now,
+    }
