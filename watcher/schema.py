@@ -303,3 +303,49 @@ policies = Table(
     UniqueConstraint("workspace_id", "name", name="uq_policies_workspace_name"),
     Index("ix_policies_registry_repository", "registry_id", "repository"),
 )
+
+#: where a workspace's events are delivered (`watcher.delivery`): an endpoint, a wire format, filters
+#: (`registry`, `repository` glob, `changes`, `policy`; JSON) and a Fernet-encrypted secret that signs (or,
+#: for GitHub, authorizes) each request; a lease so that one worker at a time delivers it, in order
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    _id(),
+    _workspace_id("subscriptions"),
+    _required("name", String(63)),
+    _required("url", String(2000)),
+    _required("format", String(30)),
+    _required("filters", JSON, default=dict),
+    _required("secret", Text),
+    _required("created_at", UTCDateTime, default=utcnow),
+    _optional("lease_owner", String(100)),
+    _optional("lease_until", UTCDateTime),
+    _optional("last_delivered_at", UTCDateTime),
+    _optional("last_failed_at", UTCDateTime),
+    _required("last_error", Text, default="", server_default=""),
+    UniqueConstraint("workspace_id", "name", name="uq_subscriptions_workspace_name"),
+)
+
+#: one event for one subscription (migration 0014): `pending` until accepted (`delivered`) or given up on
+#: (`dead`); written by the relay as it publishes the event, tried in id order per subscription
+deliveries = Table(
+    "deliveries",
+    metadata,
+    _id(),
+    _required(
+        "subscription_id",
+        Integer,
+        ForeignKey("subscriptions.id", name="fk_deliveries_subscription", ondelete="CASCADE"),
+    ),
+    _required("event_id", Integer, ForeignKey("events.id", name="fk_deliveries_event", ondelete="CASCADE")),
+    _required("state", String(12)),  # pending | delivered | dead
+    _required("attempts", Integer, default=0),
+    _required("created_at", UTCDateTime, default=utcnow),
+    _required("next_attempt_at", UTCDateTime, default=utcnow),
+    _optional("finished_at", UTCDateTime),
+    _optional("last_status", Integer),
+    _required("last_error", Text, default="", server_default=""),
+    UniqueConstraint("subscription_id", "event_id", name="uq_deliveries_subscription_event"),
+    Index("ix_deliveries_subscription_state_id", "subscription_id", "state", "id"),
+    Index("ix_deliveries_state_next_attempt", "state", "next_attempt_at"),
+)

@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import Engine, Update, case, select, update
 
 from watcher.db import get_engine
+from watcher.delivery.fanout import fan_out
 from watcher.errors import StateError
 from watcher.outbox.events import stream_entry
 from watcher.outbox.streams import stream_of
@@ -88,6 +89,7 @@ def _drain(client: redis.Redis, engine: Engine, settings: Settings, lock: redis.
             ids = append(keys=[seen, *streams], args=args)
             stream_ids = {event.id: stream_id for event, stream_id in zip(batch, ids, strict=True) if stream_id}
             appended += len(stream_ids)
+            fan_out(connection, batch, utcnow())  # each subscription's deliveries, born with the publishing
             connection.execute(_published([event.id for event in batch], stream_ids))
         lock.extend(LOCK_SECONDS, replace_ttl=True)
 

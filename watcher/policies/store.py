@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 
 from watcher import schema
 from watcher.errors import InputError, NotFoundError
 from watcher.outbox.events import event_rows
 from watcher.policies.evaluation import evaluate_stored
 from watcher.policies.strategies import Policy
-from watcher.registrations.spec import NAME
+from watcher.registrations.owned import check_name, remove_named, shown
 from watcher.registry.reference import repository_problem
 
 if TYPE_CHECKING:
@@ -44,18 +44,13 @@ class PolicySpec:
     @classmethod
     def build(cls, name: object, registry: object, repository: object, **options: Any) -> PolicySpec:
         """Checked: the name, the registry's name, the repository, then `Policy.from_options(**options)`."""
-        if not isinstance(name, str) or not NAME.match(name):
-            raise InputError(
-                f"policy name {_shown(name)} is not valid: use lower-case letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit (at most 63)",
-                field="name",
-            )
-        if not isinstance(registry, str) or not NAME.match(registry):
-            raise InputError(f"--registry {_shown(registry)} is not a registry name", field="registry")
+        check_name(name, "policy name")
+        check_name(registry, "--registry", "registry")
         problem = repository_problem(repository)
         if problem is not None:
-            raise InputError(f"--repository {_shown(repository)} {problem}", field="repository")
+            raise InputError(f"--repository {shown(repository)} {problem}", field="repository")
         assert isinstance(repository, str)
+        assert isinstance(name, str) and isinstance(registry, str)
         return cls(name, registry, repository, Policy.from_options(**options))
 
     def options(self) -> dict[str, Any]:
@@ -113,15 +108,12 @@ def save(session: Session, spec: PolicySpec, *, workspace_id: int, replace: bool
 
 def remove(session: Session, name: str, *, workspace_id: int) -> None:
     """Forget the policy (its `selected` events stay in the history), or NotFoundError naming it."""
-    gone = session.execute(
-        delete(POLICIES).where(POLICIES.c.workspace_id == workspace_id, POLICIES.c.name == name)
-    ).rowcount  # type: ignore[attr-defined]
-    if not gone:
+    if not remove_named(session, POLICIES, name, workspace_id=workspace_id):
         raise missing(name)
 
 
 def missing(name: str) -> NotFoundError:
-    return NotFoundError(f"no policy named {_shown(name)}: see `watcher policy list`")
+    return NotFoundError(f"no policy named {shown(name)}: see `watcher policy list`")
 
 
 def _definition(policy: Policy) -> dict[str, Any]:
@@ -145,7 +137,3 @@ def _owner(session: Session, registry: str, workspace_id: int) -> _Owner:
     if row is None:
         raise NotFoundError(f"no registry named {registry!r}: see `watcher registry list`")
     return _Owner(row.id, row.name, row.url, row.workspace, workspace_id)
-
-
-def _shown(value: object) -> str:
-    return repr(value) if isinstance(value, str) and len(value) <= 80 else "given"

@@ -159,12 +159,12 @@ def _tls_context(verify: bool | str, _cert_file: str | None, _cert_dir: str | No
 class PolicedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport, its connection pool built on the network policy's backend."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, limits: HostLimits) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext, max_connections: int) -> None:
         super().__init__(verify=ssl_context)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
-            max_connections=limits.max_concurrency,
-            max_keepalive_connections=limits.max_concurrency,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
             keepalive_expiry=KEEPALIVE_SECONDS,
             retries=0,
             network_backend=PolicedBackend(),
@@ -178,10 +178,12 @@ def pooled_transport(base_url: str, verify: bool | str, limits: HostLimits) -> L
     max_body = get_settings().max_body_bytes
     warm = checkout(
         key_for(base_url, verify, limits),
-        lambda: Warm(PolicedTransport(tls_context(verify), limits), SharedLimits(limits)),
+        lambda: Warm(PolicedTransport(tls_context(verify), limits.max_concurrency), SharedLimits(limits)),
     )
     if warm is None:
-        return LimitedTransport(PolicedTransport(tls_context(verify), limits), limits, max_body_bytes=max_body)
+        return LimitedTransport(
+            PolicedTransport(tls_context(verify), limits.max_concurrency), limits, max_body_bytes=max_body
+        )
     return LimitedTransport(warm.transport, limits, max_body_bytes=max_body, warm=warm)
 
 
