@@ -153,6 +153,8 @@ def under(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
         (["images", "hub", "team/app", "--json"], HEAVY + SECRETS, "watcher.read.model"),
         (["events"], HEAVY + SECRETS, "watcher.read.model"),
         (["events", "--registry", "hub", "--json"], HEAVY + SECRETS, "watcher.read.model"),
+        (["policy", "list"], HEAVY + SECRETS, "watcher.read.policies"),
+        (["policy", "show", "app", "--json"], HEAVY + SECRETS, "watcher.read.policies"),
         (["token", "list"], HEAVY + SECRETS, "watcher.read.model"),
         (["token", "list", "--all-workspaces", "--json"], HEAVY + SECRETS, "watcher.read.model"),
         (["workspace", "list"], HEAVY + SECRETS, "watcher.registrations.workspaces"),

@@ -1,7 +1,7 @@
 """A throw-away watcher installation for commands run in fresh processes: a data dir (SQLite, embedded
 Redis, a generated key) with four registries of three providers (`hub`, `harbor`, `aws`, `azure`), two
-tags stored for `hub` (and their two events) and a reader token. Used by tests/cli/test_cli_imports.py and
-benchmarks/command_speed.py."""
+tags stored for `hub` (and their two events), a policy `app` selecting one of them, and a reader token.
+Used by tests/cli/test_cli_imports.py and benchmarks/command_speed.py."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ with session_scope() as session:
     target = Target(hub.id, "hub", hub.url, Scope.from_options({}), emit_new=True)
 tags = {tag: TagState("sha256:" + digit * 64) for tag, digit in (("v1", "1"), ("latest", "2"))}
 save(get_engine(), target, [Listed("team/app", tags, fingerprint="seeded", stored=None)])
+
+# a policy on them, with its first selection (`v1`) and its event
+from watcher.policies.store import PolicySpec, save as save_policy
+with session_scope() as session:
+    save_policy(session, PolicySpec.build("app", "hub", "team/app", alphabetical="asc"), workspace_id=1)
 """
 
 

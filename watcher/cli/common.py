@@ -65,6 +65,14 @@ def registry_key_of(name: str) -> str:
     return registry_key(current_workspace(), name)
 
 
+def in_workspace(workspace: str) -> str:
+    """` in workspace 'W'` for a workspace other than `default`: an installation without workspaces reads
+    the lines it always read."""
+    from watcher.schema import DEFAULT_WORKSPACE
+
+    return "" if workspace == DEFAULT_WORKSPACE else f" in workspace {workspace!r}"
+
+
 def friendly(func: Callable[P, R]) -> Callable[P, R]:
     """Every failure becomes one line on stderr and exit 1: never a traceback (unless WATCHER_DEBUG=1).
 

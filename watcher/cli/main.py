@@ -1,13 +1,15 @@
 """The `watcher` command: registries, polls, events and the long-running worker.
 
 This module is the root group; each command group lives in its own module (`registry`, `polls`: `poll`,
-`status` and `images`, `tokens`, `workspaces`, `events`, `service`: `serve` and `run`, `secrets`) and is added here.
+`status` and `images`, `policies`, `tokens`, `workspaces`, `events`, `service`: `serve` and `run`,
+`secrets`) and is added here.
 
 Commands that only read the state (`--help`, `registry list/show`, `status`, `images`, `events`,
-`token list`) and `poll` must start fast, so these modules import little more than click: each command
-imports what it needs itself (the database and the read model; the SDKs, httpx, Redis, Celery, the web app
-only where used). `--help` imports no SQLAlchemy at all. tests/cli/test_cli_imports.py keeps it so. These
-commands run `heap.holding`: no collections while they import (a poll's turn back on when it settles).
+`policy list/show`, `token list`) and `poll` must start fast, so these modules import little more than
+click: each command imports what it needs itself (the database and the read model; the SDKs, httpx, Redis,
+Celery, the web app only where used). `--help` imports no SQLAlchemy at all. tests/cli/test_cli_imports.py
+keeps it so. These commands run `heap.holding`: no collections while they import (a poll's turn back on when
+it settles).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import click
 from watcher.cli.common import fail, workspace_option
 from watcher.cli.events import events
 from watcher.cli.failures import mask
+from watcher.cli.policies import policy_group
 from watcher.cli.polls import images_command, poll_command, status_command
 from watcher.cli.registry import registry
 from watcher.cli.secrets import secrets_group
@@ -70,6 +73,7 @@ for command in (
     poll_command,
     status_command,
     images_command,
+    policy_group,
     token_group,
     workspace_group,
     events,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from watcher.cli.common import current_workspace, friendly, registry_key_of, workspace_option
+from watcher.cli.common import current_workspace, friendly, in_workspace, registry_key_of, workspace_option
 from watcher.pollers import PROVIDER_NAMES
 from watcher.runtime import heap
 
@@ -64,17 +64,9 @@ def registry_add(name: str, no_verify: bool, **values: Any) -> None:
     spec = build_spec({"name": name, **values}, workspace=current_workspace())
     register(spec, verify_first=not no_verify)
     click.echo(
-        f"added registry {name!r}{_in(spec.workspace)} ({spec.provider}, {spec.url}), "
+        f"added registry {name!r}{in_workspace(spec.workspace)} ({spec.provider}, {spec.url}), "
         f"polled every {format_interval(spec.interval_seconds)}"
     )
-
-
-def _in(workspace: str) -> str:
-    """` in workspace 'W'` for a workspace other than `default`: an installation without workspaces reads
-    the lines it always read."""
-    from watcher.schema import DEFAULT_WORKSPACE
-
-    return "" if workspace == DEFAULT_WORKSPACE else f" in workspace {workspace!r}"
 
 
 @registry.command("list")
@@ -162,7 +154,7 @@ def registry_remove(name: str) -> None:
     key = existing_key(name)
     with session_scope() as session:
         registries.remove(session, key)
-    click.echo(f"removed registry {name!r}{_in(current_workspace())}")
+    click.echo(f"removed registry {name!r}{in_workspace(current_workspace())}")
 
 
 @registry.command("webhook")
@@ -196,11 +188,18 @@ def registry_webhook(name: str, format_: str | None, rotate: bool, disable: bool
 @workspace_option
 @friendly
 def registry_apply(path: Path, no_verify: bool) -> None:
-    """Create or update registries of the workspace from a YAML file; all are checked (the file, the
-    workspace's quotas, then each connection) before any is saved."""
-    from watcher.registrations.applyfile import load_specs
-    from watcher.registrations.registration import apply
+    """Create or update registries and policies of the workspace from a YAML file; all are checked (the
+    file, each policy's registry, the workspace's quotas, then each connection) before any is saved.
+    Policies the file does not name are left alone; a policy whose selection changes publishes its event."""
+    from watcher.cli.policies import publish
+    from watcher.policies.applying import apply, load
 
     workspace = current_workspace()
-    for name, outcome in apply(load_specs(path, workspace=workspace), verify_first=not no_verify):
-        click.echo(f"{outcome} registry {name!r}{_in(workspace)}")
+    applied = apply(load(path, workspace=workspace), workspace=workspace, verify_first=not no_verify)
+    selected = {event.policy: event for event in applied.events}
+    for kind, name, outcome in applied.outcomes:
+        event = selected.get(name) if kind == "policy" else None
+        what = "" if event is None else f": selects {event.tag}" if event.tag else ": selects nothing any more"
+        click.echo(f"{outcome} {kind} {name!r}{in_workspace(workspace)}{what}")
+    if applied.events:
+        publish("the file is applied, but its selected events are not on the stream yet")

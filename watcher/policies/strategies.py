@@ -45,7 +45,6 @@ from typing import Any, Protocol, cast
 import nodesemver
 
 from watcher.errors import InputError
-from watcher.registrations.scope import compile_pattern
 from watcher.registry.reference import tag_problem
 
 MAX_RANGE_LENGTH = 256  # npm's own bound on a range; with blanks collapsed the library reads it in a few ms
@@ -161,6 +160,8 @@ class Policy:
                 raise InputError("--digest follows one tag: --filter has no use there", field="filter")
             if len(self.filter) > MAX_PATTERN_LENGTH:
                 raise InputError(f"--filter is longer than {MAX_PATTERN_LENGTH} characters", field="filter")
+            from watcher.registrations.scope import compile_pattern  # RE2, only where a filter is given
+
             object.__setattr__(self, "_pattern", cast(_Pattern, compile_pattern(self.filter, "--filter")))
         if self.extract:
             if strategy in (Strategy.DIGEST, Strategy.NEWEST_BUILD):

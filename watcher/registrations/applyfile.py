@@ -10,6 +10,9 @@ The file is someone's input, so reading it must be cheap and exact whatever it h
   not a boolean, and is refused rather than read as true; unknown keys are refused by name;
 * then `forms.build_spec`, the same validation `registry add` uses.
 
+A file may also hold a `policies:` list (`watcher.policies.applying` reads its entries, as strictly); either
+list may be left out, not both.
+
 Every failure is one `InputError` line naming the file and, where there is one, the entry.
 """
 
@@ -28,6 +31,7 @@ from watcher.schema import DEFAULT_WORKSPACE
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 16  # the file needs 5: document, `registries`, an entry, `repositories`, a glob
+TOP_LEVEL = ("registries", "policies")
 
 
 class RegistryEntry(BaseModel):
@@ -142,14 +146,8 @@ def read_document(path: Path) -> Any:
 
 
 def specs_of(document: Any, path: Path, *, workspace: str = DEFAULT_WORKSPACE) -> list[RegistrySpec]:
-    if not isinstance(document, dict) or "registries" not in document:
-        raise InputError("expected a top-level `registries:` list of mappings (see config/registries.example.yaml)")
-    extra = sorted(set(document) - {"registries"})
-    if extra:
-        raise InputError(f"unknown top-level key {extra[0]!r}: the file holds only `registries:`")
-    entries = document["registries"]
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise InputError("expected a top-level `registries:` list of mappings (see config/registries.example.yaml)")
+    """The file's registries (none when it holds only `policies:`, which `watcher.policies.applying` reads)."""
+    entries = entries_of(document, "registries")
     specs = []
     for number, entry in enumerate(entries, 1):
         name = entry.get("name")
@@ -167,6 +165,23 @@ def specs_of(document: Any, path: Path, *, workspace: str = DEFAULT_WORKSPACE) -
     return specs
 
 
+def entries_of(document: Any, key: str) -> list[dict[str, Any]]:
+    """The entries of the top-level list `key` (`registries` or `policies`; either may be left out, not
+    both), once the document is known to hold nothing else."""
+    if not isinstance(document, dict) or not set(document) & set(TOP_LEVEL):
+        raise InputError(
+            "expected a top-level `registries:` list of mappings, a `policies:` list, or both "
+            "(see config/registries.example.yaml)"
+        )
+    extra = sorted(set(document) - set(TOP_LEVEL), key=str)
+    if extra:
+        raise InputError(f"unknown top-level key {extra[0]!r}: the file holds only `registries:` and `policies:`")
+    entries = document.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InputError(f"expected a top-level `{key}:` list of mappings (see config/registries.example.yaml)")
+    return entries
+
+
 def typed_entry(entry: dict[str, Any], *, expand: bool = True) -> dict[str, Any]:
     """The entry checked against RegistryEntry, with `${VAR}` expanded from the environment when `expand`
     (a file of the operator's; never for a remote request); keys may use '-' or '_'."""
@@ -180,8 +195,9 @@ def typed_entry(entry: dict[str, Any], *, expand: bool = True) -> dict[str, Any]
     return checked.model_dump(exclude_none=True)
 
 
-def schema_error(exc: ValidationError) -> str:
-    """The most specific of pydantic's errors, as one line that never echoes a value (it may be a secret)."""
+def schema_error(exc: ValidationError, expected: dict[str, str] = EXPECTED) -> str:
+    """The most specific of pydantic's errors, as one line that never echoes a value (it may be a secret);
+    `expected` says in words what each key takes (a string, unless it names the key)."""
     error = max(exc.errors(), key=lambda e: len(e["loc"]))
     key = str(error["loc"][0]) if error["loc"] else "?"
     if error["type"] == "extra_forbidden":
@@ -190,7 +206,7 @@ def schema_error(exc: ValidationError) -> str:
         return f"{key} is missing"
     item = next((f" (item {i + 1})" for i in error["loc"][1:] if isinstance(i, int)), "")
     hint = "; write it without quotes" if key == "emit_existing" and isinstance(error["input"], str) else ""
-    return f"{key} must be {EXPECTED.get(key, 'a string')}, not {kind(error['input'])}{item}{hint}"
+    return f"{key} must be {expected.get(key, 'a string')}, not {kind(error['input'])}{item}{hint}"
 
 
 def kind(value: Any) -> str:

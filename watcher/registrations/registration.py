@@ -8,7 +8,8 @@ trickles its answer cannot hold a command or a request forever.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -20,6 +21,9 @@ from watcher.registrations import store as registries
 from watcher.registrations import workspaces
 from watcher.registrations.spec import RegistrySpec, format_interval
 from watcher.registry.deadline import run_bounded
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 #: where a "not found" points, per provider
 _SCOPE_FIELDS = {"dockerhub": "namespace", "ecr": "region", "gcr": "project_id"}
@@ -49,9 +53,12 @@ def admissible(specs: Sequence[RegistrySpec]) -> None:
             workspaces.admit(session, specs[0].workspace, specs, lock=False)
 
 
-def apply(specs: Sequence[RegistrySpec], *, verify_first: bool = True) -> list[tuple[str, str]]:
+def apply(
+    specs: Sequence[RegistrySpec], *, verify_first: bool = True, then: Callable[[Session], None] | None = None
+) -> list[tuple[str, str]]:
     """Create or update `specs` (of one workspace) all or nothing: the quotas are checked for all of them,
-    then each is tested, then all are saved in one transaction; (name, outcome) for each."""
+    then each is tested, then all are saved in one transaction — with `then`'s work after them (a file's
+    policies: `watcher.policies.applying`); (name, outcome) for each."""
     admissible(specs)
     if verify_first:
         for spec in specs:
@@ -60,7 +67,10 @@ def apply(specs: Sequence[RegistrySpec], *, verify_first: bool = True) -> list[t
         if specs:
             workspaces.admit(session, specs[0].workspace, specs)
         together = len(specs) > 1  # a batch takes its baselines spread over its interval
-        return [(spec.name, registries.save(session, spec, together=together, admitted=True)[1]) for spec in specs]
+        saved = [(spec.name, registries.save(session, spec, together=together, admitted=True)[1]) for spec in specs]
+        if then is not None:
+            then(session)
+        return saved
 
 
 def verify(spec: RegistrySpec, stop: threading.Event | None = None) -> None:

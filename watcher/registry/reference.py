@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import reprlib
 
-from watcher.models import DIGEST_LENGTH
+from watcher.schema import DIGEST_LENGTH  # not the ORM: the quick commands read tags through it
 
 REPOSITORY_LENGTH = 255
 TAG_LENGTH = 128
