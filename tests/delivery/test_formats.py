@@ -248,7 +248,9 @@ def test_every_real_event_arrives_parses_and_verifies_in_both_cloudevents_modes_
     ]
 
 
-HOSTILE = "<https://evil.example|click> <!channel> @channel @here & <b>bold</b> [x](https://evil.example) *y*"
+HOSTILE = (
+    "<https://evil.example|click> <!channel>\n> quoted\n @channel @here & <b>bold</b> [x](https://evil.example) *y*"
+)
 
 
 def hostile_event(source: str) -> Any:
@@ -294,10 +296,10 @@ def test_a_registrys_hostile_tag_and_annotations_are_shown_never_linked_or_menti
         assert not any(c in text for text in texts for c in "<>" if "<https://github.com/acme/app" not in text)
         assert not any("@channel" in text or "@here" in text for text in texts)  # a word joiner after the @
         assert (
-            "&lt;https://evil.example|click&gt; &lt;!channel&gt; @\u2060channel"
+            "&lt;https://evil.example|click&gt; &lt;!channel&gt; &gt; quoted  @\u2060channel"
             in message["blocks"][1]["fields"][1]["text"]
         )
-        assert all(f.get("verbatim") is True for f in message["blocks"][1]["fields"])
+        assert all(f.get("verbatim") is True and f["text"].count("\n") == 1 for f in message["blocks"][1]["fields"])
         assert "*Platforms*\nlinux/amd64, linux/arm64/v8" in [f["text"] for f in message["blocks"][1]["fields"]]
     linked_blocks = slack.requests[0].json()["blocks"]
     assert (
@@ -313,6 +315,7 @@ def test_a_registrys_hostile_tag_and_annotations_are_shown_never_linked_or_menti
         for text in strings(card["body"]):
             assert "](" not in text.replace("\\](", "") and "<b>" not in text  # no Markdown link, no HTML
         facts = {f["title"]: f["value"] for f in card["body"][1]["facts"]}
+        assert not any("\n" in value for value in facts.values())  # no value starts a line of its own
         assert facts["Image"].startswith(r"team/app:\<https://evil.example|click\> \<!channel\>")
         assert r"\[x\]\(https://evil.example\) \*y\*" in facts["Revision"]
     assert teams.requests[0].json()["attachments"][0]["content"]["actions"] == [

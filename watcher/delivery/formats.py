@@ -157,6 +157,9 @@ def https_url(value: str) -> str:
 
 
 def _capped(value: str) -> str:
+    """One line (a newline or other control character is a space: no value starts a line of its own) of at
+    most `MAX_VALUE` characters."""
+    value = "".join(c if c.isprintable() else " " for c in value)
     return value if len(value) <= MAX_VALUE else value[: MAX_VALUE - 1] + "…"
 
 
