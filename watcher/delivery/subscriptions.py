@@ -24,7 +24,7 @@ from sqlalchemy import insert, select
 from watcher import schema
 from watcher.errors import InputError, NotFoundError
 from watcher.registrations import vault
-from watcher.registrations.owned import check_name, remove_named, shown
+from watcher.registrations.owned import check_name, insert_named, remove_named, shown
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -130,10 +130,12 @@ def save(session: Session, spec: SubscriptionSpec, *, workspace_id: int, secret:
         _check_secret(secret)
     owned = SUBSCRIPTIONS.c.workspace_id == workspace_id
     taken = session.execute(select(SUBSCRIPTIONS.c.id).where(owned, SUBSCRIPTIONS.c.name == spec.name)).first()
+    exists = InputError(f"subscription {spec.name!r} exists: remove it first or choose another name", field="name")
     if taken is not None:
-        raise InputError(f"subscription {spec.name!r} exists: remove it first or choose another name", field="name")
+        raise exists
     check_reachable(spec.url)
-    session.execute(
+    insert_named(
+        session,
         insert(SUBSCRIPTIONS).values(
             workspace_id=workspace_id,
             name=spec.name,
@@ -142,7 +144,8 @@ def save(session: Session, spec: SubscriptionSpec, *, workspace_id: int, secret:
             filters=spec.filters.as_json(),
             secret=vault.keyring().encrypt(secret.encode()),
             created_at=schema.utcnow(),
-        )
+        ),
+        exists,
     )
     return secret
 

@@ -20,7 +20,7 @@ from watcher.errors import InputError, NotFoundError
 from watcher.outbox.events import event_rows
 from watcher.policies.evaluation import evaluate_stored
 from watcher.policies.strategies import Policy
-from watcher.registrations.owned import check_name, remove_named, shown
+from watcher.registrations.owned import check_name, insert_named, remove_named, shown
 from watcher.registry.reference import repository_problem
 
 if TYPE_CHECKING:
@@ -83,17 +83,18 @@ def save(session: Session, spec: PolicySpec, *, workspace_id: int, replace: bool
     row = session.execute(
         select(POLICIES).where(POLICIES.c.workspace_id == workspace_id, POLICIES.c.name == spec.name).with_for_update()
     ).first()
+    taken = InputError(
+        f"policy {spec.name!r} exists: remove it first (`watcher policy rm {spec.name}`), or edit it with "
+        "`watcher registry apply`",
+        field="name",
+    )
     if row is not None and not replace:
-        raise InputError(
-            f"policy {spec.name!r} exists: remove it first (`watcher policy rm {spec.name}`), or edit it with "
-            "`watcher registry apply`",
-            field="name",
-        )
+        raise taken
     now = schema.utcnow()
     values = {"registry_id": owner.registry_id, "repository": spec.repository, **_definition(spec.policy)}
     if row is None:
         statement = insert(POLICIES).values(workspace_id=workspace_id, name=spec.name, created_at=now, updated_at=now)
-        policy_id = session.execute(statement.values(**values)).inserted_primary_key[0]  # type: ignore[attr-defined]
+        policy_id = insert_named(session, statement.values(**values), taken).inserted_primary_key[0]
         changed = True
     else:
         policy_id = row.id

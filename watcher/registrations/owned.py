@@ -6,9 +6,10 @@ within their workspace; an object of another workspace is missing exactly like o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Executable, Table, delete
+from sqlalchemy.exc import IntegrityError
 
 from watcher.errors import InputError
 from watcher.registrations.spec import NAME
@@ -26,6 +27,16 @@ def check_name(value: object, what: str, field: str = "name") -> str:
             field=field,
         )
     return value
+
+
+def insert_named(session: Session, statement: Executable, taken: InputError) -> Any:
+    """Run the INSERT of a named row in a savepoint: when another transaction took the name meanwhile, the
+    unique constraint (not a read made before) decides, and the answer is `taken`, one line."""
+    try:
+        with session.begin_nested():
+            return session.execute(statement)
+    except IntegrityError:
+        raise taken from None
 
 
 def remove_named(session: Session, table: Table, name: str, *, workspace_id: int) -> bool:
