@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import Watcher
 from tests.support.fixtures import PASSWORD, RegistryEnv
+from watcher.policies import applying
 from watcher.registrations.applyfile import load_specs
 
 
@@ -136,3 +137,8 @@ def test_the_shipped_example_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path:
     path.write_text(example.replace("/run/secrets/gcp-watcher.json", str(key)))
     specs = load_specs(path)
     assert [s.provider for s in specs] == ["oci", "oci", "ecr", "acr", "gcr", "dockerhub"]
+    policies = applying.load(path).policies
+    assert [(p.name, p.registry, p.policy.describe()) for p in policies] == [
+        ("app-stable", "harbor", "semver >=1.4 <2"),
+        ("app-nightly", "ghcr", "numeric asc filter '^main-(?P<ts>[0-9]+)-[0-9a-f]+$' extract '$ts'"),
+    ]
