@@ -4,6 +4,7 @@ as one 422 naming the field; and the open schema route, whose schema validates a
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from sqlalchemy import insert, update
 
 from tests.conftest import Watcher
+from tests.support import console as session_console
 from tests.support.cdevents import validate_cloudevent
 from tests.support.fixtures import RegistryEnv
 from tests.support.polls import wait_for
@@ -182,4 +184,19 @@ def test_another_workspaces_policy_is_missing_like_one_that_does_not_exist_and_t
     with api.server.client(operator) as as_operator:
         seen = as_operator.get(f"{POLICIES}/theirs", headers={"X-Watcher-Workspace": "team-b"})
         assert seen.status_code == 200 and (seen.json()["registry"], seen.json()["selected"]) == ("prod", None)
+
+    # the console alike: their policy is the page of a missing one; an operator switching from a policy's
+    # page lands on the policies of the workspace chosen
+    with session_console.log_in(api.server.url, api.reader_token) as reader:
+        theirs, nosuch = reader.get("/console/policies/theirs"), reader.get("/console/policies/nosuch")
+        assert theirs.status_code == nosuch.status_code == 404
+        assert html.unescape(theirs.text) == html.unescape(nosuch.text).replace("nosuch", "theirs")
+        assert 'data-policy="theirs"' not in reader.get("/console/policies").text
+    with session_console.log_in(api.server.url, operator) as console:
+        form = {"csrf": session_console.csrf_of(console.get("/console/")), "workspace": "team-b"}
+        switched = console.post("/console/workspace", data={**form, "back": "/console/policies/app"})
+        assert (switched.status_code, switched.headers["location"]) == (303, "/console/policies")
+        assert 'data-policy="theirs"' in console.get("/console/policies").text
+
+    with api.server.client(operator) as as_operator:
         assert as_operator.delete(f"{POLICIES}/theirs", headers={"X-Watcher-Workspace": "team-b"}).status_code == 204
