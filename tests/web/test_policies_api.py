@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,6 +19,7 @@ from tests.support.cdevents import validate_cloudevent
 from tests.support.fixtures import RegistryEnv
 from tests.support.polls import wait_for
 from tests.web.conftest import Api
+from tests.web.test_read_api import error_of
 from watcher import schema
 from watcher.db import session_scope
 from watcher.outbox.events import SELECTED_SCHEMA_PATH, SELECTED_TYPE
@@ -29,14 +29,6 @@ from watcher.registrations import tokens
 from watcher.registrations.spec import RegistrySpec
 
 POLICIES = "/api/v1/policies"
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code, body
-    assert "Traceback" not in response.text
-    return dict(body["error"])
 
 
 def field_of(response: httpx.Response) -> str | None:
