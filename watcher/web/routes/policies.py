@@ -74,7 +74,7 @@ class PolicyBody(BaseModel):
         return self.model_dump(exclude={"name", "registry", "repository"})
 
 
-class Selected(BaseModel):
+class PolicySelection(BaseModel):
     tag: str
     digest: str
     #: `HOST/REPOSITORY:TAG@DIGEST`: the image to deploy
@@ -83,7 +83,7 @@ class Selected(BaseModel):
     since: str | None
 
 
-class PolicyOut(BaseModel):
+class Policy(BaseModel):
     """`watcher policy show --json`: the definition, and what it selects now (`selected`: null when no tag
     qualifies); `considered` tags took part in the last selection, `ignored` ones were filtered out or have
     no key for the strategy."""
@@ -95,7 +95,7 @@ class PolicyOut(BaseModel):
     policy: dict[str, Any]
     #: the strategy in one line, for a person
     strategy: str
-    selected: Selected | None
+    selected: PolicySelection | None
     considered: int
     ignored: int
     evaluated_at: str | None
@@ -122,13 +122,13 @@ class SelectionEvent(BaseModel):
     cloudevent: str
 
 
-class PolicyDetail(PolicyOut):
+class PolicyDetail(Policy):
     #: its `selected` events, newest first (`?history=N`, 20 unless asked)
     history: list[SelectionEvent]
 
 
 class PolicyList(BaseModel):
-    items: list[PolicyOut]
+    items: list[Policy]
 
 
 @router.get("", response_model=PolicyList)
