@@ -14,13 +14,14 @@ from watcher import bus
 from watcher.hooks import stats as hookstats
 from watcher.runtime import heap
 from watcher.web import errors, metrics
+from watcher.web.console import policies as console_policies
 from watcher.web.console import routes as console
 from watcher.web.deps import authorize
 from watcher.web.feed import EventFeed
 from watcher.web.hosts import AllowedHosts, HostCheck
 from watcher.web.limits import BodyLimit
 from watcher.web.plaintext import RefuseNul
-from watcher.web.routes import events, health, hooks, registration, registries, workspaces
+from watcher.web.routes import events, health, hooks, policies, registration, registries, workspaces
 from watcher.web.schemas import ERRORS
 
 API_PREFIX = "/api/v1"
@@ -56,12 +57,15 @@ def create_app(listen: str | None = None) -> FastAPI:
     api.include_router(registries.router)
     api.include_router(registration.router)
     api.include_router(events.router)
+    api.include_router(policies.router)
     api.include_router(workspaces.router)  # an operator's
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(policies.public)  # the `selected` event's schema, at its `schemaUri`: no token
     app.include_router(hooks.router)  # authenticated by each registry's webhook secret, not by API tokens
     app.include_router(metrics.router)
     console.install(app)
+    app.include_router(console_policies.router)
     app.add_middleware(BodyLimit)
     app.add_middleware(RefuseNul)
     app.add_middleware(HostCheck, allowed=AllowedHosts.from_settings(listen=listen))  # outermost: first

@@ -104,7 +104,8 @@ async def switch_workspace(request: Request, user: User) -> Response:
     await anyio.to_thread.run_sync(auth.switch_workspace, request, name)
     await anyio.to_thread.run_sync(auth.leave_notice, request, f"the console now shows workspace {name!r}")
     back = auth.safe_next(str(form.get("back") or ""))
-    return _go("/console/events" if back.startswith("/console/events") else "/console/")
+    kinds = ("/console/events", "/console/policies")
+    return _go(next((kind for kind in kinds if back.startswith(kind)), "/console/"))
 
 
 # ---- registries ---------------------------------------------------------------------------------------
