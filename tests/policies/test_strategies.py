@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import nodesemver
 import pytest
@@ -310,3 +311,17 @@ def test_keys_kept_between_selections_belong_to_their_policy(monkeypatch: pytest
         for policy, expected in policies.items():
             assert chosen(policy, names) == expected, policy.describe()
     assert len(strategies._keys) <= 3 and len(strategies._versions) <= 3
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"semver": "^1\x00"}, "semver"),
+        ({"alphabetical": "asc", "filter": "a\x00"}, "filter"),
+        ({"semver": "*", "filter": "("}, "filter"),
+    ],
+)
+def test_a_nul_or_a_pattern_re2_refuses_is_one_line_naming_its_field(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as refused:
+        Policy.from_options(**options)
+    assert refused.value.field == field and "\n" not in str(refused.value)

@@ -94,6 +94,12 @@ def test_put_read_and_remove_a_policy_its_selection_events_and_who_may_write(
     ]
     assert [h["tag"] for h in api.reader.get(f"{POLICIES}/app", params={"history": 1}).json()["history"]] == ["1.2.4"]
     assert api.reader.get(f"{POLICIES}/app", params={"history": 0}).json()["history"] == []
+    history = api.reader.get("/api/v1/events", params={"change": "selected"})  # the history shows them too
+    assert history.status_code == 200, history.text
+    assert [(e["policy"], e["tag"], e["previous_tag"]) for e in history.json()["items"]] == [
+        ("app", "1.2.4", "1.2.3"),
+        ("app", "1.2.3", ""),
+    ]
 
     same = api.admin.put(f"{POLICIES}/app", json={**body, "name": "app"})
     assert same.status_code == 200 and len(same.json()["history"]) == 2  # as it was: no event

@@ -23,6 +23,7 @@ from sqlalchemy import insert, select
 
 from watcher import schema
 from watcher.errors import InputError, NotFoundError
+from watcher.outbox.events import CHANGES
 from watcher.registrations import vault
 from watcher.registrations.owned import check_name, insert_named, remove_named, shown
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 FORMATS = ("cloudevents", "cloudevents-structured", "slack", "teams", "github-dispatch")
-CHANGES = ("added", "updated", "removed", "selected")
 MAX_URL_LENGTH = 2000
 MAX_GLOB_LENGTH = 500
 SECRET_BYTES = 32

@@ -22,6 +22,8 @@ CDEVENTS_SPEC = "0.5.1"
 #: a policy's selection changed: a CDEvents custom event (`dev.cdeventsx.<tool>-<subject>.<predicate>.<version>`)
 SELECTED = "selected"
 SELECTED_TYPE = "dev.cdeventsx.watcher-policy.selected.0.1.0"
+#: every event's `change`: a tag's three, and a policy's selection
+CHANGES = (*(kind.value for kind in ChangeKind), SELECTED)
 #: where the HTTP side serves the JSON Schema of `SELECTED_TYPE` (the event's `schemaUri`, under the public URL)
 SELECTED_SCHEMA_PATH = "/schemas/cdevents/watcher-policy-selected-0.1.0.json"
 #: that schema, shipped beside this module

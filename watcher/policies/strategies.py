@@ -133,6 +133,8 @@ class Policy:
                 raise InputError(
                     f"--{option} must be text (quote it in YAML), not {type(value).__name__}", field=option
                 )
+            if "\x00" in value:  # no tag holds one, and PostgreSQL could not even store it
+                raise InputError(f"--{option} must not contain a NUL character", field=option)
             if not value.isascii():
                 try:
                     value.encode()

@@ -76,6 +76,8 @@ class Scope:
 
 
 def compile_pattern(pattern: str, option: str) -> TagPattern | None:
+    """The RE2 pattern given as `option` (`--include-tags`): one InputError line, its `field` the option's
+    name, when RE2 refuses it."""
     if not pattern:
         return None
     options = re2.Options()
@@ -88,5 +90,8 @@ def compile_pattern(pattern: str, option: str) -> TagPattern | None:
         hint = (
             " (RE2 has no look-arounds or back-references)" if "perl operator" in reason or "escape" in reason else ""
         )
-        raise InputError(f"{option} {pattern!r} is not a valid RE2 regular expression: {reason}{hint}") from None
+        raise InputError(
+            f"{option} {pattern!r} is not a valid RE2 regular expression: {reason}{hint}",
+            field=option.lstrip("-").replace("-", "_"),
+        ) from None
     return compiled

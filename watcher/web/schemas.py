@@ -100,7 +100,7 @@ class Event(BaseModel):
 
     id: int
     event_id: str
-    change: Literal["added", "updated", "removed"]
+    change: Literal["added", "updated", "removed", "selected"]
     workspace: str
     registry: str
     repository: str
@@ -110,6 +110,9 @@ class Event(BaseModel):
     pushed_at: str
     detected_at: str
     cloudevent: str
+    #: a `selected` event's policy and the tag it selected before (absent from tag events)
+    policy: str | None = None
+    previous_tag: str | None = None
 
 
 class Queued(BaseModel):

@@ -21,6 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from watcher.db import session_scope
 from watcher.errors import NotFoundError, WatcherError
+from watcher.outbox.events import CHANGES
 from watcher.polling.queue import queue_poll
 from watcher.read import model as readmodel
 from watcher.registrations.keys import registry_key
@@ -281,7 +282,7 @@ def events_page(
     change: str = "",
     cursor: str | None = None,
 ) -> Response:
-    change = change if change in ("added", "updated", "removed") else ""
+    change = change if change in CHANGES else ""
     filters = readmodel.EventFilters(registry or None, repository or None, tag or None, change or None)
     with session_scope() as session:
         workspace_id = user.workspace_id
@@ -306,4 +307,5 @@ def events_page(
             live=cursor is None,
             newest=newest,
             newest_cursor=readmodel.encode_cursor([newest]),
+            changes=CHANGES,
         )

@@ -22,7 +22,7 @@ from watcher.web.feed import EventFeed, event_json
 from watcher.web.routes.registries import Caller, Cursor, Limit
 
 router = APIRouter(prefix="/events", tags=["events"])
-Change = Literal["added", "updated", "removed"]
+Change = Literal["added", "updated", "removed", "selected"]
 Text = Annotated[str | None, Query(max_length=255)]
 KEEPALIVE_SECONDS = 15.0
 #: how often a stream checks that its caller may still read: a revoked token, or a console session logged
