@@ -20,7 +20,7 @@ from watcher.web.feed import EventFeed
 from watcher.web.hosts import AllowedHosts, HostCheck
 from watcher.web.limits import BodyLimit
 from watcher.web.plaintext import RefuseNul
-from watcher.web.routes import events, health, hooks, registration, registries, workspaces
+from watcher.web.routes import events, health, hooks, registration, registries, subscriptions, workspaces
 from watcher.web.schemas import ERRORS
 
 API_PREFIX = "/api/v1"
@@ -57,6 +57,7 @@ def create_app(listen: str | None = None) -> FastAPI:
     api.include_router(registration.router)
     api.include_router(events.router)
     api.include_router(workspaces.router)  # an operator's
+    api.include_router(subscriptions.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(hooks.router)  # authenticated by each registry's webhook secret, not by API tokens
