@@ -82,11 +82,17 @@ def test_a_subscription_from_add_to_redelivery(watcher: Watcher, registry: Regis
         assert "was not accepted: HTTP 500: down\\r\\nfor maintenance" in err
         assert watcher.cli("events").stdout == ""
 
-    # deliveries written by the relay after a real poll
-    registry.client.push_image(unique_repo, "v1")
-    registry.client.push_image(unique_repo, "v2")
-    assert watcher.add_registry("r1", registry.url, "--repository", unique_repo, "--emit-existing").exit_code == 0
-    assert watcher.cli("poll", "r1").exit_code == 0
+        # deliveries written by the relay after a real poll
+        registry.client.push_image(unique_repo, "v1")
+        registry.client.push_image(unique_repo, "v2")
+        assert watcher.add_registry("r1", registry.url, "--repository", unique_repo, "--emit-existing").exit_code == 0
+        assert watcher.cli("poll", "r1").exit_code == 0
+        # now the sample is one of the workspace's own tags; still never in the history or the deliveries
+        receiver.answer = (202, "")
+        assert watcher.cli("subscription", "test", "hook").stdout.endswith("was accepted: HTTP 202\n")
+        sample = Webhook(secret).verify(receiver.requests[-1].body, receiver.requests[-1].headers)["customData"]
+        assert (sample["registry"], sample["repository"]) == ("r1", unique_repo) and sample["tag"] in ("v1", "v2")
+        assert len(watcher.cli("events").stdout.splitlines()) == 2
     rows = json_lines(watcher.cli("subscription", "deliveries", "hook", "--json").stdout)
     assert [(d["state"], d["event"]["tag"], d["event"]["change"]) for d in rows] == [
         ("pending", "v2", "added"),
