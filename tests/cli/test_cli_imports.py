@@ -176,9 +176,9 @@ def test_quick_commands_import_nothing_heavy(
 
 
 def test_reading_subscriptions_imports_nothing_heavy(installation: tuple[Path, dict[str, str]]) -> None:
-    """`subscription show|list|deliveries` of an existing subscription: Core rows, no secret decrypted."""
+    """`subscription show|deliveries` of an existing subscription: Core rows, no secret decrypted."""
     imported(installation, "subscription", "add", "quick", "--url", "http://127.0.0.1:9/hook")
-    for args in (["show", "quick", "--json"], ["list", "--json"], ["deliveries", "quick", "--state", "dead"]):
+    for args in (["show", "quick", "--json"], ["deliveries", "quick", "--state", "dead"]):
         modules = imported(installation, "subscription", *args)
         assert "watcher.read.subscriptions" in modules
         assert heavy(modules, HEAVY + SECRETS) == [] and under(modules, ORM + POSTGRESQL) == [], args

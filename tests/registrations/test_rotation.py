@@ -217,6 +217,8 @@ def test_a_rotation_reencrypts_the_subscriptions_secrets_too(watcher: Watcher, m
     monkeypatch.setenv("WATCHER_SECRET_KEY", "the-new-passphrase-of-the-operator")
     monkeypatch.setenv("WATCHER_SECRET_KEY_FALLBACKS", old_key)
     get_settings.cache_clear()
+    assert rotation.rotate.__kwdefaults__ is not None
+    monkeypatch.setitem(rotation.rotate.__kwdefaults__, "grace_seconds", 0.05)  # no writer races this one
     rotated = watcher.cli("secrets", "rotate")
     assert rotated.exit_code == 1
     assert rotated.stdout == (
