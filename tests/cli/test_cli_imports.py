@@ -159,6 +159,8 @@ def under(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
         (["token", "list", "--all-workspaces", "--json"], HEAVY + SECRETS, "watcher.read.model"),
         (["workspace", "list"], HEAVY + SECRETS, "watcher.registrations.workspaces"),
         (["workspace", "show", "default", "--json"], HEAVY + SECRETS, "watcher.registrations.workspaces"),
+        (["subscription", "--help"], HEAVY + SECRETS + DATABASE, None),
+        (["subscription", "list"], HEAVY + SECRETS, "watcher.read.subscriptions"),
     ],
 )
 def test_quick_commands_import_nothing_heavy(
@@ -173,6 +175,15 @@ def test_quick_commands_import_nothing_heavy(
         assert under(modules, ORM) == []  # Core rows: no ORM, no declarative classes (~60 ms of a start)
         assert result["heap"]["full_collections"] == 0  # its imports rescanned nothing
         assert result["heap"]["enabled"]  # and the collector is on again once it returned (in-process callers)
+
+
+def test_reading_subscriptions_imports_nothing_heavy(installation: tuple[Path, dict[str, str]]) -> None:
+    """`subscription show|deliveries` of an existing subscription: Core rows, no secret decrypted."""
+    imported(installation, "subscription", "add", "quick", "--url", "http://127.0.0.1:9/hook")
+    for args in (["show", "quick", "--json"], ["deliveries", "quick", "--state", "dead"]):
+        modules = imported(installation, "subscription", *args)
+        assert "watcher.read.subscriptions" in modules
+        assert heavy(modules, HEAVY + SECRETS) == [] and under(modules, ORM + POSTGRESQL) == [], args
 
 
 def test_a_poll_imports_only_what_its_provider_needs(

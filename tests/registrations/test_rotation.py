@@ -15,10 +15,12 @@ from sqlalchemy import select, update
 from tests.conftest import Watcher
 from tests.support.processes import stop_process
 from watcher.db import session_scope
+from watcher.delivery.subscriptions import SubscriptionSpec, save
 from watcher.models import Registry
 from watcher.registrations import rotation, vault
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec
+from watcher.schema import subscriptions as SUBSCRIPTIONS
 from watcher.settings import get_settings
 
 PASSWORD = "rotate-me-not-in-output"
@@ -28,6 +30,7 @@ READER = """
 import json, sys, pathlib
 from sqlalchemy import select
 from watcher.db import session_scope
+from watcher.delivery.subscriptions import SubscriptionSpec, save
 from watcher.models import Registry
 from watcher.registrations.store import spec_of
 
@@ -198,3 +201,38 @@ def test_two_rotations_at_once_leave_one_working_key(watcher: Watcher, monkeypat
     assert len((watcher.data_dir / "secret.key").read_text().split()) == 1
     keys = vault.keyring()
     assert all(vault.decrypt(token, keys)["password"] == PASSWORD for token in tokens().values())
+
+
+def test_a_rotation_reencrypts_the_subscriptions_secrets_too(watcher: Watcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    old_key = watcher.settings.secret_key
+    save_registries(1)
+    with session_scope() as session:
+        given = {
+            name: save(session, SubscriptionSpec.build(name, "http://127.0.0.1:9/x"), workspace_id=1) for name in "ab"
+        }
+        save(session, SubscriptionSpec.build("lost", "http://127.0.0.1:9/x"), workspace_id=1)
+        lost = vault.Keyring(("a key this installation never had",)).encrypt(b"whsec_lost")
+        session.execute(update(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.name == "lost").values(secret=lost))
+
+    monkeypatch.setenv("WATCHER_SECRET_KEY", "the-new-passphrase-of-the-operator")
+    monkeypatch.setenv("WATCHER_SECRET_KEY_FALLBACKS", old_key)
+    get_settings.cache_clear()
+    assert rotation.rotate.__kwdefaults__ is not None
+    monkeypatch.setitem(rotation.rotate.__kwdefaults__, "grace_seconds", 0.05)  # no writer races this one
+    rotated = watcher.cli("secrets", "rotate")
+    assert rotated.exit_code == 1
+    assert rotated.stdout == (
+        "re-encrypted 1 registries under WATCHER_SECRET_KEY; "
+        "now remove WATCHER_SECRET_KEY_FALLBACKS from every watcher process\n"
+        "and the secrets of 2 subscriptions\n"
+    )
+    assert rotated.stderr.startswith("watcher: subscriptions 'default/lost': secrets cannot be decrypted")
+    assert rotated.stderr.count("\n") == 1 and not any(secret in rotated.output for secret in given.values())
+
+    with session_scope() as session:
+        stored = dict(session.execute(select(SUBSCRIPTIONS.c.name, SUBSCRIPTIONS.c.secret)).all())
+    assert stored["lost"] == lost  # left as it was
+    for name, secret in given.items():
+        assert vault.Keyring(("the-new-passphrase-of-the-operator",)).decrypt(stored[name]).decode() == secret
+        with pytest.raises(vault.Undecryptable):
+            vault.Keyring((old_key,)).decrypt(stored[name])

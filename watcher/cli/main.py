@@ -28,6 +28,7 @@ from watcher.cli.polls import images_command, poll_command, status_command
 from watcher.cli.registry import registry
 from watcher.cli.secrets import secrets_group
 from watcher.cli.service import run, serve
+from watcher.cli.subscriptions import subscription_group
 from watcher.cli.tokens import token_group
 from watcher.cli.workspaces import workspace_group
 
@@ -80,5 +81,6 @@ for command in (
     serve,
     run,
     secrets_group,
+    subscription_group,
 ):
     main.add_command(command)

@@ -37,9 +37,20 @@ def secrets_rotate() -> None:
         )
     else:
         click.echo(f"re-encrypted {count} registries under WATCHER_SECRET_KEY")
+    if outcome.subscriptions:
+        click.echo(f"and the secrets of {len(outcome.subscriptions)} subscriptions")
+    lost = []
     if outcome.unreadable:
         names = ", ".join(repr(n) for n in sorted(outcome.unreadable))
-        raise StateError(
+        lost.append(
             f"registries {names}: credentials cannot be decrypted with any key and were left as they are; "
             "re-enter them with `watcher registry apply`"
         )
+    if outcome.unreadable_subscriptions:
+        names = ", ".join(repr(n) for n in sorted(outcome.unreadable_subscriptions))
+        lost.append(
+            f"subscriptions {names}: secrets cannot be decrypted with any key and were left as they are; "
+            "add them anew (`watcher subscription rm`, then `add`)"
+        )
+    if lost:
+        raise StateError("; ".join(lost))

@@ -1,4 +1,5 @@
-"""`watcher secrets rotate`: every stored credential re-encrypted under a new key, with no downtime.
+"""`watcher secrets rotate`: every stored credential re-encrypted under a new key, with no downtime: the
+registries' credentials and webhook secrets, and the subscriptions' secrets.
 
 With the generated key file, the rotation writes it as "new, then old" (both readable, the new one
 encrypting), re-encrypts the rows in small transactions, waits a moment for readers holding a row they read
@@ -17,6 +18,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, select, update
 
+from watcher import schema
 from watcher.db import get_engine, session_scope
 from watcher.errors import StateError
 from watcher.models import Registry
@@ -33,12 +35,16 @@ MAX_ROUNDS = 10
 class Rotation:
     reencrypted: set[str] = field(default_factory=set)
     unreadable: set[str] = field(default_factory=set)
+    #: the subscriptions whose secret was re-encrypted, and those no key opens (by `workspace/name`)
+    subscriptions: set[str] = field(default_factory=set)
+    unreadable_subscriptions: set[str] = field(default_factory=set)
     #: where the key lives now: the key file, or None when it is WATCHER_SECRET_KEY
     key_file: Path | None = None
 
 
 #: the columns that hold secrets encrypted under the key: credentials and the webhook secret
 SECRET_COLUMNS = (Registry.credentials, Registry.webhook_secret)
+SUBSCRIPTIONS = schema.subscriptions
 
 
 def rotate(
@@ -48,7 +54,8 @@ def rotate(
     batch: int = BATCH,
     grace_seconds: float = GRACE_SECONDS,
 ) -> Rotation:
-    """Re-encrypt every registry's credentials under the newest key; see the module docstring."""
+    """Re-encrypt every registry's credentials and every subscription's secret under the newest key; see the
+    module docstring."""
     settings = settings or get_settings()
     engine = engine or get_engine()
     if settings.secret_key:
@@ -69,10 +76,10 @@ def _reencrypt_until_clean(engine: Engine, keys: vault.Keyring, batch: int, grac
     """Passes until a pass finds nothing to do both before and after the grace period."""
     outcome = Rotation()
     for _ in range(MAX_ROUNDS):
-        while _one_pass(engine, keys, batch, outcome):
+        while _one_pass(engine, keys, batch, outcome) | _subscriptions_pass(engine, keys, batch, outcome):
             pass
         time.sleep(grace_seconds)  # a writer that read the key before the rotation began commits meanwhile
-        if not _one_pass(engine, keys, batch, outcome):
+        if not _one_pass(engine, keys, batch, outcome) | _subscriptions_pass(engine, keys, batch, outcome):
             return outcome
     raise StateError(
         "credentials kept being saved under an old key during the rotation; run `watcher secrets rotate` again"
@@ -109,5 +116,38 @@ def _one_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation
                         outcome.reencrypted.add(name)  # else it was saved meanwhile: the next pass looks again
         if len(rows) < batch:
             outcome.unreadable = unreadable
+            return needed
+        last_id = rows[-1][0]
+
+
+def _subscriptions_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation) -> bool:
+    """`_one_pass` for the subscriptions' secrets (Core rows: the table has no ORM class)."""
+    needed = False
+    unreadable: set[str] = set()
+    last_id = 0
+    sub = SUBSCRIPTIONS.c
+    workspace = select(schema.workspaces.c.name).where(schema.workspaces.c.id == sub.workspace_id).scalar_subquery()
+    while True:
+        with session_scope(engine) as session:
+            rows = session.execute(
+                select(sub.id, workspace, sub.name, sub.secret).where(sub.id > last_id).order_by(sub.id).limit(batch)
+            ).all()
+            for subscription_id, workspace_name, name, token in rows:
+                if not token or keys.is_current(token):
+                    continue
+                shown = f"{workspace_name}/{name}"
+                try:
+                    fresh = keys.encrypt(keys.decrypt(token))
+                except vault.Undecryptable:
+                    unreadable.add(shown)
+                    continue
+                needed = True
+                swapped = session.execute(
+                    update(SUBSCRIPTIONS).where(sub.id == subscription_id, sub.secret == token).values(secret=fresh)
+                )
+                if swapped.rowcount:  # type: ignore[attr-defined]
+                    outcome.subscriptions.add(shown)
+        if len(rows) < batch:
+            outcome.unreadable_subscriptions = unreadable
             return needed
         last_id = rows[-1][0]

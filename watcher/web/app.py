@@ -21,7 +21,7 @@ from watcher.web.feed import EventFeed
 from watcher.web.hosts import AllowedHosts, HostCheck
 from watcher.web.limits import BodyLimit
 from watcher.web.plaintext import RefuseNul
-from watcher.web.routes import events, health, hooks, policies, registration, registries, workspaces
+from watcher.web.routes import events, health, hooks, policies, registration, registries, subscriptions, workspaces
 from watcher.web.schemas import ERRORS
 
 API_PREFIX = "/api/v1"
@@ -59,6 +59,7 @@ def create_app(listen: str | None = None) -> FastAPI:
     api.include_router(events.router)
     api.include_router(policies.router)
     api.include_router(workspaces.router)  # an operator's
+    api.include_router(subscriptions.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(policies.public)  # the `selected` event's schema, at its `schemaUri`: no token

@@ -25,7 +25,7 @@ from watcher.outbox.events import CHANGES
 from watcher.polling.queue import queue_poll
 from watcher.read import model as readmodel
 from watcher.registrations.keys import registry_key
-from watcher.web.console import actions, auth, providers
+from watcher.web.console import actions, auth, providers, subscriptions
 from watcher.web.console.render import page
 from watcher.web.deps import Principal
 from watcher.web.routes.registries import checked_repository
@@ -44,6 +44,7 @@ def install(app: FastAPI) -> None:
     """Mount the console on the app: its CSRF key, pages, static files and its two answers."""
     auth.install_sessions(app)
     app.include_router(router)
+    app.include_router(subscriptions.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
 
     @app.get("/", include_in_schema=False)
