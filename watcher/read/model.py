@@ -432,37 +432,31 @@ def images_page(
     workspace_id: int,
 ) -> Page:
     """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
-    of the tag, each with what its digest is (a LEFT JOIN on `images`' key: a tag whose digest is not read
-    yet is listed all the same); ordered by repository then tag name, newest push first, or newest build
-    first (`created`).
+    of the tag, each with what its digest is; ordered by repository then tag name, newest push first, or
+    newest build first (`created`).
 
-    Newest build is the order of the `newest-build` policy (`watcher.policies.strategies`): the creation
-    time, or the push time where the image says none, then the push time, then the tag's name (the greatest
-    first) — so a repository's first row is the tag that policy selects — and the tag's id, which makes the
-    key unique across repositories. Tags with neither time come last."""
+    The page of tags is chosen first and only its rows are joined to `images` (a LEFT JOIN on its key: a
+    tag whose digest is not read yet is listed all the same), so the metadata costs O(page) lookups however
+    big the repository. Newest build is the order of the `newest-build` policy
+    (`watcher.policies.strategies`): the creation time, or the push time where the image says none, then the
+    push time, then the tag's name (the greatest first, as that policy breaks ties), then its id (unique
+    across repositories); tags with neither time come last. Like newest push it sorts the repository's tags,
+    and it joins each of them to `images` to do so."""
     check_limit(limit)
     row = _registry_row(reader, registry, workspace_id)
     host = pull_host(row.url)
-    repo, tag, image = REPOSITORIES.c, TAGS.c, IMAGES.c
+    repo, tag = REPOSITORIES.c, TAGS.c
     pushed = func.coalesce(tag.pushed_at, EPOCH)
-    built = func.coalesce(image.created, tag.pushed_at, EPOCH)
     query = (
         select(
-            repo.name,
-            tag.name,
-            tag.digest,
-            tag.pushed_at,
-            tag.id,
-            pushed,
-            built,
-            image.kind,
-            image.platforms,
-            image.created,
-            image.size,
-            image.annotations,
+            repo.name.label("repository"),
+            tag.name.label("tag"),
+            tag.digest.label("digest"),
+            tag.pushed_at.label("pushed_at"),
+            tag.id.label("id"),
+            pushed.label("pushed"),
         )
         .join(TAGS, tag.repository_id == repo.id)
-        .join(IMAGES, image.digest == tag.digest, isouter=True)
         .where(repo.registry_id == row.id)
     )
     if repository is not None:
@@ -471,6 +465,9 @@ def images_page(
         query = query.where(func.lower(tag.name).contains(q.lower(), autoescape=True))
     sort: tuple[Any, ...]
     if order == "created":
+        built_by = IMAGES.alias("built_by")
+        built = func.coalesce(built_by.c.created, tag.pushed_at, EPOCH)
+        query = query.add_columns(built.label("built")).outerjoin(built_by, built_by.c.digest == tag.digest)
         sort = (built.desc(), pushed.desc(), tag.name.desc(), tag.id.desc())
         if cursor:
             after = decode_cursor(cursor, _moment, _moment, _text, _whole)
@@ -485,35 +482,38 @@ def images_page(
         if cursor:
             repo_name, tag_name = decode_cursor(cursor, _text, _text)
             query = query.where(or_(repo.name > repo_name, and_(repo.name == repo_name, tag.name > tag_name)))
-    rows = reader.execute(query.order_by(*sort).limit(limit + 1)).all()
+    page = query.order_by(*sort).limit(limit + 1).subquery("page")
+    image = IMAGES.c
+    # the same order again, on the page's own columns: `key` names them, the cursor is their values
+    key = {"created": ("built", "pushed", "tag", "id"), "pushed_at": ("pushed", "id")}.get(order, ("repository", "tag"))
+    resort = [page.c[name] if order == "name" else page.c[name].desc() for name in key]
+    joined = (
+        select(page, image.kind, image.platforms, image.created, image.size, image.annotations)
+        .outerjoin(IMAGES, image.digest == page.c.digest)
+        .order_by(*resort)
+    )
+    rows = reader.execute(joined).all()
     items = [_image(registry, host, r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        if order == "created":
-            next_cursor = encode_cursor([last[6], last[5], last[1], last[4]])
-        else:
-            next_cursor = encode_cursor([last[5], last[4]] if order == "pushed_at" else [last[0], last[1]])
+    next_cursor = encode_cursor([getattr(rows[limit - 1], name) for name in key]) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 
 def _image(registry: str, host: str, row: Any) -> Image:
-    """An `images_page` row as an Image: the metadata's columns are all None when its digest is not read."""
-    kind, platforms, created, size, annotations = row[7:12]
-    if kind is None:
-        return Image(registry, row[0], row[1], row[2], row[3], host)
+    """A row of `images_page` as an Image: the metadata's columns are all None when its digest is not read."""
+    if row.kind is None:
+        return Image(registry, row.repository, row.tag, row.digest, row.pushed_at, host)
     return Image(
         registry,
-        row[0],
-        row[1],
-        row[2],
-        row[3],
+        row.repository,
+        row.tag,
+        row.digest,
+        row.pushed_at,
         host,
-        created=created,
-        platforms=tuple(platform_text(p) for p in platforms or ()),
-        size=size,
-        annotations={str(k): str(v) for k, v in (annotations or {}).items()},
-        kind=kind,
+        created=row.created,
+        platforms=tuple(platform_text(p) for p in row.platforms or ()),
+        size=row.size,
+        annotations={str(k): str(v) for k, v in (row.annotations or {}).items()},
+        kind=row.kind,
     )
 
 
