@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from selenium.webdriver.common.by import By
 from sqlalchemy import insert
 
@@ -16,8 +17,10 @@ from tests.web.test_console import driver as driver  # the module's browser, sha
 from watcher import schema
 from watcher.db import session_scope
 from watcher.models import Repository, Tag, utcnow
+from watcher.read.tables import platforms_cell
 from watcher.registrations import store
 from watcher.registrations.spec import RegistrySpec
+from watcher.web.console.render import https_link
 
 SOURCE = "org.opencontainers.image.source"
 REVISION = "org.opencontainers.image.revision"
@@ -97,3 +100,33 @@ def test_the_repository_page_shows_builds_platforms_and_only_https_sources_as_li
     tags = [row.get_attribute("data-tag") for row in console.all("#tags tbody tr")]
     assert tags == ["good", "js", "http", "html", "quoted", "unread"]
     console.shot("repository-images")
+
+
+@pytest.mark.parametrize(
+    ("value", "linked"),
+    [
+        ("https://github.com/team/app", True),
+        ("https://git.example:8443/a?b=c#d", True),
+        ("javascript:alert(1)", False),
+        ("JAVASCRIPT:alert(1)", False),
+        ("data:text/html,<script>alert(1)</script>", False),
+        ("http://github.com/team/app", False),
+        ("HTTPS://github.com/team/app", False),  # not as written by any tool: text, never a guess
+        (" https://github.com/team/app", False),
+        ("https://github.com/te\tam", False),  # a browser drops the tab: it would follow another URL
+        ("https://git.example\\@evil.example/", False),
+        ("https:///path-only", False),
+        ("https://[::1", False),
+        ("//evil.example/", False),
+        ("github.com/team/app", False),
+    ],
+)
+def test_only_a_plain_https_url_becomes_a_link(value: str, linked: bool) -> None:
+    assert https_link(value) == (value if linked else None)
+
+
+def test_platforms_are_compact() -> None:
+    many = [f"linux/arch{n}" for n in range(6)]
+    assert platforms_cell(many) == "linux/arch0,linux/arch1,linux/arch2,+3"
+    assert platforms_cell(many[:4]) == ",".join(many[:4])
+    assert platforms_cell(None) == platforms_cell(()) == "—"
