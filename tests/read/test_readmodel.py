@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, event, insert
 
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
+from watcher import schema
 from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind
 from watcher.errors import InputError
 from watcher.models import PollRun, Repository, Tag, utcnow
-from watcher.outbox.events import new_event
+from watcher.outbox.events import new_event, rfc3339
+from watcher.policies.strategies import Policy, select
+from watcher.polling.images import ensure
 from watcher.read.model import (
     EventFilters,
+    Image,
     encode_cursor,
     events_page,
     images_page,
@@ -126,11 +131,16 @@ def test_status_with_no_registries_says_what_to_do(watcher: Watcher) -> None:
 def test_images_lists_what_a_poll_stored_with_pullable_references(
     watcher: Watcher, registry: RegistryEnv, unique_repo: str
 ) -> None:
-    v1 = registry.client.push_image(f"{unique_repo}/app", "v1")
-    v2 = registry.client.push_image(f"{unique_repo}/app", "v2-rc")
+    app = f"{unique_repo}/app"
+    v1 = registry.client.push_image(app, "v1")
+    v2 = registry.client.push_image(app, "v2-rc")
+    arm = registry.client.push_image(app, "arm", platform="linux/arm64")
+    multi = registry.client.push_index(app, "multi", [v1, arm])
     api = registry.client.push_image(f"{unique_repo}/api", "1.0")
     assert watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*").exit_code == 0
     assert watcher.cli("poll", "r1").exit_code == 0
+    spec = RegistrySpec("r1", "oci", registry.url)  # what the images are, read from the registry itself
+    assert sorted(asyncio.run(ensure(watcher.engine, spec, {v1: app, multi: app})).stored) == sorted([v1, multi])
 
     result = watcher.cli("images", "r1", "--json")
     assert result.exit_code == 0, result.output
@@ -138,18 +148,34 @@ def test_images_lists_what_a_poll_stored_with_pullable_references(
     host = registry.host
     assert [(i["repository"], i["tag"], i["digest"]) for i in images] == [
         (f"{unique_repo}/api", "1.0", api),
-        (f"{unique_repo}/app", "v1", v1),
-        (f"{unique_repo}/app", "v2-rc", v2),
+        (app, "arm", arm),
+        (app, "multi", multi),
+        (app, "v1", v1),
+        (app, "v2-rc", v2),
     ]
-    assert images[1]["image"] == f"{host}/{unique_repo}/app:v1"
-    assert images[1]["reference"] == f"{host}/{unique_repo}/app@{v1}"
-    assert set(images[0]) == {"registry", "repository", "tag", "digest", "pushed_at", "image", "reference"}
+    shown = {i["tag"]: i for i in images}
+    assert shown["v1"]["image"] == f"{host}/{app}:v1"
+    assert shown["v1"]["reference"] == f"{host}/{app}@{v1}"
+    assert set(images[0]) == {
+        *("registry", "repository", "tag", "digest", "pushed_at", "image", "reference"),
+        *("created", "platforms", "size", "annotations"),
+    }
+    one, index, unread = shown["v1"], shown["multi"], shown["v2-rc"]
+    assert (one["created"], one["platforms"], one["annotations"]) == ("1970-01-01T00:00:00.000Z", ["linux/amd64"], {})
+    assert one["size"] > 0 and index["size"] > 0
+    assert (index["created"], index["platforms"]) == (None, ["linux/amd64", "linux/arm64"])
+    assert (unread["created"], unread["platforms"], unread["size"], unread["annotations"]) == (None, None, None, None)
 
-    only_app = watcher.cli("images", "r1", f"{unique_repo}/app", "--tag", r"^v\d+$", "--json")
+    only_app = watcher.cli("images", "r1", app, "--tag", r"^v\d+$", "--json")
     assert [json.loads(line)["tag"] for line in only_app.stdout.splitlines()] == ["v1"]
-    table = watcher.cli("images", "r1", f"{unique_repo}/app").stdout.splitlines()
-    assert table[0].split() == ["REPOSITORY", "TAG", "DIGEST", "PUSHED", "AT"]
-    assert len(table) == 3 and v2 in table[2]
+    table = watcher.cli("images", "r1", app).stdout.splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "DIGEST", "PUSHED", "AT", "CREATED", "PLATFORMS"]
+    cells = {line.split()[1]: line.split()[3:] for line in table[1:]}
+    assert cells["multi"] == ["—", "—", "linux/amd64,linux/arm64"]  # the registry says no push time
+    assert cells["v1"] == ["—", "1970-01-01T00:00:00.000Z", "linux/amd64"]
+    assert cells["v2-rc"] == ["—", "—", "—"] and len(table) == 5
+    newest = watcher.cli("images", "r1", app, "--sort", "created", "--json").stdout.splitlines()
+    assert [json.loads(line)["tag"] for line in newest] == ["v2-rc", "v1", "multi", "arm"]  # all as old: by name
 
 
 def test_images_of_an_unknown_registry_or_a_bad_pattern_is_one_line(watcher: Watcher) -> None:
@@ -161,7 +187,7 @@ def test_images_of_an_unknown_registry_or_a_bad_pattern_is_one_line(watcher: Wat
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
-@pytest.mark.parametrize("order", ["name", "pushed_at"])
+@pytest.mark.parametrize("order", ["name", "pushed_at", "created"])
 def test_image_pages_neither_repeat_nor_skip_while_tags_are_added(watcher: Watcher, order: str) -> None:
     registry_id = registry(watcher, "r1")
     store(watcher, registry_id, "team/app", [f"t{n:03}" for n in range(0, 250, 2)])
@@ -195,8 +221,92 @@ def test_image_pages_neither_repeat_nor_skip_while_tags_are_added(watcher: Watch
     originals = {f"t{n:03}" for n in range(0, 250, 2)}
     assert len(seen) == len(set(seen)), "a page repeated a row"
     assert originals <= set(seen), "a page skipped a row that existed when paging began"
-    if order == "pushed_at":
-        assert seen == sorted(originals, reverse=True)  # same push time: newest id first; new ones sort before
+    if order != "name":  # same push time: newest id (created: the greatest name) first; new ones sort before
+        assert seen == sorted(originals, reverse=True)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_newest_build_orders_by_creation_then_push_time_and_pages_like_the_policy_selects(watcher: Watcher) -> None:
+    """`order="created"`: the creation time (the push time where the image says none or is not read yet),
+    then the push time, then the greatest name; every page joins each tag to what its digest is."""
+    registry_id = registry(watcher, "r1")
+    start = utcnow().replace(microsecond=0) - timedelta(days=1)
+
+    def at(hours: int | None) -> datetime | None:
+        return None if hours is None else start + timedelta(hours=hours)
+
+    # tag: (created hours, pushed hours, image row?) — digests per tag, but "h" is "c"'s image
+    shape = {
+        "a": (3, 0, True),
+        "b": (3, 1, True),
+        "c": (3, 1, True),
+        "d": (None, 2, False),  # not read yet: its push time stands in
+        "e": (None, 4, True),  # the image says no creation time
+        "f": (None, None, False),  # neither time: last
+        "g": (1, None, True),
+        "h": (3, None, True),
+    }
+    digest = {tag: "sha256:" + (tag if tag != "h" else "c") * 64 for tag in shape}
+    with session_scope(watcher.engine) as session:
+        app, other = Repository(registry_id=registry_id, name="team/app"), Repository(registry_id=registry_id, name="x")
+        session.add_all([app, other])
+        session.flush()
+        session.add_all(
+            Tag(repository_id=app.id, name=t, digest=digest[t], pushed_at=at(p)) for t, (_, p, _) in shape.items()
+        )
+        session.add(Tag(repository_id=other.id, name="z", digest=digest["b"], pushed_at=at(1)))
+        session.execute(
+            insert(schema.images),
+            [
+                {
+                    "digest": digest[t],
+                    "kind": "index" if t == "b" else "image",
+                    "platforms": [{"os": "linux", "architecture": "amd64", "variant": None}]
+                    + ([{"os": "linux", "architecture": "arm", "variant": "v7"}] if t == "b" else []),
+                    "created": at(c),
+                    "size": 1234,
+                    "annotations": {"org.opencontainers.image.revision": f"rev-{t}"},
+                }
+                for t, (c, _, row) in shape.items()
+                if row and t != "h"
+            ],
+        )
+
+    def pages(repository: str | None) -> list[Image]:
+        found: list[Image] = []
+        cursor = None
+        while True:
+            with session_scope(watcher.engine) as session:
+                page = images_page(
+                    session,
+                    "r1",
+                    repository,
+                    order="created",
+                    cursor=cursor,
+                    limit=3,
+                    workspace_id=DEFAULT_WORKSPACE_ID,
+                )
+            found.extend(page.items)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    shown = pages("team/app")
+    assert [i.tag for i in shown] == ["e", "c", "b", "a", "h", "d", "g", "f"]
+    chosen = select(Policy.from_options(newest_build=True), shown)
+    assert chosen is not None and chosen.tag == shown[0].tag  # the policy's choice leads the page
+    by_tag = {i.tag: i for i in shown}
+    b = by_tag["b"]
+    assert (b.kind, b.created, b.size, b.platforms) == ("index", at(3), 1234, ("linux/amd64", "linux/arm/v7"))
+    assert b.annotations == {"org.opencontainers.image.revision": "rev-b"}
+    assert by_tag["h"].annotations == {"org.opencontainers.image.revision": "rev-c"}  # the same image as c
+    assert by_tag["e"].created is None and by_tag["e"].platforms == ("linux/amd64",)
+    d = by_tag["d"].as_json()
+    assert (d["created"], d["platforms"], d["size"], d["annotations"]) == (None, None, None, None)
+    assert by_tag["b"].as_json()["created"] == rfc3339(at(3))
+    everywhere = [(i.repository, i.tag) for i in pages(None)]
+    assert everywhere[:4] == [("team/app", "e"), ("x", "z"), ("team/app", "c"), ("team/app", "b")]  # z ties c, b
+    assert len(everywhere) == len(set(everywhere)) == 9
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
@@ -243,6 +353,10 @@ def test_a_forged_cursor_or_limit_is_one_clear_error(watcher: Watcher) -> None:
         for bad in (encode_cursor(["yesterday", 1]), encode_cursor([1, 2])):
             with pytest.raises(InputError, match=r"cursor .* is not valid"):
                 images_page(session, "r1", order="pushed_at", cursor=bad, workspace_id=DEFAULT_WORKSPACE_ID)
+        moment = utcnow().isoformat()
+        for bad in (encode_cursor([moment, 1]), encode_cursor([moment, moment, "t\x00", 1])):
+            with pytest.raises(InputError, match=r"cursor .* is not valid"):
+                images_page(session, "r1", order="created", cursor=bad, workspace_id=DEFAULT_WORKSPACE_ID)
         with pytest.raises(InputError, match="limit 1001 is out of range"):
             images_page(session, "r1", limit=1001, workspace_id=DEFAULT_WORKSPACE_ID)
 

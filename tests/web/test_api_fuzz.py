@@ -62,14 +62,15 @@ PARTS = (
     | st.text(max_size=20)
     | TIMES.map(datetime.isoformat)
 )
-#: JSON values a forged cursor may hold: mostly a sort key's shape (a list of one or two parts), or any
-JSON = st.lists(PARTS, min_size=1, max_size=2) | st.recursive(PARTS, lambda c: st.lists(c, max_size=3), max_leaves=6)
+#: JSON values a forged cursor may hold: mostly a sort key's shape (a list of one to four parts), or any
+JSON = st.lists(PARTS, min_size=1, max_size=4) | st.recursive(PARTS, lambda c: st.lists(c, max_size=3), max_leaves=6)
 PAGED: tuple[tuple[str, dict[str, str]], ...] = (
     ("/api/v1/events", {}),
     ("/api/v1/registries/r1/polls", {}),
     ("/api/v1/registries/r1/repositories", {}),
     ("/api/v1/registries/r1/repositories/team/app/tags", {}),
     ("/api/v1/registries/r1/repositories/team/app/tags", {"order": "pushed_at"}),
+    ("/api/v1/registries/r1/repositories/team/app/tags", {"order": "created"}),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -13,6 +14,8 @@ import pytest
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
 from tests.web.conftest import Api
+from watcher.polling.images import ensure
+from watcher.registrations.spec import RegistrySpec
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -51,6 +54,25 @@ def test_registries_repositories_tags_and_events_through_http(
     assert [(t["tag"], t["digest"]) for t in tags] == [("v1", v1), ("v2", v2)]
     assert tags[0]["image"] == f"{registry.host}/{unique_repo}/app:v1"
     assert tags[0]["reference"] == f"{registry.host}/{unique_repo}/app@{v1}"
+    assert [(t["created"], t["platforms"], t["size"], t["annotations"]) for t in tags] == [(None, None, None, None)] * 2
+
+    # Once the watcher has read what v1 is, its tag says so; v2 stays unknown until then.
+    spec = RegistrySpec("r1", "oci", registry.url)
+    assert asyncio.run(ensure(watcher.engine, spec, {v1: f"{unique_repo}/app"})).stored == [v1]
+    newest = api.reader.get(f"/api/v1/registries/r1/repositories/{unique_repo}/app/tags?order=created&limit=1").json()
+    rest = api.reader.get(
+        f"/api/v1/registries/r1/repositories/{unique_repo}/app/tags",
+        params={"order": "created", "cursor": newest["next_cursor"]},
+    ).json()
+    assert [t["tag"] for t in newest["items"] + rest["items"]] == ["v2", "v1"] and rest["next_cursor"] is None
+    read = rest["items"][0]  # 1970 (the test image's config) ties v2, which has no time: the greater name first
+    assert (read["created"], read["platforms"], read["annotations"]) == (
+        "1970-01-01T00:00:00.000Z",
+        ["linux/amd64"],
+        {},
+    )
+    assert read["size"] > 0
+    error_of(api.reader.get(f"/api/v1/registries/r1/repositories/{unique_repo}/app/tags?order=size"), 422, "invalid")
 
     events = api.reader.get("/api/v1/events", params={"registry": "r1"}).json()
     assert [(e["change"], e["tag"], e["digest"]) for e in events["items"]] == [("added", "v2", v2)]

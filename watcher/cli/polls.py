@@ -135,29 +135,48 @@ def status_command(as_json: bool) -> None:
 @click.argument("registry_name", metavar="REGISTRY")
 @click.argument("repository", required=False)
 @click.option("--tag", "tag_pattern", help="only tags matching this regular expression (RE2 syntax)")
+@click.option(
+    "--sort",
+    type=click.Choice(["name", "pushed", "created"]),
+    default="name",
+    show_default=True,
+    help="by repository and tag, newest push first, or newest build first (creation time, then push time)",
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @workspace_option
 @friendly
 @heap.holding
-def images_command(registry_name: str, repository: str | None, tag_pattern: str | None, as_json: bool) -> None:
-    """The images stored now: repository, tag, digest and push time, to pick one to deploy."""
+def images_command(
+    registry_name: str, repository: str | None, tag_pattern: str | None, sort: str, as_json: bool
+) -> None:
+    """The images stored now: repository, tag, digest, push and creation times and platforms, to pick one to
+    deploy."""
     from watcher.db import read_scope
     from watcher.outbox.events import rfc3339
-    from watcher.read.model import Image, images_page, workspace_id_of
-    from watcher.read.tables import table
+    from watcher.read.model import Image, ImageOrder, images_page, workspace_id_of
+    from watcher.read.tables import UNKNOWN, platforms_cell, table
 
     wanted = None
     if tag_pattern:
         from watcher.registrations.scope import compile_pattern  # RE2, only where a pattern is given
 
         wanted = compile_pattern(tag_pattern, "--tag")
+    orders: dict[str, ImageOrder] = {"name": "name", "pushed": "pushed_at", "created": "created"}
     images: list[Image] = []
     cursor: str | None = None
     workspace = current_workspace()
     with read_scope() as reader:
         workspace_id = workspace_id_of(reader, workspace)
         while True:
-            page = images_page(reader, registry_name, repository, cursor=cursor, limit=1000, workspace_id=workspace_id)
+            page = images_page(
+                reader,
+                registry_name,
+                repository,
+                order=orders[sort],
+                cursor=cursor,
+                limit=1000,
+                workspace_id=workspace_id,
+            )
             images.extend(i for i in page.items if wanted is None or wanted.search(i.tag))
             if page.next_cursor is None:
                 break
@@ -170,6 +189,16 @@ def images_command(registry_name: str, repository: str | None, tag_pattern: str 
         where = f"{registry_name}/{repository}" if repository else registry_name
         click.echo(f"no images stored for {where}" + (f" with tags matching {tag_pattern!r}" if wanted else ""))
         return
-    rows = [(i.repository, i.tag, i.digest, rfc3339(i.pushed_at) or "-") for i in images]
-    for line in table(("REPOSITORY", "TAG", "DIGEST", "PUSHED AT"), rows):
+    rows = [
+        (
+            i.repository,
+            i.tag,
+            i.digest,
+            rfc3339(i.pushed_at) or UNKNOWN,
+            rfc3339(i.created) or UNKNOWN,
+            platforms_cell(i.platforms),
+        )
+        for i in images
+    ]
+    for line in table(("REPOSITORY", "TAG", "DIGEST", "PUSHED AT", "CREATED", "PLATFORMS"), rows):
         click.echo(line)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 
 from watcher.errors import InputError, NotFoundError
 from watcher.read.views import (  # what the quick commands share without SQLAlchemy; re-exported
@@ -44,6 +44,7 @@ from watcher.read.views import (
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 from watcher.schema import api_tokens as API_TOKENS
 from watcher.schema import events as EVENTS
+from watcher.schema import images as IMAGES
 from watcher.schema import poll_runs as POLL_RUNS
 from watcher.schema import registries as REGISTRIES
 from watcher.schema import repositories as REPOSITORIES
@@ -330,10 +331,17 @@ def registry_detail(reader: Reader, name: str, *, workspace_id: int) -> dict[str
     return detail
 
 
-# ---- images ---------------------------------------------------------------------------------------
+# ---- images ----------------------------------------------------------------------------------------
+#: how `images_page` may order a repository's tags: by name, newest push first, or newest build first
+ImageOrder = Literal["name", "pushed_at", "created"]
+IMAGE_ORDERS: tuple[ImageOrder, ...] = ("name", "pushed_at", "created")
+
+
 @dataclass(frozen=True)
 class Image:
-    """One tag stored now, with the two ways to pull it: by tag (`image`) and by digest (`reference`)."""
+    """One tag stored now, with the two ways to pull it: by tag (`image`) and by digest (`reference`), and
+    what its digest is (`watcher.schema.images`) once the watcher has read it: `kind` None (and `platforms`,
+    `size`, `annotations` None too) while it has not; `created` None also when the image says no time."""
 
     registry: str
     repository: str
@@ -341,6 +349,11 @@ class Image:
     digest: str
     pushed_at: datetime | None
     host: str
+    created: datetime | None = None
+    platforms: tuple[str, ...] | None = None  # "os/architecture[/variant]"; an index's: each entry's
+    size: int | None = None
+    annotations: dict[str, str] | None = field(default=None, hash=False)
+    kind: str | None = None  # image | index | artifact
 
     @property
     def image(self) -> str:
@@ -359,7 +372,20 @@ class Image:
             "pushed_at": rfc3339_or_none(self.pushed_at),
             "image": self.image,
             "reference": self.reference,
+            "created": rfc3339_or_none(self.created),
+            "platforms": None if self.platforms is None else list(self.platforms),
+            "size": self.size,
+            "annotations": None if self.annotations is None else dict(self.annotations),
         }
+
+
+def platform_text(platform: Any) -> str:
+    """`os/architecture[/variant]` of one stored platform (`{"os", "architecture", "variant"}`)."""
+    found = platform if isinstance(platform, dict) else {}
+    parts = [str(found.get("os") or "unknown"), str(found.get("architecture") or "unknown")]
+    if found.get("variant"):
+        parts.append(str(found["variant"]))
+    return "/".join(parts)
 
 
 def pull_host(url: str) -> str:
@@ -400,20 +426,36 @@ def images_page(
     repository: str | None = None,
     *,
     q: str | None = None,
-    order: Literal["name", "pushed_at"] = "name",
+    order: ImageOrder = "name",
     cursor: str | None = None,
     limit: int = 100,
     workspace_id: int,
 ) -> Page:
     """The tags stored now for a registry (or one of its repositories), `q` a case-insensitive substring
-    of the tag; ordered by repository then tag name, or newest push first."""
+    of the tag, each with what its digest is; ordered by repository then tag name, newest push first, or
+    newest build first (`created`).
+
+    The page of tags is chosen first and only its rows are joined to `images` (a LEFT JOIN on its key: a
+    tag whose digest is not read yet is listed all the same), so the metadata costs O(page) lookups however
+    big the repository. Newest build is the order of the `newest-build` policy
+    (`watcher.policies.strategies`): the creation time, or the push time where the image says none, then the
+    push time, then the tag's name (the greatest first, as that policy breaks ties), then its id (unique
+    across repositories); tags with neither time come last. Like newest push it sorts the repository's tags,
+    and it joins each of them to `images` to do so."""
     check_limit(limit)
     row = _registry_row(reader, registry, workspace_id)
     host = pull_host(row.url)
     repo, tag = REPOSITORIES.c, TAGS.c
     pushed = func.coalesce(tag.pushed_at, EPOCH)
     query = (
-        select(repo.name, tag.name, tag.digest, tag.pushed_at, tag.id, pushed)
+        select(
+            repo.name.label("repository"),
+            tag.name.label("tag"),
+            tag.digest.label("digest"),
+            tag.pushed_at.label("pushed_at"),
+            tag.id.label("id"),
+            pushed.label("pushed"),
+        )
         .join(TAGS, tag.repository_id == repo.id)
         .where(repo.registry_id == row.id)
     )
@@ -421,23 +463,58 @@ def images_page(
         query = query.where(repo.name == repository)
     if q:
         query = query.where(func.lower(tag.name).contains(q.lower(), autoescape=True))
-    if order == "pushed_at":
+    sort: tuple[Any, ...]
+    if order == "created":
+        built_by = IMAGES.alias("built_by")
+        built = func.coalesce(built_by.c.created, tag.pushed_at, EPOCH)
+        query = query.add_columns(built.label("built")).outerjoin(built_by, built_by.c.digest == tag.digest)
+        sort = (built.desc(), pushed.desc(), tag.name.desc(), tag.id.desc())
+        if cursor:
+            after = decode_cursor(cursor, _moment, _moment, _text, _whole)
+            query = query.where(tuple_(built, pushed, tag.name, tag.id) < tuple(after))  # types of the left
+    elif order == "pushed_at":
         sort = (pushed.desc(), tag.id.desc())
         if cursor:
             at, tag_id = decode_cursor(cursor, _moment, _whole)
             query = query.where(or_(pushed < at, and_(pushed == at, tag.id < tag_id)))
     else:
-        sort = (repo.name, tag.name)  # type: ignore[assignment]
+        sort = (repo.name, tag.name)
         if cursor:
             repo_name, tag_name = decode_cursor(cursor, _text, _text)
             query = query.where(or_(repo.name > repo_name, and_(repo.name == repo_name, tag.name > tag_name)))
-    rows = reader.execute(query.order_by(*sort).limit(limit + 1)).all()
-    items = [Image(registry, r[0], r[1], r[2], r[3], host) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor([last[5], last[4]] if order == "pushed_at" else [last[0], last[1]])
+    page = query.order_by(*sort).limit(limit + 1).subquery("page")
+    image = IMAGES.c
+    # the same order again, on the page's own columns: `key` names them, the cursor is their values
+    key = {"created": ("built", "pushed", "tag", "id"), "pushed_at": ("pushed", "id")}.get(order, ("repository", "tag"))
+    resort = [page.c[name] if order == "name" else page.c[name].desc() for name in key]
+    joined = (
+        select(page, image.kind, image.platforms, image.created, image.size, image.annotations)
+        .outerjoin(IMAGES, image.digest == page.c.digest)
+        .order_by(*resort)
+    )
+    rows = reader.execute(joined).all()
+    items = [_image(registry, host, r) for r in rows[:limit]]
+    next_cursor = encode_cursor([getattr(rows[limit - 1], name) for name in key]) if len(rows) > limit else None
     return Page(items, next_cursor)
+
+
+def _image(registry: str, host: str, row: Any) -> Image:
+    """A row of `images_page` as an Image: the metadata's columns are all None when its digest is not read."""
+    if row.kind is None:
+        return Image(registry, row.repository, row.tag, row.digest, row.pushed_at, host)
+    return Image(
+        registry,
+        row.repository,
+        row.tag,
+        row.digest,
+        row.pushed_at,
+        host,
+        created=row.created,
+        platforms=tuple(platform_text(p) for p in row.platforms or ()),
+        size=row.size,
+        annotations={str(k): str(v) for k, v in (row.annotations or {}).items()},
+        kind=row.kind,
+    )
 
 
 # ---- repositories and polls ------------------------------------------------------------------------

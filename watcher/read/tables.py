@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 
+#: a cell whose value is not known (an image not read yet, a registry that says no push time)
+UNKNOWN = "—"
+#: the most platforms a cell names; an index of more shows these and how many others (`--json` has them all)
+PLATFORMS_SHOWN = 4
+
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Collection[str] = ()) -> Iterator[str]:
     """The header and rows, columns padded to fit (numbers right-aligned); the last column is not padded."""
@@ -32,3 +37,13 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
             amount = f"{int(size // length)} {unit}"
             break
     return f"{amount} ago" if seconds > 0 else f"in {amount}"
+
+
+def platforms_cell(platforms: Sequence[str] | None) -> str:
+    """`linux/amd64,linux/arm64`: an image's platforms, compact (past `PLATFORMS_SHOWN`, the first ones and
+    `+N`); UNKNOWN when they are not known, or the image names none (an artifact)."""
+    if not platforms:
+        return UNKNOWN
+    if len(platforms) <= PLATFORMS_SHOWN:
+        return ",".join(platforms)
+    return ",".join(platforms[: PLATFORMS_SHOWN - 1]) + f",+{len(platforms) - PLATFORMS_SHOWN + 1}"

@@ -70,11 +70,18 @@ class Repository(BaseModel):
 
 
 class Tag(BaseModel):
+    """A tag stored now; `platforms`, `size` and `annotations` are null until the watcher has read what its
+    digest is, `created` also when the image says no time."""
+
     tag: str
     digest: str
     pushed_at: str | None
     image: str
     reference: str
+    created: str | None = None
+    platforms: list[str] | None = None  # "os/architecture[/variant]"; an index's: each entry's
+    size: int | None = None  # bytes: config and layers; an index: its manifests as listed
+    annotations: dict[str, str] | None = None  # the OCI keys org.opencontainers.image.{source,revision,...}
 
 
 class Poll(BaseModel):

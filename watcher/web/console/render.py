@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from watcher.read.tables import ago
+from watcher.read.tables import ago, platforms_cell
 from watcher.web.console.auth import attach_cookie, csrf_token, notice, switchable, workspace_of
 from watcher.web.deps import WRITE_ROLES, Principal
 
@@ -39,6 +43,55 @@ def short_digest(digest: str) -> str:
 
 
 templates.env.filters.update(ago=ago, iso=iso, short_digest=short_digest)
+
+
+# ---- the repository page: where an image comes from ----------------------------------------------------
+SOURCE = "org.opencontainers.image.source"
+REVISION = "org.opencontainers.image.revision"
+#: the characters of a revision shown (a commit's hash; the whole one is its title)
+REVISION_SHOWN = 12
+#: what no link may hold: whitespace and control characters (a browser drops some, so what it would follow
+#: is not what was checked) and backslashes (which it reads as slashes)
+_NOT_IN_LINK = re.compile(r"[\s\x00-\x1f\x7f\\]")
+
+
+@dataclass(frozen=True)
+class Source:
+    """An image's `source` annotation as the page shows it: `link` only when it is an https URL, else the
+    text alone (the template escapes both), and its `revision` beside it."""
+
+    text: str
+    link: str | None
+    revision: str | None
+
+    @property
+    def short_revision(self) -> str:
+        return (self.revision or "")[:REVISION_SHOWN]
+
+
+def https_link(value: str) -> str | None:
+    """`value` when it is an absolute `https://` URL with a host and nothing a browser would read otherwise;
+    None for anything else (`javascript:`, `data:`, `http://`, a relative path): a registry's annotation is
+    written by whoever pushed the image, so only a plain https link is ever followed from the console."""
+    if not value.startswith("https://") or _NOT_IN_LINK.search(value):
+        return None
+    try:
+        host = urlsplit(value).hostname
+    except ValueError:  # an unbalanced IPv6 bracket, a bad port
+        return None
+    return value if host else None
+
+
+def source_of(annotations: Mapping[str, str] | None) -> Source | None:
+    """An image's source and revision from its annotations, or None when it names neither."""
+    found = annotations or {}
+    text, revision = found.get(SOURCE), found.get(REVISION)
+    if not text and not revision:
+        return None
+    return Source(text or "", https_link(text) if text else None, revision or None)
+
+
+templates.env.filters.update(platforms=platforms_cell, source=source_of)
 
 
 def page(

@@ -11,7 +11,7 @@ as a registry that does not exist.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -163,7 +163,7 @@ def registry_page(
 def repository_page(
     request: Request, user: User, name: str, repository: str, cursor: str | None = None, order: str = "name"
 ) -> Response:
-    sort: Literal["name", "pushed_at"] = "pushed_at" if order == "pushed_at" else "name"
+    sort: readmodel.ImageOrder = next((known for known in readmodel.IMAGE_ORDERS if known == order), "name")
     with session_scope() as session:
         try:
             tags = readmodel.images_page(

@@ -5,7 +5,7 @@ the body of one that does not exist."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -61,10 +61,12 @@ def list_tags(
     name: str,
     repository: str,
     q: Search = None,
-    order: Literal["name", "pushed_at"] = "name",
+    order: readmodel.ImageOrder = "name",
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> dict[str, Any]:
+    """The repository's tags by name, newest push first (`pushed_at`), or newest build first (`created`: the
+    creation time, or the push time where the image says none, then the push time)."""
     page = readmodel.images_page(
         session,
         name,
@@ -75,7 +77,7 @@ def list_tags(
         limit=limit,
         workspace_id=caller.workspace_id,
     )
-    fields = ("tag", "digest", "pushed_at", "image", "reference")
+    fields = ("tag", "digest", "pushed_at", "image", "reference", "created", "platforms", "size", "annotations")
     return {
         "items": [{k: v for k, v in image.as_json().items() if k in fields} for image in page.items],
         "next_cursor": page.next_cursor,
