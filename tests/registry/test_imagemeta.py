@@ -19,6 +19,7 @@ from tests.fakes.tampering_proxy import TamperingProxy
 from tests.support.fixtures import RegistryEnv
 from tests.support.ocilayout import Layout, Pushed
 from watcher import schema
+from watcher.pollers import poller_for
 from watcher.polling.images import Ensured, ensure
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.imagemeta import DigestMismatch, parse_time, verify
@@ -37,7 +38,17 @@ def spec_for(url: str, env: RegistryEnv | None = None, name: str = "r1") -> Regi
 
 
 def run(watcher: Watcher, spec: RegistrySpec, wanted: dict[str, str]) -> Ensured:
-    return asyncio.run(ensure(watcher.engine, spec, wanted))
+    """`ensure` through the registry's own poller, as a poll (or the background fill) calls it."""
+
+    async def ensured() -> Ensured:
+        poller = poller_for(spec)
+        try:
+            await poller.prepare()
+            return await ensure(watcher.engine, poller, wanted)
+        finally:
+            await poller.aclose()
+
+    return asyncio.run(ensured())
 
 
 def rows(watcher: Watcher) -> dict[str, dict[str, Any]]:
