@@ -140,7 +140,7 @@ def _run(engine: Engine, client: redis.Redis, per_registry: int, per_run: int) -
     filled = Filled()
     if not due:
         return filled
-    works = _plan(engine, due, passes, signatures, per_registry, client, now)
+    works = _plan(engine, due, passes, per_registry)
     if works:
         filled = run_bounded(
             lambda: _read(engine, works),
@@ -170,15 +170,7 @@ def _signatures(engine: Engine) -> dict[int, str]:
         return {rid: f"{count}:{total}" for rid, count, total in conn.execute(query)}
 
 
-def _plan(
-    engine: Engine,
-    due: list[int],
-    passes: dict[int, Pass],
-    signatures: dict[int, str],
-    per_registry: int,
-    client: redis.Redis,
-    now: float,
-) -> list[Work]:
+def _plan(engine: Engine, due: list[int], passes: dict[int, Pass], per_registry: int) -> list[Work]:
     """The due registries not being polled, each with its next digests that `images` lacks; a registry
     whose provider has no OCI client ends its pass here."""
     works: list[Work] = []
@@ -193,14 +185,10 @@ def _plan(
             except WatcherError as exc:
                 log.warning("registry %r: image metadata not filled: %s", key, str(exc).splitlines()[0])
                 continue
-            if poller.manifest_client() is None:
-                done = Pass(signature=signatures[row.id], done=True, served=now)
-                client.hset(state_key(), str(row.id), json.dumps(done.__dict__))
-                continue
-            state = passes.get(row.id)
-            cursor = state.cursor if state is not None and not state.done else 0
-            work = Work(row.id, key, poller)
-            _missing(session, work, cursor, per_registry)
+            work = Work(row.id, key, poller, complete=True)  # no OCI client: its pass ends unread
+            if poller.manifest_client() is not None:
+                state = passes.get(row.id)
+                _missing(session, work, state.cursor if state is not None and not state.done else 0, per_registry)
             works.append(work)
     return works
 
@@ -229,9 +217,8 @@ async def _read(engine: Engine, works: list[Work]) -> Filled:
 
     async def one(work: Work) -> None:
         client = work.poller.manifest_client()
-        assert client is not None
         try:
-            if work.wanted:
+            if work.wanted and client is not None:
                 await work.poller.prepare()
                 read, failed = await fetch_all(client, work.key, work.wanted, CONCURRENCY)
                 await asyncio.to_thread(store, engine, read)
