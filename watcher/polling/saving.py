@@ -215,8 +215,9 @@ def _facts(session: Session, group: list[Listed], digests: list[str]) -> Mapping
     """What `images` holds of `digests`: as `describe` read it for the group, else in one query (a chunk)."""
     if not digests:
         return {}
-    if all(item.images is not None for item in group):
-        return {k: v for item in group for k, v in (item.images or {}).items()}
+    described = {id(item.images): item.images for item in group if item.images is not None}
+    if len(described) == 1 and all(item.images is not None for item in group):
+        return next(iter(described.values()))  # `describe` gives the whole group one mapping
     return image_facts(session, digests)
 
 
