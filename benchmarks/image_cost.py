@@ -24,6 +24,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.poll_speed import NAME, repo_name, seed, watcher_installation
@@ -52,6 +53,32 @@ def changed(steady: int, what: str, added: bool = True) -> str:
     return f"{what:<44}{result.requests:>9}{result.requests - steady - added:>7}"
 
 
+def fill_cost() -> list[str]:
+    """Where the background fill exists: the runs that fill the baseline, then an idle run's cost."""
+    try:
+        from watcher import bus
+        from watcher.db import get_engine
+        from watcher.polling import imagefill
+    except ImportError:
+        return ["(no background fill in this version)"]
+    engine, client = get_engine(), bus.connect()
+    runs, stored, requests = 0, 0, 0
+    while True:
+        filled = imagefill.fill(engine, client)
+        runs, stored, requests = runs + 1, stored + filled.stored, requests + filled.requests
+        if not filled.registries:
+            break
+    cpu, wall = time.process_time(), time.perf_counter()
+    idle = [imagefill.fill(engine, client) for _ in range(20)]
+    cpu, wall = (time.process_time() - cpu) / 20, (time.perf_counter() - wall) / 20
+    if any(run.registries or run.requests for run in idle):
+        raise RuntimeError("an idle fill run read a registry")
+    return [
+        f"background fill of the baseline: {runs} runs, {stored} digests stored, {requests} requests",
+        f"idle fill run (nothing missing): {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, 0 requests",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     warm.enable()  # as a worker does at its start
@@ -78,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 client.push_image(repo, "new-image")  # the tag moves to another new digest
                 lines.append(changed(requests, "tag moved to a new image", added=False))
             steady_after = poll(NAME).requests
+            lines += fill_cost()
     print(f"\n{args.repos} repositories x {args.tags} tags (literal names), warm worker")
     print("\n".join(lines))
     print(f"steady poll again after the changes: {steady_after} requests ({again} before them, +2 new tags' HEADs)")
