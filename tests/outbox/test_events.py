@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.cdevents import validate_cloudevent
 from watcher.diff import Change, ChangeKind
-from watcher.outbox.events import new_event, package_url, stream_entry
+from watcher.outbox.events import NO_IMAGE, ImageFacts, new_event, package_url, stream_entry
 
 DIGEST = "sha256:" + "ab" * 32
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
@@ -35,7 +35,29 @@ def test_every_kind_validates_against_the_official_schema(kind: ChangeKind, work
     )
     assert document["subject"] == "team/app:v1"
     assert document["id"] == entry["event_id"]
-    assert document["data"]["customData"] == {k: v for k, v in entry.items() if k != "cloudevent"}
+    custom = document["data"]["customData"]
+    assert custom == {k: v for k, v in entry.items() if k != "cloudevent"} | NO_IMAGE.custom_data()
+
+
+def test_a_tag_event_carries_its_image_in_custom_data_only() -> None:
+    """What `images` knows of the digest goes into `customData` (`created`, `platforms`, `source`,
+    `revision`), never into the stream fields; unknown, the four keys are empty."""
+    facts = ImageFacts.of(
+        datetime(2026, 11, 30, 12, 34, 56, tzinfo=UTC),
+        [{"os": "linux", "architecture": "arm64", "variant": "v8"}, {"os": "linux", "architecture": "amd64"}, {}],
+        {"org.opencontainers.image.source": "https://git.example/app", "org.opencontainers.image.revision": "abc"},
+    )
+    change = Change(ChangeKind.ADDED, "team/app", "v1", DIGEST)
+    entry = stream_entry(new_event(1, "prod", "https://r.example.com", change, NOW, image=facts))
+    document = json.loads(entry["cloudevent"])
+    validate_cloudevent(document)
+    assert "created" not in entry and "platforms" not in entry
+    assert {k: document["data"]["customData"][k] for k in ("created", "platforms", "source", "revision")} == {
+        "created": "2026-11-30T12:34:56.000Z",
+        "platforms": ["linux/arm64/v8", "linux/amd64"],
+        "source": "https://git.example/app",
+        "revision": "abc",
+    }
 
 
 @pytest.mark.parametrize("workspace", ["default", "team-b"])

@@ -22,7 +22,7 @@ from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind
 from watcher.errors import NotFoundError
 from watcher.models import Event, utcnow
-from watcher.outbox.events import new_event
+from watcher.outbox.events import NO_IMAGE, new_event
 from watcher.outbox.relay import relay
 from watcher.polling import fanout
 from watcher.polling import poll as polling
@@ -101,7 +101,11 @@ def check_own(watcher: Watcher, workspace: str, stream_entries: list[dict[str, s
         validate_cloudevent(document)
         assert document["source"] == f"/watcher/workspaces/{workspace}/registries/prod"
         assert document["workspace"] == workspace
-        assert document["data"]["customData"] == {k: v for k, v in entry.items() if k != "cloudevent"}
+        custom = document["data"]["customData"]  # the stream fields, and what is known of the image
+        assert custom.keys() == (entry.keys() - {"cloudevent"}) | NO_IMAGE.custom_data().keys()
+        assert {k: custom[k] for k in entry if k != "cloudevent"} == {
+            k: v for k, v in entry.items() if k != "cloudevent"
+        }
     with watcher.engine.connect() as connection:
         rows = connection.execute(
             select(Event.event_id, Event.workspace_id).where(

@@ -50,7 +50,10 @@ class Hub:
         return args
 
     def manifest_requests(self) -> list[tuple[str, str]]:
-        return [(method, path) for method, path in self.proxy.requests if "/manifests/" in path]
+        """Manifests asked for by tag (one by digest is a new image's metadata: `watcher.polling.images`)."""
+        return [
+            (m, path) for m, path in self.proxy.requests if "/manifests/" in path and "/manifests/sha256:" not in path
+        ]
 
 
 @contextmanager

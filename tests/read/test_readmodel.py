@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timedelta
 
@@ -11,6 +10,7 @@ from sqlalchemy import Engine, event, insert
 
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
+from tests.support.images import ensure_images
 from watcher import schema
 from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind
@@ -18,7 +18,6 @@ from watcher.errors import InputError
 from watcher.models import PollRun, Repository, Tag, utcnow
 from watcher.outbox.events import new_event, rfc3339
 from watcher.policies.strategies import Policy, select
-from watcher.polling.images import ensure
 from watcher.read.model import (
     EventFilters,
     Image,
@@ -140,7 +139,7 @@ def test_images_lists_what_a_poll_stored_with_pullable_references(
     assert watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*").exit_code == 0
     assert watcher.cli("poll", "r1").exit_code == 0
     spec = RegistrySpec("r1", "oci", registry.url)  # what the images are, read from the registry itself
-    assert sorted(asyncio.run(ensure(watcher.engine, spec, {v1: app, multi: app})).stored) == sorted([v1, multi])
+    assert sorted(ensure_images(watcher.engine, spec, {v1: app, multi: app}).stored) == sorted([v1, multi])
 
     result = watcher.cli("images", "r1", "--json")
     assert result.exit_code == 0, result.output

@@ -3,7 +3,6 @@ the installation, and bytes that do not match their digest store nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -17,9 +16,10 @@ from sqlalchemy import select
 from tests.conftest import Watcher
 from tests.fakes.tampering_proxy import TamperingProxy
 from tests.support.fixtures import RegistryEnv
+from tests.support.images import ensure_images
 from tests.support.ocilayout import Layout, Pushed
 from watcher import schema
-from watcher.polling.images import Ensured, ensure
+from watcher.polling.images import Ensured
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.imagemeta import DigestMismatch, parse_time, verify
 
@@ -37,7 +37,8 @@ def spec_for(url: str, env: RegistryEnv | None = None, name: str = "r1") -> Regi
 
 
 def run(watcher: Watcher, spec: RegistrySpec, wanted: dict[str, str]) -> Ensured:
-    return asyncio.run(ensure(watcher.engine, spec, wanted))
+    """`ensure` through the registry's own poller, as a poll (or the background fill) calls it."""
+    return ensure_images(watcher.engine, spec, wanted)
 
 
 def rows(watcher: Watcher) -> dict[str, dict[str, Any]]:

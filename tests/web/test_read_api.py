@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -13,8 +12,8 @@ import pytest
 
 from tests.conftest import Watcher
 from tests.support.fixtures import RegistryEnv
+from tests.support.images import ensure_images
 from tests.web.conftest import Api
-from watcher.polling.images import ensure
 from watcher.registrations.spec import RegistrySpec
 
 
@@ -58,7 +57,7 @@ def test_registries_repositories_tags_and_events_through_http(
 
     # Once the watcher has read what v1 is, its tag says so; v2 stays unknown until then.
     spec = RegistrySpec("r1", "oci", registry.url)
-    assert asyncio.run(ensure(watcher.engine, spec, {v1: f"{unique_repo}/app"})).stored == [v1]
+    assert ensure_images(watcher.engine, spec, {v1: f"{unique_repo}/app"}).stored == [v1]
     newest = api.reader.get(f"/api/v1/registries/r1/repositories/{unique_repo}/app/tags?order=created&limit=1").json()
     rest = api.reader.get(
         f"/api/v1/registries/r1/repositories/{unique_repo}/app/tags",

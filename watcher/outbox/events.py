@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from types import SimpleNamespace
@@ -35,6 +36,53 @@ CDEVENT_TYPES = {
 }
 
 
+#: the OCI annotations a tag event's `customData` names (`source`, `revision`)
+SOURCE_ANNOTATION = "org.opencontainers.image.source"
+REVISION_ANNOTATION = "org.opencontainers.image.revision"
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a tag event says of its digest's image (`watcher.schema.images`), in its CloudEvent's
+    `customData`: `created`, `platforms` ("os/arch[/variant]"), and the `source` and `revision` annotations.
+    Unknown (not fetched yet, or a failed fetch): all empty."""
+
+    created: datetime | None = None
+    platforms: tuple[str, ...] = ()
+    source: str = ""
+    revision: str = ""
+
+    @classmethod
+    def of(cls, created: datetime | None, platforms: object, annotations: object) -> ImageFacts:
+        """From an `images` row's columns (or an `ImageMeta`'s fields)."""
+        found = annotations if isinstance(annotations, Mapping) else {}
+        return cls(
+            created,
+            tuple(platform_text(p) for p in (platforms if isinstance(platforms, list) else []) if platform_text(p)),
+            str(found.get(SOURCE_ANNOTATION) or ""),
+            str(found.get(REVISION_ANNOTATION) or ""),
+        )
+
+    def custom_data(self) -> dict[str, object]:
+        return {
+            "created": rfc3339(self.created),
+            "platforms": list(self.platforms),
+            "source": self.source,
+            "revision": self.revision,
+        }
+
+
+def platform_text(platform: object) -> str:
+    """`os/architecture[/variant]` of a stored platform; "" when it names neither."""
+    found = platform if isinstance(platform, Mapping) else {}
+    if not found.get("os") or not found.get("architecture"):
+        return ""
+    return "/".join(str(found[key]) for key in ("os", "architecture", "variant") if found.get(key))
+
+
+NO_IMAGE = ImageFacts()
+
+
 def package_url(host: str, repository: str, tag: str, digest: str) -> str:
     """`pkg:oci/NAME@sha256%3AHEX?repository_url=HOST/REPOSITORY&tag=TAG` (the purl `oci` type)."""
     name = repository.rsplit("/", 1)[-1].lower()
@@ -58,9 +106,11 @@ def new_event(
     *,
     workspace: str = DEFAULT_WORKSPACE,
     workspace_id: int = DEFAULT_WORKSPACE_ID,
+    image: ImageFacts = NO_IMAGE,
 ) -> Event:
     """The history row (and outbox entry) for one change, its CloudEvent built once, here. `registry` is the
-    registry's plain name (never its key): the workspace is a field of its own."""
+    registry's plain name (never its key): the workspace is a field of its own. `image` is what is known of
+    the change's digest (its CloudEvent's `customData` only: not a stream field)."""
     values = _owned(workspace_id, workspace, registry_id, registry) | {
         "repository": change.repository,
         "tag": change.tag,
@@ -72,7 +122,7 @@ def new_event(
         "policy": None,
         "previous_tag": "",
     }
-    return _built(values, url)
+    return _built(values, url, image)
 
 
 def selection_event(
@@ -118,12 +168,13 @@ def _owned(workspace_id: int, workspace: str, registry_id: int, registry: str) -
     }
 
 
-def _built(values: dict[str, Any], url: str) -> Event:
+def _built(values: dict[str, Any], url: str, image: ImageFacts = NO_IMAGE) -> Event:
     """The Event of these column values, its CloudEvent built once, here: from plain attributes (read from
     the ORM instance, its ~30 reads cost more than the rest)."""
     from watcher.models import Event  # the ORM: not for `watcher events`, which shows the read model's rows
 
-    shown = json.dumps(cloudevent(SimpleNamespace(**values), urlsplit(url).netloc), separators=(",", ":"))
+    document = cloudevent(SimpleNamespace(**values), urlsplit(url).netloc, image)
+    shown = json.dumps(document, separators=(",", ":"))
     return Event(**values, cloudevent=shown)
 
 
@@ -176,19 +227,27 @@ def stream_entry(event: Event | Any) -> dict[str, str]:
     return {**fields_of(event), "cloudevent": event.cloudevent}
 
 
-def cloudevent(event: Event | Any, host: str) -> dict[str, object]:
+def cloudevent(event: Event | Any, host: str, image: ImageFacts = NO_IMAGE) -> dict[str, object]:
     """The CloudEvent (with the extension attribute `workspace`) carrying the CDEvent, whose `customData`
-    are the stream fields."""
+    are the stream fields; a tag event's add what is known of its digest's image (`image`)."""
     if event.change == SELECTED:
         return _selection_cloudevent(event, host)
     kind = ChangeKind(event.change)
     subject = {"id": package_url(host, event.repository, event.tag, event.digest), "content": {}}
-    return _envelope(event, CDEVENT_TYPES[kind], subject, f"{event.repository}:{event.tag}")
+    return _envelope(event, CDEVENT_TYPES[kind], subject, f"{event.repository}:{event.tag}", image=image)
 
 
-def _envelope(event: Any, kind: str, subject: Mapping[str, object], about: str, schema: str = "") -> dict[str, object]:
+def _envelope(
+    event: Any,
+    kind: str,
+    subject: Mapping[str, object],
+    about: str,
+    schema: str = "",
+    image: ImageFacts | None = None,
+) -> dict[str, object]:
     """The CloudEvent of type `kind` about `about`, carrying the CDEvent of that type whose subject is
-    `subject` (its `source` added: the registry's), with `schema` as its `schemaUri` (a custom event's)."""
+    `subject` (its `source` added: the registry's), with `schema` as its `schemaUri` (a custom event's);
+    `image` (a tag event's) adds its four keys to `customData`."""
     fields = fields_of(event)
     source = source_of(event.workspace, event.registry_name)
     context = {
@@ -203,7 +262,7 @@ def _envelope(event: Any, kind: str, subject: Mapping[str, object], about: str, 
     cdevent = {
         "context": context,
         "subject": {"id": subject["id"], "source": source, "content": subject["content"]},
-        "customData": fields,
+        "customData": fields if image is None else {**fields, **image.custom_data()},
         "customDataContentType": "application/json",
     }
     document: dict[str, object] = {

@@ -50,6 +50,7 @@ from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import error_for_status
+from watcher.registry.oci import OciClient
 from watcher.registry.origin import OffOrigin, origin_of, shown
 from watcher.registry.policedsession import policed_session
 from watcher.registry.sdklimits import AzureMeter, AzureSlots
@@ -141,6 +142,9 @@ class AcrPoller(OciPoller):
             for name, digest, updated in found
             if self.valid_tag(repository, name) and isinstance(tag := name, str) and wanted(tag)
         }
+
+    def manifest_client(self) -> OciClient | None:
+        return super().manifest_client() if self.api is None else None  # Azure AD: the SDK's tokens only
 
     @property
     def requests(self) -> int:

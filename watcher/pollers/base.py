@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from watcher import errors
 from watcher.diff import Listing, TagState
@@ -21,6 +21,9 @@ from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.reference import digest_problem, repository_problem, shown, tag_problem
+
+if TYPE_CHECKING:
+    from watcher.registry.oci import OciClient
 
 TagFilter = Callable[[str], bool]
 T = TypeVar("T")
@@ -161,6 +164,12 @@ class Poller:
         for tag, state in kept.items():
             self.valid_digest(repository, tag, state.digest)
         return kept
+
+    def manifest_client(self) -> OciClient | None:
+        """The OCI client that reads this registry's manifests and blobs by digest (image metadata,
+        `watcher.polling.images`), the same one its listing goes through; None where the provider lists
+        through an SDK of its own."""
+        return None
 
     @property
     def requests(self) -> int:

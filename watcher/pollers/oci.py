@@ -84,6 +84,9 @@ class OciPoller(Poller):
             if digest is not None  # the tag went away between the list and the HEAD
         }
 
+    def manifest_client(self) -> OciClient | None:
+        return self.client
+
     @property
     def requests(self) -> int:
         return self.client.requests + (self.harbor.requests if self.harbor is not None else 0)

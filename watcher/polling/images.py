@@ -2,12 +2,15 @@
 
 `watcher.schema.images` is keyed by digest alone, and every row is read from bytes verified against the
 digest (`watcher.registry.imagemeta`), so whichever registry (or workspace) serves a known digest next costs
-no request at all: `ensure` asks the database first and opens no client when nothing is missing. The
-missing ones are fetched a few at a time, within the registry's host limits, through the provider's own
-OCI client (its credentials, origin guard, network policy and body cap), and each is stored as soon as it
-is read; a digest that fails (a mismatch, a 404, a body too large) stores nothing and is one log line.
+no request at all: the database is asked first. The missing ones are read through the client of the poll
+that found them (`Poller.manifest_client`: its transport, host limits, credentials, origin guard, network
+policy and body cap), never a second one; a provider that lists through an SDK of its own (ECR, ACR with
+Azure AD) has none, and its digests stay unknown. A digest that fails (a mismatch, a 404, a body too large)
+stores nothing; a poll says so in one warning line, and its events go out without the metadata.
 
-Not yet called by a poll: the pipeline will ask it for new digests after a baseline (issue 16).
+After a registry's baseline a poll fetches its new digests between listing a group and committing it
+(`describe`), so their events carry the metadata (`watcher.outbox.events.ImageFacts`); a steady poll has no
+group and asks nothing. The baseline's digests are filled in the background (`watcher.polling.imagefill`).
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from watcher import errors, schema
-from watcher.pollers import poller_for
-from watcher.pollers.base import gather_all
+from watcher.db import session_scope
+from watcher.outbox.events import ImageFacts
+from watcher.pollers.base import Poller, gather_all
+from watcher.polling.saving import Listed, Target, image_facts, read_before
 from watcher.registry.imagemeta import ImageMeta, fetch
 from watcher.registry.oci import OciClient
 from watcher.registry.reference import digest_problem, repository_problem, shown
@@ -30,13 +37,12 @@ from watcher.registry.reference import digest_problem, repository_problem, shown
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from watcher.registrations.spec import RegistrySpec
-
 log = logging.getLogger("watcher")
-#: digests fetched at once by one call (the registry's host limits bound its requests as well)
-MAX_FETCHES = 4
 #: digests looked up in one query
 LOOKUP_CHUNK = 500
+#: the most digests one group fetches before its events are written (an image costs two requests); the
+#: others' events go out without their metadata, and the background fill reads them
+MAX_PER_GROUP = 500
 
 
 @dataclass
@@ -58,69 +64,115 @@ def known_digests(conn: Connection, digests: list[str]) -> set[str]:
     return found
 
 
-def store(engine: Engine, meta: ImageMeta) -> None:
-    """One digest's row; a row another worker stored first is kept (both were read from the same bytes)."""
-    row = {
-        "digest": meta.digest,
-        "kind": meta.kind,
-        "platforms": meta.platforms,
-        "created": meta.created,
-        "size": meta.size,
-        "annotations": meta.annotations,
-        "fetched_at": schema.utcnow(),
-    }
+def store(engine: Engine, metas: list[ImageMeta]) -> None:
+    """The digests' rows, in one statement; a row another worker stored first is kept (both were read from
+    the same bytes)."""
+    if not metas:
+        return
+    now = schema.utcnow()
+    rows = [
+        {
+            "digest": meta.digest,
+            "kind": meta.kind,
+            "platforms": meta.platforms,
+            "created": meta.created,
+            "size": meta.size,
+            "annotations": meta.annotations,
+            "fetched_at": now,
+        }
+        for meta in metas
+    ]
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     with engine.begin() as conn:
-        conn.execute(insert(schema.images).values(row).on_conflict_do_nothing(index_elements=["digest"]))
+        conn.execute(insert(schema.images).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
 
 
-async def ensure(engine: Engine, spec: RegistrySpec, wanted: Mapping[str, str]) -> Ensured:
-    """Metadata for every digest of `wanted` (digest -> a repository of `spec`'s registry that serves it):
-    the unknown ones are fetched from that registry and stored; the known ones cost nothing."""
-    result = Ensured()
-    valid: dict[str, str] = {}
-    for digest, repository in wanted.items():
+def facts_of(meta: ImageMeta) -> ImageFacts:
+    return ImageFacts.of(meta.created, meta.platforms, meta.annotations)
+
+
+async def fetch_all(
+    client: OciClient, key: str, wanted: Mapping[str, str], concurrency: int
+) -> tuple[list[ImageMeta], dict[str, str]]:
+    """Each digest of `wanted` (-> a repository serving it) read and verified, `concurrency` at once (the
+    host limits hold the requests too): what was read, and each failure's line. One warning names them."""
+    read: list[ImageMeta] = []
+    failed: dict[str, str] = {}
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(digest: str, repository: str) -> None:
         problem = digest_problem(digest) or repository_problem(repository)
         if problem is not None:
-            _failed(result, spec, digest, f"{shown(digest)} in {shown(repository)} {problem}")
-        else:
-            valid[digest] = repository
+            failed[digest] = f"{shown(digest)} in {shown(repository)} {problem}"
+            return
+        async with slots:
+            try:
+                read.append(await fetch(client, repository, digest))
+            except errors.RegistryError as exc:
+                failed[digest] = exc.message
+
+    await gather_all([one(digest, repo) for digest, repo in sorted(wanted.items())])
+    if failed:
+        first, line = next(iter(sorted(failed.items())))
+        more = f" (and {len(failed) - 1} more digests)" if len(failed) > 1 else ""
+        log.warning("registry %r: no image metadata stored for %s%s: %s", key, shown(first), more, line)
+    return read, failed
+
+
+async def ensure(engine: Engine, poller: Poller, wanted: Mapping[str, str]) -> Ensured:
+    """Metadata for every digest of `wanted` (digest -> a repository of `poller`'s registry that serves it),
+    through `poller`'s own client (prepared by the caller): the unknown ones are fetched and stored; the
+    known ones cost nothing."""
+    result = Ensured()
     with engine.connect() as conn:
-        known = known_digests(conn, sorted(valid))
+        known = known_digests(conn, sorted(d for d in wanted if digest_problem(d) is None))
     result.known = len(known)
-    missing = {digest: repo for digest, repo in valid.items() if digest not in known}
+    missing = {digest: repo for digest, repo in wanted.items() if digest not in known}
     if not missing:
         return result
-    poller = poller_for(spec)
-    try:
-        client = getattr(poller, "client", None)
-        if not isinstance(client, OciClient):
-            for digest in missing:
-                _failed(result, spec, digest, f"provider {spec.provider} has no OCI client to read manifests with")
-            return result
-        await poller.prepare()
-        slots = asyncio.Semaphore(MAX_FETCHES)
-
-        async def one(digest: str, repository: str) -> None:
-            async with slots:
-                try:
-                    meta = await fetch(client, repository, digest)
-                except errors.RegistryError as exc:
-                    _failed(result, spec, digest, exc.message)
-                    return
-            store(engine, meta)
-            result.stored.append(digest)
-
-        await gather_all([one(digest, repo) for digest, repo in sorted(missing.items())])
-        result.requests = client.requests
-    finally:
-        await poller.aclose()
+    client = poller.manifest_client()
+    if client is None:
+        line = f"provider {poller.spec.provider} has no OCI client to read manifests with"
+        result.failed = dict.fromkeys(missing, line)
+        log.warning("registry %r: no image metadata stored for %d digests: %s", poller.spec.key, len(missing), line)
+        return result
+    before = client.requests
+    read, result.failed = await fetch_all(client, poller.spec.key, missing, poller.limits.max_concurrency)
+    store(engine, read)
+    result.stored = sorted(meta.digest for meta in read)
+    result.requests = client.requests - before
     return result
 
 
-def _failed(result: Ensured, spec: RegistrySpec, digest: str, line: str) -> None:
-    result.failed[digest] = line
-    log.warning("registry %r: no image metadata stored for %s: %s", spec.key, shown(digest), line)
+async def describe(
+    poller: Poller, engine: Engine, target: Target, group: list[Listed], writer: Executor | None
+) -> None:
+    """Before `group` is committed: its stored rows read (on `writer`, the thread that commits it) and kept
+    on it, its new digests that `images` lacks fetched with the poll's own client and stored, and what is
+    known of its changes' digests kept on it for their events (`watcher.polling.saving`). Nothing when the
+    provider has no OCI client: the commit reads as it always did. A failure is the events' loss only."""
+    client = poller.manifest_client()
+    if client is None:
+        return
+    loop = asyncio.get_running_loop()
+    wanted, facts = await loop.run_in_executor(writer, partial(_before, engine, target, group))
+    if wanted:
+        read, _ = await fetch_all(client, target.key, wanted, poller.limits.max_concurrency)
+        await loop.run_in_executor(writer, store, engine, read)
+        facts |= {meta.digest: facts_of(meta) for meta in read}
+    for item in group:
+        item.images = facts
+
+
+def _before(engine: Engine, target: Target, group: list[Listed]) -> tuple[dict[str, str], dict[str, ImageFacts]]:
+    """The group's rows and changes (`saving.read_before`), what `images` holds of its changes' digests, and
+    the new digests it lacks (at most MAX_PER_GROUP) with a repository serving each."""
+    with session_scope(engine) as session:
+        new = read_before(session, target, group)
+        digests = {change.digest for item in group if item.before for change in item.before.changes}
+        facts = image_facts(session, digests)
+    wanted = {digest: repo for digest, repo in sorted(new.items()) if digest not in facts}
+    return dict(list(wanted.items())[:MAX_PER_GROUP]), facts

@@ -11,6 +11,10 @@ so a poll cut short by its deadline or a stop request still knows exactly which 
 
 A repository whose listing fails is recorded as failed and left as stored; the others carry on. A failed
 catalog fails the whole poll before anything is read or written.
+
+Before the writer commits a group, the digests its events will name as new and `images` does not know are
+read with the poll's own client (`watcher.polling.images.describe`), so the events carry their metadata; a
+steady poll has no group, and so asks nothing more.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from watcher.errors import RegistryError
 from watcher.models import Event
 from watcher.pollers.base import Poller, first_error
-from watcher.polling.saving import Listed, Saved
+from watcher.polling import images
+from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import Stored, fingerprint
 from watcher.registrations.scope import Scope
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 #: at most this many repositories, or this many tags (or one repository with more), commit together
 CHUNK_REPOSITORIES = 1000
@@ -42,6 +50,9 @@ GROUP_SECONDS = 0.25
 
 class Store(Protocol):
     """The database side of a poll; both calls run on the writer thread."""
+
+    engine: Engine
+    target: Target
 
     def stored(self) -> dict[str, Stored]:
         """The stored repositories in scope (those out of scope are dropped first)."""
@@ -196,6 +207,7 @@ async def list_repositories(
 
     async def write() -> None:
         while (group := await buffer.take()) is not None:
+            await images.describe(poller, store.engine, store.target, group, writer)
             tally.record(await loop.run_in_executor(writer, store.save, group))
 
     async def list_all() -> None:

@@ -7,6 +7,7 @@ lists it again (up to ATTEMPTS times): its listing is never diffed against a new
 outside the registry's scope is ignored (no run recorded: nothing was listed); one the registry does not
 have (any more) has its tags removed. Each poll is a run in the registry's poll history, trigger `webhook`,
 naming the repository it listed; it does not count for the registry's health (`watcher.polling.runs`).
+Its new digests' image metadata is read through its own poller before it commits, as a full poll's is.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import Engine, select
 
 from watcher.db import get_engine, session_scope
-from watcher.diff import TagState
 from watcher.errors import InputError, WatcherError
 from watcher.models import Event, Repository
 from watcher.pollers import poller_for
-from watcher.polling import runs
+from watcher.polling import images, runs
 from watcher.polling.leases import lease_length
 from watcher.polling.saving import Listed, Saved, Target, save
 from watcher.polling.snapshot import Stored, fingerprint
@@ -107,18 +108,16 @@ def _poll(
     for _ in range(ATTEMPTS):
         stored = _stored(engine, target.registry_id, repository)
         with stop_on_signals(stop) as stop_event:
-            tags, requests = run_bounded(
-                lambda: _list(spec, repository, target.scope, result.codes),
+            item, requests = run_bounded(
+                partial(_list, engine, target, spec, repository, stored, result),
                 seconds=spec.poll_timeout(),
                 stop=stop_event,
                 deadline_message=f"listing {repository} exceeded its deadline (--poll-timeout)",
             )
         result.requests += requests
-        result.tags, result.listed = len(tags), frozenset(tags)
-        listed = fingerprint(tags)
-        if (stored is None and not tags) or (stored is not None and stored.fingerprint == listed):
+        if item is None:
             return
-        saved: Saved = save(engine, target, [Listed(repository, tags, listed, stored)])[0]
+        saved: Saved = save(engine, target, [item])[0]
         result.events, result.conflict = saved.events, saved.conflict
         if not saved.conflict:
             return
@@ -161,13 +160,22 @@ def _stored(engine: Engine, registry_id: int, repository: str) -> Stored | None:
 
 
 async def _list(
-    spec: RegistrySpec, repository: str, scope: Scope, codes: Counter[str]
-) -> tuple[dict[str, TagState], int]:
-    """The repository's tags and the number of requests sent; `codes` is added every request's status."""
+    engine: Engine, target: Target, spec: RegistrySpec, repository: str, stored: Stored | None, result: RepositoryPoll
+) -> tuple[Listed | None, int]:
+    """The repository listed (None: unchanged) with its new digests' image metadata read through the same
+    poller (`watcher.polling.images.describe`), and the number of requests sent; `result` is given the tags
+    listed and every request's status."""
     poller = poller_for(spec)
     try:
         await poller.prepare()
-        return await poller.repository_tags(repository, scope), poller.requests
+        tags = await poller.repository_tags(repository, target.scope)
+        result.tags, result.listed = len(tags), frozenset(tags)
+        listed = fingerprint(tags)
+        if (stored is None and not tags) or (stored is not None and stored.fingerprint == listed):
+            return None, poller.requests
+        item = Listed(repository, tags, listed, stored)
+        await images.describe(poller, engine, target, [item], None)
+        return item, poller.requests
     finally:
-        codes.update(poller.codes)
+        result.codes.update(poller.codes)
         await poller.aclose()

@@ -11,6 +11,12 @@ that race (or PostgreSQL broke a deadlock by aborting the group), the group is r
 repository at a time, so only the one that lost gives up; it is saved when the other poll stored exactly
 what this one saw, and otherwise it is reported and listed again next poll — never diffed against a
 snapshot newer than its listing (that would invent events).
+
+A group's stored tag rows may be read before its transaction (`read_before`, while its new digests' image
+metadata is fetched: `watcher.polling.images.describe`) and kept on each `Listed`: the compare-and-set then
+proves that no commit touched the repository since the poll read its revision, before those rows were read,
+so they are still its rows; a repository that lost the race is never diffed against them (`_resolve`). Each
+tag event's CloudEvent carries what `images` knows of its digest, read once for the whole group.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from watcher.db import session_scope
 from watcher.diff import Change, ChangeKind, TagState
 from watcher.errors import StateError
 from watcher.models import Event, Registry, Repository, Tag, utcnow
-from watcher.outbox.events import event_rows, new_event
+from watcher.outbox.events import NO_IMAGE, ImageFacts, event_rows, new_event
 from watcher.policies.evaluation import reevaluate
 from watcher.polling.bulk import insert_rows, update_rows
 from watcher.polling.snapshot import IN_CHUNK, Stored, TagRow, stored_rows
@@ -36,6 +42,7 @@ from watcher.read import counters, pollmetrics
 from watcher.registrations.keys import registry_key
 from watcher.registrations.scope import Scope
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
+from watcher.schema import images as IMAGES
 
 TAGS = cast(Table, Tag.__table__)
 REPOSITORIES = cast(Table, Repository.__table__)
@@ -52,6 +59,21 @@ class Listed:
     fingerprint: str
     #: the repository as stored before it was listed; None if it was not
     stored: Stored | None
+    #: its stored rows and how the listing compares with them, read before its transaction (`read_before`);
+    #: None: read in the transaction
+    before: Before | None = None
+    #: what `images` holds of the digests of the group's changes (`watcher.polling.images.describe`); None:
+    #: read in the transaction
+    images: Mapping[str, ImageFacts] | None = None
+
+
+@dataclass(frozen=True)
+class Before:
+    """One repository's stored rows (those `compare` read) and its changes and unwanted rows against them."""
+
+    rows: Mapping[str, TagRow]
+    changes: list[Change]
+    unwanted: list[int]
 
 
 @dataclass(frozen=True)
@@ -131,23 +153,23 @@ def write_changes(session: Session, target: Target, group: list[Listed]) -> list
     # rows are locked in one order (ids, then names), so two polls' groups cannot deadlock on them
     stored = sorted((item for item in group if item.stored is not None), key=_id)
     new = sorted((item for item in group if item.stored is None and item.tags), key=lambda item: item.name)
-    _claim(session, stored)
-    before = stored_rows(session, (_id(item) for item in stored))
+    _claim(session, stored)  # from here on, rows read before the transaction are the rows (see above)
+    compared = _compared(session, target, stored, new)
+    facts = _facts(session, group, [c.digest for item in group for c in compared[item.name].changes])
     writes = Writes()
     saved: list[Saved] = []
     for item in stored:
-        rows = before[_id(item)]
-        changes, unwanted = compare(item.name, rows, item.tags, target.scope.wants_tag)
-        writes.deleted += unwanted  # out of scope now: left silently
+        before = compared[item.name]
+        writes.deleted += before.unwanted  # out of scope now: left silently
         if item.tags:
-            writes.add(_id(item), changes, rows)
+            writes.add(_id(item), before.changes, before.rows)
         else:
             writes.gone.append(_id(item))  # its tags go with it
-        saved.append(Saved(item.name, _events(target, changes, now)))
+        saved.append(Saved(item.name, _events(target, before.changes, now, facts)))
     for item, repo_id in zip(new, _insert_repositories(session, target, new, now), strict=True):
-        changes, _ = compare(item.name, {}, item.tags, target.scope.wants_tag)
+        changes = compared[item.name].changes
         writes.add(repo_id, changes, {})
-        saved.append(Saved(item.name, _events(target, changes, now) if target.emit_new else []))
+        saved.append(Saved(item.name, _events(target, changes, now, facts) if target.emit_new else []))
     writes.execute(session)
     saved.sort(key=lambda one: one.repository)  # the group's events by repository, then tag
     _select(session, target, group, saved, now)
@@ -156,6 +178,58 @@ def write_changes(session: Session, target: Target, group: list[Listed]) -> list
         insert_rows(session, EVENTS, event_rows(events))
         counters.add(session, pollmetrics.committed(target.key, (e.change for e in events)))
     return saved
+
+
+def read_before(session: Session, target: Target, group: list[Listed]) -> dict[str, str]:
+    """Outside the group's transaction: each repository's stored rows and its changes against them, kept on
+    it (`Listed.before`); the digests that its events will name as new (added, or a tag moved to them),
+    each with a repository that serves it. A repository new to a snapshot that does not emit yet names none."""
+    stored = [item for item in group if item.stored is not None]
+    rows = stored_rows(session, (_id(item) for item in stored))
+    new: dict[str, str] = {}
+    for item in group:
+        item.before = _compare(item, rows[_id(item)] if item.stored is not None else {}, target)
+        if item.stored is not None or target.emit_new:
+            for change in item.before.changes:
+                if change.kind is not ChangeKind.REMOVED:
+                    new.setdefault(change.digest, item.name)
+    return new
+
+
+def _compare(item: Listed, rows: Mapping[str, TagRow], target: Target) -> Before:
+    changes, unwanted = compare(item.name, rows, item.tags, target.scope.wants_tag)
+    return Before(rows, changes, unwanted)
+
+
+def _compared(session: Session, target: Target, stored: list[Listed], new: list[Listed]) -> dict[str, Before]:
+    """Each repository's rows and changes: as read before the transaction, or read now (one query a chunk)."""
+    found = {item.name: item.before for item in [*stored, *new] if item.before is not None}
+    unread = [item for item in stored if item.before is None]
+    rows = stored_rows(session, (_id(item) for item in unread)) if unread else {}
+    found |= {item.name: _compare(item, rows[_id(item)], target) for item in unread}
+    found |= {item.name: _compare(item, {}, target) for item in new if item.before is None}
+    return found
+
+
+def _facts(session: Session, group: list[Listed], digests: list[str]) -> Mapping[str, ImageFacts]:
+    """What `images` holds of `digests`: as `describe` read it for the group, else in one query (a chunk)."""
+    if not digests:
+        return {}
+    described = {id(item.images): item.images for item in group if item.images is not None}
+    if len(described) == 1 and all(item.images is not None for item in group):
+        return next(iter(described.values()))  # `describe` gives the whole group one mapping
+    return image_facts(session, digests)
+
+
+def image_facts(session: Session, digests: Iterable[str]) -> dict[str, ImageFacts]:
+    """The `images` rows of these digests, as what their events say (`ImageFacts`)."""
+    wanted = sorted(set(digests))
+    found: dict[str, ImageFacts] = {}
+    columns = (IMAGES.c.digest, IMAGES.c.created, IMAGES.c.platforms, IMAGES.c.annotations)
+    for start in range(0, len(wanted), IN_CHUNK):
+        rows = session.execute(select(*columns).where(IMAGES.c.digest.in_(wanted[start : start + IN_CHUNK])))
+        found |= {digest: ImageFacts.of(created, platforms, notes) for digest, created, platforms, notes in rows}
+    return found
 
 
 def _select(session: Session, target: Target, group: list[Listed], saved: list[Saved], now: Any) -> None:
@@ -228,7 +302,7 @@ def _insert_repositories(session: Session, target: Target, items: list[Listed], 
     return [row.id for row in session.execute(statement, rows)]
 
 
-def _events(target: Target, changes: list[Change], now: Any) -> list[Event]:
+def _events(target: Target, changes: list[Change], now: Any, facts: Mapping[str, ImageFacts]) -> list[Event]:
     return [
         new_event(
             target.registry_id,
@@ -238,6 +312,7 @@ def _events(target: Target, changes: list[Change], now: Any) -> list[Event]:
             now,
             workspace=target.workspace,
             workspace_id=target.workspace_id,
+            image=facts.get(change.digest, NO_IMAGE),
         )
         for change in changes
     ]

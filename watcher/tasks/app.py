@@ -1,4 +1,5 @@
-"""The Celery app: Redis broker, a beat tick that dispatches due registries, and a relay sweep."""
+"""The Celery app: Redis broker, a beat tick that dispatches due registries, a relay sweep, and the
+background fill of image metadata."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ CHUNK_TASK = "watcher.poll_chunk"
 TICK_SECONDS = 1.0
 TICK_EXPIRES_SECONDS = 30.0
 RELAY_SWEEP_SECONDS = 5.0
+#: how often the baseline's digests are described in the background (`watcher.polling.imagefill`)
+IMAGE_FILL_SECONDS = 5.0
 
 
 def make_app() -> Celery:
@@ -55,6 +58,11 @@ def make_app() -> Celery:
                 "options": {"expires": TICK_EXPIRES_SECONDS},
             },
             "relay-outbox": {"task": "watcher.relay", "schedule": RELAY_SWEEP_SECONDS},
+            "fill-images": {
+                "task": "watcher.fill_images",
+                "schedule": IMAGE_FILL_SECONDS,
+                "options": {"expires": IMAGE_FILL_SECONDS},
+            },
         },
     )
     app.steps["worker"].add(PoolSize)

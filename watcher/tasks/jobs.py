@@ -274,6 +274,29 @@ def retry_or_give_up(task: Task, key: str, exc: WatcherError) -> int:
     return 0
 
 
+@app.task(name="watcher.fill_images", ignore_result=True)
+def fill_images() -> int:
+    """Describe a bounded number of the baseline's digests (`watcher.polling.imagefill`); one line when it
+    stored or failed some, none when nothing was missing."""
+    from watcher.polling import imagefill
+
+    try:
+        filled = imagefill.fill(get_engine(), bus.connect())
+    except (redis.RedisError, OSError, WatcherError, SQLAlchemyError) as exc:
+        log.warning("image metadata fill skipped: %s", first_line(exc))
+        return 0
+    if filled.stored or filled.failed:
+        fields = {"registries": filled.registries, "stored": filled.stored, "failed": filled.failed}
+        log.info(
+            "image metadata filled: %d digests stored, %d failed, %d requests",
+            filled.stored,
+            filled.failed,
+            filled.requests,
+            extra={"fields": fields | {"requests": filled.requests}},
+        )
+    return filled.stored
+
+
 @app.task(name="watcher.relay", ignore_result=True)
 def relay_events() -> int:
     return publish()
