@@ -296,3 +296,41 @@ def test_a_policy_sees_and_moves_only_its_own_workspaces_registry(
         with pytest.raises(NotFoundError):
             policy_view(session, "app", workspace_id=team_id)
     assert (view.tag, view.digest, view.considered) == ("1.2.4", truth[app]["1.2.4"], 3)
+
+
+# ---- a repository emptied ------------------------------------------------------------------------------
+def test_a_repository_emptied_selects_nothing_and_says_so_once(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str
+) -> None:
+    """Its last tag deleted, the repository leaves the snapshot: its policy's `selected` event names no tag
+    (the previous one only), valid against both schemas; a push selects again."""
+    app = f"{unique_repo}/app"
+    policies = [Watched("app", app, {"semver": "*"})]
+    first = registry.client.push_image(app, "1.0.0")
+    added = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--emit-existing")
+    assert added.exit_code == 0, added.output
+    assert add_policies(watcher, "r1", policies) == 0
+    for step in (
+        lambda: None,
+        lambda: registry.client.delete(app, "1.0.0"),
+        lambda: registry.client.push_image(app, "1.0.1"),
+    ):
+        step()
+        polled = watcher.cli("poll", "r1")
+        assert polled.exit_code == 0, polled.output
+    entries = watcher.stream_entries()
+    assert changes(watcher) == [
+        ("added", "1.0.0", "", ""),
+        ("selected", "1.0.0", "app", ""),
+        ("removed", "1.0.0", "", ""),
+        ("selected", "", "app", "1.0.0"),
+        ("added", "1.0.1", "", ""),
+        ("selected", "1.0.1", "app", ""),
+    ]
+    assert (entries[3]["digest"], entries[3]["previous_digest"]) == ("", first)
+    for entry in entries:
+        validate_cloudevent(json.loads(entry["cloudevent"]))
+    nothing = json.loads(entries[3]["cloudevent"])["data"]["subject"]["content"]
+    assert "pullReference" not in nothing and nothing["previousTag"] == "1.0.0"
+    truth = {app: {"1.0.1": entries[4]["digest"]}}
+    assert replay(entries, policies) == (truth, expected(truth, policies))
