@@ -38,7 +38,8 @@ def asked(watcher: Watcher) -> Iterator[list[set[str]]]:
 
     def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         if "FROM images" in statement:
-            values = parameters.values() if isinstance(parameters, dict) else parameters
+            values = list(parameters.values() if isinstance(parameters, dict) else parameters)
+            values += [v for value in values if isinstance(value, list) for v in value]  # PostgreSQL's one array
             queries.append({v for v in values if isinstance(v, str) and v.startswith("sha256:")})
 
     event.listen(watcher.engine, "before_cursor_execute", seen)

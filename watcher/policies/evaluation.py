@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, any_, bindparam, select, update
 
 from watcher import schema
 from watcher.diff import TagState
@@ -29,7 +29,6 @@ from watcher.policies.strategies import Policy, Selection, Strategy
 from watcher.policies.strategies import select as select_tag
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from watcher.models import Event
@@ -165,13 +164,23 @@ def _created(
     digests = {state.digest for name in ranked for state in repositories[name].values()}
     found = {digest: _created_times[digest] for digest in digests if digest in _created_times}
     images = schema.images.c
-    for chunk in _chunks(sorted(digests - found.keys())):
+    unknown = sorted(digests - found.keys())
+    if unknown and _dialect(session) == "postgresql":  # one array parameter: no 500-value IN to compile
+        query = select(images.digest, images.created).where(images.digest == any_(bindparam("digests")))
+        found.update((digest, created) for digest, created in session.execute(query, {"digests": unknown}))
+        unknown = []
+    for chunk in _chunks(unknown):
         query = select(images.digest, images.created).where(images.digest.in_(chunk))
         found.update((digest, created) for digest, created in session.execute(query))
     if len(_created_times) + len(found) > CREATED_LIMIT:
         _created_times.clear()
     _created_times.update(found)
     return found
+
+
+def _dialect(session: Session | Connection) -> str:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return bind.dialect.name
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
