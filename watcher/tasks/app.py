@@ -1,4 +1,5 @@
-"""The Celery app: Redis broker, a beat tick that dispatches due registries, and a relay sweep."""
+"""The Celery app: Redis broker, a beat tick that dispatches due registries, a relay sweep and a delivery
+sweep."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ from watcher.settings import get_settings
 POLL_TASK = "watcher.poll"
 REPOSITORY_POLL_TASK = "watcher.poll_repository"
 CHUNK_TASK = "watcher.poll_chunk"
+DELIVER_TASK = "watcher.deliver"
 TICK_SECONDS = 1.0
 TICK_EXPIRES_SECONDS = 30.0
 RELAY_SWEEP_SECONDS = 5.0
+#: deliveries due again (retries) are picked up this often; a new delivery's run is kicked at once
+DELIVER_SWEEP_SECONDS = 1.0
 
 
 def make_app() -> Celery:
@@ -55,6 +59,11 @@ def make_app() -> Celery:
                 "options": {"expires": TICK_EXPIRES_SECONDS},
             },
             "relay-outbox": {"task": "watcher.relay", "schedule": RELAY_SWEEP_SECONDS},
+            "deliver-due": {
+                "task": DELIVER_TASK,
+                "schedule": DELIVER_SWEEP_SECONDS,
+                "options": {"expires": 2 * DELIVER_SWEEP_SECONDS},
+            },
         },
     )
     app.steps["worker"].add(PoolSize)
