@@ -28,6 +28,7 @@ from watcher.read import counters
 from watcher.read.deliveries import delivery_lags
 from watcher.registrations import workspaces
 from watcher.settings import get_settings
+from watcher.web.metrics import scrape
 
 #: how an endpoint answers its n-th request (from 0): a status, (status, headers), or "hang"
 Script = Callable[[int], Any]
@@ -214,6 +215,9 @@ def test_each_subscription_gets_its_events_in_order_with_retries_and_dead_letter
         ("gone", "dead"): 3,
         ("healthy", "delivered"): 3,
     }
+    scraped = scrape().splitlines()  # /metrics, named with the workspace as every per-workspace series
+    assert 'watcher_deliveries_total{workspace="default",subscription="flaky",outcome="failed"} 3.0' in scraped
+    assert 'watcher_delivery_lag_seconds{workspace="team-b",subscription="team-b"} 0.0' in scraped
     assert gone.last_error == "HTTP 410: nope\\n" and gone.last_failed_at is not None  # escaped excerpt
     assert gone.last_delivered_at is None and gone.lease_owner is None
 
