@@ -234,7 +234,7 @@ def test_hanging_endpoints_do_not_delay_a_healthy_one_and_a_refused_network_is_n
     subscribe(watcher, receiver, *hanging, "/healthy")
     events = events_pushed(watcher, registry, unique_repo, ["v1", "v2", "v3"])
 
-    run = threading.Thread(target=worker.deliver, args=(1,), daemon=True)
+    run = threading.Thread(target=worker.deliver, args=(3,), daemon=True)
     run.start()
     assert wait_for(lambda: len(receiver.of("/healthy")) == 3, 5), receiver.hits
     assert [hit.event for hit in receiver.of("/healthy")] == events

@@ -37,6 +37,7 @@ from watcher import schema
 from watcher.db import get_engine, session_scope
 from watcher.delivery import backoff, sending
 from watcher.delivery.formats import build
+from watcher.delivery.kick import Turn
 from watcher.delivery.subscriptions import secret_of
 from watcher.errors import WatcherError
 from watcher.read import counters
@@ -53,7 +54,10 @@ TOTAL = "watcher_deliveries_total"
 #: deliveries a lane reads at a time
 BATCH = 100
 #: how often a run looks for more due subscriptions while its lanes work
-CLAIM_EVERY = 0.25
+CLAIM_EVERY = 0.1
+#: when a run stops claiming, its lanes' attempts in flight get this long; those still waiting on their
+#: endpoint are then cut (nothing recorded: sent again by the next run, not counted as an attempt)
+GRACE_SECONDS = 1.0
 
 
 @dataclass
@@ -289,8 +293,9 @@ class Recorder:
 class Run:
     """One run of the engine: claims, lanes, and the heartbeat of its leases."""
 
-    def __init__(self, engine: Engine, settings: Settings, seconds: float) -> None:
+    def __init__(self, engine: Engine, settings: Settings, seconds: float, turn: Turn | None = None) -> None:
         self.engine = engine
+        self.turn = turn
         self.settings = settings
         self.seconds = seconds
         self.owner = holder.token()
@@ -313,12 +318,19 @@ class Run:
         async with sending.client(pool=self.cap, seconds=self.timeout) as http:
             try:
                 while True:
-                    if not self.stopping():
+                    if not self.stopping() and (self.turn is None or self.turn.keep()):
                         for lane in await asyncio.to_thread(
                             claim, self.engine, self.owner, self.cap, set(lanes), self.lease
                         ):
                             lanes[lane.id] = asyncio.create_task(self.lane(http, lane))
                             self.totals.subscriptions += 1
+                    else:
+                        self.stop_at = min(self.stop_at, loop.time())
+                        if self.turn is not None:
+                            self.turn.give()  # the next run claims while these lanes end
+                        if lanes:
+                            await asyncio.wait(lanes.values(), timeout=GRACE_SECONDS)
+                        return self.totals
                     if not lanes:
                         return self.totals
                     await asyncio.wait(lanes.values(), timeout=CLAIM_EVERY, return_when=asyncio.FIRST_COMPLETED)
@@ -328,6 +340,8 @@ class Run:
                         renewed = loop.time()
                         await asyncio.to_thread(renew, self.engine, self.owner, self.lease)
             finally:
+                if self.turn is not None:
+                    self.turn.give()
                 for task in lanes.values():
                     task.cancel()
                 with contextlib.suppress(SQLAlchemyError):
@@ -420,6 +434,9 @@ class Run:
         )
 
 
-def deliver(seconds: float, *, engine: Engine | None = None, settings: Settings | None = None) -> Totals:
-    """Run the engine for about `seconds` (then until its lanes' attempts end) on an event loop of its own."""
-    return asyncio.run(Run(engine or get_engine(), settings or get_settings(), seconds)())
+def deliver(
+    seconds: float, *, engine: Engine | None = None, settings: Settings | None = None, turn: Turn | None = None
+) -> Totals:
+    """Run the engine for about `seconds` (then `GRACE_SECONDS` for its lanes' attempts) on an event loop of
+    its own; with `turn`, only while it is this run's turn to claim."""
+    return asyncio.run(Run(engine or get_engine(), settings or get_settings(), seconds, turn)())

@@ -289,9 +289,10 @@ def publish() -> int:
         return 0
 
 
-#: a delivery run claims subscriptions this long, then ends once its lanes' attempts have (the sweep and
-#: the next kick start another): a pool process is never held for long
-DELIVER_SECONDS = 10.0
+#: a delivery run claims subscriptions this long (while it holds the deployment's one turn to claim), then
+#: gives the turn to the next run (the sweep's or a kick's) and ends once its lanes have (at most
+#: `worker.GRACE_SECONDS` later): deliveries hold one pool process, and never long past this
+DELIVER_SECONDS = 30.0
 
 
 @app.task(name=DELIVER_TASK, ignore_result=True)
@@ -304,8 +305,14 @@ def deliver() -> int:
     except (redis.RedisError, OSError) as exc:  # the mark lapses on its own
         log.debug("delivery kick mark not cleared: %s", first_line(exc))
     try:
-        totals = worker.deliver(DELIVER_SECONDS)
-    except (WatcherError, SQLAlchemyError, OSError) as exc:
+        turn = kick.Turn()
+        if not turn.take():
+            return 0  # a run is claiming: it sees what this one would have
+        totals = worker.deliver(DELIVER_SECONDS, turn=turn)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("deliveries not run: the broker cannot be read: %s", first_line(exc))
+        return 0
+    except (WatcherError, SQLAlchemyError) as exc:
         log.warning("deliveries not run: %s", first_line(exc))
         return 0
     if totals.failed or totals.dead:
