@@ -315,58 +315,63 @@ class Run:
         self.stop_at = loop.time() + self.seconds
         lanes: dict[int, asyncio.Task[None]] = {}
         renewed = loop.time()
-        async with sending.client(pool=self.cap, seconds=self.timeout) as http:
-            try:
-                while True:
-                    if not self.stopping() and (self.turn is None or self.turn.keep()):
-                        for lane in await asyncio.to_thread(
-                            claim, self.engine, self.owner, self.cap, set(lanes), self.lease
-                        ):
-                            lanes[lane.id] = asyncio.create_task(self.lane(http, lane))
-                            self.totals.subscriptions += 1
-                    else:
-                        self.stop_at = min(self.stop_at, loop.time())
-                        if self.turn is not None:
-                            self.turn.give()  # the next run claims while these lanes end
-                        if lanes:
-                            await asyncio.wait(lanes.values(), timeout=GRACE_SECONDS)
-                        return self.totals
-                    if not lanes:
-                        return self.totals
-                    await asyncio.wait(lanes.values(), timeout=CLAIM_EVERY, return_when=asyncio.FIRST_COMPLETED)
-                    for sid in [sid for sid, task in lanes.items() if task.done()]:
-                        lanes.pop(sid)
-                    if loop.time() - renewed > self.lease / 3:
-                        renewed = loop.time()
-                        await asyncio.to_thread(renew, self.engine, self.owner, self.lease)
-            finally:
-                if self.turn is not None:
-                    self.turn.give()
-                for task in lanes.values():
-                    task.cancel()
-                with contextlib.suppress(SQLAlchemyError):
-                    await asyncio.to_thread(release, self.engine, self.owner)
-
-    async def lane(self, http: Any, lane: Lane) -> None:
-        """Send the subscription's deliveries in order until none is due, a retry waits, or the run ends."""
         try:
-            while not self.stopping():
-                batch = await asyncio.to_thread(pending, self.engine, lane.id)
-                if not batch:
-                    return
-                for row in batch:
-                    if self.stopping() or row.next_attempt_at > utcnow():
-                        return  # the first pending one waits for its retry: so do the rest
-                    record = await self.attempt(http, lane, row)
-                    await self.recorder.record(record)
-                    self.counted(record)
-                    if record.next.state == "pending":
-                        return
+            while True:
+                if not self.stopping() and (self.turn is None or self.turn.keep()):
+                    for lane in await asyncio.to_thread(
+                        claim, self.engine, self.owner, self.cap, set(lanes), self.lease
+                    ):
+                        lanes[lane.id] = asyncio.create_task(self.lane(lane))
+                        self.totals.subscriptions += 1
+                else:
+                    self.stop_at = min(self.stop_at, loop.time())
+                    if self.turn is not None:
+                        self.turn.give()  # the next run claims while these lanes end
+                    if lanes:
+                        await asyncio.wait(lanes.values(), timeout=GRACE_SECONDS)
+                    return self.totals
+                if not lanes:
+                    return self.totals
+                await asyncio.wait(lanes.values(), timeout=CLAIM_EVERY, return_when=asyncio.FIRST_COMPLETED)
+                for sid in [sid for sid, task in lanes.items() if task.done()]:
+                    lanes.pop(sid)
+                if loop.time() - renewed > self.lease / 3:
+                    renewed = loop.time()
+                    await asyncio.to_thread(renew, self.engine, self.owner, self.lease)
+        finally:
+            if self.turn is not None:
+                self.turn.give()
+            for task in lanes.values():
+                task.cancel()
+            with contextlib.suppress(SQLAlchemyError):
+                await asyncio.to_thread(release, self.engine, self.owner)
+
+    async def lane(self, lane: Lane) -> None:
+        """Send the subscription's deliveries in order until none is due, a retry waits, or the run ends.
+        The lane has a client of its own, one kept connection: a pool shared by a hundred lanes that wait on
+        their commits between requests costs httpcore's pool O(connections²) work per request."""
+        try:
+            async with sending.client(pool=1, seconds=self.timeout) as http:
+                await self._send_all(http, lane)
         except (SQLAlchemyError, WatcherError) as exc:
             log.warning("subscription %r: deliveries paused: %s", lane.key, str(exc).splitlines()[0])
         finally:
             with contextlib.suppress(SQLAlchemyError):
                 await asyncio.to_thread(release, self.engine, self.owner, lane.id)
+
+    async def _send_all(self, http: Any, lane: Lane) -> None:
+        while not self.stopping():
+            batch = await asyncio.to_thread(pending, self.engine, lane.id)
+            if not batch:
+                return
+            for row in batch:
+                if self.stopping() or row.next_attempt_at > utcnow():
+                    return  # the first pending one waits for its retry: so do the rest
+                record = await self.attempt(http, lane, row)
+                await self.recorder.record(record)
+                self.counted(record)
+                if record.next.state == "pending":
+                    return
 
     async def attempt(self, http: Any, lane: Lane, row: Any) -> Recorded:
         attempts = row.attempts + 1
