@@ -13,9 +13,9 @@ records each request's arrival time and `webhook-id`; a path under `/hang` never
    healthy subscription's delivery latency (the delivery written -> its arrival) p95 <= 1 s.
 2. Cost: SUBSCRIPTIONS subscriptions x EVENTS events (the relay writes every delivery first), delivered by
    the engine in this process (`watcher.delivery.worker.deliver`), against a minimal client in the same
-   run: httpx.AsyncClient, one coroutine per subscription posting the same requests (built beforehand, not
-   counted) in order. CPU seconds of this process for each (the database's server, on PostgreSQL, is not
-   this process). Target: the engine <= 1.3x the minimal client.
+   run: one coroutine per subscription, each with its own httpx.AsyncClient, posting the same requests
+   (built beforehand, not counted) in order. CPU seconds of this process for each (the database's
+   server, on PostgreSQL, is not this process). Target: the engine <= 1.3x the minimal client.
 
 Exit status 1 if a target is missed. Run from the repository root:
 `.venv/bin/python -m benchmarks.deliveries` (add `--db postgresql` for PostgreSQL).
@@ -282,12 +282,14 @@ def cost_part(args: argparse.Namespace, base: str, server: Any) -> list[str]:
 
 
 async def minimal_client(requests: dict[str, list[Any]]) -> None:
+    """One coroutine per subscription, each with a client of its own (one kept connection: a pool shared by
+    a hundred connections costs httpcore O(n^2) per request, which would flatter the engine), posting its
+    requests in order."""
     import httpx
 
-    limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=len(requests))
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
-
-        async def one(outgoing: list[Any]) -> None:
+    async def one(outgoing: list[Any]) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
             for request in outgoing:
                 for attempt in (1, 2):  # a kept connection the server closed meanwhile: once more
                     try:
@@ -299,7 +301,7 @@ async def minimal_client(requests: dict[str, list[Any]]) -> None:
                     answer.raise_for_status()
                     break
 
-        await asyncio.gather(*(one(outgoing) for outgoing in requests.values()))
+    await asyncio.gather(*(one(outgoing) for outgoing in requests.values()))
 
 
 def run(args: argparse.Namespace, command: str) -> int:
