@@ -5,8 +5,11 @@ claims subscriptions whose first pending delivery is due, each by a lease on its
 compare-and-set (like a registry's: `watcher.polling.leases`), and gives each a *lane*: a coroutine on the
 run's one event loop that sends that subscription's deliveries strictly in id order, the next only once
 the previous was delivered or dead-lettered. A hanging endpoint holds its own lane and nothing else; no
-process or thread is spent per subscription. A retry releases the lane (its delivery is due again later,
-when a sweep claims it); the run stops claiming after its time and ends when its lanes have.
+process or thread is spent per subscription, and each lane has its own client with one kept connection. A
+retry releases the lane (its delivery is due again later, when a run claims it). One run claims at a time
+in the deployment (`watcher.delivery.kick.Turn`, looking again ten times a second): after its time it
+gives the turn to the next run, gives its lanes' attempts in flight `GRACE_SECONDS`, and cuts the rest
+(nothing recorded: the next run sends them again), so delivery runs hold one pool process, not every one.
 
 How many lanes the whole deployment runs is `WATCHER_DELIVERY_CONCURRENCY`: a claim takes at most that
 many minus the live leases (those of holders known dead not counted). Claims racing in two processes may
