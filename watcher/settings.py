@@ -88,6 +88,12 @@ class Settings:
     min_interval_seconds: int = 10
     #: where Google's OIDC signing certificates are fetched (`gcr-pubsub` webhooks; tests point it at a fake)
     google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    #: deliveries to subscriptions in flight at once, deployment-wide (each subscription has at most one)
+    delivery_concurrency: int = 100
+    #: the longest one delivery attempt may take (connect, send, answer), in seconds
+    delivery_timeout_seconds: int = 15
+    #: the first retry's backoff bound, in milliseconds (doubling per attempt up to an hour, full jitter)
+    delivery_backoff_ms: int = 1000
 
     @property
     def effective_database_url(self) -> str:

@@ -27,6 +27,7 @@ def poll_command(name: str, as_json: bool) -> None:
     repositories that failed, if some did, after publishing what the others changed."""
     from watcher import bus
     from watcher.cli.workspaces import existing_key
+    from watcher.delivery.kick import kick
     from watcher.outbox.relay import relay
     from watcher.polling.poll import PartialPoll, poll
 
@@ -38,10 +39,10 @@ def poll_command(name: str, as_json: bool) -> None:
         partial, result = exc, exc.result
     except RegistryError:  # a deadline may pass after some repositories were saved: their events go out
         with contextlib.suppress(StateError):
-            relay(bus.connect())
+            relay(bus.connect(), on_deliveries=kick)
         raise
     try:
-        relay(bus.connect())
+        relay(bus.connect(), on_deliveries=kick)
     except StateError as exc:
         raise StateError(
             f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"

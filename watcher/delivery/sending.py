@@ -44,10 +44,11 @@ class Outcome:
     excerpt: str = ""
 
 
-def client(*, pool: int = 100) -> httpx.AsyncClient:
-    """The client deliveries are sent with: policed connections, no redirects, deadlines."""
+def client(*, pool: int = 100, seconds: float = READ_SECONDS) -> httpx.AsyncClient:
+    """The client deliveries are sent with: policed connections, no redirects, deadlines (each read and
+    write within `seconds`, at most `READ_SECONDS`; the connect within `CONNECT_SECONDS`)."""
     transport = PolicedTransport(tls_context(True), pool)  # the network policy at each connect
-    timeout = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
+    timeout = httpx.Timeout(min(seconds, READ_SECONDS), connect=min(seconds, CONNECT_SECONDS))
     return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,8 +48,11 @@ def relay(
     engine: Engine | None = None,
     settings: Settings | None = None,
     wait_seconds: float = 30.0,
+    on_deliveries: Callable[[dict[int, int]], object] | None = None,
 ) -> int:
-    """Publish every unpublished event; returns how many were appended. Raises StateError if Redis fails."""
+    """Publish every unpublished event; returns how many were appended. Raises StateError if Redis fails.
+    `on_deliveries` is told, after each batch's commit, how many deliveries each subscription got (when
+    some did): the delivery engine's kick, so that the first attempt does not wait for its sweep."""
     settings = settings or get_settings()
     engine = engine or get_engine()
     stream = settings.events_stream  # the lock's and the appended ids' prefix, whichever streams are written
@@ -57,7 +61,7 @@ def relay(
         if not lock.acquire():
             return 0
         try:
-            return _drain(client, engine, settings, lock)
+            return _drain(client, engine, settings, lock, on_deliveries)
         finally:
             with contextlib.suppress(redis.exceptions.LockError):  # expired: its new holder carries on
                 lock.release()
@@ -65,7 +69,13 @@ def relay(
         raise StateError(f"the event stream's Redis is unavailable ({exc}); events wait in the database") from None
 
 
-def _drain(client: redis.Redis, engine: Engine, settings: Settings, lock: redis.lock.Lock) -> int:
+def _drain(
+    client: redis.Redis,
+    engine: Engine,
+    settings: Settings,
+    lock: redis.lock.Lock,
+    on_deliveries: Callable[[dict[int, int]], object] | None,
+) -> int:
     append = client.register_script(SCRIPT)
     seen = dedupe_key(settings.events_stream)
     appended = 0
@@ -89,8 +99,10 @@ def _drain(client: redis.Redis, engine: Engine, settings: Settings, lock: redis.
             ids = append(keys=[seen, *streams], args=args)
             stream_ids = {event.id: stream_id for event, stream_id in zip(batch, ids, strict=True) if stream_id}
             appended += len(stream_ids)
-            fan_out(connection, batch, utcnow())  # each subscription's deliveries, born with the publishing
+            written = fan_out(connection, batch, utcnow())  # each subscription's deliveries, born with the publishing
             connection.execute(_published([event.id for event in batch], stream_ids))
+        if written and on_deliveries is not None:
+            on_deliveries(written)
         lock.extend(LOCK_SECONDS, replace_ttl=True)
 
 

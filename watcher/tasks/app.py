@@ -1,5 +1,5 @@
-"""The Celery app: Redis broker, a beat tick that dispatches due registries, a relay sweep, and the
-background fill of image metadata."""
+"""The Celery app: Redis broker, a beat tick that dispatches due registries, a relay sweep, a delivery
+sweep, and the background fill of image metadata."""
 
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ from watcher.settings import get_settings
 POLL_TASK = "watcher.poll"
 REPOSITORY_POLL_TASK = "watcher.poll_repository"
 CHUNK_TASK = "watcher.poll_chunk"
+DELIVER_TASK = "watcher.deliver"
 TICK_SECONDS = 1.0
 TICK_EXPIRES_SECONDS = 30.0
 RELAY_SWEEP_SECONDS = 5.0
 #: how often the baseline's digests are described in the background (`watcher.polling.imagefill`)
 IMAGE_FILL_SECONDS = 5.0
+#: deliveries due again (retries) are picked up this often; a new delivery's run is kicked at once
+DELIVER_SWEEP_SECONDS = 1.0
 
 
 def make_app() -> Celery:
@@ -62,6 +65,11 @@ def make_app() -> Celery:
                 "task": "watcher.fill_images",
                 "schedule": IMAGE_FILL_SECONDS,
                 "options": {"expires": IMAGE_FILL_SECONDS},
+            },
+            "deliver-due": {
+                "task": DELIVER_TASK,
+                "schedule": DELIVER_SWEEP_SECONDS,
+                "options": {"expires": 2 * DELIVER_SWEEP_SECONDS},
             },
         },
     )

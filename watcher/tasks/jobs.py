@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from watcher import bus
 from watcher.db import get_engine
+from watcher.delivery import kick
 from watcher.errors import BadResponseError, RateLimitedError, StateError, UnreachableError, WatcherError
 from watcher.models import utcnow
 from watcher.outbox.relay import relay
@@ -28,7 +29,7 @@ from watcher.polling.poll import Busy, PartialPoll, PollResult, poll
 from watcher.polling.repository import poll_repository
 from watcher.polling.runs import Trigger
 from watcher.registry.deadline import Interrupted
-from watcher.tasks.app import CHUNK_TASK, POLL_TASK, REPOSITORY_POLL_TASK, app
+from watcher.tasks.app import CHUNK_TASK, DELIVER_TASK, POLL_TASK, REPOSITORY_POLL_TASK, app
 
 log = logging.getLogger("watcher")
 TRANSIENT = (UnreachableError, BadResponseError, RateLimitedError)
@@ -303,11 +304,50 @@ def relay_events() -> int:
 
 
 def publish() -> int:
+    """Relay committed events; a delivery run is kicked when they were owed to subscriptions."""
     try:
-        return relay(bus.connect(), wait_seconds=5)
+        return relay(bus.connect(), wait_seconds=5, on_deliveries=kick.kick)
     except StateError as exc:
         log.warning("%s", exc)
         return 0
+
+
+#: a delivery run claims subscriptions this long (while it holds the deployment's one turn to claim), then
+#: gives the turn to the next run (the sweep's or a kick's) and ends once its lanes have (at most
+#: `worker.GRACE_SECONDS` later): deliveries hold one pool process, and never long past this
+DELIVER_SECONDS = 30.0
+
+
+@app.task(name=DELIVER_TASK, ignore_result=True)
+def deliver() -> int:
+    """Deliver what is due (`watcher.delivery.worker`); one line when anything failed or was dead-lettered."""
+    from watcher.delivery import worker
+
+    try:
+        kick.started()
+    except (redis.RedisError, OSError) as exc:  # the mark lapses on its own
+        log.debug("delivery kick mark not cleared: %s", first_line(exc))
+    try:
+        turn = kick.Turn()
+        if not turn.take():
+            return 0  # a run is claiming: it sees what this one would have
+        totals = worker.deliver(DELIVER_SECONDS, turn=turn)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("deliveries not run: the broker cannot be read: %s", first_line(exc))
+        return 0
+    except (WatcherError, SQLAlchemyError) as exc:
+        log.warning("deliveries not run: %s", first_line(exc))
+        return 0
+    if totals.failed or totals.dead:
+        log.info(
+            "deliveries: %d delivered, %d failed (to be retried), %d dead-lettered, to %d subscriptions",
+            totals.delivered,
+            totals.failed,
+            totals.dead,
+            totals.subscriptions,
+            extra={"fields": {"delivered": totals.delivered, "failed": totals.failed, "dead": totals.dead}},
+        )
+    return totals.delivered
 
 
 def first_line(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from watcher.db import session_scope
 from watcher.models import Event
-from watcher.read import counters
+from watcher.read import counters, deliveries
 from watcher.read import model as readmodel
 from watcher.schema import DEFAULT_WORKSPACE
 from watcher.settings import get_settings
@@ -57,6 +57,13 @@ COUNTERS = {
             ("workspace", "registry", "format", "outcome"),
             IN_DEFAULT,
         ),
+        Family(
+            "watcher_deliveries_total",
+            "counter",
+            "Delivery attempts to subscriptions, by outcome (delivered, failed: to be retried, dead: dead-lettered).",
+            ("workspace", "subscription", "outcome"),
+            IN_DEFAULT,
+        ),
     )
 }
 DURATION = Family("watcher_poll_duration_seconds", "histogram", "How long polls take, by provider.", ("provider",))
@@ -77,6 +84,12 @@ OUTBOX = Family("watcher_outbox_pending", "gauge", "Events in the history not ye
 LAG = Family(
     "watcher_schedule_lag_seconds", "gauge", "How late the workspace's most overdue registry's poll is.", ("workspace",)
 )
+DELIVERY_LAG = Family(
+    "watcher_delivery_lag_seconds",
+    "gauge",
+    "Age of the subscription's oldest pending delivery (0 when none waits).",
+    ("workspace", "subscription"),
+)
 QUEUE = Family("watcher_queue_length", "gauge", "Tasks waiting in the Celery broker.", ("queue",))
 
 
@@ -90,6 +103,8 @@ class Gathered:
     pending: int
     #: by workspace
     lags: dict[str, float]
+    #: by (workspace, subscription)
+    delivery_lags: dict[tuple[str, str], float]
 
 
 def gather() -> Gathered:
@@ -100,6 +115,7 @@ def gather() -> Gathered:
             readmodel.last_poll_durations(session),
             session.scalar(select(func.count(Event.id)).where(Event.published_at.is_(None))) or 0,
             readmodel.schedule_lags(session),
+            deliveries.delivery_lags(session),
         )
 
 
@@ -108,6 +124,11 @@ def render(gathered: Gathered) -> str:
     parts = [*counter_text(gathered.counters), *registry_text(gathered.statuses, gathered.durations)]
     parts += [OUTBOX.header(), sample(OUTBOX.name, gathered.pending), LAG.header()]
     parts += [sample(series(LAG.name, LAG.labels, (name,)), lag) for name, lag in sorted(gathered.lags.items())]
+    parts += [DELIVERY_LAG.header()]
+    parts += [
+        sample(series(DELIVERY_LAG.name, DELIVERY_LAG.labels, key), lag)
+        for key, lag in sorted(gathered.delivery_lags.items())
+    ]
     parts += queue_text()
     return "".join(parts)
 
