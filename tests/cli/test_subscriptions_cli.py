@@ -4,6 +4,7 @@ a real HTTP endpoint answering `test`. The secret is printed once and never agai
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from click.testing import Result
@@ -99,11 +100,19 @@ def test_a_subscription_from_add_to_redelivery(watcher: Watcher, registry: Regis
         ("pending", "v1", "added"),
     ]  # newest first
     first, second = rows[1]["id"], rows[0]["id"]
+    written_long_ago = schema.utcnow() - timedelta(days=2)
     with session_scope() as session:  # what the delivery worker does when it gives up on the first
         session.execute(
             update(schema.deliveries)
             .where(schema.deliveries.c.id == first)
-            .values(state="dead", attempts=20, last_status=410, last_error=DEAD_ERROR, finished_at=schema.utcnow())
+            .values(
+                state="dead",
+                attempts=20,
+                last_status=410,
+                last_error=DEAD_ERROR,
+                finished_at=schema.utcnow(),
+                created_at=written_long_ago,
+            )
         )
     listing = watcher.cli("subscription", "list").stdout.splitlines()[1].split()
     assert listing[3:6] == ["failing", "1", "1"]
@@ -118,6 +127,7 @@ def test_a_subscription_from_add_to_redelivery(watcher: Watcher, registry: Regis
     with session_scope() as session:
         row = session.execute(select(schema.deliveries).where(schema.deliveries.c.id == first)).one()
     assert (row.state, row.attempts, row.finished_at) == ("pending", 0, None)  # same id: its place in the order
+    assert row.created_at > written_long_ago  # a new 24 hours to be accepted in, not dead again at its first retry
     assert watcher.cli("subscription", "redeliver", "hook", "--all").stdout.endswith("0 dead letters pending again\n")
 
     # another workspace sees none of it

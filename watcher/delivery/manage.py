@@ -50,7 +50,8 @@ def redeliver(
     now: datetime | None = None,
 ) -> int:
     """Put the subscription's dead letters (all, or those of `delivery_ids`) back to pending: no attempts
-    yet, due now. Returns how many; an id that is not one of its dead letters is one InputError, and then
+    yet, due now, with a new 24 hours to be accepted in (their place in the order is their id). Returns how
+    many; an id that is not one of its dead letters is one InputError, and then
     none is touched."""
     subscription_id = subscription_row(session, name, workspace_id=workspace_id).id
     dead: list[Any] = [DELIVERIES.c.subscription_id == subscription_id, DELIVERIES.c.state == "dead"]
@@ -68,10 +69,11 @@ def redeliver(
                 field="delivery_ids",
             )
         dead.append(DELIVERIES.c.id.in_(wanted))
+    now = now or schema.utcnow()
     moved = session.execute(
         update(DELIVERIES)
         .where(*dead)
-        .values(state="pending", attempts=0, next_attempt_at=now or schema.utcnow(), finished_at=None)
+        .values(state="pending", attempts=0, created_at=now, next_attempt_at=now, finished_at=None)
     )
     return int(moved.rowcount)  # type: ignore[attr-defined]
 
