@@ -41,7 +41,7 @@ def unpublished(watcher: Watcher) -> list[tuple[str, str, str]]:
         return [(c, r.rsplit("/", 1)[1], t) for c, r, t in conn.execute(query.order_by(events.id))]
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # the crash is the same on SQLite: one database is enough
 def test_a_worker_killed_between_two_commits_of_a_poll_loses_and_duplicates_no_selection(
     watcher: Watcher, registry: RegistryEnv, unique_repo: str, start_worker, worker_queue: str
 ) -> None:

@@ -152,7 +152,7 @@ def fuzz_registry() -> Iterator[FuzzRegistry]:
 
 
 @settings(
-    max_examples=200,
+    max_examples=120,  # about 15 s: the suite has a 7-minute budget
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 @heap.holding
 def poll_command(name: str, as_json: bool) -> None:
     """Poll one registry of the workspace now, in this process, and publish what changed. Exits 1 naming the
-    repositories that failed, if some did, after publishing what the others changed."""
+    repositories that failed, if some did, after publishing what the others changed. The deliveries the
+    relay writes are sent by the workers (their sweep finds them within a second): kicking a run from here
+    would cost this command Celery's import."""
     from watcher import bus
     from watcher.cli.workspaces import existing_key
-    from watcher.delivery.kick import kick
     from watcher.outbox.relay import relay
     from watcher.polling.poll import PartialPoll, poll
 
@@ -39,10 +40,10 @@ def poll_command(name: str, as_json: bool) -> None:
         partial, result = exc, exc.result
     except RegistryError:  # a deadline may pass after some repositories were saved: their events go out
         with contextlib.suppress(StateError):
-            relay(bus.connect(), on_deliveries=kick)
+            relay(bus.connect())
         raise
     try:
-        relay(bus.connect(), on_deliveries=kick)
+        relay(bus.connect())
     except StateError as exc:
         raise StateError(
             f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"
