@@ -6,8 +6,10 @@ from __future__ import annotations
 import httpx
 from selenium.webdriver.common.by import By
 from sqlalchemy import update
+from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Watcher
+from tests.support.subscription_receiver import SubscriptionReceiver
 from tests.web.test_console import Console, console, driver  # noqa: F401 - the fixtures
 from tests.web.test_subscriptions_api import BASE, deliveries_of
 from watcher import schema
@@ -56,3 +58,41 @@ def test_subscriptions_pages_show_state_and_dead_letters_and_redeliver_them(
 
     console.open("/console/subscriptions/nothere")
     assert "no subscription named 'nothere'" in console.visible("main").text
+
+
+def test_an_admin_adds_tests_and_removes_a_subscription_in_the_console(
+    watcher: Watcher,
+    console: Console,  # noqa: F811 - the fixture imported above
+) -> None:
+    receiver = SubscriptionReceiver()
+    try:
+        console.log_in(console.api.admin_token)
+        console.find("#nav-subscriptions").click()
+        console.find("#add-subscription").click()
+        console.find("#name").send_keys("deploy")
+        console.find("#url").send_keys("http://169.254.169.254/latest")  # the cloud's metadata: refused
+        console.find("#change-added").click()
+        console.find("#save-subscription").click()
+        assert "refused by the network policy" in console.visible("#url-error").text
+        assert console.find("#change-added").is_selected()  # what was typed stays, but the secret
+        url = console.find("#url")
+        url.clear()
+        url.send_keys(f"{receiver.url}/hook")
+        console.find("#save-subscription").click()
+
+        secret = console.visible("#secret").text
+        assert secret.startswith("whsec_") and len(secret) > 40  # shown this once
+        console.find("#go-subscription").click()
+        assert secret not in console.driver.page_source
+        console.find("#test-subscription").click()
+        assert "was accepted: HTTP 200: thanks" in console.visible("#flash").text
+        (sample,) = receiver.requests
+        assert sample.path == "/hook" and sample.headers["webhook-id"].startswith("test-")
+        assert Webhook(secret).verify(sample.body, sample.headers) is not None  # signed with the secret shown
+        assert "test-" not in watcher.cli("events", "--json").stdout  # a sample is never in the history
+
+        console.find("#remove-subscription").click()
+        assert "subscription 'deploy' is removed" in console.visible("#flash").text
+        assert console.all('#subscriptions tr[data-subscription="deploy"]') == []
+    finally:
+        receiver.close()
