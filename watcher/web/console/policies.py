@@ -21,10 +21,9 @@ from starlette.datastructures import FormData
 from watcher.db import session_scope
 from watcher.errors import NotFoundError, WatcherError
 from watcher.policies.store import PolicySpec, remove, save
-from watcher.read import model as readmodel
 from watcher.read import policies as readpolicies
 from watcher.web.console import auth
-from watcher.web.console.render import page
+from watcher.web.console.render import NO_REFUSAL, Refusal, form_page, page
 from watcher.web.console.routes import User
 from watcher.web.deps import Principal
 from watcher.web.routes.policies import publish
@@ -71,10 +70,10 @@ async def add_policy(request: Request, user: User) -> Response:
         spec = PolicySpec.build(values["name"], values["registry"], values["repository"], **_options(values))
         selects = await anyio.to_thread.run_sync(_save, spec, user.workspace_id)
     except NotFoundError as exc:  # the registry chosen is not (or no longer) one of this workspace
-        return _form(request, user, values, http_status=422, error=str(exc), error_field="registry")
+        return _form(request, user, values, Refusal(str(exc), "registry"))
     except WatcherError as exc:
         field = "argument" if exc.field in ARGUMENT_FIELDS else exc.field
-        return _form(request, user, values, http_status=422, error=str(exc), error_field=field)
+        return _form(request, user, values, Refusal(str(exc), field))
     notice = f"policy {spec.name!r} is saved" + ("" if selects else ": it selects nothing yet")
     await anyio.to_thread.run_sync(auth.leave_notice, request, notice)
     return RedirectResponse(f"/console/policies/{spec.name}", status_code=303)
@@ -121,25 +120,6 @@ def _options(values: dict[str, Any]) -> dict[str, Any]:
     return {**chosen, "filter": values["filter"], "extract": values["extract"], "prerelease": values["prerelease"]}
 
 
-def _form(
-    request: Request,
-    user: Principal,
-    values: dict[str, Any],
-    *,
-    http_status: int = 200,
-    error: str | None = None,
-    error_field: str | None = None,
-) -> Response:
-    with session_scope() as session:
-        names = readmodel.registry_names(session, workspace_id=user.workspace_id)
-    return page(
-        request,
-        "add_policy.html",
-        user,
-        http_status=http_status,
-        names=names,
-        strategies=STRATEGIES,
-        values=values,
-        error=error,
-        error_field=error_field if error_field in FIELDS else None,
-    )
+def _form(request: Request, user: Principal, values: dict[str, Any], refusal: Refusal = NO_REFUSAL) -> Response:
+    status = 422 if refusal.error else 200
+    return form_page(request, "add_policy.html", user, values, FIELDS, refusal, status, strategies=STRATEGIES)

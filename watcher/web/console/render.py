@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,3 +113,37 @@ def page(
     response.headers.update(HEADERS)
     attach_cookie(request, response)
     return response
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What was wrong with a form: the one line, and the field it concerns (None: the whole form)."""
+
+    error: str | None = None
+    field: str | None = None
+
+
+NO_REFUSAL = Refusal()
+
+
+def form_page(
+    request: Request,
+    template: str,
+    user: Principal,
+    values: dict[str, Any],
+    fields: Iterable[str],
+    refusal: Refusal | None = None,
+    http_status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """A form to add something to the workspace, again with what was typed and the error beside the field it
+    concerns (of `fields`; any other is shown above the form), with the workspace's registry names to pick."""
+    from watcher.db import session_scope
+    from watcher.read.model import registry_names
+
+    with session_scope() as session:
+        names = registry_names(session, workspace_id=user.workspace_id)
+    refusal = refusal or NO_REFUSAL
+    shown = refusal.field if refusal.field is not None and refusal.field in set(fields) else None
+    context |= {"names": names, "values": values, "error": refusal.error, "error_field": shown}
+    return page(request, template, user, http_status, **context)

@@ -24,10 +24,9 @@ from watcher.delivery.manage import redeliver
 from watcher.delivery.subscriptions import FORMATS, SubscriptionSpec, remove, save
 from watcher.errors import NotFoundError, WatcherError
 from watcher.outbox.events import CHANGES
-from watcher.read import model as readmodel
 from watcher.read import subscriptions as reads
 from watcher.web.console import auth
-from watcher.web.console.render import page
+from watcher.web.console.render import NO_REFUSAL, Refusal, form_page, page
 from watcher.web.deps import Principal
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -107,7 +106,7 @@ async def add_subscription(request: Request, user: User) -> Response:
         )
         secret = await anyio.to_thread.run_sync(_save, spec, user.workspace_id, given_secret)
     except WatcherError as exc:
-        return _form(request, user, values, http_status=422, error=str(exc), error_field=exc.field)
+        return _form(request, user, values, Refusal(str(exc), exc.field))
     shown = secret if given_secret is None else None  # a secret the admin typed is never echoed
     return page(request, "subscription_added.html", user, http_status=201, name=spec.name, secret=shown)
 
@@ -157,26 +156,9 @@ def _save(spec: SubscriptionSpec, workspace_id: int, secret: str | None) -> str:
         return save(session, spec, workspace_id=workspace_id, secret=secret)
 
 
-def _form(
-    request: Request,
-    user: Principal,
-    values: dict[str, Any],
-    *,
-    http_status: int = 200,
-    error: str | None = None,
-    error_field: str | None = None,
-) -> Response:
-    with session_scope() as session:
-        names = readmodel.registry_names(session, workspace_id=user.workspace_id)
-    return page(
-        request,
-        "add_subscription.html",
-        user,
-        http_status=http_status,
-        names=names,
-        formats=FORMATS,
-        changes=CHANGES,
-        values=values,
-        error=error,
-        error_field=error_field if error_field in (*FIELDS, "changes", "secret") else None,
+def _form(request: Request, user: Principal, values: dict[str, Any], refusal: Refusal = NO_REFUSAL) -> Response:
+    fields = (*FIELDS, "changes", "secret")
+    status = 422 if refusal.error else 200
+    return form_page(
+        request, "add_subscription.html", user, values, fields, refusal, status, formats=FORMATS, changes=CHANGES
     )
