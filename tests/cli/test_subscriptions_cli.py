@@ -116,6 +116,7 @@ def test_a_subscription_from_add_to_redelivery(watcher: Watcher, registry: Regis
         )
     listing = watcher.cli("subscription", "list").stdout.splitlines()[1].split()
     assert listing[3:6] == ["failing", "1", "1"]
+    assert "\nfailing subscriptions: hook (see `watcher subscription show NAME`)\n" in watcher.cli("status").stdout
     dead = watcher.cli("subscription", "deliveries", "hook", "--state", "dead").stdout.splitlines()
     assert dead[0].split() == ["ID", "STATE", "ATTEMPTS", "STATUS", "CHANGE", "EVENT", "LAST", "ERROR"]
     assert dead[1].split()[:6] == [str(first), "dead", "20", "410", "added", "r1"] and len(dead) == 2

@@ -85,9 +85,11 @@ def report(result: PollResult, as_json: bool) -> None:
 @heap.holding
 def status_command(as_json: bool) -> None:
     """How every registry of the workspace is doing: state, last poll, last success, last error, next poll,
-    last webhook (blank when none ever came), size; and the workspace's schedule lag."""
+    last webhook (blank when none ever came), size; the workspace's schedule lag, and its failing
+    subscriptions."""
     from watcher.db import read_scope
     from watcher.read.model import registry_statuses, schedule_lag, workspace_id_of
+    from watcher.read.subscriptions import subscriptions
     from watcher.read.tables import ago, table
 
     workspace = current_workspace()
@@ -95,6 +97,7 @@ def status_command(as_json: bool) -> None:
         workspace_id = workspace_id_of(reader, workspace)
         statuses = registry_statuses(reader, workspace_id=workspace_id)
         lag = schedule_lag(reader, workspace_id=workspace_id)
+        failing = [view.name for view in subscriptions(reader, workspace_id=workspace_id) if view.state == "failing"]
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
         return
@@ -131,6 +134,9 @@ def status_command(as_json: bool) -> None:
     for line in table(header, rows, numeric={"REPOS", "TAGS"}):
         click.echo(line)
     click.echo(f"\nschedule lag in workspace {workspace!r}: {lag:.1f} s (how late its most overdue poll is)")
+    if failing:
+        shown = ", ".join(failing[:10]) + (f" and {len(failing) - 10} more" if len(failing) > 10 else "")
+        click.echo(f"failing subscriptions: {shown} (see `watcher subscription show NAME`)")
 
 
 @click.command("images")
