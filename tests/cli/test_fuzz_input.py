@@ -23,7 +23,7 @@ from watcher.registrations.forms import KNOWN_KEYS
 from watcher.registrations.spec import MAX_INTERVAL_SECONDS, NAME
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,  # the same examples every run: a failure here is reproducible, never flaky

@@ -31,7 +31,7 @@ def test_no_input_makes_the_api_fail_or_answer_off_contract(watcher: Watcher, ap
             continue  # an endless response: its inputs are the filters, fuzzed on /events
 
         @given(case=operation.as_strategy(), token=tokens)
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def answers_within_contract(case: schemathesis.Case, token: str | None) -> None:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             response = case.call(base_url=api.server.url, headers=headers, timeout=10)
@@ -85,13 +85,13 @@ def test_no_cursor_or_time_makes_the_api_fail(watcher: Watcher, api: Api) -> Non
             assert set(response.json()) == {"error"} and response.json()["error"]["code"] == "invalid", where
 
     @given(key=JSON, where=st.sampled_from(PAGED))
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=90, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def any_cursor(key: object, where: tuple[str, dict[str, str]]) -> None:
         cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
         within_contract(api.reader.get(where[0], params={**where[1], "cursor": cursor}))
 
     @given(moment=TIMES, field=st.sampled_from(["since", "until"]))
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def any_time(moment: datetime, field: str) -> None:
         within_contract(api.reader.get("/api/v1/events", params={field: moment.isoformat()}))
 
