@@ -40,7 +40,7 @@ def test_beat_dispatches_polls_and_events_reach_the_stream(
 def test_two_workers_poll_each_registry_once_per_interval(
     watcher: Watcher, registry, unique_repo: str, start_worker
 ) -> None:
-    interval = 2
+    interval = 3
     for name in ("a", "b"):
         registry.client.push_image(f"{unique_repo}/{name}/app", "v1")
         add = watcher.add_registry(
