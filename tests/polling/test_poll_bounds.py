@@ -223,9 +223,12 @@ def test_ignored_names_are_counted_logged_and_reported(
 
 
 def test_an_unreachable_registry_is_retried_then_logged_in_one_line(
-    watcher: Watcher, caplog: pytest.LogCaptureFixture
+    watcher: Watcher, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from watcher.registry.http import LimitedTransport
     from watcher.tasks.jobs import MAX_RETRIES, poll_registry
+
+    monkeypatch.setattr(LimitedTransport, "_backoff", lambda self, attempt: 0.01)  # the task's retries are the point
 
     with socket.socket() as closed:  # a loopback port nobody listens on
         closed.bind(("127.0.0.1", 0))

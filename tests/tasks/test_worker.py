@@ -36,7 +36,7 @@ def test_beat_dispatches_polls_and_events_reach_the_stream(
     assert wait_for(lambda: [e["tag"] for e in watcher.stream_entries()] == ["v2"], 30), watcher.stream_entries()
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # several workers share PostgreSQL
 def test_two_workers_poll_each_registry_once_per_interval(
     watcher: Watcher, registry, unique_repo: str, start_worker
 ) -> None:

@@ -224,7 +224,7 @@ def test_a_reader_sees_only_its_workspace_and_anothers_registry_is_not_found(
     assert 'id="no-events"' in filtered.text and "b-only-v1" not in filtered.text
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_an_operator_switches_workspaces_and_acts_in_the_one_shown(
     watcher: Watcher, console: Console, teams: Teams, registry: RegistryEnv
 ) -> None:
