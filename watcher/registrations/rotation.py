@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Table, select, update
 
 from watcher import schema
 from watcher.db import get_engine, session_scope
 from watcher.errors import StateError
-from watcher.models import Registry
 from watcher.registrations import vault
 from watcher.runtime.private_files import file_lock, write_private
 from watcher.settings import Settings, get_settings
@@ -42,8 +42,6 @@ class Rotation:
     key_file: Path | None = None
 
 
-#: the columns that hold secrets encrypted under the key: credentials and the webhook secret
-SECRET_COLUMNS = (Registry.credentials, Registry.webhook_secret)
 SUBSCRIPTIONS = schema.subscriptions
 
 
@@ -76,31 +74,64 @@ def _reencrypt_until_clean(engine: Engine, keys: vault.Keyring, batch: int, grac
     """Passes until a pass finds nothing to do both before and after the grace period."""
     outcome = Rotation()
     for _ in range(MAX_ROUNDS):
-        while _one_pass(engine, keys, batch, outcome) | _subscriptions_pass(engine, keys, batch, outcome):
+        while _passes(engine, keys, batch, outcome):
             pass
         time.sleep(grace_seconds)  # a writer that read the key before the rotation began commits meanwhile
-        if not _one_pass(engine, keys, batch, outcome) | _subscriptions_pass(engine, keys, batch, outcome):
+        if not _passes(engine, keys, batch, outcome):
             return outcome
     raise StateError(
         "credentials kept being saved under an old key during the rotation; run `watcher secrets rotate` again"
     )
 
 
-def _one_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation) -> bool:
-    """Re-encrypt the rows not under the first key, `batch` rows a transaction; True if any row needed it."""
-    needed = False
+@dataclass(frozen=True)
+class Secrets:
+    """Where secrets lie in one table: the columns that hold them, what a row is called in the outcome, and
+    the outcome's sets for the rows re-encrypted and those no key opens."""
+
+    table: Table
+    columns: tuple[str, ...]
+    label: Any  # a column expression: the row's name as the outcome shows it
+    reencrypted: str
+    unreadable: str
+
+
+REGISTRY_SECRETS = Secrets(
+    schema.registries, ("credentials", "webhook_secret"), schema.registries.c.name, "reencrypted", "unreadable"
+)
+SUBSCRIPTION_SECRETS = Secrets(
+    SUBSCRIPTIONS,
+    ("secret",),
+    select(schema.workspaces.c.name + "/" + SUBSCRIPTIONS.c.name)
+    .where(schema.workspaces.c.id == SUBSCRIPTIONS.c.workspace_id)
+    .scalar_subquery(),
+    "subscriptions",
+    "unreadable_subscriptions",
+)
+
+
+def _passes(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation) -> bool:
+    """One pass over every table that holds secrets (each of them, always); True if any row needed it."""
+    needed = [_one_pass(engine, keys, batch, outcome, where) for where in (REGISTRY_SECRETS, SUBSCRIPTION_SECRETS)]
+    return any(needed)
+
+
+def _one_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation, where: Secrets) -> bool:
+    """Re-encrypt the secrets of `where` not under the first key, `batch` rows a transaction; True if any row
+    needed it."""
+    table, needed = where.table, False
     unreadable: set[str] = set()
     last_id = 0
     while True:
         with session_scope(engine) as session:
             rows = session.execute(
-                select(Registry.id, Registry.name, Registry.credentials, Registry.webhook_secret)
-                .where(Registry.id > last_id)
-                .order_by(Registry.id)
+                select(table.c.id, where.label, *(table.c[c] for c in where.columns))
+                .where(table.c.id > last_id)
+                .order_by(table.c.id)
                 .limit(batch)
             ).all()
-            for registry_id, name, *tokens in rows:
-                for column, token in zip(SECRET_COLUMNS, tokens, strict=True):
+            for row_id, name, *tokens in rows:
+                for column, token in zip(where.columns, tokens, strict=True):
                     if not token or keys.is_current(token):
                         continue
                     try:
@@ -110,44 +141,11 @@ def _one_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation
                         continue
                     needed = True
                     swapped = session.execute(
-                        update(Registry).where(Registry.id == registry_id, column == token).values({column: fresh})
+                        update(table).where(table.c.id == row_id, table.c[column] == token).values({column: fresh})
                     )
                     if swapped.rowcount:  # type: ignore[attr-defined]
-                        outcome.reencrypted.add(name)  # else it was saved meanwhile: the next pass looks again
+                        getattr(outcome, where.reencrypted).add(name)  # else saved meanwhile: the next pass looks
         if len(rows) < batch:
-            outcome.unreadable = unreadable
-            return needed
-        last_id = rows[-1][0]
-
-
-def _subscriptions_pass(engine: Engine, keys: vault.Keyring, batch: int, outcome: Rotation) -> bool:
-    """`_one_pass` for the subscriptions' secrets (Core rows: the table has no ORM class)."""
-    needed = False
-    unreadable: set[str] = set()
-    last_id = 0
-    sub = SUBSCRIPTIONS.c
-    workspace = select(schema.workspaces.c.name).where(schema.workspaces.c.id == sub.workspace_id).scalar_subquery()
-    while True:
-        with session_scope(engine) as session:
-            rows = session.execute(
-                select(sub.id, workspace, sub.name, sub.secret).where(sub.id > last_id).order_by(sub.id).limit(batch)
-            ).all()
-            for subscription_id, workspace_name, name, token in rows:
-                if not token or keys.is_current(token):
-                    continue
-                shown = f"{workspace_name}/{name}"
-                try:
-                    fresh = keys.encrypt(keys.decrypt(token))
-                except vault.Undecryptable:
-                    unreadable.add(shown)
-                    continue
-                needed = True
-                swapped = session.execute(
-                    update(SUBSCRIPTIONS).where(sub.id == subscription_id, sub.secret == token).values(secret=fresh)
-                )
-                if swapped.rowcount:  # type: ignore[attr-defined]
-                    outcome.subscriptions.add(shown)
-        if len(rows) < batch:
-            outcome.unreadable_subscriptions = unreadable
+            setattr(outcome, where.unreadable, unreadable)
             return needed
         last_id = rows[-1][0]
