@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from urllib.parse import quote
 
+import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from watcher.db import session_scope
@@ -148,6 +150,18 @@ def leave_notice(request: Request, notice: str) -> None:
     if found is not None:
         with session_scope() as session:
             console_sessions.leave_notice(session, found.id, notice)
+
+
+async def acted(request: Request, work: Callable[[], str], then: str) -> RedirectResponse:
+    """Run an admin's action (`work`, in a thread: it touches the database and maybe the network), leave
+    the notice it returns for the next page, and go to `then`; an object that is not (or no longer) there is
+    the 404 page."""
+    try:
+        said = await anyio.to_thread.run_sync(work)
+    except NotFoundError as exc:
+        raise Refused(404, str(exc)) from None
+    await anyio.to_thread.run_sync(leave_notice, request, said)
+    return RedirectResponse(then, status_code=303)
 
 
 def notice(request: Request) -> str | None:

@@ -83,12 +83,7 @@ async def add_policy(request: Request, user: User) -> Response:
 async def remove_policy(request: Request, user: User, name: str) -> Response:
     await auth.checked_form(request)
     auth.require_admin(user)
-    try:
-        await anyio.to_thread.run_sync(_remove, name, user.workspace_id)
-    except NotFoundError as exc:
-        raise auth.Refused(404, str(exc)) from None
-    await anyio.to_thread.run_sync(auth.leave_notice, request, f"policy {name!r} is removed; its events stay")
-    return RedirectResponse("/console/policies", status_code=303)
+    return await auth.acted(request, lambda: _remove(name, user.workspace_id), "/console/policies")
 
 
 def _save(spec: PolicySpec, workspace_id: int) -> bool:
@@ -100,9 +95,10 @@ def _save(spec: PolicySpec, workspace_id: int) -> bool:
     return any(event.tag for event in saved.events)
 
 
-def _remove(name: str, workspace_id: int) -> None:
+def _remove(name: str, workspace_id: int) -> str:
     with session_scope() as session:
         remove(session, readpolicies.policy(session, name, workspace_id=workspace_id).name, workspace_id=workspace_id)
+    return f"policy {name!r} is removed; its events stay"
 
 
 def _values(form: FormData) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from watcher.db import session_scope
 from watcher.delivery import manage
@@ -68,17 +68,12 @@ async def redeliver_dead_letters(request: Request, user: User, name: str) -> Res
     await auth.checked_form(request)
     auth.require_admin(user)
 
-    def run() -> int:
+    def run() -> str:
         with session_scope() as session:
-            return redeliver(session, name, workspace_id=user.workspace_id)
+            count = redeliver(session, name, workspace_id=user.workspace_id)
+        return f"{count} dead letter{'' if count == 1 else 's'} of {name!r} pending again: they are sent in their order"
 
-    try:
-        count = await anyio.to_thread.run_sync(run)
-    except NotFoundError as exc:
-        raise auth.Refused(404, str(exc)) from None
-    notice = f"{count} dead letter{'' if count == 1 else 's'} of {name!r} pending again: they are sent in their order"
-    await anyio.to_thread.run_sync(auth.leave_notice, request, notice)
-    return RedirectResponse(f"/console/subscriptions/{name}", status_code=303)
+    return await auth.acted(request, run, f"/console/subscriptions/{name}")
 
 
 @router.get("/add-subscription", response_class=HTMLResponse)
@@ -125,12 +120,7 @@ async def test_subscription(request: Request, user: User, name: str) -> Response
         verdict = "accepted" if outcome.delivered else "not accepted"
         return f"the sample event {outcome.event_id} was {verdict}: {outcome.line()}"
 
-    try:
-        notice = await anyio.to_thread.run_sync(run)
-    except NotFoundError as exc:
-        raise auth.Refused(404, str(exc)) from None
-    await anyio.to_thread.run_sync(auth.leave_notice, request, notice)
-    return RedirectResponse(f"/console/subscriptions/{name}", status_code=303)
+    return await auth.acted(request, run, f"/console/subscriptions/{name}")
 
 
 @router.post("/subscriptions/{name}/remove")
@@ -138,17 +128,12 @@ async def remove_subscription(request: Request, user: User, name: str) -> Respon
     await auth.checked_form(request)
     auth.require_admin(user)
 
-    def run() -> None:
+    def run() -> str:
         with session_scope() as session:
             remove(session, reads.askable(name), workspace_id=user.workspace_id)
+        return f"subscription {name!r} is removed with its deliveries; the events stay"
 
-    try:
-        await anyio.to_thread.run_sync(run)
-    except NotFoundError as exc:
-        raise auth.Refused(404, str(exc)) from None
-    notice = f"subscription {name!r} is removed with its deliveries; the events stay"
-    await anyio.to_thread.run_sync(auth.leave_notice, request, notice)
-    return RedirectResponse("/console/subscriptions", status_code=303)
+    return await auth.acted(request, run, "/console/subscriptions")
 
 
 def _save(spec: SubscriptionSpec, workspace_id: int, secret: str | None) -> str:
