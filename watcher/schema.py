@@ -276,6 +276,26 @@ images = Table(
     _required("fetched_at", UTCDateTime, default=utcnow),
 )
 
+#: what a provider's own API says of a digest one registry lists (ECR's `describeImages`, ACR's manifest
+#: properties, Docker Hub's tag images, Google's `tags/list`), where it says it: not read from bytes verified
+#: against the digest, so believed for that registry alone, and only where `images` says nothing (migration 0015)
+listed_images = Table(
+    "listed_images",
+    metadata,
+    Column(
+        "registry_id",
+        Integer,
+        ForeignKey("registries.id", name="fk_listed_images_registry", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("digest", String(DIGEST_LENGTH), primary_key=True),
+    _optional("kind", String(10)),  # image | index | artifact
+    _optional("platforms", JSON),  # as `images.platforms`
+    _optional("created", UTCDateTime),  # the image's build time (Google's timeCreatedMs), never a push time
+    _optional("size", BigInteger),
+    _required("said_at", UTCDateTime, default=utcnow),
+)
+
 #: which image of one repository a workspace deploys (`watcher.policies`): the strategy as its options say it
 #: (`strategies.Policy`), and its current selection, compared with in the transaction that changes the
 #: repository so that a `selected` event is written only when it changed (migration 0013)

@@ -91,7 +91,7 @@ def reevaluate(
     if not rows:
         return []
     policies = [(row, Policy.stored(row)) for row in rows]
-    created = _created(session, repositories, policies)
+    created = _created(session, owner.registry_id, repositories, policies)
     candidates: dict[str, list[_Tag]] = {}
     events: list[Event] = []
     updates: list[dict[str, Any]] = []
@@ -155,27 +155,40 @@ def stored_tags(session: Session | Connection, registry_id: int, repository: str
 
 def _created(
     session: Session | Connection,
+    registry_id: int,
     repositories: Mapping[str, Mapping[str, TagState]],
     policies: Sequence[tuple[Any, Policy]],
 ) -> dict[str, datetime | None]:
     """Creation times of the digests `newest-build` policies rank (none read for the other strategies): those
-    read before from memory, the others from `images` (a digest without metadata yet is asked again later)."""
+    read before from memory, the others from `images` (verified: any registry's), then from what this
+    registry's provider said (`listed_images`: this registry's only); a digest neither knows yet is asked
+    again later."""
     ranked = {row.repository for row, policy in policies if policy.strategy is Strategy.NEWEST_BUILD}
     digests = {state.digest for name in ranked for state in repositories[name].values()}
     found = {digest: _created_times[digest] for digest in digests if digest in _created_times}
     images = schema.images.c
     unknown = sorted(digests - found.keys())
-    if unknown and _dialect(session) == "postgresql":  # one array parameter: no 500-value IN to compile
-        query = select(images.digest, images.created).where(images.digest == any_(bindparam("digests")))
-        found.update((digest, created) for digest, created in session.execute(query, {"digests": unknown}))
-        unknown = []
-    for chunk in _chunks(unknown):
-        query = select(images.digest, images.created).where(images.digest.in_(chunk))
+    for query in _by_digest(session, select(images.digest, images.created), images.digest, unknown):
         found.update((digest, created) for digest, created in session.execute(query))
     if len(_created_times) + len(found) > CREATED_LIMIT:
         _created_times.clear()
     _created_times.update(found)
+    said = schema.listed_images.c
+    unsaid = sorted(digests - found.keys())
+    listed = select(said.digest, said.created).where(said.registry_id == registry_id, said.created.is_not(None))
+    for query in _by_digest(session, listed, said.digest, unsaid):
+        found.update((digest, created) for digest, created in session.execute(query))
     return found
+
+
+def _by_digest(session: Session | Connection, query: Any, column: Any, digests: list[str]) -> Iterable[Any]:
+    """`query` limited to `digests`: one array parameter on PostgreSQL (no 500-value IN to compile), else
+    chunks of IN_CHUNK."""
+    if not digests:
+        return []
+    if _dialect(session) == "postgresql":
+        return [query.where(column == any_(bindparam("digests", digests)))]
+    return [query.where(column.in_(chunk)) for chunk in _chunks(digests)]
 
 
 def _dialect(session: Session | Connection) -> str:

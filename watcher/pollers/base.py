@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from watcher import errors
@@ -23,6 +23,7 @@ from watcher.registry.hostlimits import HostLimits
 from watcher.registry.reference import digest_problem, repository_problem, shown, tag_problem
 
 if TYPE_CHECKING:
+    from watcher.registry.imagemeta import SaidImage
     from watcher.registry.oci import OciClient
 
 TagFilter = Callable[[str], bool]
@@ -170,6 +171,13 @@ class Poller:
         `watcher.polling.images`), the same one its listing goes through; None where the provider lists
         through an SDK of its own."""
         return None
+
+    async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
+        """What the provider's own API says of the digests of `wanted` (digest -> a repository serving it):
+        its kind, platforms, size or build time, where it says them, from what its listing already read
+        (no request) or in a bounded number of requests. Nothing by default: an OCI registry says nothing
+        but its bytes (`watcher.registry.imagemeta`)."""
+        return []
 
     @property
     def requests(self) -> int:

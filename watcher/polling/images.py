@@ -21,16 +21,17 @@ from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from watcher import errors, schema
 from watcher.db import session_scope
 from watcher.outbox.events import ImageFacts
+from watcher.outbox.imagefacts import known_facts
 from watcher.pollers.base import Poller, gather_all
-from watcher.polling.saving import Listed, Target, image_facts, read_before
-from watcher.registry.imagemeta import ImageMeta, fetch
+from watcher.polling.saving import Listed, Target, read_before
+from watcher.registry.imagemeta import ImageMeta, SaidImage, fetch
 from watcher.registry.oci import OciClient
 from watcher.registry.reference import digest_problem, repository_problem, shown
 
@@ -82,12 +83,8 @@ def store(engine: Engine, metas: list[ImageMeta]) -> None:
         }
         for meta in metas
     ]
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     with engine.begin() as conn:
-        conn.execute(insert(schema.images).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
+        conn.execute(_insert(engine)(schema.images).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
 
 
 def facts_of(meta: ImageMeta) -> ImageFacts:
@@ -151,15 +148,20 @@ async def describe(
     poller: Poller, engine: Engine, target: Target, group: list[Listed], writer: Executor | None
 ) -> None:
     """Before `group` is committed: its stored rows read (on `writer`, the thread that commits it) and kept
-    on it, its new digests that `images` lacks fetched with the poll's own client and stored, and what is
-    known of its changes' digests kept on it for their events (`watcher.polling.saving`). Nothing when the
-    provider has no OCI client: the commit reads as it always did. A failure is the events' loss only."""
-    client = poller.manifest_client()
-    if client is None:
-        return
+    on it; its new digests that neither `images` nor this registry's `listed_images` know asked of the
+    provider's own API first (`Poller.said`, stored per registry), and those it says nothing of fetched with
+    the poll's own client and stored; what is known of its changes' digests kept on it for their events
+    (`watcher.polling.saving`). A failure is the events' loss only."""
     loop = asyncio.get_running_loop()
     wanted, facts = await loop.run_in_executor(writer, partial(_before, engine, target, group))
     if wanted:
+        said = [one for one in await poller.said(wanted) if one.digest in wanted]
+        if said:
+            await loop.run_in_executor(writer, store_said, engine, target.registry_id, said)
+            facts |= {one.digest: ImageFacts.of(one.created, one.platforms, None) for one in said}
+            wanted = {digest: repo for digest, repo in wanted.items() if digest not in facts}
+    client = poller.manifest_client()
+    if wanted and client is not None:
         read, _ = await fetch_all(client, target.key, wanted, poller.limits.max_concurrency)
         await loop.run_in_executor(writer, store, engine, read)
         facts |= {meta.digest: facts_of(meta) for meta in read}
@@ -167,12 +169,44 @@ async def describe(
         item.images = facts
 
 
+def store_said(engine: Engine, registry_id: int, said: list[SaidImage]) -> None:
+    """What the registry's provider said of these digests, in one statement, for that registry alone; a
+    digest it said before keeps what was stored (the same listing says the same)."""
+    if not said:
+        return
+    now = schema.utcnow()
+    rows = [
+        {
+            "registry_id": registry_id,
+            "digest": one.digest,
+            "kind": one.kind,
+            "platforms": one.platforms,
+            "created": one.created,
+            "size": one.size,
+            "said_at": now,
+        }
+        for one in said
+    ]
+    with engine.begin() as conn:
+        conn.execute(_insert(engine)(schema.listed_images).values(rows).on_conflict_do_nothing())
+
+
+def _insert(engine: Engine) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert
+
+
 def _before(engine: Engine, target: Target, group: list[Listed]) -> tuple[dict[str, str], dict[str, ImageFacts]]:
-    """The group's rows and changes (`saving.read_before`), what `images` holds of its changes' digests, and
-    the new digests it lacks (at most MAX_PER_GROUP) with a repository serving each."""
+    """The group's rows and changes (`saving.read_before`), what is known of its changes' digests
+    (`watcher.outbox.imagefacts`), and the new digests nothing is known of (at most MAX_PER_GROUP) with a
+    repository serving each."""
     with session_scope(engine) as session:
         new = read_before(session, target, group)
         digests = {change.digest for item in group if item.before for change in item.before.changes}
-        facts = image_facts(session, digests)
+        facts = known_facts(session, target.registry_id, digests)
     wanted = {digest: repo for digest, repo in sorted(new.items()) if digest not in facts}
     return dict(list(wanted.items())[:MAX_PER_GROUP]), facts

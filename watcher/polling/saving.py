@@ -35,6 +35,7 @@ from watcher.diff import Change, ChangeKind, TagState
 from watcher.errors import StateError
 from watcher.models import Event, Registry, Repository, Tag, utcnow
 from watcher.outbox.events import NO_IMAGE, ImageFacts, event_rows, new_event
+from watcher.outbox.imagefacts import known_facts
 from watcher.policies.evaluation import reevaluate
 from watcher.polling.bulk import insert_rows, update_rows
 from watcher.polling.snapshot import IN_CHUNK, Stored, TagRow, stored_rows
@@ -42,7 +43,6 @@ from watcher.read import counters, pollmetrics
 from watcher.registrations.keys import registry_key
 from watcher.registrations.scope import Scope
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
-from watcher.schema import images as IMAGES
 
 TAGS = cast(Table, Tag.__table__)
 REPOSITORIES = cast(Table, Repository.__table__)
@@ -155,7 +155,7 @@ def write_changes(session: Session, target: Target, group: list[Listed]) -> list
     new = sorted((item for item in group if item.stored is None and item.tags), key=lambda item: item.name)
     _claim(session, stored)  # from here on, rows read before the transaction are the rows (see above)
     compared = _compared(session, target, stored, new)
-    facts = _facts(session, group, [c.digest for item in group for c in compared[item.name].changes])
+    facts = _facts(session, target, group, [c.digest for item in group for c in compared[item.name].changes])
     writes = Writes()
     saved: list[Saved] = []
     for item in stored:
@@ -211,25 +211,15 @@ def _compared(session: Session, target: Target, stored: list[Listed], new: list[
     return found
 
 
-def _facts(session: Session, group: list[Listed], digests: list[str]) -> Mapping[str, ImageFacts]:
-    """What `images` holds of `digests`: as `describe` read it for the group, else in one query (a chunk)."""
+def _facts(session: Session, target: Target, group: list[Listed], digests: list[str]) -> Mapping[str, ImageFacts]:
+    """What is known of `digests`' images: as `describe` read it for the group, else in one lookup
+    (`watcher.outbox.imagefacts`)."""
     if not digests:
         return {}
     described = {id(item.images): item.images for item in group if item.images is not None}
     if len(described) == 1 and all(item.images is not None for item in group):
         return next(iter(described.values()))  # `describe` gives the whole group one mapping
-    return image_facts(session, digests)
-
-
-def image_facts(session: Session, digests: Iterable[str]) -> dict[str, ImageFacts]:
-    """The `images` rows of these digests, as what their events say (`ImageFacts`)."""
-    wanted = sorted(set(digests))
-    found: dict[str, ImageFacts] = {}
-    columns = (IMAGES.c.digest, IMAGES.c.created, IMAGES.c.platforms, IMAGES.c.annotations)
-    for start in range(0, len(wanted), IN_CHUNK):
-        rows = session.execute(select(*columns).where(IMAGES.c.digest.in_(wanted[start : start + IN_CHUNK])))
-        found |= {digest: ImageFacts.of(created, platforms, notes) for digest, created, platforms, notes in rows}
-    return found
+    return known_facts(session, target.registry_id, digests)
 
 
 def _select(session: Session, target: Target, group: list[Listed], saved: list[Saved], now: Any) -> None:

@@ -45,6 +45,7 @@ from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 from watcher.schema import api_tokens as API_TOKENS
 from watcher.schema import events as EVENTS
 from watcher.schema import images as IMAGES
+from watcher.schema import listed_images as LISTED_IMAGES
 from watcher.schema import poll_runs as POLL_RUNS
 from watcher.schema import registries as REGISTRIES
 from watcher.schema import repositories as REPOSITORIES
@@ -465,9 +466,13 @@ def images_page(
         query = query.where(func.lower(tag.name).contains(q.lower(), autoescape=True))
     sort: tuple[Any, ...]
     if order == "created":
-        built_by = IMAGES.alias("built_by")
-        built = func.coalesce(built_by.c.created, tag.pushed_at, EPOCH)
-        query = query.add_columns(built.label("built")).outerjoin(built_by, built_by.c.digest == tag.digest)
+        built_by, said_by = IMAGES.alias("built_by"), LISTED_IMAGES.alias("said_by")
+        built = func.coalesce(built_by.c.created, said_by.c.created, tag.pushed_at, EPOCH)
+        query = (
+            query.add_columns(built.label("built"))
+            .outerjoin(built_by, built_by.c.digest == tag.digest)
+            .outerjoin(said_by, and_(said_by.c.registry_id == row.id, said_by.c.digest == tag.digest))
+        )
         sort = (built.desc(), pushed.desc(), tag.name.desc(), tag.id.desc())
         if cursor:
             after = decode_cursor(cursor, _moment, _moment, _text, _whole)
@@ -483,13 +488,22 @@ def images_page(
             repo_name, tag_name = decode_cursor(cursor, _text, _text)
             query = query.where(or_(repo.name > repo_name, and_(repo.name == repo_name, tag.name > tag_name)))
     page = query.order_by(*sort).limit(limit + 1).subquery("page")
-    image = IMAGES.c
+    image, said = IMAGES.c, LISTED_IMAGES.c
     # the same order again, on the page's own columns: `key` names them, the cursor is their values
     key = {"created": ("built", "pushed", "tag", "id"), "pushed_at": ("pushed", "id")}.get(order, ("repository", "tag"))
     resort = [page.c[name] if order == "name" else page.c[name].desc() for name in key]
+    # the verified row first (`images`), each of its empty facts from what this registry's provider said
     joined = (
-        select(page, image.kind, image.platforms, image.created, image.size, image.annotations)
+        select(
+            page,
+            func.coalesce(image.kind, said.kind).label("kind"),
+            func.coalesce(image.platforms, said.platforms).label("platforms"),
+            func.coalesce(image.created, said.created).label("created"),
+            func.coalesce(image.size, said.size).label("size"),
+            image.annotations,
+        )
         .outerjoin(IMAGES, image.digest == page.c.digest)
+        .outerjoin(LISTED_IMAGES, and_(said.registry_id == row.id, said.digest == page.c.digest))
         .order_by(*resort)
     )
     rows = reader.execute(joined).all()
@@ -499,8 +513,9 @@ def images_page(
 
 
 def _image(registry: str, host: str, row: Any) -> Image:
-    """A row of `images_page` as an Image: the metadata's columns are all None when its digest is not read."""
-    if row.kind is None:
+    """A row of `images_page` as an Image: the metadata's columns are all None when nothing is known of its
+    digest (a provider may say some facts and not others)."""
+    if row.kind is None and row.created is None and row.platforms is None and row.size is None:
         return Image(registry, row.repository, row.tag, row.digest, row.pushed_at, host)
     return Image(
         registry,

@@ -72,6 +72,19 @@ class ImageMeta:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SaidImage:
+    """What a provider's own API says of a digest one registry lists (`Poller.said`), each field None where it
+    says nothing. Not verified against the digest: stored per registry (`watcher.schema.listed_images`) and
+    believed for that registry alone. `created` is the image's build time, never a push time."""
+
+    digest: str
+    kind: str | None = None  # image | index | artifact
+    platforms: list[dict[str, str | None]] | None = None
+    created: datetime | None = None
+    size: int | None = None
+
+
 def verify(data: bytes, digest: str, what: str) -> None:
     """`data` hashes to `digest`, or DigestMismatch; a digest whose algorithm cannot be checked here is refused."""
     algorithm, _, encoded = digest.partition(":")
