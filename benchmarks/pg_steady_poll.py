@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             path.write_text(json.dumps({"registries": entries}))
             env = {**st.env, "WATCHER_LISTEN": "off"}
             watcher_cli(env, "registry", "apply", "-f", str(path), "--no-verify")
+            if args.history:
+                seed_history(st.url, args.history)
             trees = {"after": ROOT} | ({"before": args.before.resolve()} if args.before else {})
             results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
             for turn in range(args.rounds):
@@ -81,12 +83,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"machine: {machine()}")
             print(
                 f"{args.registries} registries x {REPOSITORIES} repositories x {TAGS} tags, PostgreSQL, "
-                f"{args.rounds} turns of every registry polled steady once (batches of {args.batch})"
+                f"{args.rounds} turns of every registry polled steady once (batches of {args.batch}), "
+                f"{args.history:g} h of poll history seeded"
             )
             report(results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def seed_history(url: str, hours: float) -> None:
+    """Every registry's poll history: one finished run a minute for `hours` before now (a deployment that
+    has run a while; the default `WATCHER_POLL_HISTORY_DAYS` keeps 30 days of it)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO poll_runs (registry_id, started_at, finished_at, outcome, error, repositories, tags, events,"
+            " requests, ignored, trigger) SELECT r.id, now() at time zone 'utc' - g * interval '1 minute',"
+            " now() at time zone 'utc' - g * interval '1 minute', 'ok', '', 10, 30, 0, 11, 0, 'schedule'"
+            " FROM registries r, generate_series(%s, 1, -1) g ORDER BY g DESC, r.id",
+            (int(hours * 60),),
+        )
+        conn.execute("ANALYZE poll_runs")
 
 
 def child(tree: Path, env: dict[str, str], args: argparse.Namespace, *, trace: bool) -> dict[str, float]:
@@ -249,6 +268,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=17, help="registries a tick claims (1,000 a minute: ~17)")
     parser.add_argument("--before", type=Path, help="another checkout (its root) to measure side by side")
     parser.add_argument("--trace", action="store_true", help="print one steady poll's SQL")
+    parser.add_argument("--history", type=float, default=0, help="hours of one-minute runs seeded per registry")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from tests.conftest import Watcher
 from tests.support.polls import set_row, wait_for
+from tests.support.sqlcount import sent
 from watcher.db import session_scope
 from watcher.models import Registry
 from watcher.polling.scheduler import EPOCH, PARK, claim_due, next_slot, phase_of
@@ -46,6 +47,19 @@ def test_a_due_registry_is_claimed_once(watcher: Watcher) -> None:
     with session_scope(watcher.engine) as session:
         slots = dict(session.execute(select(Registry.name, Registry.next_poll_at)).all())
     assert slots == {"fast": fast + timedelta(seconds=10), "slow": next_slot(3600, T0, phase_of("slow", 3600))}
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_tick_claims_its_registries_in_one_transaction_one_statement_each(watcher: Watcher) -> None:
+    """A commit is most of what a claim costs the database server, and a thousand registries a minute are a
+    thousand claims: the tick reads what is due (one transaction), then claims it all in one more."""
+    for name in ("a", "b", "c"):
+        _save(watcher, name, 10, T0)
+    with sent(watcher.engine) as seen:
+        assert sorted(claim_due(watcher.engine, T0)) == ["a", "b", "c"]
+    assert seen.commits == 2
+    # what is due, the workspaces' limits and holds; then the claims
+    assert seen.verbs() == ["SELECT"] * 3 + ["UPDATE registries"] * 3
 
 
 def start_polls(watcher: Watcher, *names: str) -> None:
