@@ -1,9 +1,9 @@
 """What a steady poll (nothing changed) costs PostgreSQL: statements, transactions, rows written, and the
-server's CPU, against the same measurement of another checkout of watcher in the same run.
+server's CPU, against the same measurement of other checkouts of watcher in the same run.
 
 One real registry (CNCF Distribution) holds `--registries` x 10 repositories x 3 tags; each watcher registry
 watches its own 10 by literal name, every minute, in one PostgreSQL database. Every registry takes its
-baseline, then each checkout (this one, and `--before`, e.g. an export of `main`) runs in a process of its
+baseline, then each checkout (this one, and each `--tree NAME=PATH`, e.g. an export of `main`) runs in a process of its
 own, in turns, `--rounds` times: every registry polled once more as `watcher run`'s pool would, in batches
 of `--batch` (a tick's share at 1,000 registries a minute: its slot falls due, the tick
 `scheduler.claim_due` claims it, then `poll.poll` polls it, one after the other in one process). Nothing
@@ -19,7 +19,7 @@ prints one steady poll's SQL, transaction by transaction.
 Run from the repository root (~1-2 minutes at 100 registries):
 
     git archive main | tar -x -C /tmp/watcher-before
-    .venv/bin/python -m benchmarks.pg_steady_poll --before /tmp/watcher-before
+    .venv/bin/python -m benchmarks.pg_steady_poll --tree before=/tmp/watcher-before
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             watcher_cli(env, "registry", "apply", "-f", str(path), "--no-verify")
             if args.history:
                 seed_history(st.url, args.history)
-            trees = {"after": ROOT} | ({"before": args.before.resolve()} if args.before else {})
+            trees = {"this": ROOT} | {name: Path(path).resolve() for name, path in (t.split("=", 1) for t in args.tree)}
             results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
             for turn in range(args.rounds):
                 for name, tree in trees.items() if turn % 2 == 0 else reversed(trees.items()):
@@ -137,14 +137,20 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
         ("rows updated", "tup_updated"),
         ("rows deleted", "tup_deleted"),
         ("PostgreSQL backends' CPU ms", "server_ms"),
+        ("WAL writer CPU ms (whole server)", "wal_ms"),
         ("watcher process CPU ms", "client_ms"),
     ]
     names = list(results)
-    print(f"{'per steady poll (median of turns)':36}" + "".join(f"{n:>12}" for n in names) + "     after/before")
+    others = names[1:]
+    print(
+        f"{'per steady poll (median of turns)':36}"
+        + "".join(f"{n:>12}" for n in names)
+        + "".join(f"{'this/' + n:>14}" for n in others)
+    )
     for label, key in rows:
         values = [statistics.median(turn[key] for turn in results[n]) for n in names]
-        ratio = f"{values[0] / values[1]:10.2f}" if len(values) == 2 and values[1] else ""
-        print(f"{label:36}" + "".join(f"{v:12.2f}" for v in values) + f"     {ratio}")
+        ratios = "".join(f"{values[0] / v:14.2f}" if v else f"{'-':>14}" for v in values[1:])
+        print(f"{label:36}" + "".join(f"{v:12.2f}" for v in values) + ratios)
     print("watcher from: " + ", ".join(f"{n} {results[n][0]['tree']}" for n in names if results[n]))
 
 
@@ -216,16 +222,17 @@ def steady(args: argparse.Namespace) -> None:
         return bool(ping(dbapi_connection))
 
     engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
-    cpu = time.process_time()
+    cpu, wal_before = time.process_time(), walwriter_cpu(admin)
     polls = turn()
     client_cpu = time.process_time() - cpu
     backends = backend_pids(admin, database)
     server_cpu = sum(process_cpu(pid) for pid in backends)
+    wal_cpu = walwriter_cpu(admin) - wal_before
     if args.trace:
         tracing.append("(start)")
         due_now([keys[0]])
-        for key in scheduler.claim_due(engine, utcnow()):
-            poll(key, trigger="schedule")
+        claimed = scheduler.claim_due(engine, utcnow())  # (others whose slot came are claimed too)
+        poll(claimed[0], trigger="schedule")
         print("\n".join(tracing[1:]))
     engine.dispose()
     setup_transactions = -(-len(keys) // args.batch) + (1 if args.trace else 0)
@@ -238,7 +245,17 @@ def steady(args: argparse.Namespace) -> None:
     per |= {k: stats[k] / polls for k in STATS}
     per["xacts"] = (stats["xact_commit"] + stats["xact_rollback"]) / polls
     per |= {"server_ms": 1000 * server_cpu / polls, "client_ms": 1000 * client_cpu / polls, "polls": polls}
+    per["wal_ms"] = 1000 * wal_cpu / polls
     print(json.dumps(per | {"tree": str(Path(watcher.__file__).parent.parent)}))
+
+
+def walwriter_cpu(admin: Any) -> float:
+    """The WAL writer's CPU so far (the server's, for every database: other work on it counts too)."""
+    from benchmarks.poll_speed import process_cpu
+
+    with admin.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
+        return sum(process_cpu(pid) for (pid,) in cur.fetchall())
 
 
 def backend_pids(admin: Any, database: str | None) -> list[int]:
@@ -266,7 +283,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--registries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="turns of each checkout")
     parser.add_argument("--batch", type=int, default=17, help="registries a tick claims (1,000 a minute: ~17)")
-    parser.add_argument("--before", type=Path, help="another checkout (its root) to measure side by side")
+    parser.add_argument(
+        "--tree", action="append", default=[], metavar="NAME=PATH", help="another checkout to measure side by side"
+    )
     parser.add_argument("--trace", action="store_true", help="print one steady poll's SQL")
     parser.add_argument("--history", type=float, default=0, help="hours of one-minute runs seeded per registry")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
