@@ -58,8 +58,9 @@ def test_a_tick_claims_its_registries_in_one_transaction_one_statement_each(watc
     with sent(watcher.engine) as seen:
         assert sorted(claim_due(watcher.engine, T0)) == ["a", "b", "c"]
     assert seen.commits == 2
+    not_flushed = ["SET"] if watcher.engine.dialect.name == "postgresql" else []  # `bookkeeping`: no WAL wait
     # what is due, the workspaces' limits and holds; then the claims
-    assert seen.verbs() == ["SELECT"] * 3 + ["UPDATE registries"] * 3
+    assert seen.verbs() == ["SELECT"] * 3 + not_flushed + ["UPDATE registries"] * 3
 
 
 def start_polls(watcher: Watcher, *names: str) -> None:

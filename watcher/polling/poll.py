@@ -103,7 +103,7 @@ def poll(
     owner = owner or leases.new_owner()
     started = time.monotonic()
     with stop_on_signals(stop) as stop_event:
-        with session_scope(engine) as session:
+        with session_scope(engine, bookkeeping=True) as session:
             row = find(session, name)
             poll_id = PollId(row.id, name, row.provider, run_id=0, owner=owner, started=started)
             claimed = leases.claim(session, row.id, owner)
@@ -286,8 +286,9 @@ def _finish(
     if tally.first_error is not None and not tally.done and len(tally.failures) == tally.total:
         error = str(tally.first_error)  # every repository failed: the registry's failure, as from its catalog
     outcome = "failed" if result.failures else "ok"
-    with session_scope(engine) as session:
-        if not result.failures and baseline:
+    baselined = not result.failures and baseline
+    with session_scope(engine, bookkeeping=not baselined) as session:  # its events were committed durably
+        if baselined:
             session.execute(update(Registry).where(Registry.id == poll_id.registry_id).values(baselined=True))
         codes = poller.codes + elsewhere.codes
         counters.add(session, pollmetrics.finished(spec.key, spec.provider, outcome, result.seconds, codes))

@@ -115,7 +115,7 @@ def claim_due(
         if d.due_since is not None:  # lost: it holds nothing any more
             held[d.workspace_id] = max(0, held.get(d.workspace_id, 0) - 1)
     try:
-        with session_scope(engine) as session:
+        with session_scope(engine, bookkeeping=True) as session:
             claimed, broken = _claim_all(session, waiting, ready, now, room, dict(held), limits)
     except Exception:  # the database failed the tick's transaction: each registry in a transaction of its own
         return _claim_apart(engine, waiting, ready, now, room, held, limits)
