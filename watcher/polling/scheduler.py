@@ -25,7 +25,7 @@ A tick claims its registries in one transaction, one compare-and-set UPDATE each
 read (a commit is most of what a claim costs the database server, and a minute of a thousand registries is
 a thousand claims). A row whose next slot cannot be computed (an interval that cannot be scheduled) is
 logged once and set aside for `PARK` without stopping the others; if the database fails the tick's
-transaction (a deadlock with another tick, a value it cannot give back), the tick claims again with every
+transaction (a deadlock with another tick, a row it cannot update), the tick claims again with every
 registry in a transaction of its own, so one broken row never keeps the tick from dispatching the others.
 """
 
@@ -114,83 +114,56 @@ def claim_due(
     for d in ready:
         if d.due_since is not None:  # lost: it holds nothing any more
             held[d.workspace_id] = max(0, held.get(d.workspace_id, 0) - 1)
+    broken: list[tuple[Due, Exception]] = []
+
+    def in_the_tick(d: Due, dispatch: bool, limit: int | None) -> Claim | None:
+        try:
+            return _claim_slot(claims, d, now, dispatch=dispatch, limit=limit)
+        except ValueError as exc:  # its next slot cannot be computed: set aside once the claims commit
+            broken.append((d, exc))
+            return None
+
+    def apart(d: Due, dispatch: bool, limit: int | None) -> Claim | None:
+        try:
+            with session_scope(engine) as own:
+                return _claim_slot(own, d, now, dispatch=dispatch, limit=limit)
+        except Exception as exc:
+            _park(engine, d, now, exc)
+            return None
+
     try:
-        with session_scope(engine, bookkeeping=True) as session:
-            claimed, broken = _claim_all(session, waiting, ready, now, room, dict(held), limits)
+        with session_scope(engine, bookkeeping=True) as claims:
+            claimed = _claims(waiting, ready, room, dict(held), limits, in_the_tick)
     except Exception:  # the database failed the tick's transaction: each registry in a transaction of its own
-        return _claim_apart(engine, waiting, ready, now, room, held, limits)
+        return _claims(waiting, ready, room, held, limits, apart)
     for d, exc in broken:
         _park(engine, d, now, exc)
     return claimed
 
 
-def _claim_all(
-    session: Session,
+def _claims(
     waiting: list[Due],
     ready: list[Due],
-    now: datetime,
     room: int | None,
     held: dict[int, int],
     limits: dict[int, int],
-) -> tuple[list[str], list[tuple[Due, Exception]]]:
-    """Every claim of a tick in `session`: the keys dispatched, and the registries whose next slot cannot be
-    computed (to be set aside once the claims are committed)."""
-    broken: list[tuple[Due, Exception]] = []
+    claim: Callable[[Due, bool, int | None], Claim | None],
+) -> list[str]:
+    """Move the slots of the polls still waiting, then dispatch the ready ones in turns, at most `room`;
+    the keys dispatched. `claim(due, dispatch, limit)` claims one (None: it could not be)."""
     for d in waiting:
-        try:
-            _claim_slot(session, d, now, dispatch=False)
-        except ValueError as exc:
-            broken.append((d, exc))
+        claim(d, False, None)
     claimed: list[str] = []
     for d in _turns(ready, held, limits):
         if room is not None and len(claimed) >= room:
             break  # the others stay due (and counted as lag) until the pool has room
-        try:
-            outcome = _claim_slot(session, d, now, dispatch=True, limit=limits.get(d.workspace_id))
-        except ValueError as exc:
-            broken.append((d, exc))
-            continue
-        _count(outcome, d, claimed, held, limits)
-    return claimed, broken
-
-
-def _claim_apart(
-    engine: Engine,
-    waiting: list[Due],
-    ready: list[Due],
-    now: datetime,
-    room: int | None,
-    held: dict[int, int],
-    limits: dict[int, int],
-) -> list[str]:
-    """The tick's claims, each registry in a transaction of its own: a row the database cannot handle is set
-    aside, never in the way of the others."""
-    for d in waiting:
-        try:
-            with session_scope(engine) as session:
-                _claim_slot(session, d, now, dispatch=False)
-        except Exception as exc:
-            _park(engine, d, now, exc)
-    claimed: list[str] = []
-    for d in _turns(ready, held, limits):
-        if room is not None and len(claimed) >= room:
-            break
-        try:
-            with session_scope(engine) as session:
-                outcome = _claim_slot(session, d, now, dispatch=True, limit=limits.get(d.workspace_id))
-        except Exception as exc:
-            _park(engine, d, now, exc)
-            continue
-        _count(outcome, d, claimed, held, limits)
+        outcome = claim(d, True, limits.get(d.workspace_id))
+        if outcome is Claim.DISPATCHED:
+            claimed.append(d.key)
+            held[d.workspace_id] = held.get(d.workspace_id, 0) + 1
+        elif outcome is Claim.FULL:  # another tick dispatched meanwhile
+            held[d.workspace_id] = limits[d.workspace_id]
     return claimed
-
-
-def _count(outcome: Claim, d: Due, claimed: list[str], held: dict[int, int], limits: dict[int, int]) -> None:
-    if outcome is Claim.DISPATCHED:
-        claimed.append(d.key)
-        held[d.workspace_id] = held.get(d.workspace_id, 0) + 1
-    elif outcome is Claim.FULL:  # another tick dispatched meanwhile
-        held[d.workspace_id] = limits[d.workspace_id]
 
 
 def _shares(session: Session, ids: set[int], now: datetime) -> tuple[dict[int, int], dict[int, int]]:
