@@ -172,10 +172,20 @@ def read_scope(engine: Engine | None = None) -> Iterator[Connection]:
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session whose work commits on success and rolls back on any error."""
+def session_scope(engine: Engine | None = None, *, bookkeeping: bool = False) -> Iterator[Session]:
+    """A session whose work commits on success and rolls back on any error.
+
+    `bookkeeping`: the transaction writes only what a crash of the database server may lose without harm
+    (a tick's claims, a steady poll's lease, run and counters: lost, the registry is due again and the run
+    reads as abandoned), so on PostgreSQL its commit does not wait for the WAL to reach the disk
+    (`synchronous_commit = off` for it alone; the WAL writer flushes it within a fraction of a second, and
+    any later durable commit flushes it first). The flush was most of what such a commit cost the server.
+    It stays atomic, and every other session sees it at once; a snapshot's or an event's commit never is
+    one."""
     from sqlalchemy.orm import sessionmaker
 
     factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
     with factory() as session, session.begin():
+        if bookkeeping and session.get_bind().dialect.name == "postgresql":
+            session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         yield session

@@ -181,3 +181,29 @@ def test_runs_from_before_0007_read_as_scheduled_registry_polls(tmp_path: Path) 
             schema.up("0007")
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_poll_forgets_its_registrys_oldest_finished_runs_past_the_history_days(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str
+) -> None:
+    """A few of the oldest at a time (never a scan of a month of runs on every poll), more than a poll adds;
+    a run still `running` is not history yet."""
+    baselined(watcher, registry, unique_repo)
+    long_ago = utcnow() - timedelta(days=31)
+    with session_scope(watcher.engine) as session:
+        registry_id = registries.find(session, "r1").id
+        old = [
+            PollRun(registry_id=registry_id, started_at=long_ago, finished_at=long_ago, outcome="ok") for _ in range(20)
+        ]
+        open_run = PollRun(registry_id=registry_id, started_at=long_ago, listed_repositories=[unique_repo])
+        session.add_all([*old, open_run])
+        session.flush()
+        old_ids, open_id = {run.id for run in old}, open_run.id
+    polling.poll("r1")
+    left = {run.id for run in runs_of(watcher, "r1")}
+    assert len(left & old_ids) == 20 - (runs.PRUNE_AT_ONCE - 1)  # the baseline's run is among the oldest
+    polling.poll("r1")
+    left = {run.id for run in runs_of(watcher, "r1")}
+    assert not left & old_ids and open_id in left
+    assert len(left) == 4  # the baseline's, the two polls', and the one running

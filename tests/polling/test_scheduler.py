@@ -7,15 +7,19 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Watcher
 from tests.support.polls import set_row, wait_for
+from tests.support.sqlcount import sent
 from watcher.db import session_scope
 from watcher.models import Registry
+from watcher.polling import scheduler
 from watcher.polling.scheduler import EPOCH, PARK, claim_due, next_slot, phase_of
 from watcher.registrations import store as registries
 from watcher.registrations.spec import RegistrySpec
@@ -46,6 +50,41 @@ def test_a_due_registry_is_claimed_once(watcher: Watcher) -> None:
     with session_scope(watcher.engine) as session:
         slots = dict(session.execute(select(Registry.name, Registry.next_poll_at)).all())
     assert slots == {"fast": fast + timedelta(seconds=10), "slow": next_slot(3600, T0, phase_of("slow", 3600))}
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
+def test_a_tick_claims_its_registries_in_one_transaction_one_statement_each(watcher: Watcher) -> None:
+    """A commit is most of what a claim costs the database server, and a thousand registries a minute are a
+    thousand claims: the tick reads what is due (one transaction), then claims it all in one more."""
+    for name in ("a", "b", "c"):
+        _save(watcher, name, 10, T0)
+    with sent(watcher.engine) as seen:
+        assert sorted(claim_due(watcher.engine, T0)) == ["a", "b", "c"]
+    assert seen.commits == 2
+    not_flushed = ["SET"] if watcher.engine.dialect.name == "postgresql" else []  # `bookkeeping`: no WAL wait
+    # what is due, the workspaces' limits and holds; then the claims
+    assert seen.verbs() == ["SELECT"] * 3 + not_flushed + ["UPDATE registries"] * 3
+
+
+def test_a_claim_the_database_refuses_fails_the_ticks_transaction_then_only_itself(
+    watcher: Watcher, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One statement the database refuses rolls the tick's claims back: claimed again one transaction each,
+    the refused registry is set aside and the others are dispatched."""
+    for name in ("a", "refused", "c"):
+        _save(watcher, name, 10, T0)
+    claim_slot = scheduler._claim_slot
+
+    def refusing(session: Any, due: scheduler.Due, now: datetime, **options: Any) -> scheduler.Claim:
+        if due.key == "refused":
+            raise OperationalError("UPDATE registries", {}, Exception("canceling statement due to lock timeout"))
+        return claim_slot(session, due, now, **options)
+
+    monkeypatch.setattr(scheduler, "_claim_slot", refusing)
+    with caplog.at_level(logging.ERROR, logger="watcher"):
+        assert sorted(claim_due(watcher.engine, T0)) == ["a", "c"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "watcher"]
+    assert line.startswith("registry 'refused': not polled: its schedule cannot be computed (")
 
 
 def start_polls(watcher: Watcher, *names: str) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import Enum
 from types import TracebackType
 from typing import Self
 
@@ -39,17 +40,33 @@ def new_owner() -> str:
     return holder.token()
 
 
-def claim(session: Session, registry_id: int, owner: str) -> bool:
-    """Take the registry if it is free, its lease lapsed or its holder is known dead; False if another
+class Claimed(Enum):
+    """How a poll came to hold the registry."""
+
+    #: nobody held it: the last poll gave it back in the transaction that closed its run
+    FREE = "free"
+    #: its lease had lapsed, or its holder is known dead: that poll's run may still be `running`
+    TAKEN_OVER = "taken over"
+
+
+def claim(session: Session, registry_id: int, owner: str) -> Claimed | None:
+    """Take the registry if it is free, its lease lapsed or its holder is known dead; None if another
     poll holds it. A poll that starts is no longer waiting: the slot the tick dispatched it for
     (`due_since`) is cleared."""
     now = utcnow()
-    if _take(session, registry_id, owner, or_(Registry.lease_until.is_(None), Registry.lease_until < now)):
-        return True
+    if _take(session, registry_id, owner, Registry.lease_owner.is_(None) & _lapsed(now)):
+        return Claimed.FREE  # a steady poll's one statement
+    if _take(session, registry_id, owner, _lapsed(now)):
+        return Claimed.TAKEN_OVER
     held_by = session.scalar(select(Registry.lease_owner).where(Registry.id == registry_id))
     if held_by is None or not holder.known_dead(held_by):
-        return False
-    return _take(session, registry_id, owner, Registry.lease_owner == held_by)  # unless taken meanwhile
+        return None
+    taken = _take(session, registry_id, owner, Registry.lease_owner == held_by)  # unless taken meanwhile
+    return Claimed.TAKEN_OVER if taken else None
+
+
+def _lapsed(now: datetime) -> ColumnElement[bool]:
+    return or_(Registry.lease_until.is_(None), Registry.lease_until < now)
 
 
 def _take(session: Session, registry_id: int, owner: str, free: ColumnElement[bool]) -> bool:

@@ -33,7 +33,7 @@ from watcher.pollers.base import Poller
 from watcher.polling import fanout, leases, pipeline, runs, saving
 from watcher.polling.pipeline import PollTally
 from watcher.polling.saving import Listed, Saved, Target
-from watcher.polling.snapshot import Stored, drop_out_of_scope, stored_repositories
+from watcher.polling.snapshot import Stored, drop_repositories, out_of_scope, stored_repositories
 from watcher.read import counters, pollmetrics
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec, format_interval
@@ -103,20 +103,22 @@ def poll(
     owner = owner or leases.new_owner()
     started = time.monotonic()
     with stop_on_signals(stop) as stop_event:
-        with session_scope(engine) as session:
+        with session_scope(engine, bookkeeping=True) as session:
             row = find(session, name)
             poll_id = PollId(row.id, name, row.provider, run_id=0, owner=owner, started=started)
-            if not leases.claim(session, row.id, owner):
+            claimed = leases.claim(session, row.id, owner)
+            if claimed is None:
                 raise Busy(f"registry {name!r} is being polled by another worker")
-            poll_id.run_id = runs.start(session, row.id, trigger)
+            poll_id.run_id = runs.start(session, row.id, trigger, taken_over=claimed is leases.Claimed.TAKEN_OVER)
             baselined = row.baselined
+            stored = stored_repositories(session, row.id)  # in the claim's transaction: no other to read it
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []
             tally = PollTally()
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
                 target = Target.of(row, spec.url, Scope.from_options(spec.options), baselined or spec.emit_existing)
-                _bounded_poll(engine, spec, target, stop_event, made, tally, poll_id, dispatch)
+                _bounded_poll(RegistryStore(engine, target, stored), spec, stop_event, made, tally, poll_id, dispatch)
             except BaseException as exc:
                 _say_what_was_saved(exc, tally)
                 codes = (made[0].codes if made else Counter()) + tally.elsewhere.codes
@@ -148,9 +150,8 @@ class PollId:
 
 
 def _bounded_poll(
-    engine: Engine,
+    store: RegistryStore,
     spec: RegistrySpec,
-    target: Target,
     stop: threading.Event,
     made: list[Poller],
     tally: PollTally,
@@ -159,6 +160,7 @@ def _bounded_poll(
 ) -> None:
     """The pipeline to its deadline or a stop request; then the writer thread is waited for (and the chunks
     of a split poll closed), so `tally` says exactly what was committed, whichever way the poll ended."""
+    engine, target = store.engine, store.target
     seconds = spec.poll_timeout()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-writer")
     split = None
@@ -167,7 +169,7 @@ def _bounded_poll(
         split = fanout.Coordinator(engine, target, poll_id.run_id, poll_id.owner, dispatch, writer, tally, deadline)
     try:
         run_bounded(
-            lambda: _run(spec, made, RegistryStore(engine, target), writer, tally, split),
+            lambda: _run(spec, made, store, writer, tally, split),
             seconds=seconds,
             stop=stop,
             deadline_message=f"the poll exceeded its {_duration(seconds)} deadline (--poll-timeout)",
@@ -206,11 +208,20 @@ class RegistryStore:
 
     engine: Engine
     target: Target
+    #: the stored repositories, as read in the transaction that claimed the registry (None: read them here)
+    claimed: dict[str, Stored] | None = None
 
     def stored(self) -> dict[str, Stored]:
-        with session_scope(self.engine) as session:
-            drop_out_of_scope(session, self.target.registry_id, self.target.scope)
-            return stored_repositories(session, self.target.registry_id)
+        found, self.claimed = self.claimed, None
+        if found is None:
+            with session_scope(self.engine) as session:
+                found = stored_repositories(session, self.target.registry_id)
+        unwanted = out_of_scope(found, self.target.scope)
+        if unwanted:
+            with session_scope(self.engine) as session:
+                drop_repositories(session, self.target.registry_id, unwanted)
+        dropped = set(unwanted)
+        return {name: stored for name, stored in found.items() if name not in dropped}
 
     def save(self, group: list[Listed]) -> list[Saved]:
         return saving.save(self.engine, self.target, group)
@@ -275,8 +286,9 @@ def _finish(
     if tally.first_error is not None and not tally.done and len(tally.failures) == tally.total:
         error = str(tally.first_error)  # every repository failed: the registry's failure, as from its catalog
     outcome = "failed" if result.failures else "ok"
-    with session_scope(engine) as session:
-        if not result.failures and baseline:
+    baselined = not result.failures and baseline
+    with session_scope(engine, bookkeeping=not baselined) as session:  # its events were committed durably
+        if baselined:
             session.execute(update(Registry).where(Registry.id == poll_id.registry_id).values(baselined=True))
         codes = poller.codes + elsewhere.codes
         counters.add(session, pollmetrics.finished(spec.key, spec.provider, outcome, result.seconds, codes))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from watcher.models import PollRun, utcnow
@@ -32,10 +32,12 @@ LAPSED = f"its worker stopped before the poll finished (the lease lapsed); {UNFI
 LAPSED_REPOSITORY = f"its worker stopped before the poll finished (it ran past its deadline); {UNFINISHED}"
 
 
-def start(session: Session, registry_id: int, trigger: Trigger = "schedule") -> int:
+def start(session: Session, registry_id: int, trigger: Trigger = "schedule", *, taken_over: bool = True) -> int:
     """Record a new registry-wide run, right after claiming the registry: any such run still `running`
-    there is dead."""
-    abandon_running(session, registry_id)
+    there is dead. A registry claimed free (not `taken_over`: its last poll released it in the transaction
+    that closed its run) has none, so nothing is looked for."""
+    if taken_over:
+        abandon_running(session, registry_id)
     prune(session, registry_id)
     run = PollRun(registry_id=registry_id, trigger=trigger)
     session.add(run)
@@ -78,14 +80,23 @@ def abandon_running(session: Session, registry_id: int) -> None:
     )
 
 
+#: how many of a registry's oldest finished runs a poll looks at to prune: more than a poll adds, so the
+#: history shrinks to its days after a burst of webhook polls, or after `WATCHER_POLL_HISTORY_DAYS` shrinks
+PRUNE_AT_ONCE = 16
+
+
 def prune(session: Session, registry_id: int) -> None:
-    """Forget this registry's finished runs older than `WATCHER_POLL_HISTORY_DAYS` (one indexed delete)."""
+    """Forget this registry's finished runs older than `WATCHER_POLL_HISTORY_DAYS`: of its oldest
+    PRUNE_AT_ONCE finished runs (by id, on the index of (registry_id, id)), those started before the cutoff.
+    Never a scan of its whole history, which a month of one-minute polls makes 43,200 runs, on every poll."""
     cutoff = utcnow() - timedelta(days=max(1, get_settings().poll_history_days))
-    session.execute(
-        delete(PollRun).where(
-            PollRun.registry_id == registry_id, PollRun.started_at < cutoff, PollRun.outcome != "running"
-        )
+    oldest = (
+        select(PollRun.id)
+        .where(PollRun.registry_id == registry_id, PollRun.outcome != "running")
+        .order_by(PollRun.id)
+        .limit(PRUNE_AT_ONCE)
     )
+    session.execute(delete(PollRun).where(PollRun.id.in_(oldest), PollRun.started_at < cutoff))
 
 
 def finish(session: Session, run_id: int, outcome: str, *, error: str = "", **counts: int) -> None:

@@ -21,9 +21,12 @@ workspace's row locked (PostgreSQL; SQLite runs one writer at a time), so ticks 
 dispatch past it; its polls over the bound stay due, late, like any the pool has no room for. Manual and
 webhook polls are not held back by it (someone waits for them), but while they run they count.
 
-Every registry is claimed in a transaction of its own, so one broken row (an interval that cannot be
-scheduled, a value the database cannot give back) is logged once, set aside for `PARK`, and never keeps
-the tick from dispatching the others.
+A tick claims its registries in one transaction, one compare-and-set UPDATE each against what the tick
+read (a commit is most of what a claim costs the database server, and a minute of a thousand registries is
+a thousand claims). A row whose next slot cannot be computed (an interval that cannot be scheduled) is
+logged once and set aside for `PARK` without stopping the others; if the database fails the tick's
+transaction (a deadlock with another tick, a row it cannot update), the tick claims again with every
+registry in a transaction of its own, so one broken row never keeps the tick from dispatching the others.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Due:
     key: str
     due_since: datetime | None
     slot: datetime
+    #: the interval its slot was read with: a claim moves it on that grid only if it is still the registry's
+    interval: int = 0
 
 
 class Claim(Enum):
@@ -84,8 +89,8 @@ def claim_due(
     rather than queued again, unless `lost` says its task is gone (`watcher.polling.pool.lost`)."""
     with session_scope(engine) as session:
         due = [
-            Due(registry_id, workspace_id, registry_key(workspace, name), due_since, slot)
-            for registry_id, workspace_id, workspace, name, due_since, slot in session.execute(
+            Due(registry_id, workspace_id, registry_key(workspace, name), due_since, slot, interval)
+            for registry_id, workspace_id, workspace, name, due_since, slot, interval in session.execute(
                 select(
                     Registry.id,
                     Registry.workspace_id,
@@ -93,6 +98,7 @@ def claim_due(
                     Registry.name,
                     Registry.due_since,
                     Registry.next_poll_at,
+                    Registry.interval_seconds,
                 )
                 .join(workspaces, workspaces.c.id == Registry.workspace_id)
                 .where(Registry.next_poll_at <= now, _lease_free(now))
@@ -100,25 +106,58 @@ def claim_due(
             ).all()
         ]
         limits, held = _shares(session, {d.workspace_id for d in due}, now) if due else ({}, {})
+    if not due:
+        return []
     gone = lost([d.key for d in due if d.due_since is not None])
-    for waiting in (d for d in due if d.due_since is not None and d.key not in gone):
-        try:
-            _claim_slot(engine, waiting, now, dispatch=False)
-        except Exception as exc:
-            _park(engine, waiting, now, exc)
+    waiting = [d for d in due if d.due_since is not None and d.key not in gone]
     ready = [d for d in due if d.due_since is None or d.key in gone]
     for d in ready:
         if d.due_since is not None:  # lost: it holds nothing any more
             held[d.workspace_id] = max(0, held.get(d.workspace_id, 0) - 1)
+    broken: list[tuple[Due, Exception]] = []
+
+    def in_the_tick(d: Due, dispatch: bool, limit: int | None) -> Claim | None:
+        try:
+            return _claim_slot(claims, d, now, dispatch=dispatch, limit=limit)
+        except ValueError as exc:  # its next slot cannot be computed: set aside once the claims commit
+            broken.append((d, exc))
+            return None
+
+    def apart(d: Due, dispatch: bool, limit: int | None) -> Claim | None:
+        try:
+            with session_scope(engine) as own:
+                return _claim_slot(own, d, now, dispatch=dispatch, limit=limit)
+        except Exception as exc:
+            _park(engine, d, now, exc)
+            return None
+
+    try:
+        with session_scope(engine, bookkeeping=True) as claims:
+            claimed = _claims(waiting, ready, room, dict(held), limits, in_the_tick)
+    except Exception:  # the database failed the tick's transaction: each registry in a transaction of its own
+        return _claims(waiting, ready, room, held, limits, apart)
+    for d, exc in broken:
+        _park(engine, d, now, exc)
+    return claimed
+
+
+def _claims(
+    waiting: list[Due],
+    ready: list[Due],
+    room: int | None,
+    held: dict[int, int],
+    limits: dict[int, int],
+    claim: Callable[[Due, bool, int | None], Claim | None],
+) -> list[str]:
+    """Move the slots of the polls still waiting, then dispatch the ready ones in turns, at most `room`;
+    the keys dispatched. `claim(due, dispatch, limit)` claims one (None: it could not be)."""
+    for d in waiting:
+        claim(d, False, None)
     claimed: list[str] = []
     for d in _turns(ready, held, limits):
         if room is not None and len(claimed) >= room:
             break  # the others stay due (and counted as lag) until the pool has room
-        try:
-            outcome = _claim_slot(engine, d, now, dispatch=True, limit=limits.get(d.workspace_id))
-        except Exception as exc:
-            _park(engine, d, now, exc)
-            continue
+        outcome = claim(d, True, limits.get(d.workspace_id))
         if outcome is Claim.DISPATCHED:
             claimed.append(d.key)
             held[d.workspace_id] = held.get(d.workspace_id, 0) + 1
@@ -173,37 +212,32 @@ def _held(now: datetime) -> ColumnElement[bool]:
     return or_(Registry.due_since.is_not(None), Registry.lease_until >= now)
 
 
-def _claim_slot(engine: Engine, due: Due, now: datetime, *, dispatch: bool, limit: int | None = None) -> Claim:
+def _claim_slot(session: Session, due: Due, now: datetime, *, dispatch: bool, limit: int | None = None) -> Claim:
     """Move the registry past `now` on its grid; with `dispatch`, also mark the slot as dispatched — unless
-    meanwhile a poll took the lease, another scheduler dispatched it, or (`limit`) its workspace came to
-    hold that many polls."""
-    with session_scope(engine) as session:
-        if dispatch and limit is not None and engine.dialect.name == "postgresql":
-            # ticks claiming in one workspace count its polls one at a time (SQLite: one writer at a time)
-            session.execute(
-                select(workspaces.c.id).where(workspaces.c.id == due.workspace_id).with_for_update(key_share=True)
-            )
-        slot, interval, due_since = session.execute(
-            select(Registry.next_poll_at, Registry.interval_seconds, Registry.due_since).where(
-                Registry.id == due.registry_id
-            )
-        ).one()
-        if slot > now:
-            return Claim.TAKEN  # another scheduler moved it meanwhile
-        values: dict[str, object] = {"next_poll_at": next_slot(interval, now, phase_of(due.key, interval))}
-        claim = update(Registry).where(Registry.id == due.registry_id, Registry.next_poll_at == slot)
-        if dispatch:
-            values["due_since"] = slot
-            unchanged = Registry.due_since.is_(None) if due_since is None else Registry.due_since == due_since
-            claim = claim.where(_lease_free(now), unchanged)
-            if limit is not None:  # counted in the statement that claims, not taken from what the tick read
-                claim = claim.where(_holding(due, now).scalar_subquery() < limit)
-        moved = session.execute(claim.values(**values))
-        if moved.rowcount:  # type: ignore[attr-defined]
-            return Claim.DISPATCHED
-        if limit is not None and (session.scalar(_holding(due, now)) or 0) >= limit:
-            return Claim.FULL
-        return Claim.TAKEN
+    meanwhile (since the tick read it) another scheduler moved its slot or dispatched it, its interval
+    changed, a poll took the lease, or (`limit`) its workspace came to hold that many polls. One UPDATE; a
+    ValueError (before it) when the next slot cannot be computed."""
+    values: dict[str, object] = {"next_poll_at": next_slot(due.interval, now, phase_of(due.key, due.interval))}
+    if dispatch and limit is not None and session.get_bind().dialect.name == "postgresql":
+        # ticks claiming in one workspace count its polls one at a time (SQLite: one writer at a time)
+        session.execute(
+            select(workspaces.c.id).where(workspaces.c.id == due.workspace_id).with_for_update(key_share=True)
+        )
+    claim = update(Registry).where(
+        Registry.id == due.registry_id, Registry.next_poll_at == due.slot, Registry.interval_seconds == due.interval
+    )
+    if dispatch:
+        values["due_since"] = due.slot
+        unchanged = Registry.due_since.is_(None) if due.due_since is None else Registry.due_since == due.due_since
+        claim = claim.where(_lease_free(now), unchanged)
+        if limit is not None:  # counted in the statement that claims, not taken from what the tick read
+            claim = claim.where(_holding(due, now).scalar_subquery() < limit)
+    moved = session.execute(claim.values(**values))
+    if moved.rowcount:  # type: ignore[attr-defined]
+        return Claim.DISPATCHED
+    if limit is not None and (session.scalar(_holding(due, now)) or 0) >= limit:
+        return Claim.FULL
+    return Claim.TAKEN
 
 
 def _holding(due: Due, now: datetime) -> Select[int]:

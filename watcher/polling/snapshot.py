@@ -53,16 +53,19 @@ def stored_repositories(session: Session, registry_id: int) -> dict[str, Stored]
     return {name: Stored(repo_id, fp, revision) for name, repo_id, fp, revision in rows}
 
 
-def drop_out_of_scope(session: Session, registry_id: int, scope: Scope) -> None:
-    """Repositories the registry no longer watches leave the snapshot silently (their tags cascade)."""
+def out_of_scope(names: Iterable[str], scope: Scope) -> list[str]:
+    """The stored repositories among `names` that the registry no longer watches."""
     if not scope.repositories:
-        return
-    names = session.scalars(select(Repository.name).where(Repository.registry_id == registry_id))
-    unwanted = [name for name in names if not scope.wants_repository(name)]
-    for start in range(0, len(unwanted), IN_CHUNK):
+        return []
+    return [name for name in names if not scope.wants_repository(name)]
+
+
+def drop_repositories(session: Session, registry_id: int, names: list[str]) -> None:
+    """Repositories the registry no longer watches leave the snapshot silently (their tags cascade)."""
+    for start in range(0, len(names), IN_CHUNK):
         session.execute(
             delete(Repository).where(
-                Repository.registry_id == registry_id, Repository.name.in_(unwanted[start : start + IN_CHUNK])
+                Repository.registry_id == registry_id, Repository.name.in_(names[start : start + IN_CHUNK])
             )
         )
 
