@@ -11,9 +11,11 @@ key prefix unique to the run and test; tests that break Redis start their own se
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +74,46 @@ def postgres_template() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
 
 
+class _Dropper:
+    """Drops tests' PostgreSQL databases in a thread of its own: DROP DATABASE waits for a checkpoint,
+    seconds on a busy server, and no test needs to wait for it. `close` waits for every drop."""
+
+    def __init__(self) -> None:
+        self.names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.failures: list[str] = []
+        self.thread = threading.Thread(target=self._run, name="drop-test-databases", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (name := self.names.get()) is not None:
+            try:
+                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except psycopg.Error as exc:
+                self.failures.append(f"{name}: {exc}")
+
+    def close(self) -> None:
+        self.names.put(None)
+        self.thread.join()
+        assert not self.failures, self.failures
+
+
+@pytest.fixture(scope="session")
+def _postgres_dropper() -> Iterator[_Dropper]:
+    dropper = _Dropper()
+    yield dropper
+    dropper.close()
+
+
 @pytest.fixture
-def postgres_url(postgres_template: str) -> Iterator[str]:
-    """A PostgreSQL database of this test's own, at the newest schema; dropped after the test."""
+def postgres_url(postgres_template: str, _postgres_dropper: _Dropper) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, at the newest schema; dropped after the test (in the
+    background)."""
     name = f"{PG_DATABASE}_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
     yield f"{PG_BASE}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _postgres_dropper.names.put(name)
 
 
 @pytest.fixture(scope="session", autouse=True)
