@@ -1,15 +1,21 @@
 """Shared fixtures: each test gets its own data dir, database, stream key and secret key.
 
 Databases: SQLite in the test's tmp dir, or (the `db` fixture's `postgresql` param) a PostgreSQL database
-created for this test run on the machine's server. Redis: the machine's server at 127.0.0.1:6379 with a
+of the test's own on the machine's server. Either starts at the newest schema, copied from a database this
+test process migrated once (a SQLite file; a PostgreSQL TEMPLATE database): running the migrations for each
+test cost more than half a second a test. Tests of the migrations themselves make their own new databases.
+Redis: the machine's server at 127.0.0.1:6379 with a
 key prefix unique to the run and test; tests that break Redis start their own server.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import secrets
+import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +37,83 @@ RUN_ID = secrets.token_hex(4)
 PG_ADMIN_URL = os.environ.get("WATCHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("WATCHER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG_DATABASE = f"watcher_test_{RUN_ID}"
+PG_BASE = PG_ADMIN_URL.rsplit("/", 1)[0]
+
+
+def _migrated(url: str) -> None:
+    """`url`'s database brought to the newest schema, as a process opening it would, then left unused."""
+    from watcher.db import _make_engine, migrate
+
+    engine = _make_engine(url)
+    try:
+        migrate(engine, url)
+    finally:
+        engine.dispose()
+        get_settings.cache_clear()  # read (for the data dir) while the SQLite file was made
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL database of this test run's own, dropped at the end."""
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest schema, migrated once by this test process; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "watcher.db"
+    _migrated(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A PostgreSQL database at the newest schema, migrated once by this test process, that each test's
+    database is created from (`CREATE DATABASE ... TEMPLATE`); dropped at the end."""
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{PG_DATABASE}"
-    get_engine.cache_clear()
+    try:
+        _migrated(f"{PG_BASE}/{PG_DATABASE}")
+        yield PG_DATABASE
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
+
+
+class _Dropper:
+    """Drops tests' PostgreSQL databases in a thread of its own: DROP DATABASE waits for a checkpoint,
+    seconds on a busy server, and no test needs to wait for it. `close` waits for every drop."""
+
+    def __init__(self) -> None:
+        self.names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.failures: list[str] = []
+        self.thread = threading.Thread(target=self._run, name="drop-test-databases", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (name := self.names.get()) is not None:
+            try:
+                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except psycopg.Error as exc:
+                self.failures.append(f"{name}: {exc}")
+
+    def close(self) -> None:
+        self.names.put(None)
+        self.thread.join()
+        assert not self.failures, self.failures
+
+
+@pytest.fixture(scope="session")
+def _postgres_dropper() -> Iterator[_Dropper]:
+    dropper = _Dropper()
+    yield dropper
+    dropper.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str, _postgres_dropper: _Dropper) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, at the newest schema; dropped after the test (in the
+    background)."""
+    name = f"{PG_DATABASE}_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    yield f"{PG_BASE}/{name}"
+    _postgres_dropper.names.put(name)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,12 +160,6 @@ class Watcher:
         }
 
 
-def _reset_postgres(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-
-
 @pytest.fixture(params=["sqlite"])
 def db(request: pytest.FixtureRequest) -> str:
     """The database kind; tests parametrize it with `@pytest.mark.parametrize("db", [...], indirect=True)`."""
@@ -114,11 +179,12 @@ def watcher(
     monkeypatch.setenv("WATCHER_MIN_INTERVAL_SECONDS", "1")  # tests poll every few seconds
     monkeypatch.setenv("WATCHER_LISTEN", "off")  # `watcher run` in a test serves HTTP only where it says so
     if db == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        _reset_postgres(url)
-        monkeypatch.setenv("WATCHER_DATABASE_URL", url)
+        monkeypatch.setenv("WATCHER_DATABASE_URL", request.getfixturevalue("postgres_url"))
     else:
-        monkeypatch.setenv("WATCHER_DATABASE_URL", f"sqlite:///{tmp_path / 'watcher.db'}")
+        database = tmp_path / "watcher.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), database)
+        database.chmod(0o600)
+        monkeypatch.setenv("WATCHER_DATABASE_URL", f"sqlite:///{database}")
     get_settings.cache_clear()
     get_engine.cache_clear()
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)

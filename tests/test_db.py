@@ -7,7 +7,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,12 +24,12 @@ from watcher.runtime.private_files import file_lock
 
 PROCESSES = 6
 
-# Each process imports first, then opens the database at the same agreed moment.
+# Each process imports first, says so, then opens the database when a line on stdin says go: all at once.
 OPEN_AT = """
-import sys, time
-start = float(sys.argv[1])
+import sys
 from watcher.db import get_engine
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()
 get_engine()
 """
 
@@ -61,17 +60,23 @@ def schema_revision(url: str) -> tuple[str | None, set[str]]:
 def test_processes_starting_together_on_a_new_database(new_database: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     env |= {"WATCHER_DATABASE_URL": new_database, "WATCHER_DATA_DIR": str(tmp_path / "data")}
-    start = time.time() + 4  # time enough for every process to import first
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", OPEN_AT, str(start)],
+            [sys.executable, "-c", OPEN_AT],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(PROCESSES)
     ]
+    for proc in procs:  # every process has imported (however long that takes on a loaded machine)...
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n", proc.communicate()[1]
+    for proc in procs:  # ...before any opens the database
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results = [(proc.wait(120), proc.communicate()[1]) for proc in procs]
     assert [code for code, _ in results] == [0] * PROCESSES, results
     revision, tables = schema_revision(new_database)

@@ -275,12 +275,15 @@ def test_a_chunk_whose_helper_is_killed_mid_listing_is_listed_again_at_once(
     proxy = FaultProxy(registry.url)
     proxy.add(r"/tags/list", "delay", seconds=2)
     killed: list[float] = []
-    helpers: list[subprocess.Popen[bytes]] = []
+    helpers: list[subprocess.Popen[str]] = []
 
     def dispatch(run_id: int, count: int) -> None:
-        code = f"from watcher.polling import fanout; fanout.help_poll('r1', {run_id})"
-        helper = subprocess.Popen([sys.executable, "-c", code], env=watcher.env())
+        code = f"from watcher.polling import fanout; print('ready', flush=True); fanout.help_poll('r1', {run_id})"
+        helper = subprocess.Popen([sys.executable, "-c", code], env=watcher.env(), stdout=subprocess.PIPE, text=True)
         helpers.append(helper)
+        # the helper has imported before the poll goes on, as a worker's would have: on a loaded machine its
+        # imports outlasted the poll, which listed every chunk itself ("the helper never held a chunk")
+        assert helper.stdout is not None and helper.stdout.readline() == "ready\n"
         plan = fanout.Plan(watcher.redis, run_id)
 
         def kill_while_listing() -> None:

@@ -21,7 +21,8 @@ from tests.support.polls import push_round, runs_of, set_options
 from tests.support.sqlcount import sent
 from watcher.db import session_scope
 from watcher.models import Event, Repository
-from watcher.outbox.relay import BATCH, relay
+from watcher.outbox import relay as relays
+from watcher.outbox.relay import relay
 from watcher.pollers.base import Poller
 from watcher.polling import leases, pipeline, saving
 from watcher.polling import poll as polling
@@ -188,21 +189,21 @@ def test_a_baseline_completes_only_when_every_repository_was_listed(
 
 # ---- the fingerprint --------------------------------------------------------------------------------
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
-def test_one_changed_repository_among_80_is_the_only_one_whose_tags_are_read(
+def test_one_changed_repository_among_20_is_the_only_one_whose_tags_are_read(
     watcher: Watcher, registry: RegistryEnv, unique_repo: str
 ) -> None:
-    names = [f"{unique_repo}/r{i:03d}" for i in range(80)]
+    names = [f"{unique_repo}/r{i:03d}" for i in range(20)]
     digest = next(iter({registry.client.push_image(name, "v1", seed="same") for name in names}))
     add(watcher, registry.url, unique_repo)
-    assert polling.poll("r1").repositories == 80
+    assert polling.poll("r1").repositories == 20
 
     with statements(watcher.engine) as seen:
         steady = polling.poll("r1")
-    assert (steady.repositories, steady.tags, steady.events) == (80, 80, [])
+    assert (steady.repositories, steady.tags, steady.events) == (20, 20, [])
     assert on_table(seen, "SELECT", "tags") == []  # nothing read: every fingerprint matched
     assert not [s for s, _ in seen if s.startswith(("INSERT INTO tags", "UPDATE tags", "DELETE FROM tags"))]
 
-    changed = names[57]
+    changed = names[13]
     moved = registry.client.push_image(changed, "v1", seed="moved")
     with session_scope(watcher.engine) as session:
         changed_id = session.scalar(select(Repository.id).where(Repository.name == changed))
@@ -335,14 +336,18 @@ def test_a_repository_gone_from_the_catalog_has_its_tags_removed(watcher: Watche
     assert set(snapshot_of(watcher)) == {"team/web"}
 
 
-def test_a_relay_batch_is_marked_published_with_one_update(watcher: Watcher, hostile: HostileRegistry) -> None:
-    hostile.repositories = {"team/big": {f"t{i:04d}": digest_of(f"t{i}") for i in range(BATCH + 100)}}
+def test_a_relay_batch_is_marked_published_with_one_update(
+    watcher: Watcher, hostile: HostileRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relays, "BATCH", 50)  # batches of 500 behave alike, at ten times the tags to poll
+    events = relays.BATCH + 10
+    hostile.repositories = {"team/big": {f"t{i:04d}": digest_of(f"t{i}") for i in range(events)}}
     assert watcher.add_registry("r1", hostile.url, "--emit-existing").exit_code == 0
-    assert len(polling.poll("r1").events) == BATCH + 100
+    assert len(polling.poll("r1").events) == events
     with statements(watcher.engine) as seen:
-        assert relay(watcher.redis) == BATCH + 100
+        assert relay(watcher.redis) == events
     assert len(on_table(seen, "UPDATE", "events")) == 2  # two batches, one UPDATE each
-    assert len(watcher.stream_entries()) == BATCH + 100
+    assert len(watcher.stream_entries()) == events
     with session_scope(watcher.engine) as session:
         assert session.scalar(select(Event.id).where(Event.stream_id.is_(None))) is None
 

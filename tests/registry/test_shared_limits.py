@@ -71,21 +71,54 @@ def add_and_poll(
     for i in range(PROCESSES):
         added = watcher.add_registry(f"p{i}", url, "--repository", f"p{i}/*", "--no-verify", *extra, provider=provider)
         assert added.exit_code == 0, added.output
-    run_polls(watcher, server, tags=tags, env=env)
+    run_polls(watcher, server, tags=tags, env=env, provider=provider)
+
+
+#: `watcher poll NAME` (`watcher.cli.main:main`, as the console script runs it), once its modules are
+#: imported and a line on stdin says go: imports take seconds on a loaded machine, so processes started
+#: one after another would poll one after another, and overlapping polls are what the tests are about
+GATED_POLL = """
+import importlib, sys
+from watcher.cli.main import main
+import watcher.polling.poll
+importlib.import_module(f"watcher.pollers.{sys.argv[2]}")
+print("ready", flush=True)
+sys.stdin.readline()
+main(["poll", sys.argv[1]])
+"""
 
 
 def run_polls(
-    watcher: Watcher, server: CrowdedRegistry | InFlight, *, tags: int, env: dict[str, str] | None = None
+    watcher: Watcher,
+    server: CrowdedRegistry | InFlight,
+    *,
+    tags: int,
+    env: dict[str, str] | None = None,
+    provider: str = "oci",
 ) -> None:
-    """`watcher poll p0` ... `p3` at once, each its own process running this checkout's code."""
+    """`watcher poll p0` ... `p3` at once, each its own process running this checkout's code: every one is
+    started and has imported what it needs before any of them polls."""
     env = watcher.env() | {"PYTHONPATH": str(ROOT)} | (env or {})
     procs = [
         subprocess.Popen(
-            ["watcher", "poll", f"p{i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-c", GATED_POLL, f"p{i}", provider],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(PROCESSES)
     ]
     try:
+        for proc in procs:
+            assert proc.stdin is not None and proc.stdout is not None
+            line = proc.stdout.readline()  # blocks until the process is ready (or has died: then the output)
+            assert line == "ready\n", line + proc.stdout.read()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     finally:
         for proc in procs:

@@ -173,7 +173,9 @@ def test_workers_say_their_pool_size_for_the_tick_and_unsay_it_at_shutdown(watch
     start_worker("w2", concurrency=1)  # another host's worker, as far as the hash is concerned
     assert wait_for(lambda: sizes() == [1, 3], 60), sizes()
     both = pool.QUEUE_PER_PROCESS * 4  # the two workers' processes added up (a beat's tick may be queued)
-    assert both - 10 <= pool.room(watcher.redis) <= both
+    # the beats' ticks queue up while the pools are still starting (a loaded machine: a second's tick from
+    # each beat for many seconds), so the room is the two pools' once they have taken what was queued
+    assert wait_for(lambda: both - 10 <= pool.room(watcher.redis) <= both, 30), pool.room(watcher.redis)
     first.send_signal(signal.SIGTERM)
     first.wait(timeout=30)
     assert wait_for(lambda: sizes() == [1], 10), sizes()

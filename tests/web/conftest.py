@@ -1,9 +1,11 @@
-"""An API server per test on the test's own watcher installation, and tokens of both roles."""
+"""An API server per test on the test's own watcher installation, and tokens of both roles; the console
+tests' browser."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -12,6 +14,9 @@ from tests.conftest import Watcher
 from tests.support.api_server import ApiServer
 from watcher.db import session_scope
 from watcher.registrations import tokens
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 
 @dataclass
@@ -36,3 +41,16 @@ def api(watcher: Watcher) -> Iterator[Api]:
         server.client() as anonymous,
     ):
         yield Api(server, as_admin, as_reader, anonymous, admin, reader)
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[WebDriver]:
+    """One headless Chromium for every console test of this test process (each test starts by deleting
+    its cookies): a browser started per module cost a second or more each time."""
+    from tests.support.browser import chromium  # Selenium, only where a console test runs
+
+    browser = chromium()
+    try:
+        yield browser
+    finally:
+        browser.quit()

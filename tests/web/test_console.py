@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from tests.conftest import Watcher
 from tests.support import console as session_console
-from tests.support.browser import chromium, screenshot, wait_for
+from tests.support.browser import screenshot, wait_for
 from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv
 from tests.support.registry import free_port
 from tests.web.conftest import Api
@@ -28,15 +28,6 @@ from watcher.models import Registry, utcnow
 WRONG_PASSWORD = "not-the-password-7Qx"
 #: where the README's screenshot is written when CONSOLE_SCREENSHOT_TO names a path
 README_SHOT = os.environ.get("CONSOLE_SCREENSHOT_TO")
-
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    browser = chromium()
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 @dataclass

@@ -12,8 +12,7 @@ from sqlalchemy import insert
 
 from tests.conftest import Watcher
 from tests.web.test_console import Console
-from tests.web.test_console import console as console  # its page helpers, on this module's browser
-from tests.web.test_console import driver as driver  # the module's browser, shared with this module
+from tests.web.test_console import console as console  # its page helpers, on the session's browser
 from watcher import schema
 from watcher.db import session_scope
 from watcher.models import Repository, Tag, utcnow

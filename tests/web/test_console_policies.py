@@ -13,8 +13,7 @@ from tests.support.browser import wait_for
 from tests.support.fixtures import RegistryEnv
 from tests.web.conftest import Api
 from tests.web.test_console import Console
-from tests.web.test_console import console as console  # its page helpers, on this module's browser
-from tests.web.test_console import driver as driver  # the module's browser
+from tests.web.test_console import console as console  # its page helpers, on the session's browser
 from watcher.db import session_scope
 from watcher.policies.store import PolicySpec, save
 from watcher.schema import DEFAULT_WORKSPACE_ID

@@ -10,7 +10,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Watcher
 from tests.support.subscription_receiver import SubscriptionReceiver
-from tests.web.test_console import Console, console, driver  # noqa: F401 - the fixtures
+from tests.web.test_console import Console, console  # noqa: F401 - the fixtures
 from tests.web.test_subscriptions_api import BASE, deliveries_of
 from watcher import schema
 from watcher.schema import utcnow

@@ -21,8 +21,7 @@ from tests.conftest import Watcher
 from tests.support.browser import wait_for
 from tests.support.fixtures import RegistryEnv
 from tests.web.test_console import Console
-from tests.web.test_console import console as console  # its page helpers, on this module's browser
-from tests.web.test_console import driver as driver  # the module's browser, shared with this module
+from tests.web.test_console import console as console  # its page helpers, on the session's browser
 from watcher import schema
 from watcher.db import session_scope
 from watcher.models import ApiToken, ConsoleSession, Registry, utcnow
