@@ -15,6 +15,11 @@ Push times arrive as epoch seconds (with a fraction); the client's parser turns 
 UTC datetimes (`utc_timestamp`, through botocore's own `timestamp_parser` hook, as the AWS CLI sets it),
 not through botocore's default, which goes through dateutil and the local zone: that cost a quarter of a
 big poll's CPU. An image's digest and push time are read once, however many tags it has.
+
+`DescribeImages` also says each image's size (`imageSizeInBytes`) and kind (`imageManifestMediaType`, and
+`artifactMediaType` for what is not an image): the listing keeps them as sent (`Heard`, bounded) and `said`
+checks them when a poll describes its new digests, at no request. It says no build time (`imagePushedAt`
+is when it was pushed: the tag's `pushed_at`, never `created`) and no platforms.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -42,7 +48,9 @@ from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits, Pacer
+from watcher.registry.imagemeta import SaidImage
 from watcher.registry.requestcounts import RequestCounts
+from watcher.registry.said import Heard, said_image, said_kind, said_size
 from watcher.registry.sdklimits import BotocoreSlots
 
 URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"
@@ -124,6 +132,8 @@ class EcrPoller(Poller):
         self._client_lock = threading.Lock()
         #: every HTTP attempt botocore makes (its retries included), by status
         self.counts = RequestCounts()
+        #: what the listing's DescribeImages said of each digest, as sent: (size, manifest type, artifact type)
+        self.heard: Heard[tuple[object, object, object]] = Heard()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -230,6 +240,7 @@ class EcrPoller(Poller):
 
     def _tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         found: dict[str, TagState] = {}
+        heard: list[tuple[str, tuple[object, object, object]]] = []
         count = 0
         token: str | None = None
         while True:
@@ -250,9 +261,16 @@ class EcrPoller(Poller):
                     digest = self.valid_digest(repository, kept[0], image.get("imageDigest"))
                     state = TagState(digest, as_utc(image.get("imagePushedAt")))
                     found.update(dict.fromkeys(kept, state))
+                    said = (image.get("imageSizeInBytes"), image.get("imageManifestMediaType"))
+                    heard.append((digest, (*said, image.get("artifactMediaType"))))
             token = page.get("nextToken")
             if not token:
+                self.heard.add(heard)
                 return found
+
+    async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
+        """Size and kind of the wanted digests, as the listing's DescribeImages said them: no request."""
+        return self.heard.said(wanted, ecr_said)
 
     def _page(self, token: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"registryId": self.account, "maxResults": PAGE_SIZE}
@@ -340,6 +358,12 @@ class EcrPoller(Poller):
                 f"region {self.region!r} is probably wrong: AWS has no ECR endpoint there ({text})"
             )
         return errors.UnreachableError(text)
+
+
+def ecr_said(digest: str, sent: tuple[object, object, object]) -> SaidImage | None:
+    """DescribeImages' (imageSizeInBytes, imageManifestMediaType, artifactMediaType) of `digest`, checked."""
+    size, manifest_type, artifact_type = sent
+    return said_image(digest, said_kind(manifest_type, artifact_type), size=said_size(size))
 
 
 def entries(answer: object, key: str, what: str) -> list[Any]:
