@@ -4,13 +4,19 @@
 digest (`watcher.registry.imagemeta`), so whichever registry (or workspace) serves a known digest next costs
 no request at all: the database is asked first. The missing ones are read through the client of the poll
 that found them (`Poller.manifest_client`: its transport, host limits, credentials, origin guard, network
-policy and body cap), never a second one; a provider that lists through an SDK of its own (ECR, ACR with
-Azure AD) has none, and its digests stay unknown. A digest that fails (a mismatch, a 404, a body too large)
-stores nothing; a poll says so in one warning line, and its events go out without the metadata.
+policy and body cap), never a second one. A digest that fails (a mismatch, a 404, a body too large) stores
+nothing; a poll says so in one warning line, and its events go out without the metadata.
 
-After a registry's baseline a poll fetches its new digests between listing a group and committing it
+A provider's own API may say some of it first (`Poller.said`: ECR's `describeImages`, Google's `manifest`
+map, Docker Hub's tag entries, from what the listing read; ACR with Azure AD, a request each): what it says
+is not verified, so it is stored per registry (`watcher.schema.listed_images`) and believed for that
+registry alone, and only the digests it said nothing of are fetched. That is how ECR and ACR with Azure
+AD, which have no OCI client, have metadata at all.
+
+After a registry's baseline a poll describes its new digests between listing a group and committing it
 (`describe`), so their events carry the metadata (`watcher.outbox.events.ImageFacts`); a steady poll has no
-group and asks nothing. The baseline's digests are filled in the background (`watcher.polling.imagefill`).
+group and asks nothing. A baseline stores what its provider's listing said at no request (one batched
+INSERT a group); the rest of its digests are filled in the background (`watcher.polling.imagefill`).
 """
 
 from __future__ import annotations
@@ -154,6 +160,9 @@ async def describe(
     (`watcher.polling.saving`). A failure is the events' loss only."""
     loop = asyncio.get_running_loop()
     wanted, facts = await loop.run_in_executor(writer, partial(_before, engine, target, group))
+    if not target.emit_new and poller.says_freely:  # a baseline: what the listing heard, kept at no request
+        heard = await poller.said({state.digest: item.name for item in group for state in item.tags.values()})
+        await loop.run_in_executor(writer, store_said, engine, target.registry_id, heard)
     if wanted:
         said = [one for one in await poller.said(wanted) if one.digest in wanted]
         if said:
@@ -170,8 +179,9 @@ async def describe(
 
 
 def store_said(engine: Engine, registry_id: int, said: list[SaidImage]) -> None:
-    """What the registry's provider said of these digests, in one statement, for that registry alone; a
-    digest it said before keeps what was stored (the same listing says the same)."""
+    """What the registry's provider said of these digests, in one statement (its rows sent in batches: a
+    baseline's group may say thousands), for that registry alone; a digest it said before keeps what was
+    stored (the same listing says the same)."""
     if not said:
         return
     now = schema.utcnow()
@@ -188,7 +198,7 @@ def store_said(engine: Engine, registry_id: int, said: list[SaidImage]) -> None:
         for one in said
     ]
     with engine.begin() as conn:
-        conn.execute(_insert(engine)(schema.listed_images).values(rows).on_conflict_do_nothing())
+        conn.execute(_insert(engine)(schema.listed_images).on_conflict_do_nothing(), rows)
 
 
 def _insert(engine: Engine) -> Any:
