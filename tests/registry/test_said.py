@@ -79,13 +79,21 @@ def test_platforms_are_short_plain_words_and_not_too_many() -> None:
     assert said_platforms(many[:-1]) == many[:-1] and said_platforms(many) is None
 
 
-def test_heard_keeps_the_newest_digests_within_its_limit() -> None:
-    heard: Heard[int] = Heard(limit=3)
-    heard.add([("a", 1), ("b", 2), ("c", 3)])
-    heard.add([("a", 10), ("d", 4)])  # a heard again is the newest: b goes
-    assert len(heard) == 3
-    assert {one.digest: one.size for one in heard.said("abcd", lambda d, n: said_image(d, size=n))} == {
-        "a": 10,
-        "c": 3,
-        "d": 4,
-    }
+def test_heard_keeps_what_waits_to_be_described_within_its_limit() -> None:
+    heard: Heard[int] = Heard(limit=4)
+
+    def sizes(wanted: dict[str, str]) -> dict[str, int | None]:
+        return {one.digest: one.size for one in heard.said(wanted, lambda digest, n: said_image(digest, size=n))}
+
+    heard.add("r1", [("a", 1), ("b", 2)])
+    heard.add("r2", [("c", 3)])
+    assert sizes({"a": "r1", "c": "r2", "b": "r2"}) == {"a": 1, "c": 3}  # b as r1 listed it, not r2
+    heard.add("r1", [("a", 10)])  # listed again: what it says now, and the newest
+    heard.add("r3", [("d", 4), ("e", 5)])
+    assert len(heard) == 4
+    heard.add("r4", [("f", 6)])  # past the limit: the oldest repository goes
+    assert (len(heard), sizes({"c": "r2", "a": "r1", "f": "r4"})) == (4, {"a": 10, "f": 6})
+    heard.forget(["r1", "r3", "never"])  # described, or found unchanged
+    assert (len(heard), sizes({"a": "r1", "f": "r4"})) == (1, {"f": 6})
+    heard.add("big", [(str(n), n) for n in range(10)])  # one repository past the limit is kept whole
+    assert len(heard) == 10 and sizes({"9": "big", "f": "r4"}) == {"9": 9}

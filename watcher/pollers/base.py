@@ -181,6 +181,11 @@ class Poller:
         but its bytes (`watcher.registry.imagemeta`)."""
         return []
 
+    def forget(self, repositories: Iterable[str]) -> None:
+        """The poll is done with these repositories (described, or found unchanged): what their listing
+        heard for `said` may go."""
+        return None
+
     @property
     def requests(self) -> int:
         return 0

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -139,7 +139,7 @@ class DockerHubPoller(OciPoller):
                 states[tag] = TagState(self.valid_digest(repository, tag, digest), pushed_at)
                 said = (entry.get("media_type"), entry.get("content_type"), entry.get("full_size"), entry.get("images"))
                 heard.append((states[tag].digest, said))
-        self.heard.add(heard)
+        self.heard.add(repository, heard)
         path_in_registry = f"{namespace}/{name}"
         digests = await gather_all([self.client.manifest_digest(path_in_registry, tag) for tag, _ in unresolved])
         for (tag, pushed_at), found in zip(unresolved, digests, strict=True):
@@ -150,6 +150,9 @@ class DockerHubPoller(OciPoller):
     async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
         """Kind, platforms and size of the wanted digests, as the listing's tag entries said them."""
         return self.heard.said(wanted, hub_said)
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        self.heard.forget(repositories)
 
     @property
     def requests(self) -> int:

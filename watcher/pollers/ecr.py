@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -266,12 +266,15 @@ class EcrPoller(Poller):
                     heard.append((digest, (*said, image.get("artifactMediaType"))))
             token = page.get("nextToken")
             if not token:
-                self.heard.add(heard)
+                self.heard.add(repository, heard)
                 return found
 
     async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
         """Size and kind of the wanted digests, as the listing's DescribeImages said them: no request."""
         return self.heard.said(wanted, ecr_said)
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        self.heard.forget(repositories)
 
     def _page(self, token: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"registryId": self.account, "maxResults": PAGE_SIZE}

@@ -23,7 +23,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
@@ -136,7 +136,7 @@ class GcrPoller(OciPoller):
             for t in kept
             if t in known
         }
-        self.heard.add(heard_in(pages, {state.digest for state in result.values()}))
+        self.heard.add(repository, heard_in(pages, {state.digest for state in result.values()}))
         missing = [t for t in kept if t not in known]  # not in the `manifest` map (or no map at all): HEAD
         digests = await gather_all([self.client.manifest_digest(repository, t) for t in missing])
         result.update(
@@ -151,6 +151,9 @@ class GcrPoller(OciPoller):
     async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
         """Kind, size and build time of the wanted digests, as the listing's `manifest` maps said them."""
         return self.heard.said(wanted, google_said)
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        self.heard.forget(repositories)
 
     def _wrong_project_message(self) -> str:
         projects = sorted({r.split("/", 1)[0] for r in self._foreign_repositories})

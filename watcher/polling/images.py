@@ -158,6 +158,15 @@ async def describe(
     provider's own API first (`Poller.said`, stored per registry), and those it says nothing of fetched with
     the poll's own client and stored; what is known of its changes' digests kept on it for their events
     (`watcher.polling.saving`). A failure is the events' loss only."""
+    try:
+        await _describe(poller, engine, target, group, writer)
+    finally:
+        poller.forget(item.name for item in group)
+
+
+async def _describe(
+    poller: Poller, engine: Engine, target: Target, group: list[Listed], writer: Executor | None
+) -> None:
     loop = asyncio.get_running_loop()
     wanted, facts = await loop.run_in_executor(writer, partial(_before, engine, target, group))
     if not target.emit_new and poller.says_freely:  # a baseline: what the listing heard, kept at no request

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -29,8 +30,9 @@ from watcher.registry.imagemeta import (
 
 #: the OCI artifact manifest (image-spec 1.1-rc): an artifact whatever it carries
 OCI_ARTIFACT = "application/vnd.oci.artifact.manifest.v1+json"
-#: the digests one poller keeps from its listing for `said`, the oldest forgotten first: a poll describes a
-#: group shortly after listing it, and a group is at most `CHUNK_TAGS` tags (`watcher.polling.pipeline`)
+#: the most digests one poller keeps from its listing for `said`, the oldest repository's forgotten first: a
+#: poll forgets a repository once it is described or found unchanged, and waits for at most `CHUNK_TAGS` tags
+#: (`watcher.polling.pipeline`), so this is a bound for a registry that stalls its writer, not the rule
 MAX_HEARD = 50_000
 #: a build time further ahead than this is not believed (clocks drift; builds are not from the future)
 FUTURE_SLACK = timedelta(days=1)
@@ -105,33 +107,41 @@ def _word(value: object) -> bool:
 
 
 class Heard(Generic[T]):
-    """What a listing read of each digest, as the provider sent it, for `said` to check and answer from
-    without a request; at most `limit` digests, the oldest forgotten first. Listing threads add to it."""
+    """What a listing read of each digest, as the provider sent it, by repository, for `said` to check and
+    answer from without a request. A repository is forgotten once the poll is done with it (described, or
+    found unchanged: `Poller.forget`), so it holds what waits to be committed; and never more than `limit`
+    digests, the oldest repository forgotten first. Listing threads add to it."""
 
     def __init__(self, limit: int = MAX_HEARD) -> None:
         self.limit = limit
-        self._found: dict[str, T] = {}
+        self._found: OrderedDict[str, dict[str, T]] = OrderedDict()
+        self._count = 0
         self._lock = threading.Lock()
 
-    def add(self, items: Iterable[tuple[str, T]]) -> None:
-        """One repository's (digest, what was said) pairs, at once."""
+    def add(self, repository: str, items: Iterable[tuple[str, T]]) -> None:
+        """One repository's (digest, what was said) pairs, at once, in place of what it said before."""
+        said = dict(items)
         with self._lock:
-            found = self._found
-            for digest, said in items:
-                found.pop(digest, None)  # heard again: the newest
-                found[digest] = said
-            while len(found) > self.limit:
-                del found[next(iter(found))]
+            self._count += len(said) - len(self._found.pop(repository, {}))
+            self._found[repository] = said
+            while self._count > self.limit and len(self._found) > 1:
+                self._count -= len(self._found.popitem(last=False)[1])
 
-    def said(self, wanted: Iterable[str], check: Callable[[str, T], SaidImage | None]) -> list[SaidImage]:
-        """What was heard of the wanted digests, each checked by `check` (digest, as sent): no request."""
+    def forget(self, repositories: Iterable[str]) -> None:
         with self._lock:
-            sent = [(digest, self._found[digest]) for digest in wanted if digest in self._found]
-        found = [check(digest, said) for digest, said in sent]
+            for repository in repositories:
+                self._count -= len(self._found.pop(repository, {}))
+
+    def said(self, wanted: Mapping[str, str], check: Callable[[str, T], SaidImage | None]) -> list[SaidImage]:
+        """What was heard of the wanted digests (digest -> a repository serving it), each checked by `check`
+        (digest, as sent): no request."""
+        with self._lock:
+            heard = [(digest, self._found.get(repository, {}).get(digest)) for digest, repository in wanted.items()]
+        found = [check(digest, said) for digest, said in heard if said is not None]
         return [one for one in found if one is not None]
 
     def __len__(self) -> int:
-        return len(self._found)
+        return self._count
 
 
 def said_image(
