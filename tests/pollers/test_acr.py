@@ -34,7 +34,7 @@ from watcher.pollers.acr import AcrPoller, Meter
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.hostlimits import HostLimits
-from watcher.registry.imagemeta import MAX_PLATFORMS
+from watcher.registry.imagekinds import MAX_PLATFORMS
 
 if TYPE_CHECKING:
     from tests.support.fixtures import RegistryEnv

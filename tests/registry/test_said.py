@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watcher.registry.imagemeta import MAX_PLATFORMS, MAX_SIZE
+from watcher.registry.imagekinds import MAX_PLATFORMS, MAX_SIZE
 from watcher.registry.said import Heard, said_image, said_kind, said_millis, said_platform, said_platforms, said_size
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)

@@ -57,11 +57,11 @@ from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import error_for_status
-from watcher.registry.imagemeta import MAX_MANIFEST_BYTES, SaidImage
+from watcher.registry.imagemeta import MAX_MANIFEST_BYTES
 from watcher.registry.oci import OciClient
 from watcher.registry.origin import OffOrigin, origin_of, shown
 from watcher.registry.policedsession import policed_session
-from watcher.registry.said import said_image, said_kind, said_platform, said_platforms, said_size
+from watcher.registry.said import SaidImage, said_image, said_kind, said_platform, said_platforms, said_size
 from watcher.registry.sdklimits import AzureMeter, AzureSlots
 
 AUDIENCE = "https://containerregistry.azure.net"

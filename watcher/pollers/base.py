@@ -23,8 +23,8 @@ from watcher.registry.hostlimits import HostLimits
 from watcher.registry.reference import digest_problem, repository_problem, shown, tag_problem
 
 if TYPE_CHECKING:
-    from watcher.registry.imagemeta import SaidImage
     from watcher.registry.oci import OciClient
+    from watcher.registry.said import SaidImage
 
 TagFilter = Callable[[str], bool]
 T = TypeVar("T")

@@ -39,9 +39,8 @@ from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import ApiClient, json_object
-from watcher.registry.imagemeta import SaidImage
 from watcher.registry.pager import Page, read_list
-from watcher.registry.said import Heard, said_image, said_kind, said_platform, said_platforms, said_size
+from watcher.registry.said import Heard, SaidImage, said_image, said_kind, said_platform, said_platforms, said_size
 
 API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
 DEFAULT_API_URL = "https://hub.docker.com"

@@ -48,9 +48,8 @@ from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits, Pacer
-from watcher.registry.imagemeta import SaidImage
 from watcher.registry.requestcounts import RequestCounts
-from watcher.registry.said import Heard, said_image, said_kind, said_size
+from watcher.registry.said import Heard, SaidImage, said_image, said_kind, said_size
 from watcher.registry.sdklimits import BotocoreSlots
 
 URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"

@@ -42,11 +42,10 @@ from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.auth import CredentialSource
 from watcher.registry.entries import check_entries
-from watcher.registry.imagemeta import SaidImage
 from watcher.registry.oci import entry_list
 from watcher.registry.policedsession import policed_session
 from watcher.registry.reference import is_tag, shown
-from watcher.registry.said import Heard, said_image, said_kind, said_millis, said_size
+from watcher.registry.said import Heard, SaidImage, said_image, said_kind, said_millis, said_size
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REGISTRY_USER = "oauth2accesstoken"

@@ -37,9 +37,10 @@ from watcher.outbox.events import ImageFacts
 from watcher.outbox.imagefacts import known_facts
 from watcher.pollers.base import Poller, gather_all
 from watcher.polling.saving import Listed, Target, read_before
-from watcher.registry.imagemeta import ImageMeta, SaidImage, fetch
+from watcher.registry.imagemeta import ImageMeta, fetch
 from watcher.registry.oci import OciClient
 from watcher.registry.reference import digest_problem, repository_problem, shown
+from watcher.registry.said import SaidImage
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine

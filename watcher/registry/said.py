@@ -6,7 +6,9 @@ the digest (`watcher.schema.listed_images` believes it for the registry that sai
 provider's URL is the registrant's to choose, so every value is checked here before it is kept: a wrong
 type, a size past `MAX_SIZE` or below zero, a time before 1970 or in the future, a platform field that is
 not a short plain word, or more platforms than `MAX_PLATFORMS` is dropped (that field says nothing), never
-a failure. `Heard` keeps what a listing read for `said` to answer from, within a fixed number of digests.
+a failure. `Heard` keeps what a listing read for `said` to answer from, until the poll is done with its
+repository. The media types and bounds are `watcher.registry.imagekinds`' (those of verified metadata), not
+`watcher.registry.imagemeta`'s module, which would load the OCI client into every ECR poller.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-from watcher.registry.imagemeta import (
+from watcher.registry.imagekinds import (
     IMAGE_CONFIG_TYPES,
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
     MAX_PLATFORM_FIELD,
     MAX_PLATFORMS,
     MAX_SIZE,
-    SaidImage,
 )
 
 #: the OCI artifact manifest (image-spec 1.1-rc): an artifact whatever it carries
@@ -40,6 +42,19 @@ _PLATFORM_WORD = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_PLATFORM_FIELD
 #: what providers list for an attestation or a platform they do not know: not a platform an image runs on
 _NO_PLATFORM = frozenset({"unknown", ""})
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SaidImage:
+    """What a provider's own API says of a digest one registry lists (`Poller.said`), each field None where it
+    says nothing. Not verified against the digest: stored per registry (`watcher.schema.listed_images`) and
+    believed for that registry alone. `created` is the image's build time, never a push time."""
+
+    digest: str
+    kind: str | None = None  # image | index | artifact
+    platforms: list[dict[str, str | None]] | None = None
+    created: datetime | None = None
+    size: int | None = None
 
 
 def said_kind(media_type: object, config_type: object = None) -> str | None:
