@@ -21,14 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-from watcher.registry.imagekinds import (
-    IMAGE_CONFIG_TYPES,
-    IMAGE_MANIFEST_TYPES,
-    INDEX_TYPES,
-    MAX_PLATFORM_FIELD,
-    MAX_PLATFORMS,
-    MAX_SIZE,
-)
+from watcher.registry import imagekinds as kinds
 
 #: the OCI artifact manifest (image-spec 1.1-rc): an artifact whatever it carries
 OCI_ARTIFACT = "application/vnd.oci.artifact.manifest.v1+json"
@@ -38,7 +31,7 @@ OCI_ARTIFACT = "application/vnd.oci.artifact.manifest.v1+json"
 MAX_HEARD = 50_000
 #: a build time further ahead than this is not believed (clocks drift; builds are not from the future)
 FUTURE_SLACK = timedelta(days=1)
-_PLATFORM_WORD = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_PLATFORM_FIELD - 1}}}")
+_PLATFORM_WORD = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{kinds.MAX_PLATFORM_FIELD - 1}}}")
 #: what providers list for an attestation or a platform they do not know: not a platform an image runs on
 _NO_PLATFORM = frozenset({"unknown", ""})
 T = TypeVar("T")
@@ -62,12 +55,12 @@ def said_kind(media_type: object, config_type: object = None) -> str | None:
     type, where the provider gives it); None for a media type that is none of those."""
     if not isinstance(media_type, str):
         return None
-    if media_type in INDEX_TYPES:
+    if media_type in kinds.INDEX_TYPES:
         return "index"
     if media_type == OCI_ARTIFACT:
         return "artifact"
-    if media_type in IMAGE_MANIFEST_TYPES:
-        if isinstance(config_type, str) and config_type and config_type not in IMAGE_CONFIG_TYPES:
+    if media_type in kinds.IMAGE_MANIFEST_TYPES:
+        if isinstance(config_type, str) and config_type and config_type not in kinds.IMAGE_CONFIG_TYPES:
             return "artifact"
         return "image"
     return None
@@ -78,7 +71,7 @@ def said_size(value: object, *, text: bool = False) -> int | None:
     otherwise."""
     if text and isinstance(value, str) and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= kinds.MAX_SIZE:
         return None
     return value
 
@@ -111,7 +104,7 @@ def said_platforms(platforms: Iterable[dict[str, str | None] | None]) -> list[di
     found: list[dict[str, str | None]] = []
     for platform in platforms:
         if platform is not None and platform not in found:
-            if len(found) == MAX_PLATFORMS:
+            if len(found) == kinds.MAX_PLATFORMS:
                 return None
             found.append(platform)
     return found or None
