@@ -153,10 +153,10 @@ def test_baseline_push_retag_move_delete(watcher: Watcher, ecr: EcrSeed, unique_
     assert changes(pushed) == [("added", "v2", v2, "")]
     assert datetime.fromisoformat(pushed["events"][0]["pushed_at"]) == ecr.pushed_at(unique_repo, "v2")
     assert pushed["requests"] == baseline["requests"]  # what DescribeImages said of v2 cost no request
-    # size and kind (moto's `imageSizeInBytes` is the config's size), the baseline's v1 too: the listing said
-    # them at no cost. ECR says no build time (`imagePushedAt` is a push time), no platforms
-    assert said_rows(watcher.engine) == {("aws", v1): ("image", None, None, 2), ("aws", v2): ("image", None, None, 2)}
-    assert [shown_images(watcher, "aws")[tag]["size"] for tag in ("v1", "v2")] == [2, 2]
+    # its size and kind (moto's `imageSizeInBytes` is the config's size); ECR says no build time
+    # (`imagePushedAt` is a push time), no platforms. The baseline's v1: not described
+    assert said_rows(watcher.engine) == {("aws", v2): ("image", None, None, 2)}
+    assert [shown_images(watcher, "aws")[tag]["size"] for tag in ("v1", "v2")] == [None, 2]
 
     assert ecr.retag(unique_repo, "v2", "stable") == v2
     assert changes(poll(watcher, "aws")) == [("added", "stable", v2, "")]

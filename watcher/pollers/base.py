@@ -44,8 +44,6 @@ class Poller:
     option_fields: ClassVar[tuple[str, ...]] = ()
     default_limits: ClassVar[HostLimits] = HostLimits()
     default_url: ClassVar[str] = ""
-    #: `said` answers from what the listing read, at no request: a baseline stores it too
-    says_freely: ClassVar[bool] = False
 
     def __init__(self, spec: RegistrySpec) -> None:
         self.spec = spec

@@ -62,7 +62,6 @@ class DockerHubPoller(OciPoller):
     option_fields: ClassVar[tuple[str, ...]] = ("namespace",)
     default_url: ClassVar[str] = "https://registry.hub.docker.com"
     default_limits: ClassVar[HostLimits] = HostLimits(max_concurrency=4)
-    says_freely: ClassVar[bool] = True
 
     def __init__(self, spec: RegistrySpec) -> None:
         super().__init__(spec)

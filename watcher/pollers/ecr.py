@@ -117,7 +117,6 @@ class EcrPoller(Poller):
     option_fields: ClassVar[tuple[str, ...]] = ("region",)
     # ECR throttles per account and region, shared with every other tool: stay polite by default.
     default_limits: ClassVar[HostLimits] = HostLimits(max_concurrency=8, requests_per_second=20.0)
-    says_freely: ClassVar[bool] = True
 
     def __init__(self, spec: RegistrySpec) -> None:
         super().__init__(spec)

@@ -66,7 +66,6 @@ class GcrPoller(OciPoller):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"json_key"})
     option_fields: ClassVar[tuple[str, ...]] = ("project_id",)
     default_url: ClassVar[str] = "https://gcr.io"
-    says_freely: ClassVar[bool] = True
     google: GoogleToken
 
     def __init__(self, spec: RegistrySpec) -> None:

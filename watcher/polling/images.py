@@ -15,8 +15,9 @@ AD, which have no OCI client, have metadata at all.
 
 After a registry's baseline a poll describes its new digests between listing a group and committing it
 (`describe`), so their events carry the metadata (`watcher.outbox.events.ImageFacts`); a steady poll has no
-group and asks nothing. A baseline stores what its provider's listing said at no request (one batched
-INSERT a group); the rest of its digests are filled in the background (`watcher.polling.imagefill`).
+group and asks nothing. The baseline's digests are filled in the background (`watcher.polling.imagefill`),
+from OCI registries; what a provider's listing says of them is not stored: on 100,000 ECR tags that cost a
+second table's worth of rows (+25-37 % of the baseline's CPU, 2.5x its database; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -170,9 +171,6 @@ async def _describe(
 ) -> None:
     loop = asyncio.get_running_loop()
     wanted, facts = await loop.run_in_executor(writer, partial(_before, engine, target, group))
-    if not target.emit_new and poller.says_freely:  # a baseline: what the listing heard, kept at no request
-        heard = await poller.said({state.digest: item.name for item in group for state in item.tags.values()})
-        await loop.run_in_executor(writer, store_said, engine, target.registry_id, heard)
     if wanted:
         said = [one for one in await poller.said(wanted) if one.digest in wanted]
         if said:
@@ -189,9 +187,8 @@ async def _describe(
 
 
 def store_said(engine: Engine, registry_id: int, said: list[SaidImage]) -> None:
-    """What the registry's provider said of these digests, in one statement (its rows sent in batches: a
-    baseline's group may say thousands), for that registry alone; a digest it said before keeps what was
-    stored (the same listing says the same)."""
+    """What the registry's provider said of these digests, in one statement, for that registry alone; a
+    digest it said before keeps what was stored (the same listing says the same)."""
     if not said:
         return
     now = schema.utcnow()
@@ -208,7 +205,7 @@ def store_said(engine: Engine, registry_id: int, said: list[SaidImage]) -> None:
         for one in said
     ]
     with engine.begin() as conn:
-        conn.execute(_insert(engine)(schema.listed_images).on_conflict_do_nothing(), rows)
+        conn.execute(_insert(engine)(schema.listed_images).values(rows).on_conflict_do_nothing())
 
 
 def _insert(engine: Engine) -> Any:
