@@ -131,8 +131,8 @@ class EcrPoller(Poller):
         self._client_lock = threading.Lock()
         #: every HTTP attempt botocore makes (its retries included), by status
         self.counts = RequestCounts()
-        #: what the listing's DescribeImages said of each digest, as sent: (size, manifest type, artifact type)
-        self.heard: Heard[tuple[object, object, object]] = Heard()
+        #: what the listing's DescribeImages said of each digest: (kind, imageSizeInBytes as sent)
+        self.heard: Heard[tuple[str | None, object]] = Heard()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -239,7 +239,7 @@ class EcrPoller(Poller):
 
     def _tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         found: dict[str, TagState] = {}
-        heard: list[tuple[str, tuple[object, object, object]]] = []
+        heard: list[tuple[str, tuple[str | None, object]]] = []
         count = 0
         token: str | None = None
         while True:
@@ -260,8 +260,9 @@ class EcrPoller(Poller):
                     digest = self.valid_digest(repository, kept[0], image.get("imageDigest"))
                     state = TagState(digest, as_utc(image.get("imagePushedAt")))
                     found.update(dict.fromkeys(kept, state))
-                    said = (image.get("imageSizeInBytes"), image.get("imageManifestMediaType"))
-                    heard.append((digest, (*said, image.get("artifactMediaType"))))
+                    # the kind now (one of three constants, not two media type strings kept per image)
+                    kind = said_kind(image.get("imageManifestMediaType"), image.get("artifactMediaType"))
+                    heard.append((digest, (kind, image.get("imageSizeInBytes"))))
             token = page.get("nextToken")
             if not token:
                 self.heard.add(repository, heard)
@@ -362,10 +363,11 @@ class EcrPoller(Poller):
         return errors.UnreachableError(text)
 
 
-def ecr_said(digest: str, sent: tuple[object, object, object]) -> SaidImage | None:
-    """DescribeImages' (imageSizeInBytes, imageManifestMediaType, artifactMediaType) of `digest`, checked."""
-    size, manifest_type, artifact_type = sent
-    return said_image(digest, said_kind(manifest_type, artifact_type), size=said_size(size))
+def ecr_said(digest: str, sent: tuple[str | None, object]) -> SaidImage | None:
+    """DescribeImages' kind (from `imageManifestMediaType` and `artifactMediaType`) and `imageSizeInBytes`
+    of `digest`, checked."""
+    kind, size = sent
+    return said_image(digest, kind, size=said_size(size))
 
 
 def entries(answer: object, key: str, what: str) -> list[Any]:
