@@ -9,6 +9,11 @@ notes in the project):
   `{"registry", "imageName", "tags": [{"name", "digest", "createdTime", "lastUpdateTime", "signed",
   "changeableAttributes": {...}}]}`, times with 7 fractional digits as ACR writes them; an unknown
   repository is `404 NAME_UNKNOWN`.
+* `GET /acr/v1/{name}/_manifests/{digest}` -> `{"registry", "imageName", "manifest": {"digest", "imageSize",
+  "createdTime", "lastUpdateTime", "architecture", "os", "mediaType", "configMediaType", "tags",
+  "changeableAttributes"}}`, an index's with `references: [{"digest", "architecture", "os"}]` instead of its
+  own platform; a single-platform image (linux/amd64) unless a test sets the digest's attributes
+  (`attributes[digest]`, merged over the defaults, so a test can also send what ACR never would).
 * Pages end where `page_size` says when the client sends no `n`; more is announced with
   `Link: </acr/v1/...?last=X&n=N&orderby=>; rel="next"`, and the last page has no Link header.
 * Without a valid bearer token for the needed scope: `401` with
@@ -75,6 +80,7 @@ class FakeAcr(TlsServer):
         self.denied: set[str] = set()
         self.grants_access = True
         self.counters = Counters()
+        self.attributes: dict[str, dict[str, Any]] = {}
         self._refresh_tokens: set[str] = set()
         self._access_tokens: dict[str, str] = {}  # token -> scope
         self._lock = threading.RLock()
@@ -165,6 +171,9 @@ class FakeAcr(TlsServer):
         elif rest.endswith("/_tags"):
             repository = unquote(rest.removesuffix("/_tags"))
             scope = f"repository:{repository}:metadata_read"
+        elif "/_manifests/" in rest:
+            repository = unquote(rest.rpartition("/_manifests/")[0])
+            scope = f"repository:{repository}:metadata_read"
         else:
             return _acr_error(404, "NOT_FOUND", "unknown API")
         if not self._authorized(request, scope):
@@ -177,7 +186,38 @@ class FakeAcr(TlsServer):
             with self._lock:
                 names = sorted(self.repos)
             return self._page(request, names, lambda page: {"repositories": page}, "/acr/v1/_catalog")
+        if "/_manifests/" in rest:
+            return self._manifest(repository, unquote(rest.rpartition("/_manifests/")[2]))
         return self._tags(request, repository)
+
+    def _manifest(self, repository: str, digest: str) -> Reply:
+        with self._lock:
+            tags = {name: tag for name, tag in (self.repos.get(repository) or {}).items() if tag.digest == digest}
+            extra = dict(self.attributes.get(digest) or {})
+        if not tags:
+            return _acr_error(404, "MANIFEST_UNKNOWN", "manifest unknown", {"Name": repository, "Revision": digest})
+        first = min(tags.values(), key=lambda tag: tag.created)
+        manifest = {
+            "digest": digest,
+            "imageSize": 1234,
+            "createdTime": acr_time(first.created),
+            "lastUpdateTime": acr_time(max(tag.updated for tag in tags.values())),
+            "architecture": "amd64",
+            "os": "linux",
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "configMediaType": "application/vnd.oci.image.config.v1+json",
+            "tags": sorted(tags),
+            "changeableAttributes": {
+                "deleteEnabled": True,
+                "writeEnabled": True,
+                "readEnabled": True,
+                "listEnabled": True,
+            },
+        }
+        if "references" in extra:  # an index names no platform of its own
+            manifest.pop("architecture")
+            manifest.pop("os")
+        return Reply(200, {"registry": self.host, "imageName": repository, "manifest": manifest | extra})
 
     def _tags(self, request: Request, repository: str) -> Reply:
         with self._lock:

@@ -29,6 +29,7 @@ registry rewrites it on every push of the tag). So tests push, retag and delete 
 the fake answers as Hub would about the same images.
 
 Knobs let a test make Hub misbehave the ways it does: `omit_digest` (tags listed without a digest),
+`entries` (keys that replace a tag entry's, say what a hostile server would send in `images[]`),
 `max_page_size`, `quota` (limit per window), `throttle` (the next N matching requests get 429),
 `revoke_tokens`/`revoke_at`/`refuse_tokens`, `token_ttl`, `new_login_route`, `two_factor`. `records` is every request
 with its arrival time (monotonic clock) and the status it got.
@@ -102,6 +103,7 @@ class FakeDockerHub(BackgroundServer):
         self.namespaces: set[str] = set(namespaces or ())  # organisations (users are namespaces too)
         self.max_page_size = max_page_size
         self.omit_digest: set[tuple[str, str]] = set()  # (NS/REPO, TAG) listed without a digest
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}  # (NS/REPO, TAG) -> keys replacing its entry's
         self.quota: tuple[int, int] | None = None  # (requests, window seconds)
         self.token_ttl = 600.0
         self.refuse_tokens = False
@@ -321,7 +323,7 @@ class FakeDockerHub(BackgroundServer):
             del entry["digest"]
             for image in images:
                 image["digest"] = None
-        return entry
+        return entry | self.entries.get((f"{namespace}/{name}", state["name"]), {})
 
     def _images(self, digest: str, manifest: dict[str, Any], pushed: str) -> list[dict[str, Any]]:
         """Hub's `images[]`: one per platform of an index, or the one image a manifest is."""

@@ -11,7 +11,9 @@ untouched; only `GET /v2/<name>/tags/list` answers gain GCR's `manifest` map, as
 Digests come from `HEAD` on the real registry (with the caller's own bearer token); `timeUploadedMs` is the
 moment the proxy saw the manifest PUT (or first saw the digest), as a string like GCR or, with
 `millis_as_int=True`, an integer like Artifact Registry. `hide` leaves digests out of the map, so a client
-must fall back to `HEAD` for their tags. `calls` records the method and path of every request it proxied.
+must fall back to `HEAD` for their tags. `timeCreatedMs` is "0" (unknown), as GCR sends it for an image
+it did not build, unless `entries[digest]` says otherwise: its keys replace the entry's (a build time, or what
+a hostile server would send). `calls` records the method and path of every request it proxied.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class FakeGcr(BackgroundServer):
         self.upstream = upstream.rstrip("/")
         self.millis_as_int = millis_as_int
         self.hide: set[str] = set()
+        self.entries: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.uploaded_ms: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -105,7 +108,7 @@ class FakeGcr(BackgroundServer):
             "tag": [],
             "timeCreatedMs": "0",
             "timeUploadedMs": millis if self.millis_as_int else str(millis),
-        }
+        } | self.entries.get(digest, {})
 
 
 def _handler_for(fake: FakeGcr) -> type[BaseHTTPRequestHandler]:

@@ -25,6 +25,7 @@ from click.testing import Result
 from tests.conftest import Watcher
 from tests.fakes.aad import FakeAad, write_ca
 from tests.fakes.acr import FakeAcr
+from tests.support.images import added_custom_data, said_rows, shown_images
 from tests.support.registry import free_port
 from watcher import errors
 from watcher.diff import TagState
@@ -33,6 +34,7 @@ from watcher.pollers.acr import AcrPoller, Meter
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.hostlimits import HostLimits
+from watcher.registry.imagekinds import MAX_PLATFORMS
 
 if TYPE_CHECKING:
     from tests.support.fixtures import RegistryEnv
@@ -95,9 +97,9 @@ def aad_args(secret: str = CLIENT_SECRET) -> list[str]:
     return ["--tenant-id", TENANT, "--client-id", CLIENT_ID, "--client-secret", secret]
 
 
-def add_aad(watcher: Watcher, url: str) -> Result:
+def add_aad(watcher: Watcher, url: str, *extra: str) -> Result:
     """`registry add acr-aad` with the service principal's AAD credentials."""
-    return watcher.add_registry("acr-aad", url, *aad_args(), provider="acr")
+    return watcher.add_registry("acr-aad", url, *aad_args(), *extra, provider="acr")
 
 
 def poll_json(watcher: Watcher, name: str) -> dict[str, Any]:
@@ -119,6 +121,17 @@ def one_line_error(result: Any, name: str, cause: str, *secrets: str) -> str:
     for secret in secrets:
         assert secret not in result.output
     return str(lines[0])
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def references(*architectures: str) -> list[dict[str, str]]:
+    """An index's `references` as ACR lists them, a linux platform each, and an attestation's."""
+    found = [
+        {"digest": f"sha256:{n:064x}", "architecture": arch, "os": "linux"} for n, arch in enumerate(architectures)
+    ]
+    return [*found, {"digest": "sha256:" + "f" * 64, "architecture": "unknown", "os": "unknown"}]
 
 
 # -- username and password: the real registry's token flow ---------------------------------------------
@@ -179,7 +192,7 @@ def test_aad_poll_push_retag_delete_with_pushed_at(watcher: Watcher, azure: Fake
     base = acr.push("base", "latest")
     for name in ("ci/a", "ci/b"):
         acr.push(name, "1")
-    added = add_aad(watcher, acr.url)
+    added = add_aad(watcher, acr.url, "--rate-limit", "1000")  # a request per new digest: not paced to 15/s
     assert added.exit_code == 0, added.stderr
     baseline = poll_json(watcher, "acr-aad")
     assert baseline["baseline"] and baseline["events"] == []
@@ -189,6 +202,15 @@ def test_aad_poll_push_retag_delete_with_pushed_at(watcher: Watcher, azure: Fake
     acr.retag("team/app", "v2", "v1")
     acr.untag("team/app", "v3")
     svc = acr.push("new/svc", "1.0")
+    acr.attributes[svc] = {"mediaType": OCI_INDEX, "imageSize": 5678, "references": references("amd64", "arm64")}
+    odd = acr.push("new/svc", "odd")  # what ACR says of these cannot be believed: nothing of it is stored
+    acr.attributes[odd] = {
+        "mediaType": OCI_INDEX,
+        "imageSize": -1,
+        "references": references(*(f"arch{n}" for n in range(MAX_PLATFORMS + 1))),
+    }
+    long = acr.push("new/svc", "long")
+    acr.attributes[long] = {"architecture": "x" * 65, "imageSize": "1", "mediaType": None, "digest": svc}
     acr.delete_repository("base")
     summary = poll_json(watcher, "acr-aad")
 
@@ -197,14 +219,35 @@ def test_aad_poll_push_retag_delete_with_pushed_at(watcher: Watcher, azure: Fake
         ("updated", "team/app", "v1", app["v2"], app["v1"]),
         ("removed", "team/app", "v3", app["v3"], ""),
         ("added", "new/svc", "1.0", svc, ""),
+        ("added", "new/svc", "odd", odd, ""),
+        ("added", "new/svc", "long", long, ""),
         ("removed", "base", "latest", base, ""),
     }
+    # with Azure AD there is no OCI client: the new digests' platforms are what ACR's manifest properties say
+    said = {tag: data["platforms"] for tag, data in added_custom_data(watcher.stream_entries()).items()}
+    assert said == {"v4": ["linux/amd64"], "1.0": ["linux/amd64", "linux/arm64"], "odd": [], "long": []}
+    platforms = [{"os": "linux", "architecture": arch, "variant": None} for arch in ("amd64", "arm64")]
+    assert (
+        said_rows(watcher.engine)
+        == {
+            ("acr-aad", v4): ("image", platforms[:1], None, 1234),  # createdTime is a push time: no build time
+            ("acr-aad", app["v2"]): ("image", platforms[:1], None, 1234),  # v1's new digest, of the baseline
+            ("acr-aad", svc): ("index", platforms, None, 5678),
+            ("acr-aad", odd): ("index", None, None, None),  # too many platforms are none, -1 bytes no size
+        }
+    )
+    shown = shown_images(watcher, "acr-aad")
+    assert (shown["1.0"]["platforms"], shown["1.0"]["size"], shown["1.0"]["created"]) == (
+        ["linux/amd64", "linux/arm64"],
+        5678,
+        None,
+    )
     pushed = {(e["repository"], e["tag"]): e["pushed_at"] for e in summary["events"]}
     assert pushed[("team/app", "v4")] == rfc3339(acr.repos["team/app"]["v4"].updated)
     assert pushed[("team/app", "v1")] == rfc3339(acr.repos["team/app"]["v1"].updated)
     assert pushed[("new/svc", "1.0")] == rfc3339(acr.repos["new/svc"]["1.0"].updated)
     assert all(pushed.values())  # removed tags keep the time they were pushed
-    assert len(watcher.stream_entries()) == 5
+    assert len(watcher.stream_entries()) == 7
     # Catalog and tag lists both needed a second page (the fake serves two names a page).
     assert "/acr/v1/_catalog?last=ci/b" in acr.counters.listing_paths
     assert "/acr/v1/team%2Fapp/_tags?last=v2" in acr.counters.listing_paths

@@ -26,6 +26,7 @@ from tests.fakes.dockerhub import FakeDockerHub
 from tests.support.cdevents import validate_cloudevent
 from tests.support.faults import FaultProxy
 from tests.support.fixtures import PASSWORD, USERNAME, RegistryEnv, RegistryFactory
+from tests.support.images import added_custom_data, said_rows, shown_images
 from tests.support.registry import free_port
 from tests.support.token_server import TokenServer
 from watcher.pollers.dockerhub import API_URL_ENV, usable_seconds
@@ -135,14 +136,46 @@ def test_baseline_push_retag_delete_poll(watcher: Watcher, hub: Hub) -> None:
     hub.registry.client.retag(f"{ns}/app", "v2", "latest")  # latest moves from v1 to v2
     hub.registry.client.delete(f"{ns}/api", "1.0")  # the repository's only tag
     hub.push("new", "0.1")  # a new repository: its tags are added
+    arm = hub.registry.client.push_image(f"{ns}/new", "arm", platform="linux/arm64")
+    multi = hub.registry.client.push_index(f"{ns}/new", "multi", [hub.push("new", "amd"), arm])
+    hostile = hub.push("new", "odd")  # what Hub says of it cannot be believed: nothing of it is kept
+    odd = [{"os": "linux", "architecture": f"arch{n}"} for n in range(10_000)]
+    hub.api.entries[(f"{ns}/new", "odd")] = {"images": odd, "full_size": -1, "media_type": 7, "content_type": []}
+    hub.api.entries[(f"{ns}/new", "amd")] = {"images": [{"os": "linux", "architecture": "x" * 65}], "full_size": 2**63}
     report = poll(watcher)
     # each repository commits on its own: across repositories the order is the order they committed in
     assert sorted(changes(report)) == [
         ("added", f"{ns}/app", "v2"),
         ("added", f"{ns}/new", "0.1"),
+        ("added", f"{ns}/new", "amd"),
+        ("added", f"{ns}/new", "arm"),
+        ("added", f"{ns}/new", "multi"),
+        ("added", f"{ns}/new", "odd"),
         ("removed", f"{ns}/api", "1.0"),
         ("updated", f"{ns}/app", "latest"),
     ]
+    # what Hub's tag entries say of each new image is in its event and in `watcher images`: no manifest read
+    said = {tag: data["platforms"] for tag, data in added_custom_data(watcher.stream_entries()).items()}
+    assert said == {"v2": ["linux/amd64"], "0.1": ["linux/amd64"], "arm": ["linux/arm64"]} | {
+        "multi": ["linux/amd64", "linux/arm64"],
+        "amd": [],  # an over-long architecture is no platform, a size past MAX_SIZE no size
+        "odd": ["linux/amd64"],  # nothing Hub said was kept: read from the manifest and config, verified
+    }
+    rows = said_rows(watcher.engine)
+    assert rows[("hub", multi)][:2] == (
+        "index",
+        [{"os": "linux", "architecture": p, "variant": None} for p in ("amd64", "arm64")],
+    )
+    assert rows[("hub", v2)][0] == "image" and rows[("hub", v2)][3] > 0
+    assert ("hub", hostile) not in rows and rows[("hub", arm)][3] == api_tag(hub, "new", "arm")["full_size"]
+    images = shown_images(watcher, "hub")
+    assert (images["multi"]["platforms"], images["arm"]["size"]) == (
+        ["linux/amd64", "linux/arm64"],
+        rows[("hub", arm)][3],
+    )
+    assert {path for _, path in hub.proxy.requests if "/manifests/sha256:" in path} == {
+        f"/v2/{ns}/new/manifests/{hostile}"
+    }
     moved = next(e for e in report["events"] if e["change"] == "updated")
     added = next(e for e in report["events"] if e["tag"] == "v2")
     assert (moved["digest"], moved["previous_digest"]) == (v2, v1)
@@ -151,7 +184,7 @@ def test_baseline_push_retag_delete_poll(watcher: Watcher, hub: Hub) -> None:
     assert datetime.fromisoformat(added["pushed_at"]) == in_ms  # pushed_at is the API's tag_last_pushed
 
     entries = watcher.stream_entries()
-    assert [(e["change"], e["repository"], e["tag"]) for e in entries] == changes(report)
+    assert sorted((e["change"], e["repository"], e["tag"]) for e in entries) == sorted(changes(report))
     for entry in entries:
         validate_cloudevent(json.loads(entry["cloudevent"]))
         assert entry["registry"] == "hub" and entry["pushed_at"]

@@ -23,6 +23,7 @@ from botocore.stub import Stubber
 
 from tests.conftest import Watcher
 from tests.fakes.ecr_api import FakeEcrApi
+from tests.support.images import said_rows, shown_images
 from tests.support.moto_server import ACCOUNT, REGISTRY_URL, EcrSeed, MotoServer
 from tests.support.registry import free_port
 from watcher import errors
@@ -151,6 +152,11 @@ def test_baseline_push_retag_move_delete(watcher: Watcher, ecr: EcrSeed, unique_
     pushed = poll(watcher, "aws")
     assert changes(pushed) == [("added", "v2", v2, "")]
     assert datetime.fromisoformat(pushed["events"][0]["pushed_at"]) == ecr.pushed_at(unique_repo, "v2")
+    assert pushed["requests"] == baseline["requests"]  # what DescribeImages said of v2 cost no request
+    # its size and kind (moto's `imageSizeInBytes` is the config's size); ECR says no build time
+    # (`imagePushedAt` is a push time), no platforms. The baseline's v1: not described
+    assert said_rows(watcher.engine) == {("aws", v2): ("image", None, None, 2)}
+    assert [shown_images(watcher, "aws")[tag]["size"] for tag in ("v1", "v2")] == [None, 2]
 
     assert ecr.retag(unique_repo, "v2", "stable") == v2
     assert changes(poll(watcher, "aws")) == [("added", "stable", v2, "")]
@@ -543,3 +549,40 @@ def test_the_ecr_poller_loads_no_azure_sdk() -> None:
     probe = "import sys, watcher.pollers.ecr; print(sorted(m for m in sys.modules if m.split('.')[0] == 'azure'))"
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert found.stdout.strip() == "[]"
+
+
+def test_what_describe_images_says_is_checked_and_costs_no_request(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DescribeImages' size and media types, as the listing read them: an index, a Helm chart (an artifact)
+    and an image are said; a size past MAX_SIZE, a negative or a string one, a media type that is none or
+    not a string say nothing, and the listing does not fail; `said` sends no request."""
+    oci, docker = "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"
+    sent: dict[str, dict[str, Any]] = {
+        "multi": {"imageManifestMediaType": "application/vnd.oci.image.index.v1+json", "imageSizeInBytes": 100},
+        "chart": {"imageManifestMediaType": oci, "artifactMediaType": "application/vnd.cncf.helm.config.v1+json"},
+        "app": {
+            "imageManifestMediaType": docker,
+            "artifactMediaType": "application/vnd.docker.container.image.v1+json",
+        },
+        "huge": {"imageSizeInBytes": 2**63, "imageManifestMediaType": "text/html"},
+        "typed": {"imageSizeInBytes": "12", "imageManifestMediaType": ["x"], "artifactMediaType": 3},
+        "negative": {"imageSizeInBytes": -1},
+    }
+    images = [image(sha(str(n)), tag) | said for n, (tag, said) in enumerate(sent.items())]
+    with FakeEcrApi(images) as api:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", api.url)
+        poller = ecr_poller()
+
+        async def listed_then_said() -> tuple[Any, list[Any]]:
+            tags = await poller.tags("team/app", lambda _t: True)
+            return tags, await poller.said({sha(str(n)): "team/app" for n in range(len(sent) + 1)})
+
+        tags, said = run(listed_then_said())
+    assert tags is not None and sorted(tags) == sorted(sent)
+    assert {one.digest: (one.kind, one.platforms, one.created, one.size) for one in said} == {
+        sha("0"): ("index", None, None, 100),
+        sha("1"): ("artifact", None, None, None),
+        sha("2"): ("image", None, None, None),
+    }
+    assert api.targets == ["AmazonEC2ContainerRegistry_V20150921.DescribeImages"]

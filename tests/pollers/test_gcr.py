@@ -22,6 +22,7 @@ from google.auth.exceptions import RefreshError
 from tests.conftest import Watcher
 from tests.fakes.gcr import FakeGcr
 from tests.fakes.google_token import FakeGoogleTokenServer, ServiceAccount, rsa_key
+from tests.support.images import added_custom_data, ensure_images, said_rows, shown_images
 from tests.support.registry import RegistryClient, free_port
 from tests.support.token_server import Grant, TokenServer
 from watcher import errors
@@ -29,12 +30,15 @@ from watcher.diff import TagState
 from watcher.pollers.gcr import GcrPoller, read_tag_pages, refresh_error, uploaded_at
 from watcher.registrations.forms import build_spec
 from watcher.registrations.scope import Scope
+from watcher.registrations.spec import RegistrySpec
 
 if TYPE_CHECKING:
     from tests.support.fixtures import RegistryEnv, RegistryFactory
 
 USERNAME, PASSWORD = "alice", "s3cret-pass"  # the pusher's login (tests.support.fixtures)
 PROJECT = "watcher-proj"
+#: an image's build time, as GCR's `timeCreatedMs` says it
+BUILT_MS, BUILT = "1764576000123", "2025-12-01T08:00:00.123Z"
 
 
 class Clock:
@@ -201,11 +205,18 @@ def test_manifest_map_gives_digests_and_push_times(
         before = now_ms()
         second = pusher.push_image(repo, "v2")
         after = now_ms()
-        heads = fake.count("HEAD", "/manifests/")
+        fake.entries[second] = {"timeCreatedMs": BUILT_MS, "imageSizeBytes": "123456"}  # as GCR says them
+        heads, gets = fake.count("HEAD", "/manifests/"), fake.count("GET", "/manifests/")
         pushed = poll(watcher)
         assert changes(pushed) == [("added", repo, "v2", second, "")]
         assert before <= parse(pushed["events"][0]["pushed_at"]) <= after
         assert fake.count("HEAD", "/manifests/") == heads  # the map gave the digest: no HEAD per tag
+        # ... and its build time, size and kind: the event says the build time, no manifest is read
+        assert fake.count("GET", "/manifests/") == gets
+        assert added_custom_data(watcher.stream_entries())["v2"]["created"] == BUILT
+        assert said_rows(watcher.engine)[("g", second)] == ("image", None, parse(BUILT), 123456)
+        shown = shown_images(watcher, "g")["v2"]
+        assert (shown["created"], shown["size"], shown["platforms"]) == (BUILT, 123456, [])
 
         pusher.retag(repo, "v2", "v1")
         moved = poll(watcher)
@@ -219,6 +230,28 @@ def test_manifest_map_gives_digests_and_push_times(
         assert changes(hidden) == [("added", repo, "v3", third, "")]
         assert hidden["events"][0]["pushed_at"] == ""
         assert fake.count("HEAD", "/manifests/") == heads + 1
+
+        # a map entry no one can believe: nothing of it is stored, the poll goes on, the manifest is read
+        fourth = pusher.push_image(repo, "v4")
+        fake.entries[fourth] = {"timeCreatedMs": "99999999999999", "imageSizeBytes": str(2**63), "mediaType": 5}
+        assert changes(poll(watcher)) == [("added", repo, "v4", fourth, "")]
+        assert ("g", fourth) not in said_rows(watcher.engine)
+        assert shown_images(watcher, "g")["v4"]["platforms"] == ["linux/amd64"]  # verified, from the bytes
+
+    if not millis_as_int:  # what GCR said is believed for this registry alone
+        plain = watcher.add_registry("plain", gcr.url, "--username", USERNAME, "--password", PASSWORD)
+        assert plain.exit_code == 0, plain.output
+        assert watcher.cli("poll", "plain").exit_code == 0  # a baseline: nothing described
+        assert (shown_images(watcher, "plain")["v2"]["size"], shown_images(watcher, "g")["v2"]["size"]) == (
+            None,
+            123456,
+        )
+        spec = RegistrySpec("plain", "oci", gcr.url, {"username": USERNAME, "password": PASSWORD})
+        assert ensure_images(watcher.engine, spec, {second: repo}).stored == [second]  # verified: everyone's
+        verified = shown_images(watcher, "plain")["v2"]
+        assert verified["size"] not in (None, 123456) and verified["platforms"] == ["linux/amd64"]
+        assert shown_images(watcher, "g")["v2"]["size"] == verified["size"]
+        assert (verified["created"], shown_images(watcher, "g")["v2"]["created"]) == ("1970-01-01T00:00:00.000Z",) * 2
 
 
 def now_ms() -> datetime:

@@ -11,6 +11,13 @@ within the same limits across the deployment too: the policies of `watcher.regis
 
 `AZURE_AUTHORITY_HOST` points Azure AD elsewhere (a national cloud, or a test authority); for a host
 Microsoft does not know, instance discovery is turned off so nothing calls login.microsoftonline.com.
+
+With Azure AD there is no OCI client to read manifests with, so a poll's new digests are described by ACR's
+own manifest properties (`GET /acr/v1/{name}/_manifests/{digest}`, through the same pipeline as the listing:
+its origin check, limits and meter): architecture, os, size and media type, and an index's `references`
+for its platforms; one request per new digest, at most `MAX_PER_GROUP` a group (`watcher.polling.images`).
+Its `createdTime` is a push time, never kept as the build time. With a username and password the OCI client
+reads the manifests themselves, verified against their digests, and ACR's properties are not asked.
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -44,15 +51,17 @@ from azure.core.pipeline.transport import RequestsTransport
 from watcher import errors
 from watcher.diff import TagState
 from watcher.errors import InputError
-from watcher.pollers.base import Poller, TagFilter
+from watcher.pollers.base import Poller, TagFilter, gather_all
 from watcher.pollers.oci import OciPoller
 from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import error_for_status
+from watcher.registry.imagemeta import MAX_MANIFEST_BYTES
 from watcher.registry.oci import OciClient
 from watcher.registry.origin import OffOrigin, origin_of, shown
 from watcher.registry.policedsession import policed_session
+from watcher.registry.said import SaidImage, said_image, said_kind, said_platform, said_platforms, said_size
 from watcher.registry.sdklimits import AzureMeter, AzureSlots
 
 AUDIENCE = "https://containerregistry.azure.net"
@@ -78,6 +87,7 @@ MICROSOFT_AUTHORITIES = frozenset(
 _OS_ERROR = re.compile(r"\[Errno -?\d+\][^'\"()]*")
 _SSL_ERROR = re.compile(r"\[SSL[^\]]*\][^'\"()]*")
 T = TypeVar("T")
+log = logging.getLogger("watcher")
 
 # azure-identity logs every failed token request as a warning; the error itself reaches the user once.
 logging.getLogger("azure").addHandler(logging.NullHandler())
@@ -146,6 +156,17 @@ class AcrPoller(OciPoller):
     def manifest_client(self) -> OciClient | None:
         return super().manifest_client() if self.api is None else None  # Azure AD: the SDK's tokens only
 
+    async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
+        """With Azure AD, ACR's manifest properties of each wanted digest, one request each (within the
+        registry's limits); a digest whose request fails says nothing. With a username and password nothing:
+        the OCI client reads the manifests, verified."""
+        api = self.api
+        if api is None:
+            return []
+        answers = await gather_all([api.manifest(repository, digest) for digest, repository in wanted.items()])
+        found = [acr_said(digest, answer) for digest, answer in zip(wanted, answers, strict=True)]
+        return [one for one in found if one is not None]
+
     @property
     def requests(self) -> int:
         return self.api.meter.counts.total if self.api is not None else super().requests
@@ -159,6 +180,27 @@ class AcrPoller(OciPoller):
             await super().aclose()
         else:
             self.api.close()
+
+
+def acr_said(digest: str, answer: object) -> SaidImage | None:
+    """ACR's manifest properties of `digest`, checked: its kind from `mediaType` (and `configMediaType`), its
+    platforms an index's `references` or an image's own `os`/`architecture`, its size `imageSize`."""
+    manifest = answer.get("manifest") if isinstance(answer, dict) else None
+    if not isinstance(manifest, dict) or manifest.get("digest") != digest:
+        return None
+    kind = said_kind(manifest.get("mediaType"), manifest.get("configMediaType"))
+    references = manifest.get("references")
+    if kind == "index" and isinstance(references, list):
+        platforms = said_platforms(
+            said_platform(r.get("os"), r.get("architecture"), r.get("variant"))
+            for r in references
+            if isinstance(r, dict)
+        )
+    elif kind == "image":
+        platforms = said_platforms([said_platform(manifest.get("os"), manifest.get("architecture"))])
+    else:
+        platforms = None
+    return said_image(digest, kind, platforms, size=said_size(manifest.get("imageSize")))
 
 
 def counted(items: Iterable[T], what: str) -> list[T]:
@@ -297,6 +339,28 @@ class AcrApi:
         try:
             return await self._call(f"tags of {repository}", listed)
         except errors.ScopeError:
+            return None
+
+    async def manifest(self, repository: str, digest: str) -> object:
+        """ACR's properties of one manifest (`/acr/v1/{name}/_manifests/{digest}`, the JSON as sent), or None
+        when it fails: they are a poll's extra, never its failure."""
+        url = f"{self.endpoint.rstrip('/')}/acr/v1/{quote(repository, safe='')}/_manifests/{quote(digest, safe=':')}"
+        what = f"manifest properties of {repository}@{digest}"
+
+        def read(client: Any) -> object:
+            from azure.core.rest import HttpRequest
+
+            # the SDK's public model leaves out `mediaType` and `references`: the same request, read whole,
+            # through its generated client's pipeline (auth challenges, origin check, limits, meter)
+            response = client._client.send_request(HttpRequest("GET", url, headers={"Accept": "application/json"}))
+            if response.status_code != 200 or len(response.content) > MAX_MANIFEST_BYTES:
+                return None
+            return json.loads(response.content)
+
+        try:
+            return await self._call(what, read)
+        except errors.RegistryError as exc:
+            log.info("%s: %s", what, exc)
             return None
 
     async def _call(self, what: str, call: Callable[[Any], T]) -> T:

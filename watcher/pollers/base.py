@@ -23,8 +23,8 @@ from watcher.registry.hostlimits import HostLimits
 from watcher.registry.reference import digest_problem, repository_problem, shown, tag_problem
 
 if TYPE_CHECKING:
-    from watcher.registry.imagemeta import SaidImage
     from watcher.registry.oci import OciClient
+    from watcher.registry.said import SaidImage
 
 TagFilter = Callable[[str], bool]
 T = TypeVar("T")
@@ -178,6 +178,11 @@ class Poller:
         (no request) or in a bounded number of requests. Nothing by default: an OCI registry says nothing
         but its bytes (`watcher.registry.imagemeta`)."""
         return []
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        """The poll is done with these repositories (described, or found unchanged): what their listing
+        heard for `said` may go."""
+        return None
 
     @property
     def requests(self) -> int:

@@ -9,6 +9,10 @@ The API's bearer token comes from `POST /v2/auth/token` (the deprecated `/v2/use
 is missing), is cached until shortly before it expires, and a 401 logs in again once; a second 401 is a
 credentials error, never a loop. `WATCHER_DOCKERHUB_API_URL` points the poller at another Hub API
 (tests, mirrors); the registry is the registry's URL (`https://registry.hub.docker.com` by default).
+
+A tag entry also says its image: `images[]` (each platform's os, architecture and variant), `full_size` and
+`media_type`/`content_type`. The listing keeps them as sent (`Heard`, bounded) and `said` checks them when a
+poll describes its new digests: no request, and no manifest `GET`, which Hub counts as a pull.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -35,6 +40,7 @@ from watcher.registrations.spec import RegistrySpec
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import ApiClient, json_object
 from watcher.registry.pager import Page, read_list
+from watcher.registry.said import Heard, SaidImage, said_image, said_kind, said_platform, said_platforms, said_size
 
 API_URL_ENV = "WATCHER_DOCKERHUB_API_URL"
 DEFAULT_API_URL = "https://hub.docker.com"
@@ -63,6 +69,9 @@ class DockerHubPoller(OciPoller):
         username, password = spec.credentials.get("username"), spec.credentials.get("password")
         login = (username, password) if username and password else None
         self.api = HubApi(os.environ.get(API_URL_ENV) or DEFAULT_API_URL, login, self.limits)
+        #: what the listing's tag entries said of each digest, as sent: (media_type, content_type, full_size,
+        #: images)
+        self.heard: Heard[tuple[object, object, object, object]] = Heard()
 
     @classmethod
     def validate(cls, spec: RegistrySpec) -> None:
@@ -114,6 +123,7 @@ class DockerHubPoller(OciPoller):
         if entries is None:
             return None
         states: dict[str, TagState] = {}
+        heard: list[tuple[str, tuple[object, object, object, object]]] = []
         unresolved: list[tuple[str, datetime | None]] = []
         for entry in entries:
             tag = entry["name"]
@@ -125,12 +135,22 @@ class DockerHubPoller(OciPoller):
                 unresolved.append((tag, pushed_at))
             else:
                 states[tag] = TagState(self.valid_digest(repository, tag, digest), pushed_at)
+                said = (entry.get("media_type"), entry.get("content_type"), entry.get("full_size"), entry.get("images"))
+                heard.append((states[tag].digest, said))
+        self.heard.add(repository, heard)
         path_in_registry = f"{namespace}/{name}"
         digests = await gather_all([self.client.manifest_digest(path_in_registry, tag) for tag, _ in unresolved])
         for (tag, pushed_at), found in zip(unresolved, digests, strict=True):
             if found is not None:  # None: the tag went away between the API's answer and the HEAD
                 states[tag] = TagState(self.valid_digest(repository, tag, found), pushed_at)
         return states
+
+    async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
+        """Kind, platforms and size of the wanted digests, as the listing's tag entries said them."""
+        return self.heard.said(wanted, hub_said)
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        self.heard.forget(repositories)
 
     @property
     def requests(self) -> int:
@@ -242,6 +262,23 @@ class HubApi(ApiClient):
         if entries is None and missing is not None:
             raise errors.ScopeError(missing)
         return entries
+
+
+def hub_said(digest: str, sent: tuple[object, object, object, object]) -> SaidImage | None:
+    """A tag entry's (media_type, content_type, full_size, images) of `digest`, checked: its platforms from
+    `images[]`; an image whose `content_type` is not `image` is an artifact; without a media type, several
+    platforms make an index."""
+    media_type, content_type, size, images = sent
+    entries = images if isinstance(images, list) else []
+    platforms = said_platforms(
+        said_platform(i.get("os"), i.get("architecture"), i.get("variant")) for i in entries if isinstance(i, dict)
+    )
+    kind = said_kind(media_type)
+    if kind == "image" and isinstance(content_type, str) and content_type and content_type != "image":
+        kind = "artifact"
+    if kind is None and media_type in (None, "") and platforms is not None and len(platforms) > 1:
+        kind = "index"
+    return said_image(digest, kind, platforms, size=said_size(size))
 
 
 def bearer(token: str | None) -> dict[str, str]:

@@ -15,6 +15,11 @@ Push times arrive as epoch seconds (with a fraction); the client's parser turns 
 UTC datetimes (`utc_timestamp`, through botocore's own `timestamp_parser` hook, as the AWS CLI sets it),
 not through botocore's default, which goes through dateutil and the local zone: that cost a quarter of a
 big poll's CPU. An image's digest and push time are read once, however many tags it has.
+
+`DescribeImages` also says each image's size (`imageSizeInBytes`) and kind (`imageManifestMediaType`, and
+`artifactMediaType` for what is not an image): the listing keeps them as sent (`Heard`, bounded) and `said`
+checks them when a poll describes its new digests, at no request. It says no build time (`imagePushedAt`
+is when it was pushed: the tag's `pushed_at`, never `created`) and no platforms.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -43,6 +49,7 @@ from watcher.registrations.spec import RegistrySpec
 from watcher.registry.entries import check_entries
 from watcher.registry.hostlimits import HostLimits, Pacer
 from watcher.registry.requestcounts import RequestCounts
+from watcher.registry.said import Heard, SaidImage, said_image, said_kind, said_size
 from watcher.registry.sdklimits import BotocoreSlots
 
 URL_SHAPE = "https://ACCOUNT.dkr.ecr.REGION.amazonaws.com"
@@ -124,6 +131,8 @@ class EcrPoller(Poller):
         self._client_lock = threading.Lock()
         #: every HTTP attempt botocore makes (its retries included), by status
         self.counts = RequestCounts()
+        #: what the listing's DescribeImages said of each digest: (kind, imageSizeInBytes as sent)
+        self.heard: Heard[tuple[str | None, object]] = Heard()
 
     # -- validation -------------------------------------------------------------------------------
     @classmethod
@@ -230,6 +239,7 @@ class EcrPoller(Poller):
 
     def _tags(self, repository: str, wanted: TagFilter) -> dict[str, TagState] | None:
         found: dict[str, TagState] = {}
+        heard: list[tuple[str, tuple[str | None, object]]] = []
         count = 0
         token: str | None = None
         while True:
@@ -250,9 +260,20 @@ class EcrPoller(Poller):
                     digest = self.valid_digest(repository, kept[0], image.get("imageDigest"))
                     state = TagState(digest, as_utc(image.get("imagePushedAt")))
                     found.update(dict.fromkeys(kept, state))
+                    # the kind now (one of three constants, not two media type strings kept per image)
+                    kind = said_kind(image.get("imageManifestMediaType"), image.get("artifactMediaType"))
+                    heard.append((digest, (kind, image.get("imageSizeInBytes"))))
             token = page.get("nextToken")
             if not token:
+                self.heard.add(repository, heard)
                 return found
+
+    async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
+        """Size and kind of the wanted digests, as the listing's DescribeImages said them: no request."""
+        return self.heard.said(wanted, ecr_said)
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        self.heard.forget(repositories)
 
     def _page(self, token: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"registryId": self.account, "maxResults": PAGE_SIZE}
@@ -340,6 +361,13 @@ class EcrPoller(Poller):
                 f"region {self.region!r} is probably wrong: AWS has no ECR endpoint there ({text})"
             )
         return errors.UnreachableError(text)
+
+
+def ecr_said(digest: str, sent: tuple[str | None, object]) -> SaidImage | None:
+    """DescribeImages' kind (from `imageManifestMediaType` and `artifactMediaType`) and `imageSizeInBytes`
+    of `digest`, checked."""
+    kind, size = sent
+    return said_image(digest, kind, size=said_size(size))
 
 
 def entries(answer: object, key: str, what: str) -> list[Any]:

@@ -10,7 +10,9 @@ Repositories belong to a project: `PROJECT/IMAGE` on GCR, `PROJECT/REPO/IMAGE` o
 catalog lists every project the key can see, so discovery keeps only `PROJECT/…`; `--repository` globs are
 matched against that same full path, project included, exactly as it appears in events. GCR's tag list
 carries a `manifest` map (digest → tags, upload time): one request per repository gives digests and push
-times; tags the map does not cover are resolved by HEAD, as on any OCI registry.
+times; tags the map does not cover are resolved by HEAD, as on any OCI registry. Each entry of the map also
+says its image's build time (`timeCreatedMs`; "0" is unknown), size (`imageSizeBytes`) and kind
+(`mediaType`): the listing keeps them as sent (`Heard`, bounded) and `said` checks them, at no request.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
@@ -43,6 +45,7 @@ from watcher.registry.entries import check_entries
 from watcher.registry.oci import entry_list
 from watcher.registry.policedsession import policed_session
 from watcher.registry.reference import is_tag, shown
+from watcher.registry.said import Heard, SaidImage, said_image, said_kind, said_millis, said_size
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REGISTRY_USER = "oauth2accesstoken"
@@ -68,6 +71,9 @@ class GcrPoller(OciPoller):
     def __init__(self, spec: RegistrySpec) -> None:
         self.prefix = project_prefix(str(spec.options.get("project_id", "")))
         self._foreign_repositories: list[str] = []
+        #: what the listing's `manifest` maps said of each digest, as sent: (mediaType, imageSizeBytes,
+        #: timeCreatedMs)
+        self.heard: Heard[tuple[object, object, object]] = Heard()
         super().__init__(spec)
 
     # -- validation -------------------------------------------------------------------------------
@@ -128,6 +134,7 @@ class GcrPoller(OciPoller):
             for t in kept
             if t in known
         }
+        self.heard.add(repository, heard_in(pages, {state.digest for state in result.values()}))
         missing = [t for t in kept if t not in known]  # not in the `manifest` map (or no map at all): HEAD
         digests = await gather_all([self.client.manifest_digest(repository, t) for t in missing])
         result.update(
@@ -138,6 +145,13 @@ class GcrPoller(OciPoller):
             }
         )
         return result
+
+    async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
+        """Kind, size and build time of the wanted digests, as the listing's `manifest` maps said them."""
+        return self.heard.said(wanted, google_said)
+
+    def forget(self, repositories: Iterable[str]) -> None:
+        self.heard.forget(repositories)
 
     def _wrong_project_message(self) -> str:
         projects = sorted({r.split("/", 1)[0] for r in self._foreign_repositories})
@@ -352,6 +366,30 @@ def manifest_map(raw: Any, repository: str, keep: Callable[[object], bool] = is_
             if previous is None or _later(state, previous):
                 states[tag] = state
     return states
+
+
+def google_said(digest: str, sent: tuple[object, object, object]) -> SaidImage | None:
+    """A `manifest` map entry's (mediaType, imageSizeBytes, timeCreatedMs) of `digest`, checked: sizes and
+    times are decimal strings on GCR, integers on Artifact Registry; a `timeCreatedMs` of "0" is unknown."""
+    kind, size, created = said_kind(sent[0]), said_size(sent[1], text=True), said_millis(sent[2])
+    return said_image(digest, kind, created=created, size=size)
+
+
+def heard_in(pages: list[dict[str, Any]], digests: set[str]) -> list[tuple[str, tuple[object, object, object]]]:
+    """(digest, (mediaType, imageSizeBytes, timeCreatedMs)) as the `manifest` maps sent them, for `digests`
+    (the listing's checked ones) only; `said` checks the values."""
+    found = []
+    for page in pages:
+        raw = page.get("manifest")
+        if not isinstance(raw, dict):
+            continue
+        for digest in digests & raw.keys():
+            entry = raw[digest]
+            if isinstance(entry, dict):
+                found.append(
+                    (digest, (entry.get("mediaType"), entry.get("imageSizeBytes"), entry.get("timeCreatedMs")))
+                )
+    return found
 
 
 def _kept(tag: object, keep: Callable[[object], bool]) -> TypeGuard[str]:

@@ -4,13 +4,20 @@
 digest (`watcher.registry.imagemeta`), so whichever registry (or workspace) serves a known digest next costs
 no request at all: the database is asked first. The missing ones are read through the client of the poll
 that found them (`Poller.manifest_client`: its transport, host limits, credentials, origin guard, network
-policy and body cap), never a second one; a provider that lists through an SDK of its own (ECR, ACR with
-Azure AD) has none, and its digests stay unknown. A digest that fails (a mismatch, a 404, a body too large)
-stores nothing; a poll says so in one warning line, and its events go out without the metadata.
+policy and body cap), never a second one. A digest that fails (a mismatch, a 404, a body too large) stores
+nothing; a poll says so in one warning line, and its events go out without the metadata.
 
-After a registry's baseline a poll fetches its new digests between listing a group and committing it
+A provider's own API may say some of it first (`Poller.said`: ECR's `describeImages`, Google's `manifest`
+map, Docker Hub's tag entries, from what the listing read; ACR with Azure AD, a request each): what it says
+is not verified, so it is stored per registry (`watcher.schema.listed_images`) and believed for that
+registry alone, and only the digests it said nothing of are fetched. That is how ECR and ACR with Azure
+AD, which have no OCI client, have metadata at all.
+
+After a registry's baseline a poll describes its new digests between listing a group and committing it
 (`describe`), so their events carry the metadata (`watcher.outbox.events.ImageFacts`); a steady poll has no
-group and asks nothing. The baseline's digests are filled in the background (`watcher.polling.imagefill`).
+group and asks nothing. The baseline's digests are filled in the background (`watcher.polling.imagefill`),
+from OCI registries; what a provider's listing says of them is not stored: on 100,000 ECR tags that cost a
+second table's worth of rows (+25-37 % of the baseline's CPU, 2.5x its database; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from watcher.outbox.events import ImageFacts
 from watcher.outbox.imagefacts import known_facts
 from watcher.pollers.base import Poller, gather_all
 from watcher.polling.saving import Listed, Target, read_before
-from watcher.registry.imagemeta import ImageMeta, SaidImage, fetch
+from watcher.registry.imagemeta import ImageMeta, fetch
 from watcher.registry.oci import OciClient
 from watcher.registry.reference import digest_problem, repository_problem, shown
+from watcher.registry.said import SaidImage
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -152,6 +160,15 @@ async def describe(
     provider's own API first (`Poller.said`, stored per registry), and those it says nothing of fetched with
     the poll's own client and stored; what is known of its changes' digests kept on it for their events
     (`watcher.polling.saving`). A failure is the events' loss only."""
+    try:
+        await _describe(poller, engine, target, group, writer)
+    finally:
+        poller.forget(item.name for item in group)
+
+
+async def _describe(
+    poller: Poller, engine: Engine, target: Target, group: list[Listed], writer: Executor | None
+) -> None:
     loop = asyncio.get_running_loop()
     wanted, facts = await loop.run_in_executor(writer, partial(_before, engine, target, group))
     if wanted:

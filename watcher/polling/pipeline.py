@@ -244,5 +244,6 @@ async def _lister(
         listed = fingerprint(tags)
         if (before is None and not tags) or (before is not None and before.fingerprint == listed):
             tally.unchanged += 1
+            poller.forget([name])  # nothing of it is described
             continue
         await buffer.put(Listed(name, tags, listed, before))

@@ -22,19 +22,19 @@ from typing import Any
 from urllib.parse import quote
 
 from watcher import errors
+from watcher.registry.imagekinds import (
+    IMAGE_CONFIG_TYPES,
+    IMAGE_MANIFEST_TYPES,
+    INDEX_TYPES,
+    MAX_PLATFORM_FIELD,
+    MAX_PLATFORMS,
+    MAX_SIZE,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 from watcher.registry.oci import MANIFEST_TYPES, OciClient, repository_path
 from watcher.registry.reference import EXACT_ALGORITHMS, digest_problem, shown
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-#: the config media types of a runnable image; any other config makes the manifest an artifact
-IMAGE_CONFIG_TYPES = frozenset(
-    {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
-)
 #: the largest manifest read: what the OCI distribution spec asks registries to accept
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: the largest image config read (real ones are a few KiB; a long build history some tens)
@@ -46,11 +46,6 @@ ANNOTATION_KEYS = tuple(
 )
 #: the longest annotation value kept (longer ones are cut)
 MAX_ANNOTATION_LENGTH = 1024
-#: the longest os/architecture/variant kept, and the most platforms an index records
-MAX_PLATFORM_FIELD = 64
-MAX_PLATFORMS = 128
-#: the largest size believed (a BIGINT's range, less a margin for the sum)
-MAX_SIZE = 2**62
 #: buildx's attestations are index entries with a platform of `unknown/unknown`: not a platform an image runs on
 ATTESTATION = "attestation-manifest"
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -70,19 +65,6 @@ class ImageMeta:
     created: datetime | None = None
     size: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SaidImage:
-    """What a provider's own API says of a digest one registry lists (`Poller.said`), each field None where it
-    says nothing. Not verified against the digest: stored per registry (`watcher.schema.listed_images`) and
-    believed for that registry alone. `created` is the image's build time, never a push time."""
-
-    digest: str
-    kind: str | None = None  # image | index | artifact
-    platforms: list[dict[str, str | None]] | None = None
-    created: datetime | None = None
-    size: int | None = None
 
 
 def verify(data: bytes, digest: str, what: str) -> None:
