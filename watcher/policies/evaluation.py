@@ -16,7 +16,7 @@ and a poll never both compare with the same stored selection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -76,10 +76,11 @@ def reevaluate(
     now: datetime,
     *,
     only: int | None = None,
+    strategy: Strategy | None = None,
 ) -> list[Event]:
     """Every policy watching one of `repositories` (name -> its tags as stored now), evaluated; its row
     updated; an event for each whose selection changed (by repository, then policy name). `only` limits it
-    to the policy of that id (an edit)."""
+    to the policy of that id (an edit), `strategy` to the policies of that strategy."""
     if not repositories:
         return []
     query = select(POLICIES).where(
@@ -87,6 +88,8 @@ def reevaluate(
     )
     if only is not None:
         query = query.where(POLICIES.c.id == only)
+    if strategy is not None:
+        query = query.where(POLICIES.c.strategy == strategy.value)
     rows = session.execute(query.order_by(POLICIES.c.repository, POLICIES.c.name).with_for_update()).all()
     if not rows:
         return []
@@ -140,6 +143,61 @@ def evaluate_stored(session: Session | Connection, owner: Owner, repository: str
     """Evaluate one policy against its repository's stored snapshot (after it was created or edited)."""
     tags = stored_tags(session, owner.registry_id, repository)
     return reevaluate(session, owner, {repository: tags}, schema.utcnow(), only=policy_id)
+
+
+def reevaluate_described(session: Session | Connection, registry_id: int, digests: Collection[str]) -> list[Event]:
+    """After image metadata for `digests` was stored later than their tags (the background fill): the
+    `newest-build` policies of the registry whose repositories serve one of them, evaluated again against the
+    stored snapshot — the only strategy that ranks by what an image says. Nothing else is read when no such
+    policy watches those repositories.
+
+    The policies' rows are locked (an UPDATE: a write lock on SQLite too) before the tags are read, as a
+    poll's commit locks them before it evaluates: whichever of the two evaluates last sees the other's
+    commit, so a poll's newer tags are never overwritten by this evaluation of older ones."""
+    if not digests:
+        return []
+    built = (POLICIES.c.registry_id == registry_id) & (POLICIES.c.strategy == Strategy.NEWEST_BUILD.value)
+    watched = sorted(set(session.execute(select(POLICIES.c.repository).where(built)).scalars()))
+    if not watched:
+        return []
+    repo, tag = schema.repositories.c, schema.tags.c
+    serving_query = (
+        select(repo.name)
+        .distinct()
+        .join(schema.tags, tag.repository_id == repo.id)
+        .where(repo.registry_id == registry_id, repo.name.in_(watched))
+    )
+    serving: set[str] = set()
+    for query in _by_digest(session, serving_query, tag.digest, sorted(digests)):
+        serving.update(session.execute(query).scalars())
+    if not serving:
+        return []
+    now = schema.utcnow()
+    session.execute(update(POLICIES).where(built, POLICIES.c.repository.in_(sorted(serving))).values(evaluated_at=now))
+    owner = _registry(session, registry_id)
+    if owner is None:
+        return []
+    tags = {name: stored_tags(session, registry_id, name) for name in sorted(serving)}
+    return reevaluate(session, owner, tags, now, strategy=Strategy.NEWEST_BUILD)
+
+
+class _Registry(NamedTuple):
+    registry_id: int
+    registry: str
+    url: str
+    workspace: str
+    workspace_id: int
+
+
+def _registry(session: Session | Connection, registry_id: int) -> _Registry | None:
+    """The registry of that id as an event names it (an `Owner`); None once removed."""
+    reg, ws = schema.registries.c, schema.workspaces.c
+    row = session.execute(
+        select(reg.id, reg.name, reg.url, ws.name, reg.workspace_id)
+        .join(schema.workspaces, ws.id == reg.workspace_id)
+        .where(reg.id == registry_id)
+    ).first()
+    return _Registry(*row) if row is not None else None
 
 
 def stored_tags(session: Session | Connection, registry_id: int, repository: str) -> dict[str, TagState]:
