@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Connection, any_, bindparam, select, update
 
 from watcher import schema
 from watcher.diff import TagState
 from watcher.outbox.events import selection_event
-from watcher.policies.strategies import Policy, Selection, Strategy
+from watcher.policies.strategies import UNKNOWN, Policy, Selection, Strategy, reselect
 from watcher.policies.strategies import select as select_tag
 
 if TYPE_CHECKING:
@@ -75,12 +75,16 @@ def reevaluate(
     repositories: Mapping[str, Mapping[str, TagState]],
     now: datetime,
     *,
+    before: Mapping[str, Mapping[str, Any]] | None = None,
     only: int | None = None,
     strategy: Strategy | None = None,
 ) -> list[Event]:
     """Every policy watching one of `repositories` (name -> its tags as stored now), evaluated; its row
-    updated; an event for each whose selection changed (by repository, then policy name). `only` limits it
-    to the policy of that id (an edit), `strategy` to the policies of that strategy."""
+    updated; an event for each whose selection changed (by repository, then policy name). `before` holds a
+    repository's tags as stored until now (name -> tag -> a row whose [1] is the digest), when the caller
+    knows them: a policy whose stored selection was made on those tags is then evaluated from its selection
+    and the change alone where that is provably the same (`strategies.reselect`). `only` limits it to the
+    policy of that id (an edit), `strategy` to the policies of that strategy."""
     if not repositories:
         return []
     query = select(POLICIES).where(
@@ -94,21 +98,26 @@ def reevaluate(
     if not rows:
         return []
     policies = [(row, Policy.stored(row)) for row in rows]
-    created = _created(session, owner.registry_id, repositories, policies)
+    changes = _Changes(repositories, before or {})
+    selections = [changes.reselect(row, policy) for row, policy in policies]
+    full = [(row, policy) for (row, policy), found in zip(policies, selections, strict=True) if found is UNKNOWN]
+    created = _created(session, owner.registry_id, repositories, full) if full else {}
     candidates: dict[str, list[_Tag]] = {}
     events: list[Event] = []
     updates: list[dict[str, Any]] = []
-    for row, policy in policies:
-        if row.repository not in candidates:
-            candidates[row.repository] = [
-                _Tag(tag, state.digest, created.get(state.digest), state.pushed_at)
-                for tag, state in repositories[row.repository].items()
-            ]
-        selection = select_tag(policy, candidates[row.repository])
+    for (row, policy), found in zip(policies, selections, strict=True):
+        tags = repositories[row.repository]
+        if found is UNKNOWN:
+            if row.repository not in candidates:
+                candidates[row.repository] = [
+                    _Tag(tag, state.digest, created.get(state.digest), state.pushed_at) for tag, state in tags.items()
+                ]
+            found = select_tag(policy, candidates[row.repository])
+        selection = cast(Selection | None, found)
         changed = _changed(row, selection)
-        updates.append(_update(row, selection, len(candidates[row.repository]), changed, now))
+        updates.append(_update(row, selection, len(tags), changed, now))
         if changed:
-            pushed = repositories[row.repository][selection.tag].pushed_at if selection else None
+            pushed = tags[selection.tag].pushed_at if selection else None
             events.append(
                 selection_event(
                     owner.registry_id,
@@ -137,6 +146,37 @@ def reevaluate(
         updates,
     )
     return events
+
+
+class _Changes:
+    """Each repository's added and removed tags against its stored rows before the change, worked out once
+    for the policies that watch it."""
+
+    def __init__(self, repositories: Mapping[str, Mapping[str, TagState]], before: Mapping[str, Mapping[str, Any]]):
+        self.repositories = repositories
+        self.before = before
+        self.diffs: dict[str, tuple[list[str], list[str]]] = {}
+
+    def reselect(self, row: Any, policy: Policy) -> Selection | object | None:
+        """The policy's selection from its stored one and the change (`strategies.reselect`), or UNKNOWN:
+        also when its row was not made on the tags before (they are not known here, their count or the
+        selected tag's digest differ)."""
+        tags = self.repositories[row.repository]
+        if policy.strategy is Strategy.DIGEST:
+            return reselect(policy, None, tags, (), ())
+        old = self.before.get(row.repository)
+        if old is None or policy.strategy is Strategy.NEWEST_BUILD or row.considered + row.ignored != len(old):
+            return UNKNOWN
+        previous = None
+        if row.selected_tag is not None:
+            kept = old.get(row.selected_tag)
+            if kept is None or kept[1] != row.selected_digest:
+                return UNKNOWN
+            previous = Selection(row.selected_tag, row.selected_digest, row.considered, row.ignored)
+        if row.repository not in self.diffs:
+            self.diffs[row.repository] = ([t for t in tags if t not in old], [t for t in old if t not in tags])
+        added, removed = self.diffs[row.repository]
+        return reselect(policy, previous, tags, added, removed)
 
 
 def evaluate_stored(session: Session | Connection, owner: Owner, repository: str, policy_id: int) -> list[Event]:
@@ -220,23 +260,42 @@ def _created(
     """Creation times of the digests `newest-build` policies rank (none read for the other strategies): those
     read before from memory, the others from `images` (verified: any registry's), then from what this
     registry's provider said (`listed_images`: this registry's only); a digest neither knows yet is asked
-    again later."""
+    again later. Where more than IN_CHUNK are not in memory (a fresh process), each table is asked once,
+    joined to the repositories' stored tags, for the digests it knows: a digest it does not know costs no
+    bound value and no row (a baseline not yet described, 1,000 such digests a repository)."""
     ranked = {row.repository for row, policy in policies if policy.strategy is Strategy.NEWEST_BUILD}
     digests = {state.digest for name in ranked for state in repositories[name].values()}
     found = {digest: _created_times[digest] for digest in digests if digest in _created_times}
-    images = schema.images.c
+    images, said = schema.images.c, schema.listed_images.c
     unknown = sorted(digests - found.keys())
-    for query in _by_digest(session, select(images.digest, images.created), images.digest, unknown):
-        found.update((digest, created) for digest, created in session.execute(query))
+    joined = len(unknown) > IN_CHUNK
+    known = select(images.digest, images.created)
+    queries = [_serving(known, images.digest, registry_id, ranked)] if joined else []
+    for query in queries or _by_digest(session, known, images.digest, unknown):
+        found.update((digest, created) for digest, created in session.execute(query) if digest in digests)
     if len(_created_times) + len(found) > CREATED_LIMIT:
         _created_times.clear()
     _created_times.update(found)
-    said = schema.listed_images.c
     unsaid = sorted(digests - found.keys())
     listed = select(said.digest, said.created).where(said.registry_id == registry_id, said.created.is_not(None))
-    for query in _by_digest(session, listed, said.digest, unsaid):
-        found.update((digest, created) for digest, created in session.execute(query))
+    if not unsaid:
+        return found
+    queries = [_serving(listed, said.digest, registry_id, ranked)] if joined else []
+    for query in queries or _by_digest(session, listed, said.digest, unsaid):
+        found.update((digest, created) for digest, created in session.execute(query) if digest not in found)
     return found
+
+
+def _serving(query: Any, column: Any, registry_id: int, repositories: Iterable[str]) -> Any:
+    """`query` limited to the digests the repositories' stored tags point at (they are the ranked tags: the
+    commit wrote them before its policies are evaluated)."""
+    repo, tag = schema.repositories.c, schema.tags.c
+    tagged = (
+        select(tag.digest)
+        .join(schema.repositories, repo.id == tag.repository_id)
+        .where(repo.registry_id == registry_id, repo.name.in_(sorted(repositories)))
+    )
+    return query.where(column.in_(tagged))
 
 
 def _by_digest(session: Session | Connection, query: Any, column: Any, digests: list[str]) -> Iterable[Any]:
