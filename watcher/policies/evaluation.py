@@ -16,6 +16,7 @@ and a poll never both compare with the same stored selection.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
@@ -102,17 +103,14 @@ def reevaluate(
     selections = [changes.reselect(row, policy) for row, policy in policies]
     full = [(row, policy) for (row, policy), found in zip(policies, selections, strict=True) if found is UNKNOWN]
     created = _created(session, owner.registry_id, repositories, full) if full else {}
+    ranked = Counter(row.repository for row, _ in full)
     candidates: dict[str, list[_Tag]] = {}
     events: list[Event] = []
     updates: list[dict[str, Any]] = []
     for (row, policy), found in zip(policies, selections, strict=True):
         tags = repositories[row.repository]
         if found is UNKNOWN:
-            if row.repository not in candidates:
-                candidates[row.repository] = [
-                    _Tag(tag, state.digest, created.get(state.digest), state.pushed_at) for tag, state in tags.items()
-                ]
-            found = select_tag(policy, candidates[row.repository])
+            found = select_tag(policy, _candidates(row.repository, tags, created, ranked, candidates))
         selection = cast(Selection | None, found)
         changed = _changed(row, selection)
         updates.append(_update(row, selection, len(tags), changed, now))
@@ -146,6 +144,25 @@ def reevaluate(
         updates,
     )
     return events
+
+
+def _candidates(
+    repository: str,
+    tags: Mapping[str, TagState],
+    created: Mapping[str, datetime | None],
+    ranked: Counter[str],
+    kept: dict[str, list[_Tag]],
+) -> Iterable[_Tag]:
+    """The repository's tags as `select` ranks them: made one at a time when one policy ranks them (tuples
+    that live for one comparison cost no garbage collection; a list of 1,000 tuples for each of a hundred
+    repositories set off full collections in a poll's process), kept as a list for several."""
+    if ranked[repository] == 1:
+        return (_Tag(tag, state.digest, created.get(state.digest), state.pushed_at) for tag, state in tags.items())
+    if repository not in kept:
+        kept[repository] = [
+            _Tag(tag, state.digest, created.get(state.digest), state.pushed_at) for tag, state in tags.items()
+        ]
+    return kept[repository]
 
 
 class _Changes:
