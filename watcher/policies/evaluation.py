@@ -12,6 +12,12 @@ webhook's repository poll, the CLI or the API) made the change.
 
 The rows are locked (`FOR UPDATE` on PostgreSQL; SQLite writes one transaction at a time) so that an edit
 and a poll never both compare with the same stored selection.
+
+A poll's commit also hands over each repository's rows before the change: a policy whose stored selection
+was made on them is then evaluated from that selection and the added and removed tags wherever that is
+provably `select`'s answer (`strategies.reselect`: semver, numeric, alphabetical and digest), so a change of
+a few tags does not rank a repository's thousand. Creation times that arrive after an evaluation (the
+background fill) re-evaluate the newest-build policies that rank them (`reevaluate_described`).
 """
 
 from __future__ import annotations
