@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import Watcher
@@ -15,6 +16,7 @@ from tests.support.registry import OCI_MANIFEST, RegistryClient, seed_layer
 from watcher import schema
 from watcher.db import session_scope
 from watcher.outbox.relay import relay
+from watcher.policies import Policy, evaluation
 from watcher.policies.store import PolicySpec, save
 from watcher.polling import imagefill
 from watcher.polling import poll as polling
@@ -57,7 +59,7 @@ def evaluated_at(watcher: Watcher, name: str) -> object:
 
 
 def test_the_fill_re_evaluates_newest_build_once_the_baselines_creation_times_are_stored(
-    watcher: Watcher, registry: RegistryEnv, unique_repo: str
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`built` (2026) is in the baseline, so nothing is known of it when the policy is evaluated; `late`
     (1970), pushed afterwards, is described by its poll and selected. The fill then stores `built`'s creation
@@ -88,3 +90,16 @@ def test_the_fill_re_evaluates_newest_build_once_the_baselines_creation_times_ar
     relay(watcher.redis, engine=watcher.engine, settings=None, wait_seconds=5)
     selected = [(e["tag"], e["previous_tag"]) for e in watcher.stream_entries() if e["change"] == "selected"]
     assert selected.count(("built", "late")) == 1
+
+    # a process that knows few creation times asks each table once, joined to the stored tags: the same answer
+    with session_scope(watcher.engine) as session:
+        rows = session.execute(select(schema.policies).where(schema.policies.c.name == "app")).all()
+        policies = [(row, Policy.stored(row)) for row in rows]
+        registry_id = rows[0].registry_id
+        tags = {unique_repo: evaluation.stored_tags(session, registry_id, unique_repo)}
+        answers = []
+        for chunk in (evaluation.IN_CHUNK, 0):  # 0: more unknown digests than a chunk, so joined
+            monkeypatch.setattr(evaluation, "IN_CHUNK", chunk)
+            evaluation._created_times.clear()
+            answers.append(evaluation._created(session, registry_id, tags, policies))
+    assert answers[0] == answers[1] and len(answers[0]) == 2
