@@ -373,7 +373,7 @@ def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | N
         return _select_digest(policy.argument, candidates)
     if strategy is Strategy.SEMVER:
         return _select_semver(policy, candidates)
-    kind = "number" if strategy is Strategy.NUMERIC else "text"
+    kind = _kind(policy)
     descending = policy.argument == "desc"
     newest_build = strategy is Strategy.NEWEST_BUILD
     best: CandidateLike | None = None
@@ -398,10 +398,78 @@ def select(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | N
     return Selection(best.tag, best.digest, considered, seen[0] - considered)
 
 
+class _Unknown:
+    """`reselect`'s answer when the changes alone do not decide: rank every tag (`select`)."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = _Unknown()
+
+
+class HasDigest(Protocol):
+    @property
+    def digest(self) -> str: ...
+
+
+def reselect(
+    policy: Policy,
+    previous: Selection | None,
+    tags: Mapping[str, HasDigest],
+    added: Iterable[str],
+    removed: Iterable[str],
+) -> Selection | _Unknown | None:
+    """What `select` would answer for `tags`, from `previous` — its answer for the tags before a change that
+    added the tags `added` and removed `removed` (any other tag may have moved to another digest) — without
+    ranking the tags the change left alone; UNKNOWN where the change alone cannot tell.
+
+    Why it is the same answer: `semver`, `numeric` and `alphabetical` rank a tag by its name alone (a moved
+    tag keeps its rank), and each selects the greatest of the tags it admits in a total order. So while the
+    previous selection is still there, the greatest of it and the added tags is the greatest of all; the
+    counts change by the added and removed tags that have a key. With nothing selected before, nothing is
+    selected while no added tag qualifies (then `select`'s counts are 0 and every tag). `digest` is one
+    lookup. `newest-build` ranks by what each digest's image says, which may have become known since:
+    always UNKNOWN. (tests/policies/test_reselect.py checks the equality on generated changes.)"""
+    strategy = policy.strategy
+    total = len(tags)
+    if strategy is Strategy.DIGEST:
+        state = tags.get(policy.argument)
+        return Selection(policy.argument, state.digest, 1, total - 1) if state is not None else None
+    if strategy is Strategy.NEWEST_BUILD:
+        return UNKNOWN
+    fresh = [Candidate(tag, tags[tag].digest) for tag in added]
+    if previous is None:
+        return None if select(policy, fresh) is None else UNKNOWN
+    kept = tags.get(previous.tag)
+    if kept is None:
+        return UNKNOWN
+    best = select(policy, [Candidate(previous.tag, kept.digest), *fresh])
+    if best is None:  # the stored selection does not qualify: not `select`'s answer for the tags before
+        return UNKNOWN
+    considered = previous.considered + best.considered - 1 - _considered(policy, removed)
+    if not 0 < considered <= total:
+        return UNKNOWN
+    return Selection(best.tag, best.digest, considered, total - considered)
+
+
+def _considered(policy: Policy, tags: Iterable[str]) -> int:
+    """How many of `tags` have a key for the policy (`semver`, `numeric`, `alphabetical`)."""
+    kind = _kind(policy)
+    return sum(1 for tag in tags if _cached_key(policy, kind, tag) is not _INVALID)
+
+
+def _kind(policy: Policy) -> str:
+    """What a tag's cached key is for the strategy: "text", "number", or "semver [+]RANGE"."""
+    if policy.strategy is Strategy.SEMVER:
+        return f"semver {'+' if policy.prerelease else ''}{policy.argument}"
+    return "number" if policy.strategy is Strategy.NUMERIC else "text"
+
+
 def _select_semver(policy: Policy, candidates: Iterable[CandidateLike]) -> Selection | None:
     """The greatest admitted version: a candidate no greater than the best so far is never tested against
     the range, and a test's answer is kept with the tag's key."""
-    kind = f"semver {'+' if policy.prerelease else ''}{policy.argument}"
+    kind = _kind(policy)
     admits = _admits(policy)
     best: CandidateLike | None = None
     best_triple: tuple[int, int, int] = (-1, -1, -1)

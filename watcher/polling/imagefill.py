@@ -12,6 +12,12 @@ are read through the registry's own poller client (`watcher.polling.images`), wi
 provider with no OCI client (ECR, ACR with Azure AD) ends its pass without a request. When nothing is
 missing a run costs that one GROUP BY query and one Redis read.
 
+A `newest-build` policy ranks by creation time, which the fill may store after the policy was evaluated:
+once a registry's digests are stored, the newest-build policies watching repositories that serve them are
+evaluated again in one transaction (`watcher.policies.evaluation.reevaluate_described`), and a selection
+that changed writes its `selected` event to the outbox, exactly as a poll's commit would. No such policy:
+one indexed query, nothing more.
+
 The state (cursor, the snapshot's signature the pass started from, whether digests failed, when the
 registry was last served) lives in one Redis hash; lost, every registry is walked once more.
 """
@@ -27,17 +33,20 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from watcher import schema
 from watcher.db import session_scope
 from watcher.errors import WatcherError
 from watcher.models import Registry, utcnow
+from watcher.outbox.events import event_rows
+from watcher.policies.evaluation import reevaluate_described
 from watcher.pollers import poller_for
 from watcher.polling.images import fetch_all, store
 from watcher.registrations.keys import registry_key
 from watcher.registrations.store import spec_of
 from watcher.registry.deadline import run_bounded
+from watcher.registry.imagemeta import ImageMeta
 from watcher.settings import get_settings
 
 if TYPE_CHECKING:
@@ -68,6 +77,8 @@ class Filled:
     failed: int = 0
     requests: int = 0
     skipped: bool = False
+    #: `selected` events written: newest-build policies whose selection the stored creation times changed
+    selected: int = 0
 
 
 @dataclass
@@ -211,6 +222,17 @@ def _missing(session: Any, work: Work, cursor: int, limit: int) -> None:
     work.complete = len(rows) < limit
 
 
+def reselect(engine: Engine, registry_id: int, read: list[ImageMeta]) -> int:
+    """The newest-build policies that rank the digests just stored, evaluated again in one transaction
+    (`watcher.policies.evaluation.reevaluate_described`); their `selected` events written to the outbox like
+    a poll's. Returns how many were written."""
+    with session_scope(engine) as session:
+        events = reevaluate_described(session, registry_id, {meta.digest for meta in read})
+        if events:
+            session.execute(insert(schema.events), event_rows(events))
+    return len(events)
+
+
 async def _read(engine: Engine, works: list[Work]) -> Filled:
     """Every registry's digests read at once (each within its own host limits), and stored."""
     filled = Filled(registries=len(works))
@@ -223,6 +245,8 @@ async def _read(engine: Engine, works: list[Work]) -> Filled:
                 read, failed = await fetch_all(client, work.key, work.wanted, CONCURRENCY)
                 await asyncio.to_thread(store, engine, read)
                 filled.stored += len(read)
+                if read:
+                    filled.selected += await asyncio.to_thread(reselect, engine, work.registry_id, read)
                 filled.failed += len(failed)
                 work.failed = bool(failed)
         except WatcherError as exc:

@@ -172,7 +172,7 @@ def write_changes(session: Session, target: Target, group: list[Listed]) -> list
         saved.append(Saved(item.name, _events(target, changes, now, facts) if target.emit_new else []))
     writes.execute(session)
     saved.sort(key=lambda one: one.repository)  # the group's events by repository, then tag
-    _select(session, target, group, saved, now)
+    _select(session, target, group, saved, now, compared)
     events = [event for s in saved for event in s.events]
     if events:
         insert_rows(session, EVENTS, event_rows(events))
@@ -222,12 +222,16 @@ def _facts(session: Session, target: Target, group: list[Listed], digests: list[
     return known_facts(session, target.registry_id, digests)
 
 
-def _select(session: Session, target: Target, group: list[Listed], saved: list[Saved], now: Any) -> None:
-    """The policies watching the group's repositories, evaluated on their new tags; each `selected` event
-    follows its repository's tag events (`watcher.policies.evaluation`)."""
+def _select(
+    session: Session, target: Target, group: list[Listed], saved: list[Saved], now: Any, compared: dict[str, Before]
+) -> None:
+    """The policies watching the group's repositories, evaluated on their new tags (and their rows until now,
+    so that a change that cannot move a selection ranks nothing); each `selected` event follows its
+    repository's tag events (`watcher.policies.evaluation`)."""
     by_repository = {one.repository: one for one in saved}
     listed = {item.name: item.tags for item in group if item.name in by_repository}
-    selected = reevaluate(session, target, listed, now)
+    before = {name: compared[name].rows for name in listed if name in compared}
+    selected = reevaluate(session, target, listed, now, before=before)
     for event in selected:
         by_repository[event.repository].events.append(event)
 
