@@ -289,12 +289,15 @@ def fill_images() -> int:
     if filled.stored or filled.failed:
         fields = {"registries": filled.registries, "stored": filled.stored, "failed": filled.failed}
         log.info(
-            "image metadata filled: %d digests stored, %d failed, %d requests",
+            "image metadata filled: %d digests stored, %d failed, %d requests, %d selections changed",
             filled.stored,
             filled.failed,
             filled.requests,
-            extra={"fields": fields | {"requests": filled.requests}},
+            filled.selected,
+            extra={"fields": fields | {"requests": filled.requests, "selected": filled.selected}},
         )
+    if filled.selected:
+        publish()  # a changed selection's event goes out now, as a poll's does, not at the next sweep
     return filled.stored
 
 
