@@ -7,6 +7,11 @@ fails right after: what is timed is only what a poll does before its first reque
 the schema check, the engine, the credentials, the claim).
 
     .venv/bin/python -m benchmarks.poll_start --runs 9
+    .venv/bin/python -m benchmarks.poll_start --runs 9 --hide trio
+
+`--hide trio` runs every command as a production install would: httpcore imports `trio` whenever it is
+installed, and only a test dependency (Selenium) installs it here. A hidden module is a package on
+PYTHONPATH, ahead of site-packages, whose import raises ImportError, as a missing one's would.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -66,11 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--hide", action="append", default=[], metavar="MODULE", help="as if not installed")
     args = parser.parse_args(argv)
     listener = Listener()
     watcher = str(Path(sys.executable).with_name("watcher"))
-    with state(args.db, "poll-start") as installation:
+    with state(args.db, "poll-start") as installation, tempfile.TemporaryDirectory() as hidden:
         env = {**os.environ, **installation.env}
+        for name in args.hide:
+            (Path(hidden) / name).mkdir()
+            (Path(hidden) / name / "__init__.py").write_text(f"raise ImportError('{name} is hidden')\n")
+        if args.hide:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [hidden, env.get("PYTHONPATH")]))
         url = f"http://127.0.0.1:{listener.port}"
         add = [watcher, "registry", "add", NAME, "--provider", "oci", "--url", url, "--no-verify"]
         subprocess.run(add, env=env, check=True, capture_output=True)
@@ -85,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 extra = [str(listener.port)] if command[0] == sys.executable else []
                 times[label].append(listener.time_to_first(command + extra, env))
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"spawn to first connection, {args.runs} runs each in turn, {args.db}, load {load}")
+    shown = f", hidden: {', '.join(args.hide)}" if args.hide else ""
+    print(f"spawn to first connection, {args.runs} runs each in turn, {args.db}{shown}, load {load}")
     floor = statistics.median(times["import sqlalchemy, httpx, redis, then connect"])
     for label, seconds in times.items():
         median = statistics.median(seconds)
