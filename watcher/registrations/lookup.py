@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import select
 
-from watcher.read.model import askable, missing
+from watcher.read.views import askable, missing
 from watcher.registrations.keys import split_key
 from watcher.registrations.spec import RegistrySpec
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
@@ -22,9 +22,8 @@ from watcher.schema import registries as REGISTRIES
 from watcher.schema import workspaces as WORKSPACES
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row, Select
-
-    from watcher.read.model import Reader
+    from sqlalchemy import Connection, Row, Select
+    from sqlalchemy.orm import Session
 
 S = TypeVar("S", bound="Select[Any]")
 #: the registry's workspace's name, as a column: its own FROM even in a query joined to the workspaces
@@ -80,7 +79,7 @@ def not_found(key: str) -> Exception:
     return missing(split_key(key)[1])
 
 
-def find_row(reader: Reader, key: str) -> Row[Any]:
+def find_row(reader: Connection | Session, key: str) -> Row[Any]:
     """The row of the registry of `key` with its workspace's name, in one query; NotFoundError naming only
     the name when there is none — in that workspace, or at all."""
     row = reader.execute(by_key(select(REGISTRIES, WORKSPACE_NAME.label("workspace")), key)).first()
