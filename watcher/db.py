@@ -186,6 +186,23 @@ def session_scope(engine: Engine | None = None, *, bookkeeping: bool = False) ->
 
     factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
     with factory() as session, session.begin():
-        if bookkeeping and session.get_bind().dialect.name == "postgresql":
-            session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        if bookkeeping:
+            _no_flush_wait(session.connection())
         yield session
+
+
+@contextmanager
+def write_scope(engine: Engine | None = None, *, bookkeeping: bool = False) -> Iterator[Connection]:
+    """`session_scope` as a Core connection: one transaction, committed on success, rolled back on any
+    error, and no ORM imported (a poll's claim, before its first request: `watcher.polling.poll`).
+    `bookkeeping` as in `session_scope`."""
+    with (engine or get_engine()).begin() as connection:
+        if bookkeeping:
+            _no_flush_wait(connection)
+        yield connection
+
+
+def _no_flush_wait(connection: Connection) -> None:
+    """This transaction's commit does not wait for the WAL flush (PostgreSQL; elsewhere nothing)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -78,8 +79,30 @@ POLL_DENIED = (
     "yaml",
 )
 
+#: not imported by `watcher poll` before its first request to the registry: the ORM and the models, what
+#: commits a listing (and the events, policies and deliveries it brings), fan-out — all come once the listing
+#: is under way (`watcher.polling.poll`)
+BEFORE_FIRST_REQUEST = (
+    "sqlalchemy.orm",
+    "watcher.models",
+    "watcher.polling.saving",
+    "watcher.polling.images",
+    "watcher.polling.fanout",
+    "watcher.outbox",
+    "watcher.policies",
+    "watcher.delivery",
+    "nodesemver",
+)
+
 PROBE = """
-import gc, json, sys
+import gc, json, os, sys
+first = []  # what was imported when the first connection to PROBE_PORT (the registry) was made
+port = int(os.environ.get("PROBE_PORT", "0"))
+def connecting(event, args):
+    if event == "socket.connect" and not first and isinstance(args[1], tuple) and args[1][1:2] == (port,):
+        first.append(sorted(sys.modules))
+if port:
+    sys.addaudithook(connecting)
 full = []  # full collections while nothing was frozen yet: the imports', and any before `heap.settle`'s freeze
 gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and not gc.get_freeze_count()
                     and full.append(1))
@@ -91,7 +114,7 @@ except SystemExit as exc:
 heap = {"full_collections": len(full), "enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
         "threshold": gc.get_threshold()}
 with open(sys.argv[1], "w") as out:
-    json.dump({"code": code, "modules": sorted(sys.modules), "heap": heap}, out)
+    json.dump({"code": code, "modules": sorted(sys.modules), "heap": heap, "first": first[0] if first else None}, out)
 """
 
 
@@ -122,6 +145,7 @@ def probe(installation: tuple[Path, dict[str, str]], *args: str, env: dict[str, 
     result: dict[str, Any] = json.loads(report.read_text())
     assert result["code"] in (0, None), (done.stdout, done.stderr)
     assert done.stdout.strip(), "the command printed nothing"
+    result["stdout"] = done.stdout
     return result
 
 
@@ -198,9 +222,14 @@ def test_a_poll_imports_only_what_its_provider_needs(
     add = ["registry", "add", name, "--provider", "oci", "--url", registry.url, "--repository", unique_repo]
     imported(installation, *add, "--no-verify")
     stream = {"WATCHER_REDIS_URL": REDIS_URL, "WATCHER_EVENTS_STREAM": f"watcher-test:{RUN_ID}:{name}:events"}
-    result = probe(installation, "poll", name, "--json", env=stream)
+    port = str(urlsplit(registry.url).port)
+    result = probe(installation, "poll", name, "--json", env={**stream, "PROBE_PORT": port})
     modules = set(result["modules"])
     assert "watcher.pollers.oci" in modules  # it did poll
+    assert "watcher.polling.saving" in modules and json.loads(result["stdout"])["tags"] == 1  # and saved
+    before_first_request = set(result["first"])  # the audit hook saw the registry's first connection
+    assert "sqlalchemy.engine" in before_first_request and "httpx" in before_first_request
+    assert under(before_first_request, BEFORE_FIRST_REQUEST) == []
     assert heavy(modules, POLL_DENIED) == []
     assert under(modules, POSTGRESQL) == []
     assert result["heap"]["full_collections"] == 0

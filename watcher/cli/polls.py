@@ -29,8 +29,12 @@ def poll_command(name: str, as_json: bool) -> None:
     would cost this command Celery's import."""
     from watcher import bus
     from watcher.cli.workspaces import existing_key
-    from watcher.outbox.relay import relay
     from watcher.polling.poll import PartialPoll, poll
+
+    def relay() -> None:  # the relay (and the outbox's imports) only once the poll is done
+        from watcher.outbox.relay import relay
+
+        relay(bus.connect())
 
     partial: PartialPoll | None = None
     key = existing_key(name)
@@ -40,10 +44,10 @@ def poll_command(name: str, as_json: bool) -> None:
         partial, result = exc, exc.result
     except RegistryError:  # a deadline may pass after some repositories were saved: their events go out
         with contextlib.suppress(StateError):
-            relay(bus.connect())
+            relay()
         raise
     try:
-        relay(bus.connect())
+        relay()
     except StateError as exc:
         raise StateError(
             f"registry {name!r}: listed and saved, but the events are not on the stream yet: {exc}"

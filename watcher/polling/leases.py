@@ -7,6 +7,9 @@ holder is known dead (a process of this host that exited) is taken at once, so a
 does not block the next one. The lease only keeps two polls from working at once; what keeps them from
 both committing against one repository's snapshot is that repository's revision, compare-and-set at its
 commit (`watcher.polling.saving`).
+
+SQLAlchemy Core on `watcher.schema.registries`, in a Core connection or an ORM session alike: a poll takes
+its lease before its first request to the registry, without importing the ORM (`watcher.polling.claim`).
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from sqlalchemy import ColumnElement, Engine, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from watcher.db import session_scope
-from watcher.models import Registry, utcnow
 from watcher.runtime import holder
+from watcher.schema import registries as REGISTRIES
+from watcher.schema import utcnow
 from watcher.settings import get_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+    Writer = Connection | Session
+
 log = logging.getLogger("watcher")
+REG = REGISTRIES.c
 
 
 def lease_length() -> timedelta:
@@ -49,30 +58,30 @@ class Claimed(Enum):
     TAKEN_OVER = "taken over"
 
 
-def claim(session: Session, registry_id: int, owner: str) -> Claimed | None:
+def claim(session: Writer, registry_id: int, owner: str) -> Claimed | None:
     """Take the registry if it is free, its lease lapsed or its holder is known dead; None if another
     poll holds it. A poll that starts is no longer waiting: the slot the tick dispatched it for
     (`due_since`) is cleared."""
     now = utcnow()
-    if _take(session, registry_id, owner, Registry.lease_owner.is_(None) & _lapsed(now)):
+    if _take(session, registry_id, owner, REG.lease_owner.is_(None) & _lapsed(now)):
         return Claimed.FREE  # a steady poll's one statement
     if _take(session, registry_id, owner, _lapsed(now)):
         return Claimed.TAKEN_OVER
-    held_by = session.scalar(select(Registry.lease_owner).where(Registry.id == registry_id))
+    held_by = session.scalar(select(REG.lease_owner).where(REG.id == registry_id))
     if held_by is None or not holder.known_dead(held_by):
         return None
-    taken = _take(session, registry_id, owner, Registry.lease_owner == held_by)  # unless taken meanwhile
+    taken = _take(session, registry_id, owner, REG.lease_owner == held_by)  # unless taken meanwhile
     return Claimed.TAKEN_OVER if taken else None
 
 
 def _lapsed(now: datetime) -> ColumnElement[bool]:
-    return or_(Registry.lease_until.is_(None), Registry.lease_until < now)
+    return or_(REG.lease_until.is_(None), REG.lease_until < now)
 
 
-def _take(session: Session, registry_id: int, owner: str, free: ColumnElement[bool]) -> bool:
+def _take(session: Writer, registry_id: int, owner: str, free: ColumnElement[bool]) -> bool:
     taken = session.execute(
-        update(Registry)
-        .where(Registry.id == registry_id)
+        update(REGISTRIES)
+        .where(REG.id == registry_id)
         .where(free)
         .values(lease_owner=owner, lease_until=utcnow() + lease_length(), due_since=None)
     )
@@ -81,19 +90,19 @@ def _take(session: Session, registry_id: int, owner: str, free: ColumnElement[bo
 
 def renew(engine: Engine, registry_id: int, owner: str) -> bool:
     """Extend the lease; False once it is no longer ours (released, or lapsed and taken)."""
-    with session_scope(engine) as session:
-        renewed = session.execute(
-            update(Registry)
-            .where(Registry.id == registry_id, Registry.lease_owner == owner)
+    with engine.begin() as connection:
+        renewed = connection.execute(
+            update(REGISTRIES)
+            .where(REG.id == registry_id, REG.lease_owner == owner)
             .values(lease_until=utcnow() + lease_length())
         )
-    return bool(renewed.rowcount)  # type: ignore[attr-defined]
+    return bool(renewed.rowcount)
 
 
-def release(session: Session, registry_id: int, owner: str) -> None:
+def release(session: Writer, registry_id: int, owner: str) -> None:
     session.execute(
-        update(Registry)
-        .where(Registry.id == registry_id, Registry.lease_owner == owner)
+        update(REGISTRIES)
+        .where(REG.id == registry_id, REG.lease_owner == owner)
         .values(lease_owner=None, lease_until=None)
     )
 

@@ -15,6 +15,9 @@ catalog fails the whole poll before anything is read or written.
 Before the writer commits a group, the digests its events will name as new and `images` does not know are
 read with the poll's own client (`watcher.polling.images.describe`), so the events carry their metadata; a
 steady poll has no group, and so asks nothing more.
+
+What commits (`saving`, `images`, and the ORM with them) is imported once a repository has changed, not
+before the poll's first request (`watcher.polling.poll`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from watcher.errors import RegistryError
-from watcher.models import Event
 from watcher.pollers.base import Poller, first_error
-from watcher.polling import images
-from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import Stored, fingerprint
 from watcher.registrations.scope import Scope
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from watcher.diff import TagState
+    from watcher.models import Event
+    from watcher.polling.saving import Listed, Saved, Target
 
 #: at most this many repositories, or this many tags (or one repository with more), commit together
 CHUNK_REPOSITORIES = 1000
@@ -52,7 +56,9 @@ class Store(Protocol):
     """The database side of a poll; both calls run on the writer thread."""
 
     engine: Engine
-    target: Target
+
+    @property
+    def target(self) -> Target: ...
 
     def stored(self) -> dict[str, Stored]:
         """The stored repositories in scope (those out of scope are dropped first)."""
@@ -207,12 +213,14 @@ async def list_repositories(
 
     async def write() -> None:
         while (group := await buffer.take()) is not None:
+            from watcher.polling import images  # once there is something to commit
+
             await images.describe(poller, store.engine, store.target, group, writer)
             tally.record(await loop.run_in_executor(writer, store.save, group))
 
     async def list_all() -> None:
         for name in gone:
-            await buffer.put(Listed(name, {}, fingerprint({}), stored[name]))
+            await buffer.put(_listed(name, {}, fingerprint({}), stored[name]))
         queue = iter(names)
         async with asyncio.TaskGroup() as listers:
             for _ in range(max(1, min(poller.limits.max_concurrency, len(names)))):
@@ -246,4 +254,11 @@ async def _lister(
             tally.unchanged += 1
             poller.forget([name])  # nothing of it is described
             continue
-        await buffer.put(Listed(name, tags, listed, before))
+        await buffer.put(_listed(name, tags, listed, before))
+
+
+def _listed(name: str, tags: dict[str, TagState], listed: str, before: Stored | None) -> Listed:
+    """A changed repository, for the writer; what commits it (and the ORM) is imported with the first one."""
+    from watcher.polling.saving import Listed
+
+    return Listed(name, tags, listed, before)

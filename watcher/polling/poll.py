@@ -11,6 +11,14 @@ snapshot is recorded silently too, while one already stored reports its changes.
 A worker's poll of a registry with more than `WATCHER_FANOUT_REPOSITORIES` repositories is split into
 chunks that every free worker lists (`watcher.polling.fanout`); it is still one poll, with one run, one lease and
 one outcome, closed once every chunk is. `watcher poll NAME` lists every chunk in its own process.
+
+Up to its first request to the registry a poll imports only what that request needs: it finds, claims and
+records itself, and reads the stored repositories, in one transaction of SQLAlchemy Core
+(`watcher.registrations.lookup`, `leases`, `runs`, `snapshot`), a bookkeeping commit
+(`watcher.db.write_scope`): a steady poll is that transaction and the one that closes it. The ORM, what
+commits a listing (`saving`, and the events and policies with it) and fan-out are imported once the
+listing is under way (tests/cli/test_cli_imports.py), so `watcher poll` starts in little more than the
+time its database, HTTP and Redis clients take to import.
 """
 
 from __future__ import annotations
@@ -21,26 +29,30 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher.db import get_engine, session_scope
+from watcher.db import get_engine, session_scope, write_scope
 from watcher.errors import RegistryError, StateError, WatcherError
-from watcher.models import Event, Registry
 from watcher.pollers import poller_for
-from watcher.pollers.base import Poller
-from watcher.polling import fanout, leases, pipeline, runs, saving
+from watcher.polling import leases, pipeline, runs
 from watcher.polling.pipeline import PollTally
-from watcher.polling.saving import Listed, Saved, Target
 from watcher.polling.snapshot import Stored, drop_repositories, out_of_scope, stored_repositories
-from watcher.read import counters, pollmetrics
+from watcher.registrations.lookup import StoredRegistry, find_row, spec_of
 from watcher.registrations.scope import Scope
 from watcher.registrations.spec import RegistrySpec, format_interval
-from watcher.registrations.store import find, spec_of
 from watcher.registry.deadline import DeadlineExceeded, Interrupted, run_bounded
 from watcher.runtime import heap
 from watcher.runtime.shutdown import stop_on_signals
+
+if TYPE_CHECKING:
+    from watcher.models import Event
+    from watcher.pollers.base import Poller
+    from watcher.polling import fanout
+    from watcher.polling.saving import Listed, Saved, Target
 
 log = logging.getLogger("watcher")
 #: how many failed repositories the one line of a partial poll names (all are counted)
@@ -103,22 +115,24 @@ def poll(
     owner = owner or leases.new_owner()
     started = time.monotonic()
     with stop_on_signals(stop) as stop_event:
-        with session_scope(engine, bookkeeping=True) as session:
-            row = find(session, name)
+        with write_scope(engine, bookkeeping=True) as connection:  # Core: no ORM before the first request
+            row = find_row(connection, name)
             poll_id = PollId(row.id, name, row.provider, run_id=0, owner=owner, started=started)
-            claimed = leases.claim(session, row.id, owner)
+            claimed = leases.claim(connection, row.id, owner)
             if claimed is None:
                 raise Busy(f"registry {name!r} is being polled by another worker")
-            poll_id.run_id = runs.start(session, row.id, trigger, taken_over=claimed is leases.Claimed.TAKEN_OVER)
+            taken_over = claimed is leases.Claimed.TAKEN_OVER
+            poll_id.run_id = runs.start(connection, row.id, trigger, taken_over=taken_over)
             baselined = row.baselined
-            stored = stored_repositories(session, row.id)  # in the claim's transaction: no other to read it
+            stored = stored_repositories(connection, row.id)  # in the claim's transaction: no other to read it
         with leases.Heartbeat(engine, poll_id.registry_id, owner, name):
             made: list[Poller] = []
             tally = PollTally()
             try:
                 spec = spec_of(row)  # credentials that cannot be decrypted fail this poll, named
-                target = Target.of(row, spec.url, Scope.from_options(spec.options), baselined or spec.emit_existing)
-                _bounded_poll(RegistryStore(engine, target, stored), spec, stop_event, made, tally, poll_id, dispatch)
+                scope = Scope.from_options(spec.options)
+                store = RegistryStore(engine, row, spec.url, scope, baselined or spec.emit_existing, stored)
+                _bounded_poll(store, spec, stop_event, made, tally, poll_id, dispatch)
             except BaseException as exc:
                 _say_what_was_saved(exc, tally)
                 codes = (made[0].codes if made else Counter()) + tally.elsewhere.codes
@@ -160,13 +174,17 @@ def _bounded_poll(
 ) -> None:
     """The pipeline to its deadline or a stop request; then the writer thread is waited for (and the chunks
     of a split poll closed), so `tally` says exactly what was committed, whichever way the poll ended."""
-    engine, target = store.engine, store.target
+    engine = store.engine
     seconds = spec.poll_timeout()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-writer")
     split = None
     if dispatch is not None:
+        from watcher.polling import fanout  # a worker's poll only (`watcher poll` lists every chunk itself)
+
         deadline = time.time() + seconds
-        split = fanout.Coordinator(engine, target, poll_id.run_id, poll_id.owner, dispatch, writer, tally, deadline)
+        split = fanout.Coordinator(
+            engine, store.target, poll_id.run_id, poll_id.owner, dispatch, writer, tally, deadline
+        )
     try:
         run_bounded(
             lambda: _run(spec, made, store, writer, tally, split),
@@ -197,33 +215,46 @@ async def _run(
     heap.settle()  # what the process imported, the poller's SDK included, is never scanned again
     made.append(poller)
     try:
-        await pipeline.run(poller, store.target.scope, store, writer, tally, split)
+        await pipeline.run(poller, store.scope, store, writer, tally, split)
     finally:
         await poller.aclose()
 
 
 @dataclass
 class RegistryStore:
-    """The pipeline's database side for one registry (`pipeline.Store`)."""
+    """The pipeline's database side for one registry (`pipeline.Store`). Its `target` (and with it what
+    commits a listing: `watcher.polling.saving`) is first needed after the poll's first request."""
 
     engine: Engine
-    target: Target
+    registry: StoredRegistry
+    url: str
+    scope: Scope
+    #: the registry is past its baseline (or emits existing tags): a new repository's tags are `added`
+    emit_new: bool
     #: the stored repositories, as read in the transaction that claimed the registry (None: read them here)
     claimed: dict[str, Stored] | None = None
+
+    @cached_property
+    def target(self) -> Target:
+        from watcher.polling.saving import Target
+
+        return Target.of(self.registry, self.url, self.scope, self.emit_new)
 
     def stored(self) -> dict[str, Stored]:
         found, self.claimed = self.claimed, None
         if found is None:
-            with session_scope(self.engine) as session:
-                found = stored_repositories(session, self.target.registry_id)
-        unwanted = out_of_scope(found, self.target.scope)
+            with self.engine.begin() as connection:  # Core: a poll of named repositories reads this first
+                found = stored_repositories(connection, self.registry.id)
+        unwanted = out_of_scope(found, self.scope)
         if unwanted:
-            with session_scope(self.engine) as session:
-                drop_repositories(session, self.target.registry_id, unwanted)
+            with self.engine.begin() as connection:
+                drop_repositories(connection, self.registry.id, unwanted)
         dropped = set(unwanted)
         return {name: stored for name, stored in found.items() if name not in dropped}
 
     def save(self, group: list[Listed]) -> list[Saved]:
+        from watcher.polling import saving
+
         return saving.save(self.engine, self.target, group)
 
 
@@ -240,6 +271,8 @@ def _say_what_was_saved(exc: BaseException, tally: PollTally) -> None:
 
 def _finish_unsaved(engine: Engine, poll_id: PollId, codes: Counter[str], exc: BaseException, tally: PollTally) -> None:
     """Close the run of a poll that did not finish, count it, and give the registry back."""
+    from watcher.read import counters, pollmetrics
+
     outcome = "abandoned" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, WatcherError) else f"{type(exc).__name__}: {exc}"
     increments = pollmetrics.finished(poll_id.name, poll_id.provider, outcome, poll_id.seconds(), codes)
@@ -267,6 +300,9 @@ def _finish(
 ) -> PollResult:
     """Close the run of a poll that went through every repository: `ok`, or `failed` naming the repositories
     that failed. Only a poll with none failed completes the registry's baseline."""
+    from watcher.models import Registry
+    from watcher.read import counters, pollmetrics
+
     elsewhere = tally.elsewhere
     result = PollResult(
         registry=spec.name,

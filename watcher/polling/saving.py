@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -43,6 +43,9 @@ from watcher.read import counters, pollmetrics
 from watcher.registrations.keys import registry_key
 from watcher.registrations.scope import Scope
 from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
+
+if TYPE_CHECKING:
+    from watcher.registrations.lookup import StoredRegistry
 
 TAGS = cast(Table, Tag.__table__)
 REPOSITORIES = cast(Table, Repository.__table__)
@@ -92,7 +95,7 @@ class Target:
     workspace: str = DEFAULT_WORKSPACE
 
     @classmethod
-    def of(cls, row: Registry, url: str, scope: Scope, emit_new: bool) -> Target:
+    def of(cls, row: StoredRegistry, url: str, scope: Scope, emit_new: bool) -> Target:
         """The target of the registry `row`, in its workspace (every poll's way to build one)."""
         return cls(row.id, row.name, url, scope, emit_new, workspace_id=row.workspace_id, workspace=row.workspace)
 

@@ -3,6 +3,8 @@
 A poll first reads only the repositories rows (name, fingerprint, revision): a repository whose listing has
 the fingerprint stored for it is unchanged, and its tag rows are never read. Only a repository whose
 fingerprint differs has its tag rows loaded, and only while it is being committed (`watcher.polling.saving`).
+SQLAlchemy Core on `watcher.schema`'s tables: a poll of named repositories reads its stored ones before its
+first request, and imports no ORM for it (`watcher.polling.poll`).
 """
 
 from __future__ import annotations
@@ -11,17 +13,24 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Table, delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select
 
 from watcher.diff import Listing, TagState
-from watcher.models import Repository, Tag
 from watcher.registrations.scope import Scope
+from watcher.schema import repositories as REPOSITORIES
+from watcher.schema import tags as TAGS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+    Writer = Connection | Session
 
 #: ids per `IN (...)`: well under every database's limit on bound parameters
 IN_CHUNK = 500
+REPO = REPOSITORIES.c
 
 
 def fingerprint(tags: Mapping[str, TagState]) -> str:
@@ -43,12 +52,10 @@ class Stored:
     revision: int
 
 
-def stored_repositories(session: Session, registry_id: int) -> dict[str, Stored]:
+def stored_repositories(session: Writer, registry_id: int) -> dict[str, Stored]:
     """Every stored repository of the registry: one query, no tag rows."""
     rows = session.execute(
-        select(Repository.name, Repository.id, Repository.fingerprint, Repository.revision).where(
-            Repository.registry_id == registry_id
-        )
+        select(REPO.name, REPO.id, REPO.fingerprint, REPO.revision).where(REPO.registry_id == registry_id)
     )
     return {name: Stored(repo_id, fp, revision) for name, repo_id, fp, revision in rows}
 
@@ -60,19 +67,16 @@ def out_of_scope(names: Iterable[str], scope: Scope) -> list[str]:
     return [name for name in names if not scope.wants_repository(name)]
 
 
-def drop_repositories(session: Session, registry_id: int, names: list[str]) -> None:
+def drop_repositories(session: Writer, registry_id: int, names: list[str]) -> None:
     """Repositories the registry no longer watches leave the snapshot silently (their tags cascade)."""
     for start in range(0, len(names), IN_CHUNK):
         session.execute(
-            delete(Repository).where(
-                Repository.registry_id == registry_id, Repository.name.in_(names[start : start + IN_CHUNK])
-            )
+            delete(REPOSITORIES).where(REPO.registry_id == registry_id, REPO.name.in_(names[start : start + IN_CHUNK]))
         )
 
 
 #: one stored tag row: (row id, digest, push time)
 TagRow = tuple[int, str, datetime | None]
-TAGS = cast(Table, Tag.__table__)
 
 
 def stored_rows(session: Session, repository_ids: Iterable[int]) -> dict[int, dict[str, TagRow]]:

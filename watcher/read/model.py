@@ -36,7 +36,13 @@ from watcher.read.views import (  # what the quick commands share without SQLAlc
     rfc3339_or_none,
 )
 from watcher.read.views import (
+    askable as askable,
+)
+from watcher.read.views import (
     first_line as first_line,
+)
+from watcher.read.views import (
+    missing as missing,
 )
 from watcher.read.views import (
     poll_json as poll_json,
@@ -402,18 +408,6 @@ def _registry_row(reader: Reader, name: str, workspace_id: int) -> Any:
     if row is None:
         raise missing(name)
     return row
-
-
-def askable(name: str) -> str:
-    """`name`, to look a registry up by; NotFoundError when it cannot be one: a NUL is in no registry's name,
-    and PostgreSQL cannot even be asked about one (a URL's `%00`)."""
-    if "\x00" in name:
-        raise missing(name)
-    return name
-
-
-def missing(name: str) -> NotFoundError:
-    return NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
 
 
 def registry_id(reader: Reader, name: str, *, workspace_id: int) -> int:

@@ -11,7 +11,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from watcher.errors import NotFoundError
+
 State = Literal["pending", "ok", "failing"]
+
+
+def askable(name: str) -> str:
+    """`name`, to look a registry up by; NotFoundError when it cannot be one: a NUL is in no registry's name,
+    and PostgreSQL cannot even be asked about one (a URL's `%00`)."""
+    if "\x00" in name:
+        raise missing(name)
+    return name
+
+
+def missing(name: str) -> NotFoundError:
+    return NotFoundError(f"no registry named {name!r}: see `watcher registry list`")
 
 
 def rfc3339(moment: datetime | None) -> str:

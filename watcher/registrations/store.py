@@ -12,54 +12,26 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from watcher.errors import ConflictError, StateError
-from watcher.models import Registry, Repository, Workspace, utcnow
+from watcher.models import Registry, Repository, utcnow
 from watcher.polling.scheduler import first_slot
 from watcher.registrations import workspaces
-from watcher.registrations.keys import split_key
+from watcher.registrations.lookup import by_key, not_found
+from watcher.registrations.lookup import spec_of as spec_of
 from watcher.registrations.spec import RegistrySpec
-from watcher.schema import DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_ID
 
 
 def find(session: Session, key: str) -> Registry:
     """The registry of `key` (`watcher.registrations.keys`: `NAME` in workspace `default`, else
     `WORKSPACE/NAME`), in one query; NotFoundError in the read model's words, naming only the name, when
-    there is none — in that workspace, or at all."""
-    from watcher.read.model import askable, missing  # one check and one message for every lookup by name
-
-    workspace, name = split_key(key)
-    query = select(Registry).where(Registry.name == askable(name))
-    if workspace == DEFAULT_WORKSPACE:
-        query = query.where(Registry.workspace_id == DEFAULT_WORKSPACE_ID)
-    else:
-        query = query.join(Workspace, Workspace.id == Registry.workspace_id).where(Workspace.name == askable(workspace))
-    row = session.scalar(query)
+    there is none — in that workspace, or at all. (A poll's start reads a Core row: `lookup.find_row`.)"""
+    row = session.scalar(by_key(select(Registry), key))
     if row is None:
-        raise missing(name)
+        raise not_found(key)
     return row
 
 
 def already_exists(name: str) -> ConflictError:
     return ConflictError(f"registry {name!r} already exists; use `watcher registry apply` to change it", field="name")
-
-
-def spec_of(row: Registry) -> RegistrySpec:
-    """The registry as registered; raises Undecryptable naming it when its credentials cannot be decrypted."""
-    from watcher.registrations import vault
-
-    try:
-        credentials = vault.decrypt(row.credentials)
-    except vault.Undecryptable as exc:
-        raise vault.Undecryptable(f"registry {row.name!r}: credentials {exc}") from None
-    return RegistrySpec(
-        name=row.name,
-        provider=row.provider,
-        url=row.url,
-        credentials=credentials,
-        options=dict(row.options or {}),
-        interval_seconds=row.interval_seconds,
-        emit_existing=row.emit_existing,
-        workspace=row.workspace,
-    )
 
 
 def create(session: Session, spec: RegistrySpec) -> Registry:
