@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.conftest import Watcher
 from tests.fakes.tampering_proxy import TamperingProxy
@@ -129,13 +130,25 @@ def test_a_tampered_config_stores_nothing_and_the_event_still_goes_out(
     assert len(warnings) == 1 and "registry 'mirror'" in warnings[0] and image.digest in warnings[0]
 
 
+def late(watcher: Watcher, seconds: float | None) -> None:
+    """Every registry's poll due `seconds` ago and not started yet (None: none is due)."""
+    since = None if seconds is None else schema.utcnow() - timedelta(seconds=seconds)
+    with watcher.engine.begin() as conn:
+        conn.execute(update(schema.registries).values(due_since=since))
+
+
 def test_the_baseline_is_filled_in_the_background(watcher: Watcher, registry: RegistryEnv, unique_repo: str) -> None:
-    """A baseline of five digests (one tagged twice) is filled two digests a run; once filled, and after a
-    steady poll, a run reads no registry and sends nothing; a poll that commits walks the registry once more."""
+    """A baseline of five digests (one tagged twice) is filled two digests a run, and not while a due poll
+    waits; once filled, and after a steady poll, a run reads no registry and sends nothing; a poll that
+    commits walks the registry once more."""
     digests = {registry.client.push_image(f"{unique_repo}/r{i % 2}", f"t{i}") for i in range(5)}
     registry.client.retag(f"{unique_repo}/r0", "t0", "again")
     add(watcher, "r1", registry.url, unique_repo)
     polling.poll("r1")
+    late(watcher, seconds=60)  # a due poll waits: the fill leaves the pool to it
+    held_back = imagefill.fill(watcher.engine, watcher.redis, per_registry=2)
+    assert held_back.skipped and (held_back.stored, held_back.requests) == (0, 0) and stored_digests(watcher) == set()
+    late(watcher, seconds=None)
     runs: list[imagefill.Filled] = []
     while not runs or runs[-1].stored:
         runs.append(imagefill.fill(watcher.engine, watcher.redis, per_registry=2))

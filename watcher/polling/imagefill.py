@@ -7,7 +7,8 @@ only at the registries whose snapshot changed since their last pass, whose pass 
 last pass left digests it could not read (tried again after RETRY_SECONDS). A pass walks a registry's tag
 rows in id order from a cursor, PER_REGISTRY digests that `images` lacks (one indexed anti-join, LIMIT) a
 run; registries take turns, the least recently served first, at most PER_RUN digests a run. A registry
-being polled (its lease held) is left alone that run: its poll has the host's limits to itself. Digests
+being polled (its lease held) is left alone that run: its poll has the host's limits to itself; and no run
+reads anything while polls are late (`polls_late`): the fill takes only what the pool has to spare. Digests
 are read through the registry's own poller client (`watcher.polling.images`), within its host limits; a
 provider with no OCI client (ECR, ACR with Azure AD) ends its pass without a request. When nothing is
 missing a run costs that one GROUP BY query and one Redis read.
@@ -43,6 +44,7 @@ from watcher.outbox.events import event_rows
 from watcher.policies.evaluation import reevaluate_described
 from watcher.pollers import poller_for
 from watcher.polling.images import fetch_all, store
+from watcher.read.model import deployment_lag
 from watcher.registrations.keys import registry_key
 from watcher.registrations.store import spec_of
 from watcher.registry.deadline import run_bounded
@@ -66,6 +68,8 @@ RETRY_SECONDS = 3600
 #: a run's deadline, and how long its lock is held at most
 DEADLINE_SECONDS = 60
 LOCK_SECONDS = 90
+#: a run is skipped while a due poll has waited longer than this to start (the schedule's lag target)
+YIELD_LAG_SECONDS = 5.0
 
 
 @dataclass
@@ -126,7 +130,10 @@ def state_key() -> str:
 
 
 def fill(engine: Engine, client: redis.Redis, *, per_registry: int = PER_REGISTRY, per_run: int = PER_RUN) -> Filled:
-    """One run: the digests of registries that need it read and stored (see above)."""
+    """One run: the digests of registries that need it read and stored (see above); none while polls are
+    late (`polls_late`)."""
+    if polls_late(engine):
+        return Filled(skipped=True)
     lock = f"{state_key()}:lock"
     token = secrets.token_hex(8)
     if not client.set(lock, token, nx=True, ex=LOCK_SECONDS):
@@ -136,6 +143,14 @@ def fill(engine: Engine, client: redis.Redis, *, per_registry: int = PER_REGISTR
     finally:
         if client.get(lock) in (token, token.encode()):
             client.delete(lock)
+
+
+def polls_late(engine: Engine) -> bool:
+    """Whether a due poll has waited over YIELD_LAG_SECONDS to start: the fill only uses what the pool has
+    to spare, since a run holds a pool process for seconds (1,000 registries' baselines left 30,000
+    digests to fill, and the pool, filling them, completed half the polls due)."""
+    with engine.connect() as conn:
+        return deployment_lag(conn) > YIELD_LAG_SECONDS
 
 
 def _run(engine: Engine, client: redis.Redis, per_registry: int, per_run: int) -> Filled:
