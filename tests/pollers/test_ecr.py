@@ -29,6 +29,7 @@ from tests.support.registry import free_port
 from watcher import errors
 from watcher.pollers import poller_for
 from watcher.pollers.ecr import EcrPoller, parse_url
+from watcher.polling import imagefill
 from watcher.registrations.forms import build_spec
 from watcher.registrations.scope import Scope
 
@@ -157,6 +158,13 @@ def test_baseline_push_retag_move_delete(watcher: Watcher, ecr: EcrSeed, unique_
     # (`imagePushedAt` is a push time), no platforms. The baseline's v1: not described
     assert said_rows(watcher.engine) == {("aws", v2): ("image", None, None, 2)}
     assert [shown_images(watcher, "aws")[tag]["size"] for tag in ("v1", "v2")] == [None, 2]
+    # the background fill asks DescribeImages for the baseline's digests by digest, once
+    filled = imagefill.fill(watcher.engine, watcher.redis)
+    assert (filled.stored, filled.failed, filled.requests) == (1, 0, 1)
+    assert said_rows(watcher.engine)[("aws", v1)] == ("image", None, None, 2)
+    assert [shown_images(watcher, "aws")[tag]["size"] for tag in ("v1", "v2")] == [2, 2]
+    again = imagefill.fill(watcher.engine, watcher.redis)
+    assert (again.stored, again.requests) == (0, 0)
 
     assert ecr.retag(unique_repo, "v2", "stable") == v2
     assert changes(poll(watcher, "aws")) == [("added", "stable", v2, "")]
@@ -576,7 +584,7 @@ def test_what_describe_images_says_is_checked_and_costs_no_request(
 
         async def listed_then_said() -> tuple[Any, list[Any]]:
             tags = await poller.tags("team/app", lambda _t: True)
-            return tags, await poller.said({sha(str(n)): "team/app" for n in range(len(sent) + 1)})
+            return tags, await poller.said({sha(str(n)): "team/app" for n in range(len(sent))})
 
         tags, said = run(listed_then_said())
     assert tags is not None and sorted(tags) == sorted(sent)

@@ -59,6 +59,8 @@ _URL = re.compile(
 )
 _REGION = re.compile(rf"^{REGION}$")
 PAGE_SIZE = 1000  # the most DescribeRepositories and DescribeImages return per call
+#: digests one DescribeImages call asks by digest (the API's limit for `imageIds`)
+DESCRIBE_BY_DIGEST = 100
 
 AUTH_CODES = frozenset(
     {
@@ -269,8 +271,34 @@ class EcrPoller(Poller):
                 return found
 
     async def said(self, wanted: Mapping[str, str]) -> list[SaidImage]:
-        """Size and kind of the wanted digests, as the listing's DescribeImages said them: no request."""
-        return self.heard.said(wanted, ecr_said)
+        """Size and kind of the wanted digests, as the listing's DescribeImages said them (no request); the
+        others (the background fill's: a fresh poller heard nothing) asked by digest, DESCRIBE_BY_DIGEST a
+        call per repository, within the registry's limits. A call ECR refuses (an image gone since) says
+        nothing of its digests."""
+        found = self.heard.said(wanted, ecr_said)
+        known = self.heard.heard_of(wanted)  # what the listing sent and the checks refused is not asked again
+        by_repository: dict[str, list[str]] = {}
+        for digest, repository in sorted(wanted.items()):
+            if digest not in known:
+                by_repository.setdefault(repository, []).append(digest)
+        for repository, digests in by_repository.items():
+            for start in range(0, len(digests), DESCRIBE_BY_DIGEST):
+                ids = [{"imageDigest": digest} for digest in digests[start : start + DESCRIBE_BY_DIGEST]]
+                try:
+                    page = await self._call(
+                        "describe_images", registryId=self.account, repositoryName=repository, imageIds=ids
+                    )
+                except errors.RegistryError:
+                    continue
+                asked = set(digests[start : start + DESCRIBE_BY_DIGEST])
+                for image in entries(page, "imageDetails", f"images of {repository}"):
+                    sent = image.get("imageDigest") if isinstance(image, dict) else None
+                    if isinstance(sent, str) and sent in asked:
+                        kind = said_kind(image.get("imageManifestMediaType"), image.get("artifactMediaType"))
+                        one = ecr_said(sent, (kind, image.get("imageSizeInBytes")))
+                        if one is not None:
+                            found.append(one)
+        return found
 
     def forget(self, repositories: Iterable[str]) -> None:
         self.heard.forget(repositories)

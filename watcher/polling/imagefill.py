@@ -10,8 +10,9 @@ run; registries take turns, the least recently served first, at most PER_RUN dig
 being polled (its lease held) is left alone that run: its poll has the host's limits to itself; and no run
 reads anything while polls are late (`polls_late`): the fill takes only what the pool has to spare. Digests
 are read through the registry's own poller client (`watcher.polling.images`), within its host limits; a
-provider with no OCI client (ECR, ACR with Azure AD) ends its pass without a request. When nothing is
-missing a run costs that one GROUP BY query and one Redis read.
+provider's own API is asked first (`Poller.said`: ECR's DescribeImages by digest, ACR's manifest
+properties); a provider with no OCI client (ECR, ACR with Azure AD) reads nothing more, and its pass skips
+what it said already. When nothing is missing a run costs that one GROUP BY query and one Redis read.
 
 A `newest-build` policy ranks by creation time, which the fill may store after the policy was evaluated:
 once a registry's digests are stored, the newest-build policies watching repositories that serve them are
@@ -43,7 +44,7 @@ from watcher.models import Registry, utcnow
 from watcher.outbox.events import event_rows
 from watcher.policies.evaluation import reevaluate_described
 from watcher.pollers import poller_for
-from watcher.polling.images import fetch_all, store
+from watcher.polling.images import fetch_all, store, store_said
 from watcher.read.model import deployment_lag
 from watcher.registrations.keys import registry_key
 from watcher.registrations.store import spec_of
@@ -211,17 +212,19 @@ def _plan(engine: Engine, due: list[int], passes: dict[int, Pass], per_registry:
             except WatcherError as exc:
                 log.warning("registry %r: image metadata not filled: %s", key, str(exc).splitlines()[0])
                 continue
-            work = Work(row.id, key, poller, complete=True)  # no OCI client: its pass ends unread
-            if poller.manifest_client() is not None:
-                state = passes.get(row.id)
-                _missing(session, work, state.cursor if state is not None and not state.done else 0, per_registry)
+            work = Work(row.id, key, poller)
+            state = passes.get(row.id)
+            cursor = state.cursor if state is not None and not state.done else 0
+            _missing(session, work, cursor, per_registry, only_unsaid=poller.manifest_client() is None)
             works.append(work)
     return works
 
 
-def _missing(session: Any, work: Work, cursor: int, limit: int) -> None:
-    """The registry's next `limit` tag rows after `cursor` whose digest `images` lacks (one anti-join)."""
-    tags, repos, images = schema.tags.c, schema.repositories.c, schema.images.c
+def _missing(session: Any, work: Work, cursor: int, limit: int, *, only_unsaid: bool) -> None:
+    """The registry's next `limit` tag rows after `cursor` whose digest `images` lacks (one anti-join); with
+    `only_unsaid` (a provider with no OCI client: what its API says is all there is to read) also those its
+    provider said nothing of yet."""
+    tags, repos, images, said = schema.tags.c, schema.repositories.c, schema.images.c, schema.listed_images.c
     query = (
         select(tags.id, tags.digest, repos.name)
         .join(schema.repositories, repos.id == tags.repository_id)
@@ -230,6 +233,10 @@ def _missing(session: Any, work: Work, cursor: int, limit: int) -> None:
         .order_by(tags.id)
         .limit(limit)
     )
+    if only_unsaid:
+        query = query.outerjoin(
+            schema.listed_images, (said.registry_id == work.registry_id) & (said.digest == tags.digest)
+        ).where(said.digest.is_(None))
     rows = session.execute(query).all()
     for tag_id, digest, repository in rows:
         work.wanted.setdefault(digest, repository)
@@ -255,8 +262,16 @@ async def _read(engine: Engine, works: list[Work]) -> Filled:
     async def one(work: Work) -> None:
         client = work.poller.manifest_client()
         try:
-            if work.wanted and client is not None:
+            if work.wanted:
                 await work.poller.prepare()
+                said = [one for one in await work.poller.said(work.wanted) if one.digest in work.wanted]
+                await asyncio.to_thread(store_said, engine, work.registry_id, said)
+                filled.stored += len(said)
+            if work.wanted and client is None:
+                unsaid = len(work.wanted) - len(said)
+                filled.failed += unsaid
+                work.failed = unsaid > 0  # asked again after RETRY_SECONDS
+            elif work.wanted and client is not None:
                 read, failed = await fetch_all(client, work.key, work.wanted, CONCURRENCY)
                 await asyncio.to_thread(store, engine, read)
                 filled.stored += len(read)

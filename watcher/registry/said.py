@@ -148,6 +148,11 @@ class Heard(Generic[T]):
         found = [check(digest, said) for digest, said in heard if said is not None]
         return [one for one in found if one is not None]
 
+    def heard_of(self, wanted: Mapping[str, str]) -> set[str]:
+        """Those of the wanted digests the listing heard anything of, valid or not."""
+        with self._lock:
+            return {digest for digest, repository in wanted.items() if digest in self._found.get(repository, {})}
+
     def __len__(self) -> int:
         return self._count
 
