@@ -58,7 +58,8 @@ def test_two_workers_poll_each_registry_once_per_interval(
         mine = sorted(r.started_at for r in runs if r.registry_id == registry_id)
         assert len(mine) >= 3, mine  # the workers kept polling...
         assert len(mine) <= elapsed.total_seconds() / interval + 2, mine  # ...but once per slot, not once per worker
-        assert all(r.outcome == "ok" for r in runs if r.registry_id == registry_id)
+        # every poll that finished went well (the last may still be running when the runs are read)
+        assert all(r.outcome == "ok" for r in runs if r.registry_id == registry_id and r.finished_at is not None)
 
 
 # ---- one registry never holds up another; shutdown and crashes leave nothing behind -------------------
