@@ -9,8 +9,9 @@ on that path (tests/cli/test_cli_imports.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -28,9 +29,30 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    any_,
+    bindparam,
     false,
 )
 from sqlalchemy.engine import Dialect
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+#: values per `IN (...)` where a list of values is not one parameter (`matching`)
+IN_CHUNK = 500
+
+
+def matching(bind: Session | Connection, query: Any, column: Any, values: Sequence[str]) -> list[Any]:
+    """`query` limited to rows whose `column` is one of `values` (digests, names): one array parameter on
+    PostgreSQL (no long IN list to compile), else statements of IN_CHUNK values each; none for no values."""
+    if not values:
+        return []
+    connection = bind if not hasattr(bind, "get_bind") else bind.get_bind()
+    if connection.dialect.name == "postgresql":
+        return [query.where(column == any_(bindparam("values", list(values))))]
+    return [query.where(column.in_(values[start : start + IN_CHUNK])) for start in range(0, len(values), IN_CHUNK)]
+
 
 #: the longest digest stored: `algorithm:encoded` is validated to fit (sha512 needs 135)
 DIGEST_LENGTH = 255

@@ -10,7 +10,7 @@ nothing. One lookup serves the poll's events (`watcher.polling.saving`), the pol
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
-#: digests per `IN (...)`
-IN_CHUNK = 500
-
 
 def known_facts(session: Session | Connection, registry_id: int, digests: Iterable[str]) -> dict[str, ImageFacts]:
     """The facts of those of `digests` that either source knows, for registry `registry_id`."""
@@ -32,17 +29,14 @@ def known_facts(session: Session | Connection, registry_id: int, digests: Iterab
     verified: dict[str, ImageFacts] = {}
     listed: dict[str, ImageFacts] = {}
     images, said = schema.images.c, schema.listed_images.c
-    for chunk in _chunks(wanted):
-        rows = session.execute(
-            select(images.digest, images.created, images.platforms, images.annotations).where(images.digest.in_(chunk))
-        )
+    facts = select(images.digest, images.created, images.platforms, images.annotations)
+    for query in schema.matching(session, facts, images.digest, wanted):
+        rows = session.execute(query)
         verified |= {digest: ImageFacts.of(created, platforms, notes) for digest, created, platforms, notes in rows}
-        told = session.execute(
-            select(said.digest, said.created, said.platforms).where(
-                said.registry_id == registry_id, said.digest.in_(chunk)
-            )
-        )
-        listed |= {digest: ImageFacts.of(created, platforms, None) for digest, created, platforms in told}
+    told = select(said.digest, said.created, said.platforms).where(said.registry_id == registry_id)
+    for query in schema.matching(session, told, said.digest, wanted):
+        said_rows = session.execute(query)
+        listed |= {digest: ImageFacts.of(created, platforms, None) for digest, created, platforms in said_rows}
     return {digest: merged(verified.get(digest), listed.get(digest)) for digest in verified.keys() | listed.keys()}
 
 
@@ -58,8 +52,3 @@ def merged(verified: ImageFacts | None, listed: ImageFacts | None) -> ImageFacts
         verified.source,
         verified.revision,
     )
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), IN_CHUNK):
-        yield items[start : start + IN_CHUNK]

@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Connection, any_, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from watcher import schema
 from watcher.diff import TagState
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from watcher.models import Event
 
 POLICIES = schema.policies
-#: digests per `IN (...)` when creation times are read for `newest-build`
-IN_CHUNK = 500
+#: more digests than this without a creation time in memory are asked joined to the stored tags (`_created`),
+#: not by value (`schema.matching`)
+IN_CHUNK = schema.IN_CHUNK
 #: creation times kept between evaluations, by digest: an image's metadata is content-addressed (read from
 #: bytes verified against the digest), so a digest's creation time never changes once stored, and a
 #: repository of 10,000 tags that changes reads only its new digests' (reading all took about as long as
@@ -231,7 +232,7 @@ def reevaluate_described(session: Session | Connection, registry_id: int, digest
         .where(repo.registry_id == registry_id, repo.name.in_(watched))
     )
     serving: set[str] = set()
-    for query in _by_digest(session, serving_query, tag.digest, sorted(digests)):
+    for query in schema.matching(session, serving_query, tag.digest, sorted(digests)):
         serving.update(session.execute(query).scalars())
     if not serving:
         return []
@@ -294,7 +295,7 @@ def _created(
     joined = len(unknown) > IN_CHUNK
     known = select(images.digest, images.created)
     queries = [_serving(known, images.digest, registry_id, ranked)] if joined else []
-    for query in queries or _by_digest(session, known, images.digest, unknown):
+    for query in queries or schema.matching(session, known, images.digest, unknown):
         found.update((digest, created) for digest, created in session.execute(query) if digest in digests)
     if len(_created_times) + len(found) > CREATED_LIMIT:
         _created_times.clear()
@@ -304,7 +305,7 @@ def _created(
     if not unsaid:
         return found
     queries = [_serving(listed, said.digest, registry_id, ranked)] if joined else []
-    for query in queries or _by_digest(session, listed, said.digest, unsaid):
+    for query in queries or schema.matching(session, listed, said.digest, unsaid):
         found.update((digest, created) for digest, created in session.execute(query) if digest not in found)
     return found
 
@@ -319,26 +320,6 @@ def _serving(query: Any, column: Any, registry_id: int, repositories: Iterable[s
         .where(repo.registry_id == registry_id, repo.name.in_(sorted(repositories)))
     )
     return query.where(column.in_(tagged))
-
-
-def _by_digest(session: Session | Connection, query: Any, column: Any, digests: list[str]) -> Iterable[Any]:
-    """`query` limited to `digests`: one array parameter on PostgreSQL (no 500-value IN to compile), else
-    chunks of IN_CHUNK."""
-    if not digests:
-        return []
-    if _dialect(session) == "postgresql":
-        return [query.where(column == any_(bindparam("digests", digests)))]
-    return [query.where(column.in_(chunk)) for chunk in _chunks(digests)]
-
-
-def _dialect(session: Session | Connection) -> str:
-    bind = session if isinstance(session, Connection) else session.get_bind()
-    return bind.dialect.name
-
-
-def _chunks(items: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(items), IN_CHUNK):
-        yield items[start : start + IN_CHUNK]
 
 
 def _changed(row: Any, selection: Selection | None) -> bool:

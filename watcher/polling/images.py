@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
 log = logging.getLogger("watcher")
-#: digests looked up in one query
-LOOKUP_CHUNK = 500
 #: the most digests one group fetches before its events are written (an image costs two requests); the
 #: others' events go out without their metadata, and the background fill reads them
 MAX_PER_GROUP = 500
@@ -67,9 +65,8 @@ class Ensured:
 def known_digests(conn: Connection, digests: list[str]) -> set[str]:
     """The ones of `digests` that `images` holds."""
     found: set[str] = set()
-    for start in range(0, len(digests), LOOKUP_CHUNK):
-        chunk = digests[start : start + LOOKUP_CHUNK]
-        found.update(conn.execute(select(schema.images.c.digest).where(schema.images.c.digest.in_(chunk))).scalars())
+    for query in schema.matching(conn, select(schema.images.c.digest), schema.images.c.digest, digests):
+        found.update(conn.execute(query).scalars())
     return found
 
 
