@@ -2,9 +2,11 @@
 pushes within an interval?
 
 One real registry (CNCF Distribution, as the tests run it) holds `--registries` x `--repositories`
-repositories of `--tags` tags each. A small TCP forwarder in its own process makes it reachable on
-`--registries` distinct loopback addresses (127.42.x.y, the same port on each; loopback only), so each
-watcher registry is its own host, as the deployment-wide per-host limits see it. Each watcher registry
+repositories of `--tags` tags each. It listens on every address of its port, so it is reachable on
+`--registries` distinct loopback addresses (127.42.x.y: Linux routes all of 127.0.0.0/8 to the loopback), and
+each watcher registry is its own host, as the deployment-wide per-host limits see it. (`--forwarder` puts a
+small TCP forwarder in its own process in front instead, listening on those addresses only, which counts the
+requests by path and the connections; it costs a process of its own.) Each watcher registry
 watches its own `--repositories` repositories by literal name (no catalog), every `--interval` (1 minute),
 all registered at once by one `watcher registry apply --no-verify`. Then `watcher run` (`--workers`
 processes, each with its beat) runs on the embedded defaults: SQLite and the embedded Redis in a throw-away
@@ -21,7 +23,14 @@ seconds:
 - failed polls (every outcome but `ok` in the window);
 - CPU per poll: CPU seconds of the watcher processes (every `watcher run` with its beat and pool; the
   embedded Redis separately) in the window / polls completed; RSS summed over those processes at the end;
-- push to event: from a pushed tag's manifest PUT answered to its `added` entry on the stream.
+- push to event: from a pushed tag's manifest PUT answered to its `added` entry on the stream;
+- CPU per poll of the registry and of every PostgreSQL server process, in the same window.
+
+Then the floor, side by side on the same cores and registry (`--floor-seconds`, 60): `--floor-processes`
+(2, as many as the worker's pool) processes of the leanest client, one `httpx.Client` per host kept open and
+8 threads, make the same steady polls round and round, as fast as they can. Its polls a minute say how many
+this machine carries at all (the registry shares the cores), and the watcher's figures are given as ratios to
+it, which compare across machines where the seconds do not.
 
 Targets (exit status 1 if one is missed): polls a minute >= 0.99 x registries x (60 / interval), lag p95 <= 5 s,
 no failed poll, every push reported within one interval + 10 s.
@@ -38,20 +47,25 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import redis
 
 from benchmarks.poll_speed import blob_refs, process_cpu, push_manifest, repo_name, seed
@@ -59,6 +73,7 @@ from benchmarks.read_side import machine, percentile
 from benchmarks.throwaway import PG_ADMIN_URL
 from tests.support.processes import stop_process
 from tests.support.registry import RegistryClient, RegistryServer
+from watcher.registry.oci import MANIFEST_TYPES, PAGE_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 LAG_P95_TARGET = 5.0
@@ -78,10 +93,14 @@ def forward(upstream: str, hosts: int, port_file: Path) -> None:
 
         uvloop.install()
     up_host, up_port = upstream.rsplit(":", 1)
+    counts: Counter[str] = Counter()
+    counts_file = port_file.with_name("forwarder.counts")
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool = False) -> None:
         try:
             while data := await reader.read(65536):
+                if count:
+                    counts.update(request_kind(m, p) for m, p in REQUEST_LINE.findall(data))
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -96,7 +115,14 @@ def forward(upstream: str, hosts: int, port_file: Path) -> None:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        counts["connections"] += 1
+        await asyncio.gather(pipe(reader, up_writer, count=True), pipe(up_reader, writer))
+
+    async def write_counts() -> None:
+        while True:
+            await asyncio.sleep(1)
+            counts_file.with_suffix(".tmp").write_text(json.dumps(counts))
+            counts_file.with_suffix(".tmp").replace(counts_file)
 
     async def serve() -> None:
         first = await asyncio.start_server(handle, host_of(0), 0)
@@ -104,16 +130,41 @@ def forward(upstream: str, hosts: int, port_file: Path) -> None:
         for index in range(1, hosts):
             await asyncio.start_server(handle, host_of(index), port)
         port_file.write_text(str(port))
-        await asyncio.Event().wait()
+        await write_counts()
 
     asyncio.run(serve())
 
 
+REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|PATCH|DELETE) (/\S*) HTTP/1\.[01]\r\n")
+
+
+def request_kind(method: bytes, path: bytes) -> str:
+    """A request's method and the shape of its path (`HEAD manifests`, `GET tags/list`, `GET /v2/`)."""
+    shape = path.split(b"?", 1)[0]
+    for part in (b"/tags/list", b"/manifests/", b"/blobs/", b"/_catalog", b"/referrers/"):
+        if part in shape:
+            return f"{method.decode()} {part.strip(b'/').decode()}"
+    return f"{method.decode()} {shape.decode()[:40]}"
+
+
+def forwarded_counts(tmp: Path) -> Counter[str]:
+    """What the forwarder has counted so far (it writes its counts every second)."""
+    path = tmp / "forwarder.counts"
+    return Counter(json.loads(path.read_text())) if path.exists() else Counter()
+
+
 @contextlib.contextmanager
-def forwarder(upstream: str, hosts: int, tmp: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def forwarder(
+    registry: RegistryServer, args: argparse.Namespace, tmp: Path
+) -> Iterator[tuple[int, subprocess.Popen[bytes] | None]]:
+    """The port every registry host reaches the registry on: its own (it listens on every address), or with
+    `--forwarder` the forwarder's, which counts requests by path (and costs a process of its own)."""
+    if not args.forwarder:
+        yield registry.port, None
+        return
     port_file = tmp / "forwarder.port"
-    argv = [sys.executable, "-m", "benchmarks.many_registries", "--forward", upstream, "--registries", str(hosts)]
-    proc = subprocess.Popen([*argv, "--port-file", str(port_file)], cwd=ROOT)
+    argv = [sys.executable, "-m", "benchmarks.many_registries", "--forward", registry.host]
+    proc = subprocess.Popen([*argv, "--registries", str(args.registries), "--port-file", str(port_file)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while not port_file.exists() or not port_file.read_text():
@@ -123,6 +174,72 @@ def forwarder(upstream: str, hosts: int, tmp: Path) -> Iterator[tuple[int, subpr
         yield int(port_file.read_text()), proc
     finally:
         stop_process(proc)
+
+
+# ---- the floor: the leanest client polling the same registries on the same cores -----------------------
+FLOOR_THREADS = 8
+
+
+def floor_process(share: list[int], repositories: int, port: int, seconds: float) -> tuple[int, float]:
+    """Steady polls (each repository's tag list, then a manifest HEAD per tag) of the registries in `share`,
+    round and round for `seconds`, by one `httpx.Client` per host kept open and FLOOR_THREADS threads:
+    (polls completed, CPU seconds of this process)."""
+    accept = ", ".join(MANIFEST_TYPES)
+    clients: dict[int, httpx.Client] = {}
+    limits = httpx.Limits(max_connections=FLOOR_THREADS, max_keepalive_connections=FLOOR_THREADS)
+
+    def tags(http: httpx.Client, repo: str) -> list[tuple[str, str]]:
+        response = http.get(f"/v2/{repo}/tags/list?n={PAGE_SIZE}")
+        response.raise_for_status()
+        return [(repo, tag) for tag in response.json().get("tags") or []]
+
+    def digest(http: httpx.Client, pair: tuple[str, str]) -> str:
+        response = http.head(f"/v2/{pair[0]}/manifests/{pair[1]}", headers={"Accept": accept})
+        response.raise_for_status()
+        return response.headers["docker-content-digest"]
+
+    polls, started, cpu = 0, time.monotonic(), time.process_time()
+    with ThreadPoolExecutor(FLOOR_THREADS) as threads:
+        while time.monotonic() - started < seconds:
+            for index in share:
+                http = clients.get(index)
+                if http is None:
+                    http = clients[index] = httpx.Client(base_url=f"http://{host_of(index)}:{port}", limits=limits)
+                repos = repositories_of(index, repositories)
+                pairs = [pair for found in threads.map(tags, [http] * len(repos), repos) for pair in found]
+                list(threads.map(digest, [http] * len(pairs), pairs))
+                polls += 1
+                if time.monotonic() - started >= seconds:
+                    break
+    cpu = time.process_time() - cpu
+    for http in clients.values():
+        http.close()
+    return polls, cpu
+
+
+@dataclass
+class Floor:
+    polls_a_minute: float
+    client_cpu: float  # seconds a poll
+    registry_cpu: float  # seconds a poll
+
+
+def measure_floor(args: argparse.Namespace, port: int, registry: RegistryServer) -> Floor:
+    """`--floor-processes` processes of `floor_process`, each with its share of the registries, side by side
+    with what the watcher did: how many steady polls this machine's cores carry with the leanest client."""
+    shares = [list(range(n, args.registries, args.floor_processes)) for n in range(args.floor_processes)]
+    before = other_cpu(registry, None)
+    started = time.monotonic()
+    with ProcessPoolExecutor(args.floor_processes) as processes:
+        done = list(
+            processes.map(
+                floor_process, shares, *zip(*[(args.repositories, port, args.floor_seconds)] * len(shares), strict=True)
+            )
+        )
+    minutes = (time.monotonic() - started) / 60
+    polls = max(1, sum(n for n, _ in done))
+    registry_cpu = other_cpu(registry, None)[0] - before[0]
+    return Floor(polls / minutes, sum(cpu for _, cpu in done) / polls, registry_cpu / polls)
 
 
 # ---- the installation ---------------------------------------------------------------------------------
@@ -183,7 +300,14 @@ class Workers:
                 argv += ["--concurrency", str(concurrency)]
             with open(tmp / f"watcher-run-{n}.log", "wb") as log:
                 self.procs.append(
-                    subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                    subprocess.Popen(
+                        argv,
+                        env={**os.environ, **env},
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its group: the embedded beat is stopped with it, even when killed
+                    )
                 )
 
     def processes(self) -> tuple[list[int], list[int]]:
@@ -216,6 +340,8 @@ class Workers:
     def stop(self) -> None:
         for proc in self.procs:
             stop_process(proc, timeout=30)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left (a beat outliving its parent)
 
 
 def _cpu(pid: int) -> float:
@@ -408,15 +534,16 @@ def wait(condition: Any, seconds: float, what: str, workers: Workers) -> None:
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="watcher-many-"))
     try:
-        with RegistryServer(root=tmp / "registry") as registry, postgres(args.postgres) as pg_url:
+        registry_server = RegistryServer(root=tmp / "registry", every_address=not args.forwarder)
+        with registry_server as registry, postgres(args.postgres) as pg_url:
             started = time.monotonic()
             seed(registry.url, args.registries * args.repositories, args.tags, args.seed_workers)
             print(f"seeded {args.registries * args.repositories} repositories in {time.monotonic() - started:.0f} s")
-            with forwarder(registry.host, args.registries, tmp) as (port, forwarder_proc):
+            with forwarder(registry, args, tmp) as (port, forwarder_proc):
                 env = watcher_env(tmp, pg_url)
                 os.environ.update(env)  # this process reads the same state (database, embedded Redis)
                 register(env, tmp, args, port)
-                return measure(args, env, tmp, registry, forwarder_proc)
+                return measure(args, env, tmp, registry, forwarder_proc, port)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -426,7 +553,8 @@ def measure(
     env: dict[str, str],
     tmp: Path,
     registry: RegistryServer,
-    forwarder_proc: subprocess.Popen[bytes],
+    forwarder_proc: subprocess.Popen[bytes] | None,
+    port: int,
 ) -> int:
     from watcher import bus
     from watcher.models import utcnow
@@ -456,12 +584,15 @@ def measure(
                 threading.Thread(target=lag_sampler, args=(client, lag_samples, queue_samples, stop), daemon=True),
             ]
             since, cpu_before = utcnow(), workers.cpu()
-            others_before = _cpu(forwarder_proc.pid) + registry_cpu(registry)
+            others_before = other_cpu(registry, forwarder_proc)
+            requests_before = forwarded_counts(tmp)
             for thread in threads:
                 thread.start()
             time.sleep(args.minutes * 60)
             until, cpu_after, rss = utcnow(), workers.cpu(), workers.rss_mb()
-            others = _cpu(forwarder_proc.pid) + registry_cpu(registry) - others_before
+            others = tuple(a - b for a, b in zip(other_cpu(registry, forwarder_proc), others_before, strict=True))
+            time.sleep(1.5)  # the forwarder's next write
+            requests = forwarded_counts(tmp) - requests_before
             stop.set()
             pushed_last = max(pushes.pushed.values(), default=time.monotonic())
             deadline = pushed_last + args.interval + PUSH_MARGIN + 5
@@ -472,12 +603,25 @@ def measure(
     finally:
         workers.stop()
     runs = scheduled_runs(since, until, args.interval)
-    return report(args, runs, cpu_after, cpu_before, rss, others, lag_samples, queue_samples, pushes)
+    floor = measure_floor(args, port, registry) if args.floor_seconds > 0 else None
+    return report(args, runs, cpu_after, cpu_before, rss, others, lag_samples, queue_samples, pushes, requests, floor)
 
 
-def registry_cpu(registry: RegistryServer) -> float:
+def other_cpu(registry: RegistryServer, forwarder_proc: subprocess.Popen[bytes] | None) -> tuple[float, float, float]:
+    """CPU seconds so far of the registry, the forwarder (if any) and every PostgreSQL server process."""
     proc = registry._proc
-    return _cpu(proc.pid) if proc is not None else 0.0
+    postgres = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "postgres"]
+    return (
+        _cpu(proc.pid) if proc is not None else 0.0,
+        _cpu(forwarder_proc.pid) if forwarder_proc is not None else 0.0,
+        sum(_cpu(pid) for pid in postgres),
+    )
+
+
+def _comm(proc: Path) -> str:
+    with contextlib.suppress(OSError):
+        return (proc / "comm").read_text().strip()
+    return ""
 
 
 def report(
@@ -486,10 +630,12 @@ def report(
     cpu_after: tuple[float, float],
     cpu_before: tuple[float, float],
     rss: float,
-    others: float,
+    others: tuple[float, ...],
     lag_samples: list[float],
     queue_samples: list[int],
     pushes: Pushes,
+    requests: Counter[str],
+    floor: Floor | None,
 ) -> int:
     per_minute = runs.completed / args.minutes
     due = args.registries * 60 / args.interval
@@ -518,14 +664,28 @@ def report(
     print(f"failed polls               {runs.failed:8d}")
     print(
         f"CPU per poll, ms           {1000 * watcher_cpu / max(1, runs.completed):8.1f}  (watcher processes; "
-        f"embedded Redis {1000 * redis_cpu / max(1, runs.completed):.1f}, registry + forwarder "
-        f"{1000 * others / max(1, runs.completed):.1f})"
+        f"embedded Redis {1000 * redis_cpu / max(1, runs.completed):.1f}; registry "
+        f"{1000 * others[0] / max(1, runs.completed):.1f}, forwarder {1000 * others[1] / max(1, runs.completed):.1f}, "
+        f"PostgreSQL {1000 * others[2] / max(1, runs.completed):.1f})"
     )
     print(f"RSS, watcher processes     {rss:8.0f} MB")
+    polls = max(1, runs.completed)
+    print("requests per poll          " + ", ".join(f"{kind} {n / polls:.2f}" for kind, n in requests.most_common()))
     if latencies:
         print(
             f"push to event s            p50 {statistics.median(latencies):.1f}  max {slowest_push:.1f}"
             f"  ({len(latencies)} pushes)"
+        )
+    if floor is not None:
+        watcher_ms = 1000 * watcher_cpu / max(1, runs.completed)
+        print(
+            f"floor (leanest client)     {floor.polls_a_minute:8.1f} polls a minute at full speed, "
+            f"{1000 * floor.client_cpu:.1f} ms CPU a poll (registry {1000 * floor.registry_cpu:.1f}); "
+            f"{args.floor_processes} processes x {FLOOR_THREADS} threads, {args.floor_seconds:g} s"
+        )
+        print(
+            f"watcher / floor            polls a minute {per_minute / min(due, floor.polls_a_minute):.2f} "
+            f"of min(due, floor); CPU a poll {watcher_ms / (1000 * floor.client_cpu):.2f}x the floor client's"
         )
     for error in runs.errors[:5]:
         print(f"  failed: {error}")
@@ -554,6 +714,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL (WATCHER_BENCH_PG) instead of SQLite")
     parser.add_argument("--push-every", type=float, default=15, help="seconds between pushes in the window")
     parser.add_argument("--seed-workers", type=int, default=16)
+    parser.add_argument("--floor-seconds", type=float, default=60, help="the leanest client's run (0: none)")
+    parser.add_argument("--floor-processes", type=int, default=2, help="as many as the worker's pool")
+    parser.add_argument(
+        "--forwarder", action="store_true", help="reach the registry through a forwarder that counts requests by path"
+    )
     parser.add_argument("--forward", metavar="HOST:PORT", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -124,6 +124,7 @@ class RegistryServer(ClosesOnExit):
         binary: str = REGISTRY_BINARY,
         startup_timeout: float = 20.0,
         notifications: Mapping[str, Any] | None = None,
+        every_address: bool = False,
     ) -> None:
         if htpasswd is not None and token_server is not None:
             raise ValueError("choose htpasswd or token_server, not both")
@@ -138,6 +139,9 @@ class RegistryServer(ClosesOnExit):
         self.token_server = token_server
         #: the config's `notifications` section (e.g. an endpoint a webhook test receives at), or None
         self.notifications = dict(notifications) if notifications is not None else None
+        #: listen on every address of the port, so each of 127.0.0.0/8 reaches it as its own host (a benchmark's
+        #: many registries); otherwise only on 127.0.0.1
+        self.every_address = every_address
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="watcher-registry-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -190,7 +194,7 @@ class RegistryServer(ClosesOnExit):
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
             "http": {
-                "addr": self.host,
+                "addr": f":{self.port}" if self.every_address else self.host,
                 "secret": "watcher-tests-not-a-secret",
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
