@@ -163,6 +163,37 @@ def test_a_killed_poll_is_abandoned_and_its_registry_claimable_at_once(
     assert runs[max(runs)].outcome == "ok"
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (zombies, dead but not yet reaped, are not counted)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def test_a_killed_worker_leaves_no_beat_ticking_behind(
+    watcher: Watcher, registry, unique_repo: str, start_worker
+) -> None:
+    """`watcher run` killed outright (SIGKILL, the OOM killer) takes its embedded beat with it: a beat left
+    behind would tick into the broker for ever, beside the next worker's."""
+    registry.client.push_image(f"{unique_repo}/app", "v1")
+    add = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--interval", "2s")
+    assert add.exit_code == 0, add.output
+    worker = start_worker("w1", concurrency=1)
+    assert wait_for(lambda: any(r.outcome == "ok" for r in poll_runs(watcher)), 60), "the beat never dispatched"
+    assert len(group_members(worker.pid)) >= 3  # the worker, its pool process and its beat
+    os.kill(worker.pid, signal.SIGKILL)  # the worker alone: its children are not told
+    worker.wait(timeout=10)
+    assert wait_for(lambda: not group_members(worker.pid), 15), f"left running: {group_members(worker.pid)}"
+
+
 # ---- the pool's size, as the tick sees it ------------------------------------------------------------------
 def test_workers_say_their_pool_size_for_the_tick_and_unsay_it_at_shutdown(watcher: Watcher, start_worker) -> None:
     from watcher.polling import pool

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.signals import (
+    beat_embedded_init,
     celeryd_init,
     setup_logging,
     task_postrun,
@@ -146,9 +147,25 @@ def _fresh_connections(**_: Any) -> None:
 def _warm_clients(**_: Any) -> None:
     """A worker polls the same registries again and again: it keeps their connections open between polls
     (`watcher.registry.warm`); its forked children inherit the choice, not the connections."""
+    global _worker_pid
     from watcher.registry import warm
 
     warm.enable()
+    _worker_pid = os.getpid()  # the embedded beat, forked after this, ends with this process
+
+
+#: the pid of this process's worker, in the worker and in the beat it forks (None: no worker started here)
+_worker_pid: int | None = None
+
+
+@beat_embedded_init.connect
+def _beat_ends_with_its_worker(**_: Any) -> None:
+    """A worker killed outright would leave its embedded beat ticking with nobody to stop it
+    (`watcher.runtime.parent`)."""
+    from watcher.runtime import parent
+
+    if _worker_pid is not None:
+        parent.end_with_parent(_worker_pid)
 
 
 #: when each poll task running in this process started (by task id), for its pace

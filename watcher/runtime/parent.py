@@ -1,0 +1,29 @@
+"""A child process that must not outlive its parent: the beat `watcher run` embeds.
+
+Celery's embedded beat is a forked child of the worker. When the worker ends on its own it stops the beat,
+but a worker killed outright (SIGKILL, the OOM killer) leaves the beat behind, ticking into the broker for
+ever with nobody to stop it, and beside the beat of the next `watcher run`. On Linux the kernel can send the
+child a signal when its parent dies (`prctl(PR_SET_PDEATHSIG)`); elsewhere nothing is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def end_with_parent(parent: int) -> bool:
+    """SIGTERM this process when `parent` (the pid it was forked from) dies; at once if it already has.
+    False where the system cannot say (not Linux, or the call failed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # it died between the fork and the call: nothing would signal it now
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
