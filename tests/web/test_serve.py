@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,3 +75,38 @@ def test_serve_answers_until_it_is_stopped(watcher: Watcher) -> None:
         output, _ = server.communicate(timeout=20)
     # a clean shutdown, then uvicorn ends as the signal asked (as a service manager expects)
     assert server.returncode in (0, -15) and "Finished server process" in output and "Traceback" not in output
+
+
+def test_watcher_run_killed_outright_frees_its_port(watcher: Watcher, tmp_path) -> None:
+    """The HTTP side of a `watcher run` killed with SIGKILL ends with it: the next `watcher run` can listen."""
+    port = free_port()
+    env = watcher.env() | {"WATCHER_LISTEN": f"127.0.0.1:{port}"}
+    with open(tmp_path / "run.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(port):  # `watcher run` starts its HTTP side before its worker
+            assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(0.1)
+        worker.kill()
+        worker.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while answers(port):
+            assert time.monotonic() < deadline, "the HTTP side outlived its worker"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+def answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,9 +1,10 @@
-"""A child process that must not outlive its parent: the beat `watcher run` embeds.
+"""A child process that must not outlive its parent: the beat `watcher run` embeds, and its HTTP side.
 
 Celery's embedded beat is a forked child of the worker. When the worker ends on its own it stops the beat,
 but a worker killed outright (SIGKILL, the OOM killer) leaves the beat behind, ticking into the broker for
 ever with nobody to stop it, and beside the beat of the next `watcher run`. On Linux the kernel can send the
-child a signal when its parent dies (`prctl(PR_SET_PDEATHSIG)`); elsewhere nothing is done.
+child a signal when its parent dies (`prctl(PR_SET_PDEATHSIG)`; it survives the exec of `watcher serve`, the
+HTTP child, which would otherwise keep the port); elsewhere nothing is done.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ def start_beside_worker(listen: str, loglevel: str) -> subprocess.Popen[bytes] |
     child = subprocess.Popen(
         [sys.executable, "-m", "watcher", "serve", "--listen", listen, "--loglevel", loglevel],
         env=os.environ.copy(),
+        preexec_fn=_ends_with_parent,  # a worker killed outright must not leave its port held
     )
     deadline = time.monotonic() + 20
     while not _answers(host, port):
@@ -87,6 +88,13 @@ def start_beside_worker(listen: str, loglevel: str) -> subprocess.Popen[bytes] |
             raise StateError(f"the HTTP service did not start on {listen}: see the lines above (WATCHER_LISTEN)")
         time.sleep(0.1)
     return child
+
+
+def _ends_with_parent() -> None:
+    """In the forked child, before `watcher serve` starts: SIGTERM when `watcher run` dies."""
+    from watcher.runtime import parent
+
+    parent.end_with_parent(os.getppid())
 
 
 def _answers(host: str, port: int) -> bool:
