@@ -95,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-workers", type=int, default=16)
     args = parser.parse_args(argv)
     args.interval = 60
+    args.forwarder = False  # the registry listens on every loopback address itself
     tmp = Path(tempfile.mkdtemp(prefix="watcher-poll-cost-"))
     try:
-        with RegistryServer(root=tmp / "registry") as registry:
+        with RegistryServer(root=tmp / "registry", every_address=True) as registry:
             seed(registry.url, args.registries * args.repositories, args.tags, args.seed_workers)
-            with forwarder(registry.host, args.registries, tmp) as (port, _):
+            with forwarder(registry, args, tmp) as (port, _):
                 env = watcher_env(tmp, None)
                 env["WATCHER_REDIS_URL"] = os.environ.get("WATCHER_BENCH_REDIS", "redis://127.0.0.1:6379/0")
                 env["WATCHER_EVENTS_STREAM"] = f"watcher-poll-cost-{secrets.token_hex(4)}"
