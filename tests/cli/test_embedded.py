@@ -138,3 +138,5 @@ def test_the_first_start_of_run_shows_where_the_console_and_token_are_without_al
         text = log.read_text()
         assert f"console and API at http://127.0.0.1:{port}/console/" in text and "admin.token" in text, text[-2000:]
         assert "alembic" not in text, text
+    # stopped while its worker was still starting, it stops the Redis it started all the same
+    assert not answers(tmp_path / ".watcher" / "redis.sock"), "watcher run left its embedded Redis running"

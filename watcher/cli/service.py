@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import click
 
 from watcher.cli.common import friendly
@@ -37,16 +40,23 @@ def run(concurrency: int | None, loglevel: str) -> None:
     argv = ["worker", "--beat", f"--loglevel={loglevel}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    http = server.start_beside_worker(settings.listen, loglevel)
-    if http is not None:
-        where = f"console and API at {server.console_url(settings.listen)}"
-        embedded = settings.redis_url == bus.EMBEDDED and not settings.database_url
-        token_file = server.first_admin_token(settings.data_dir) if embedded else None
-        if token_file is not None:
-            where += f" (log in with the admin token written to {token_file})"
-        logging.getLogger("watcher").info("%s", where)
+    # a SIGTERM before Celery installs its own handler still stops what was started (the embedded Redis)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    http = None
     try:
+        http = server.start_beside_worker(settings.listen, loglevel)
+        if http is not None:
+            where = f"console and API at {server.console_url(settings.listen)}"
+            embedded = settings.redis_url == bus.EMBEDDED and not settings.database_url
+            token_file = server.first_admin_token(settings.data_dir) if embedded else None
+            if token_file is not None:
+                where += f" (log in with the admin token written to {token_file})"
+            logging.getLogger("watcher").info("%s", where)
         app.worker_main(argv)
     finally:
         server.stop(http)
         bus.stop_started(only_if_alone=False)
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
