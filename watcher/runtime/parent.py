@@ -15,15 +15,15 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+#: the C library, found when this module is imported: `end_with_parent` may run between a fork and an exec
+#: (`subprocess`'s `preexec_fn`), where neither an import nor a `dlopen` is safe
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def end_with_parent(parent: int) -> bool:
     """SIGTERM this process when `parent` (the pid it was forked from) dies; at once if it already has.
     False where the system cannot say (not Linux, or the call failed)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if _LIBC is None or _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return False
     if os.getppid() != parent:  # it died between the fork and the call: nothing would signal it now
         os.kill(os.getpid(), signal.SIGTERM)

@@ -4,6 +4,7 @@ thread inside a process that forks its pool would hand the children its socket a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -76,10 +77,12 @@ def start_beside_worker(listen: str, loglevel: str) -> subprocess.Popen[bytes] |
         return None
     host, port = parse_listen(listen)
     bind(host, port).close()  # a port in use stops `watcher run` at once, with one line
+    from watcher.runtime import parent  # here, not in the child: nothing is imported between fork and exec
+
     child = subprocess.Popen(
         [sys.executable, "-m", "watcher", "serve", "--listen", listen, "--loglevel", loglevel],
         env=os.environ.copy(),
-        preexec_fn=_ends_with_parent,  # a worker killed outright must not leave its port held
+        preexec_fn=functools.partial(parent.end_with_parent, os.getpid()),  # a worker killed outright keeps no port
     )
     deadline = time.monotonic() + 20
     while not _answers(host, port):
@@ -88,13 +91,6 @@ def start_beside_worker(listen: str, loglevel: str) -> subprocess.Popen[bytes] |
             raise StateError(f"the HTTP service did not start on {listen}: see the lines above (WATCHER_LISTEN)")
         time.sleep(0.1)
     return child
-
-
-def _ends_with_parent() -> None:
-    """In the forked child, before `watcher serve` starts: SIGTERM when `watcher run` dies."""
-    from watcher.runtime import parent
-
-    parent.end_with_parent(os.getppid())
 
 
 def _answers(host: str, port: int) -> bool:
