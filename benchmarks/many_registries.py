@@ -44,13 +44,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -65,15 +65,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import redis
 
 from benchmarks.poll_speed import blob_refs, process_cpu, push_manifest, repo_name, seed
 from benchmarks.read_side import machine, percentile
+from benchmarks.small_poll_cpu import MinimalClient
 from benchmarks.throwaway import PG_ADMIN_URL
 from tests.support.processes import stop_process
 from tests.support.registry import RegistryClient, RegistryServer
-from watcher.registry.oci import MANIFEST_TYPES, PAGE_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 LAG_P95_TARGET = 5.0
@@ -181,39 +180,25 @@ FLOOR_THREADS = 8
 
 
 def floor_process(share: list[int], repositories: int, port: int, seconds: float) -> tuple[int, float]:
-    """Steady polls (each repository's tag list, then a manifest HEAD per tag) of the registries in `share`,
-    round and round for `seconds`, by one `httpx.Client` per host kept open and FLOOR_THREADS threads:
+    """Steady polls of the registries in `share`, round and round for `seconds`, by `small_poll_cpu`'s minimal
+    client (the same requests as a watcher's steady poll), one kept per host, all on FLOOR_THREADS threads:
     (polls completed, CPU seconds of this process)."""
-    accept = ", ".join(MANIFEST_TYPES)
-    clients: dict[int, httpx.Client] = {}
-    limits = httpx.Limits(max_connections=FLOOR_THREADS, max_keepalive_connections=FLOOR_THREADS)
-
-    def tags(http: httpx.Client, repo: str) -> list[tuple[str, str]]:
-        response = http.get(f"/v2/{repo}/tags/list?n={PAGE_SIZE}")
-        response.raise_for_status()
-        return [(repo, tag) for tag in response.json().get("tags") or []]
-
-    def digest(http: httpx.Client, pair: tuple[str, str]) -> str:
-        response = http.head(f"/v2/{pair[0]}/manifests/{pair[1]}", headers={"Accept": accept})
-        response.raise_for_status()
-        return response.headers["docker-content-digest"]
-
-    polls, started, cpu = 0, time.monotonic(), time.process_time()
+    clients: dict[int, MinimalClient] = {}
+    polls, started, cpu_before = 0, time.monotonic(), time.process_time()
     with ThreadPoolExecutor(FLOOR_THREADS) as threads:
         while time.monotonic() - started < seconds:
             for index in share:
-                http = clients.get(index)
-                if http is None:
-                    http = clients[index] = httpx.Client(base_url=f"http://{host_of(index)}:{port}", limits=limits)
-                repos = repositories_of(index, repositories)
-                pairs = [pair for found in threads.map(tags, [http] * len(repos), repos) for pair in found]
-                list(threads.map(digest, [http] * len(pairs), pairs))
+                client = clients.get(index)
+                if client is None:
+                    url, repos = f"http://{host_of(index)}:{port}", repositories_of(index, repositories)
+                    client = clients[index] = MinimalClient(url, repos, FLOOR_THREADS, shared=threads)
+                client.listing()
                 polls += 1
                 if time.monotonic() - started >= seconds:
                     break
-    cpu = time.process_time() - cpu
-    for http in clients.values():
-        http.close()
+    cpu = time.process_time() - cpu_before
+    for client in clients.values():
+        client.close()
     return polls, cpu
 
 
@@ -230,12 +215,9 @@ def measure_floor(args: argparse.Namespace, port: int, registry: RegistryServer)
     shares = [list(range(n, args.registries, args.floor_processes)) for n in range(args.floor_processes)]
     before = other_cpu(registry, None)
     started = time.monotonic()
+    one_share = functools.partial(floor_process, repositories=args.repositories, port=port, seconds=args.floor_seconds)
     with ProcessPoolExecutor(args.floor_processes) as processes:
-        done = list(
-            processes.map(
-                floor_process, shares, *zip(*[(args.repositories, port, args.floor_seconds)] * len(shares), strict=True)
-            )
-        )
+        done = list(processes.map(one_share, shares))
     minutes = (time.monotonic() - started) / 60
     polls = max(1, sum(n for n, _ in done))
     registry_cpu = other_cpu(registry, None)[0] - before[0]
@@ -300,14 +282,7 @@ class Workers:
                 argv += ["--concurrency", str(concurrency)]
             with open(tmp / f"watcher-run-{n}.log", "wb") as log:
                 self.procs.append(
-                    subprocess.Popen(
-                        argv,
-                        env={**os.environ, **env},
-                        cwd=ROOT,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # its group: the embedded beat is stopped with it, even when killed
-                    )
+                    subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
                 )
 
     def processes(self) -> tuple[list[int], list[int]]:
@@ -339,9 +314,7 @@ class Workers:
 
     def stop(self) -> None:
         for proc in self.procs:
-            stop_process(proc, timeout=30)
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left (a beat outliving its parent)
+            stop_process(proc, timeout=30)  # its beat and HTTP side end with it (`watcher.runtime.parent`)
 
 
 def _cpu(pid: int) -> float:
@@ -662,14 +635,15 @@ def report(
     print(f"broker queue length        max {max(queue_samples, default=0)}, last {(queue_samples or [0])[-1]}")
     print(f"slots served               {runs.served:8d} of {runs.slots}  {' '.join(runs.unserved[:5])}")
     print(f"failed polls               {runs.failed:8d}")
+    polls = max(1, runs.completed)
+    watcher_ms = 1000 * watcher_cpu / polls
+    registry_ms, forwarder_ms, postgres_ms = (1000 * cpu / polls for cpu in others)
     print(
-        f"CPU per poll, ms           {1000 * watcher_cpu / max(1, runs.completed):8.1f}  (watcher processes; "
-        f"embedded Redis {1000 * redis_cpu / max(1, runs.completed):.1f}; registry "
-        f"{1000 * others[0] / max(1, runs.completed):.1f}, forwarder {1000 * others[1] / max(1, runs.completed):.1f}, "
-        f"PostgreSQL {1000 * others[2] / max(1, runs.completed):.1f})"
+        f"CPU per poll, ms           {watcher_ms:8.1f}  (watcher processes; embedded Redis "
+        f"{1000 * redis_cpu / polls:.1f}; registry {registry_ms:.1f}, forwarder {forwarder_ms:.1f}, "
+        f"PostgreSQL {postgres_ms:.1f})"
     )
     print(f"RSS, watcher processes     {rss:8.0f} MB")
-    polls = max(1, runs.completed)
     print("requests per poll          " + ", ".join(f"{kind} {n / polls:.2f}" for kind, n in requests.most_common()))
     if latencies:
         print(
@@ -677,7 +651,6 @@ def report(
             f"  ({len(latencies)} pushes)"
         )
     if floor is not None:
-        watcher_ms = 1000 * watcher_cpu / max(1, runs.completed)
         print(
             f"floor (leanest client)     {floor.polls_a_minute:8.1f} polls a minute at full speed, "
             f"{1000 * floor.client_cpu:.1f} ms CPU a poll (registry {1000 * floor.registry_cpu:.1f}); "

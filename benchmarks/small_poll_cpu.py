@@ -53,12 +53,16 @@ def register(registry_url: str, repos: int, concurrency: int) -> None:
 
 class MinimalClient:
     """The same requests as a steady watcher poll, from THREADS threads sharing one httpx.Client whose
-    connection pool (and the threads) are kept between listings."""
+    connection pool (and the threads) are kept between listings. `shared`: threads of the caller's, which
+    many clients use in turn (`many_registries`' floor) and `close` leaves running."""
 
-    def __init__(self, base_url: str, repositories: list[str], threads: int) -> None:
+    def __init__(
+        self, base_url: str, repositories: list[str], threads: int, shared: ThreadPoolExecutor | None = None
+    ) -> None:
         pool = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
         self.http = httpx.Client(base_url=base_url, limits=pool)
-        self.threads = ThreadPoolExecutor(threads)
+        self.threads = shared or ThreadPoolExecutor(threads)
+        self._own_threads = shared is None
         self.repositories = repositories
         self.accept = ", ".join(MANIFEST_TYPES)
         self.requests = 0
@@ -84,7 +88,8 @@ class MinimalClient:
         return result
 
     def close(self) -> None:
-        self.threads.shutdown()
+        if self._own_threads:
+            self.threads.shutdown()
         self.http.close()
 
 
