@@ -18,6 +18,8 @@ from pathlib import Path
 
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from watcher.errors import StateError
 from watcher.runtime.private_files import narrow, private_dir, write_private
@@ -46,7 +48,7 @@ def celery_broker_url(settings: Settings | None = None) -> str:
 
 CLIENT_NAME = f"watcher-{os.getpid()}"
 PERSISTED = ("appendonly.aof", "dump.rdb", "redis.log", "redis.pid")
-_started: list[Path] = []  # embedded servers this process started
+_started: list[tuple[Path, int]] = []  # embedded servers started, each with the pid of the process that did
 
 
 def connect(settings: Settings | None = None) -> redis.Redis:
@@ -127,7 +129,7 @@ def ensure_embedded(settings: Settings) -> None:
         if time.monotonic() > deadline:
             raise StateError(f"the embedded Redis did not start: see {data / 'redis.log'}")
         time.sleep(0.05)
-    _started.append(sock)
+    _started.append((sock, os.getpid()))
     atexit.register(stop_started, only_if_alone=True)
 
 
@@ -142,11 +144,19 @@ def _answers(sock: Path) -> bool:
 
 def stop_started(*, only_if_alone: bool) -> None:
     """Shut down (saving) the embedded server this process started. A short command leaves it to whoever
-    still uses it; `watcher run`, which owns it for its workers' lifetime, stops it when it ends."""
+    still uses it; `watcher run`, which owns it for its workers' lifetime, stops it when it ends. A process
+    forked from the starter (Celery's beat and pool) inherits the list but never stops the server: its
+    connections bear the starter's name, so it would take the server for unused. The server closes the
+    connection as it shuts down: SHUTDOWN is sent once, never retried (redis-py's retries, each finding the
+    socket gone, held `watcher run`'s exit for ~3 s)."""
     while _started:
-        sock = _started.pop()
+        sock, starter = _started.pop()
+        if starter != os.getpid():
+            continue
         try:
-            client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5, client_name=CLIENT_NAME)
+            client = redis.Redis(
+                unix_socket_path=str(sock), socket_timeout=5, client_name=CLIENT_NAME, retry=Retry(NoBackoff(), 0)
+            )
             others = [c for c in client.client_list() if c.get("name") != CLIENT_NAME]
             if not (only_if_alone and others):
                 client.shutdown(save=True)

@@ -25,7 +25,7 @@ def poll_runs(watcher: Watcher) -> list[PollRun]:
 
 
 def test_beat_dispatches_polls_and_events_reach_the_stream(
-    watcher: Watcher, registry, unique_repo: str, start_worker
+    watcher: Watcher, registry, unique_repo: str, start_worker, tmp_path: Path
 ) -> None:
     registry.client.push_image(f"{unique_repo}/app", "v1")
     add = watcher.add_registry("r1", registry.url, "--repository", f"{unique_repo}/*", "--interval", "2s")
@@ -34,6 +34,8 @@ def test_beat_dispatches_polls_and_events_reach_the_stream(
     assert wait_for(lambda: any(r.outcome == "ok" for r in poll_runs(watcher)), 60), "no poll was dispatched"
     registry.client.push_image(f"{unique_repo}/app", "v2")
     assert wait_for(lambda: [e["tag"] for e in watcher.stream_entries()] == ["v2"], 30), watcher.stream_entries()
+    # it started without Celery's mingle, a second's wait at every start for revokes it never uses
+    assert "mingle" not in (tmp_path / "w1.log").read_text()
 
 
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # several workers share PostgreSQL

@@ -37,7 +37,8 @@ def run(concurrency: int | None, loglevel: str) -> None:
 
     settings = get_settings()
     logs.setup(loglevel)  # the lines before Celery's own setup have the same format as every other
-    argv = ["worker", "--beat", f"--loglevel={loglevel}"]
+    # no mingle: it waits a second at every start to sync revoked tasks with other workers, and none is revoked
+    argv = ["worker", "--beat", "--without-mingle", f"--loglevel={loglevel}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     # a SIGTERM before Celery installs its own handler still stops what was started (the embedded Redis)
