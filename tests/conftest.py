@@ -108,10 +108,11 @@ def _postgres_dropper() -> Iterator[_Dropper]:
 @pytest.fixture
 def postgres_url(postgres_template: str, _postgres_dropper: _Dropper) -> Iterator[str]:
     """A PostgreSQL database of this test's own, at the newest schema; dropped after the test (in the
-    background)."""
+    background). Copied file by file: PostgreSQL 15's default (`WAL_LOG`) writes every page of the template
+    through the WAL, ~0.3 s of the server's CPU a test against ~0.07 s (measured side by side)."""
     name = f"{PG_DATABASE}_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}" STRATEGY FILE_COPY')
     yield f"{PG_BASE}/{name}"
     _postgres_dropper.names.put(name)
 
