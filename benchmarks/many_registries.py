@@ -348,11 +348,15 @@ class Pushes:
 
 @contextlib.contextmanager
 def stream_reader(client: redis.Redis, stream: str, pushes: Pushes) -> Iterator[None]:
-    """A thread blocked in XREAD, noting when each `added` entry arrives."""
+    """A thread blocked in XREAD, noting when each `added` entry arrives. It reads on from the newest entry
+    there when it starts, never from `$` again: each XREAD from `$` starts at that moment's newest entry, so
+    an entry appended between two reads that found nothing (the first push's, as steady polls add none) was
+    never seen."""
     stop = threading.Event()
+    newest = cast(list[Any], client.xrevrange(stream, count=1))
 
     def read() -> None:
-        last = "$"
+        last = newest[0][0] if newest else "0-0"
         while not stop.is_set():
             with contextlib.suppress(redis.RedisError):
                 answer = cast(list[Any], client.xread({stream: last}, block=500))
@@ -650,6 +654,9 @@ def report(
             f"push to event s            p50 {statistics.median(latencies):.1f}  max {slowest_push:.1f}"
             f"  ({len(latencies)} pushes)"
         )
+        unreported = [f"{repo}:{tag}" for repo, tag in pushes.pushed if (repo, tag) not in pushes.seen]
+        if unreported:  # `pushed-N`: the (N+1)th push
+            print("  unreported: " + ", ".join(unreported))
     if floor is not None:
         print(
             f"floor (leanest client)     {floor.polls_a_minute:8.1f} polls a minute at full speed, "
