@@ -48,7 +48,9 @@ def celery_broker_url(settings: Settings | None = None) -> str:
 
 CLIENT_NAME = f"watcher-{os.getpid()}"
 PERSISTED = ("appendonly.aof", "dump.rdb", "redis.log", "redis.pid")
-_started: list[tuple[Path, int]] = []  # embedded servers started, each with the pid of the process that did
+_started: list[Path] = []  # embedded servers this process started
+# a process forked from the starter (Celery's beat and pool) did not start them, and never stops them
+os.register_at_fork(after_in_child=_started.clear)
 
 
 def connect(settings: Settings | None = None) -> redis.Redis:
@@ -129,7 +131,7 @@ def ensure_embedded(settings: Settings) -> None:
         if time.monotonic() > deadline:
             raise StateError(f"the embedded Redis did not start: see {data / 'redis.log'}")
         time.sleep(0.05)
-    _started.append((sock, os.getpid()))
+    _started.append(sock)
     atexit.register(stop_started, only_if_alone=True)
 
 
@@ -145,14 +147,12 @@ def _answers(sock: Path) -> bool:
 def stop_started(*, only_if_alone: bool) -> None:
     """Shut down (saving) the embedded server this process started. A short command leaves it to whoever
     still uses it; `watcher run`, which owns it for its workers' lifetime, stops it when it ends. A process
-    forked from the starter (Celery's beat and pool) inherits the list but never stops the server: its
-    connections bear the starter's name, so it would take the server for unused. The server closes the
+    forked from the starter (Celery's beat and pool) has the list emptied at the fork, so never stops the
+    server: its connections bear the starter's name, so it would take the server for unused. The server closes the
     connection as it shuts down: SHUTDOWN is sent once, never retried (redis-py's retries, each finding the
     socket gone, held `watcher run`'s exit for ~3 s)."""
     while _started:
-        sock, starter = _started.pop()
-        if starter != os.getpid():
-            continue
+        sock = _started.pop()
         try:
             client = redis.Redis(
                 unix_socket_path=str(sock), socket_timeout=5, client_name=CLIENT_NAME, retry=Retry(NoBackoff(), 0)
