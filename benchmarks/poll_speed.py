@@ -243,7 +243,7 @@ def counting_writes(engine: Engine) -> Iterator[Writes]:
 def table_counts(engine: Engine) -> dict[str, int]:
     with session_scope(engine) as session:
         return {
-            model.__tablename__: int(session.scalar(select(func.count()).select_from(model)) or 0)
+            model.__table__.name: int(session.scalar(select(func.count()).select_from(model)) or 0)
             for model in (Registry, Repository, Tag, Event, PollRun)
         }
 

