@@ -153,6 +153,10 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
 
 @lru_cache(maxsize=16)
 def _tls_context(verify: bool | str, _cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
+    if isinstance(verify, str):  # a CA bundle (file or directory): httpx deprecates being given its path
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
     return httpx.create_ssl_context(verify=verify, trust_env=True)
 
 
