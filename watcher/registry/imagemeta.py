@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from watcher import errors
@@ -26,14 +26,17 @@ from watcher.registry.imagekinds import (
     IMAGE_CONFIG_TYPES,
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
+    MANIFEST_TYPES,
     MAX_PLATFORM_FIELD,
     MAX_PLATFORMS,
     MAX_SIZE,
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from watcher.registry.oci import MANIFEST_TYPES, OciClient, repository_path
-from watcher.registry.reference import EXACT_ALGORITHMS, digest_problem, shown
+from watcher.registry.reference import EXACT_ALGORITHMS, digest_problem, repository_path, shown
+
+if TYPE_CHECKING:  # a client is handed in: an ECR or GCR poll's facts load no HTTP client of ours
+    from watcher.registry.oci import OciClient
 
 #: the largest manifest read: what the OCI distribution spec asks registries to accept
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024

@@ -14,15 +14,11 @@ from watcher import errors
 from watcher.registry.auth import CredentialSource, RegistryAuth
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.http import ApiClient, json_object, status_error
+from watcher.registry.imagekinds import MANIFEST_TYPES
 from watcher.registry.origin import OriginGuard
 from watcher.registry.pager import Page, link_target, read_list
+from watcher.registry.reference import repository_path
 
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
 PAGE_SIZE = 1000
 
 
@@ -101,11 +97,6 @@ class OciClient(ApiClient):
         if response.status_code != 200:
             raise status_error(response, what)
         return response.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
-
-
-def repository_path(repository: str) -> str:
-    """A repository name as a URL path: its '/' kept, anything else escaped (valid names need none)."""
-    return quote(repository, safe="/")
 
 
 def entry_list(page: dict[str, Any], key: str, what: str) -> list[object]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import reprlib
+from urllib.parse import quote
 
 from watcher.schema import DIGEST_LENGTH  # not the ORM: the quick commands read tags through it
 
@@ -100,3 +101,8 @@ def json_type(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def repository_path(repository: str) -> str:
+    """A repository name as a URL path: its '/' kept, anything else escaped (valid names need none)."""
+    return quote(repository, safe="/")

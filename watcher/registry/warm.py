@@ -23,12 +23,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import httpx
-
-from watcher.registry.origin import origin_of
 from watcher.settings import get_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # httpx only where a transport is made: an SDK provider's poll (ECR) never loads it
+    import httpx
+
     from watcher.registry.sharedlimits import SharedLimits
 
 #: origins kept per event loop; the least recently used unused one is closed past this
@@ -76,6 +75,8 @@ _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[Hasha
 
 def key_for(base_url: str, verify: bool | str, limits: Hashable) -> Hashable:
     """Everything a transport and its shared limits are built from."""
+    from watcher.registry.origin import origin_of  # httpx's URL: loaded with the transport it keys
+
     settings = get_settings()
     return (
         origin_of(base_url),
