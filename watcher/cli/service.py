@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
-
 import click
 
 from watcher.cli.common import friendly
@@ -32,6 +29,7 @@ def run(concurrency: int | None, loglevel: str) -> None:
     import logging
 
     from watcher import bus, logs
+    from watcher.runtime import early_stop
     from watcher.tasks import app
     from watcher.web import server
 
@@ -42,7 +40,7 @@ def run(concurrency: int | None, loglevel: str) -> None:
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     # a SIGTERM before Celery installs its own handler still stops what was started (the embedded Redis)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    early_stop.install()
     http = None
     try:
         http = server.start_beside_worker(settings.listen, loglevel)
@@ -53,11 +51,8 @@ def run(concurrency: int | None, loglevel: str) -> None:
             if token_file is not None:
                 where += f" (log in with the admin token written to {token_file})"
             logging.getLogger("watcher").info("%s", where)
+        early_stop.raise_if_requested()  # a SIGTERM whose exit was lost on the way (`watcher.runtime.early_stop`)
         app.worker_main(argv)
     finally:
         server.stop(http)
         bus.stop_started(only_if_alone=False)
-
-
-def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)

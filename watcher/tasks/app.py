@@ -18,6 +18,7 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_ready,
     worker_shutting_down,
 )
 
@@ -152,6 +153,15 @@ def _warm_clients(**_: Any) -> None:
 
     warm.enable()
     _worker_pid = os.getpid()  # the embedded beat, forked after this, ends with this process
+
+
+@worker_ready.connect
+def _honour_an_early_sigterm(**_: Any) -> None:
+    """A SIGTERM that `watcher run` heard before Celery's handler was in place, and whose exit was lost, is
+    sent again now that Celery's handler will do the warm shutdown (`watcher.runtime.early_stop`)."""
+    from watcher.runtime import early_stop
+
+    early_stop.resend_if_requested()
 
 
 #: the pid of this process's worker, in the worker and in the beat it forks (None: no worker started here)
