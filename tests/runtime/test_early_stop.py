@@ -8,27 +8,20 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LOST_THEN_CHECKED = """
-import os, signal, weakref
+from tests.support.signals import LOSE_A_SIGTERM
+
+LOST_THEN_CHECKED = (
+    LOSE_A_SIGTERM
+    + """
 from watcher.runtime import early_stop
 
 early_stop.install()
-
-class Doomed:
-    pass
-
-def callback(_ref):
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(10):  # the handler runs here, inside the callback: its SystemExit is lost
-        pass
-
-doomed = Doomed()
-ref = weakref.ref(doomed, callback)
-del doomed
+lose_a_sigterm()
 print("the start went on", flush=True)
 early_stop.raise_if_requested()
 print("and reached the worker", flush=True)
 """
+)
 
 
 def test_a_lost_exit_is_raised_again_before_the_worker_starts() -> None:

@@ -18,15 +18,16 @@ __all__ = ["start_worker", "worker_queue"]
 
 @pytest.fixture
 def start_worker(watcher: Any, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """`start_worker(name, concurrency=2)` starts `watcher run` (a worker with its beat), logging to
-    `tmp_path/NAME.log`; every worker started is stopped when the test ends."""
+    """`start_worker(name, concurrency=2, env=None)` starts `watcher run` (a worker with its beat), logging to
+    `tmp_path/NAME.log`, with `env` over the installation's environment; every worker started is stopped
+    when the test ends."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start(name: str, concurrency: int = 2, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run", "--concurrency", str(concurrency), "--loglevel", "INFO"],
-            env=watcher.env(),  # every worker shares the one installation: data dir, database, Redis
+            env=watcher.env() | (env or {}),  # every worker shares the one installation: data dir, database, Redis
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a test may kill the worker and its children

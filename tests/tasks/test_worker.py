@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy import select
 from tests.conftest import Watcher
 from tests.fakes.hostile_registry import HostileRegistry, Recorder
 from tests.support.polls import lease_of, runs_of, set_row, try_poll, wait_for
+from tests.support.signals import LOSE_A_SIGTERM
 from watcher.models import PollRun, utcnow
 from watcher.settings import get_settings
 
@@ -199,52 +199,31 @@ def test_a_killed_worker_leaves_no_beat_ticking_behind(
 
 
 #: loaded at the worker's start (as sitecustomize): a SIGTERM arrives while Celery's worker is being set up,
-#: before its own handler is in place, and `watcher run`'s handler runs inside a weakref callback, where the
-#: SystemExit it raises is lost (the collector and SQLAlchemy run such callbacks at any moment)
-LOST_SIGTERM = """
-import os, signal, weakref
+#: before its own handler is in place, and `watcher run`'s handler runs where the SystemExit it raises is lost
+LOST_SIGTERM = (
+    LOSE_A_SIGTERM
+    + """
 from celery.signals import celeryd_init
 
-class Doomed:
-    pass
-
-def sigterm_lost_in_a_callback(**_):
-    doomed = Doomed()
-    def callback(_ref):
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(10):  # the handler runs here, inside the callback
-            pass
-    sigterm_lost_in_a_callback.ref = weakref.ref(doomed, callback)
-    del doomed
-
-celeryd_init.connect(sigterm_lost_in_a_callback, weak=False)
+celeryd_init.connect(lambda **_: lose_a_sigterm(), weak=False)
 """
+)
 
 
 def test_a_sigterm_whose_exit_was_lost_during_the_start_still_stops_the_worker(
-    watcher: Watcher, tmp_path: Path
+    watcher: Watcher, tmp_path: Path, start_worker
 ) -> None:
     """`watcher run` remembers a SIGTERM heard before Celery's handler was in place, and sends it again once
     it is (`watcher.runtime.early_stop`): the worker does a warm shutdown instead of running until killed."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(LOST_SIGTERM)
-    env = watcher.env()
-    env["PYTHONPATH"] = os.pathsep.join(path for path in (str(site), env.get("PYTHONPATH")) if path)
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--concurrency", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    path = os.pathsep.join(path for path in (str(site), watcher.env().get("PYTHONPATH")) if path)
+    worker = start_worker("w1", concurrency=1, env={"PYTHONPATH": path})
+    log = tmp_path / "w1.log"
     try:
         worker.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
         pytest.fail("the worker never stopped:\n" + log.read_text()[-3000:])
     text = log.read_text()
     assert "Exception ignored" in text and "SystemExit: 143" in text  # the first exit was lost, as meant
