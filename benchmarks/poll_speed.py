@@ -382,9 +382,10 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def poll_command() -> None:
-    """`watcher poll` as an operator runs it: a new process, its start, imports and schema check included."""
-    done = subprocess.run([sys.executable, "-m", "watcher", "poll", NAME], cwd=ROOT, capture_output=True, text=True)
+def poll_command(python: str = sys.executable) -> None:
+    """`watcher poll` as an operator runs it: a new process, its start, imports and schema check included
+    (`python`: the interpreter of another install, such as a production one without the test tools)."""
+    done = subprocess.run([python, "-m", "watcher", "poll", NAME], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"watcher poll failed: {done.stderr.strip()}")
 
@@ -418,7 +419,7 @@ def measure(args: argparse.Namespace, rig: Rig, engine: Engine, expected: Digest
     counts_before = table_counts(engine)
     for _ in range(args.runs):
         with counting_writes(engine) as written:
-            result, run = timed(poll_command if args.command else lambda: poll(NAME), rig)
+            result, run = timed((lambda: poll_command(args.python)) if args.command else lambda: poll(NAME), rig)
         writes.append(written)  # (none seen with --command: the poll's own process writes)
         watcher.runs.append(run)
         if result is not None and (result.events or result.requests != run.requests.total()):
@@ -541,6 +542,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed-workers", type=int, default=16, help="threads pushing the images (default 16)")
     parser.add_argument(
         "--command", action="store_true", help="time each steady poll as a `watcher poll` process, start included"
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="with --command: the interpreter `watcher poll` runs with, this checkout's code on its path "
+        "(e.g. a production venv: `pip install .` without the test tools)",
     )
     parser.add_argument("--redis-url", default=os.environ.get("WATCHER_TEST_REDIS", "redis://127.0.0.1:6379/0"))
     return parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """`python -m watcher` is the `watcher` command."""
 
-from watcher.cli.main import main
+from watcher.cli.main import entry
 
-main()
+entry()

@@ -10,6 +10,7 @@ the database's mode, are private too. SQLAlchemy is imported where it is used (`
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
@@ -67,6 +68,23 @@ def create_sqlite_file(path: Path) -> None:
 
 
 def _make_engine(url: str) -> Engine:
+    engine = _new_engine(url)
+    _made.add(engine)
+    return engine
+
+
+#: every engine this process made, for `dispose_engines`
+_made: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def dispose_engines() -> None:
+    """Close the pooled connections of every engine made here (a process about to end: PostgreSQL is told
+    goodbye instead of logging a dropped connection)."""
+    for engine in list(_made):
+        engine.dispose()
+
+
+def _new_engine(url: str) -> Engine:
     from sqlalchemy import create_engine, event
 
     if url.startswith("sqlite"):

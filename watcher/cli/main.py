@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -31,6 +31,7 @@ from watcher.cli.service import run, serve
 from watcher.cli.subscriptions import subscription_group
 from watcher.cli.tokens import token_group
 from watcher.cli.workspaces import workspace_group
+from watcher.runtime.quick_exit import exit_now
 
 
 class WatcherGroup(click.Group):
@@ -84,3 +85,14 @@ for command in (
     subscription_group,
 ):
     main.add_command(command)
+
+
+def entry() -> NoReturn:
+    """The `watcher` process (its console script, and `python -m watcher`): the command, then an exit without
+    the interpreter's teardown (`watcher.runtime.quick_exit`), which whoever calls `main` in a process of
+    their own (a test's CliRunner) must not get."""
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)  # pragma: no cover - main() ends with SystemExit in standalone mode
