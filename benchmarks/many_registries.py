@@ -306,6 +306,27 @@ class Workers:
         ours, others = self.processes()
         return sum(_cpu(p) for p in ours), sum(_cpu(p) for p in others)
 
+    def cpu_by_process(self) -> dict[int, tuple[str, float]]:
+        """Each watcher process's role (a worker's main process, its pool's, or the command line of another
+        child: the beat, the HTTP side) and CPU seconds so far."""
+        tops = {p.pid for p in self.procs}
+        roles: dict[int, tuple[str, float]] = {}
+        for pid in self.processes()[0]:
+            with contextlib.suppress(OSError, ValueError):
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if pid in tops:
+                    role = "worker main"
+                elif (
+                    parent in tops
+                    and Path(f"/proc/{parent}/cmdline").read_bytes() == Path(f"/proc/{pid}/cmdline").read_bytes()
+                ):
+                    role = "pool process"
+                else:
+                    role = line.strip()[-60:]
+                roles[pid] = (role, _cpu(pid))
+        return roles
+
     def rss_mb(self) -> float:
         return sum(_rss_kb(pid) for pid in self.processes()[0]) / 1024
 
@@ -560,13 +581,15 @@ def measure(
                 threading.Thread(target=pusher, args=(registry.url, args, pushes, stop), daemon=True),
                 threading.Thread(target=lag_sampler, args=(client, lag_samples, queue_samples, stop), daemon=True),
             ]
-            since, cpu_before = utcnow(), workers.cpu()
+            since, cpu_before, by_process_before = utcnow(), workers.cpu(), workers.cpu_by_process()
             others_before = other_cpu(registry, forwarder_proc)
             requests_before = forwarded_counts(tmp)
+            polls_before = finished_polls()
             for thread in threads:
                 thread.start()
             time.sleep(args.minutes * 60)
             until, cpu_after, rss = utcnow(), workers.cpu(), workers.rss_mb()
+            print_by_process(by_process_before, workers.cpu_by_process(), finished_polls() - polls_before)
             others = tuple(a - b for a, b in zip(other_cpu(registry, forwarder_proc), others_before, strict=True))
             time.sleep(1.5)  # the forwarder's next write
             requests = forwarded_counts(tmp) - requests_before
@@ -582,6 +605,14 @@ def measure(
     runs = scheduled_runs(since, until, args.interval)
     floor = measure_floor(args, port, registry) if args.floor_seconds > 0 else None
     return report(args, runs, cpu_after, cpu_before, rss, others, lag_samples, queue_samples, pushes, requests, floor)
+
+
+def print_by_process(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], polls: int) -> None:
+    """The window's CPU a poll of each watcher process, by role."""
+    shares = [
+        (role, 1000 * (cpu - before[pid][1]) / max(1, polls)) for pid, (role, cpu) in after.items() if pid in before
+    ]
+    print("CPU a poll by process, ms: " + ", ".join(f"{role} {ms:.1f}" for role, ms in sorted(shares)))
 
 
 def other_cpu(registry: RegistryServer, forwarder_proc: subprocess.Popen[bytes] | None) -> tuple[float, float, float]:
