@@ -8,8 +8,9 @@ throw-away watcher installation with its repositories named literally (so no cat
 each: `watcher.polling.poll.poll` in this one process, as a worker runs them (its clients and pools kept warm
 between polls), and K listings by a minimal client (one `httpx.Client` with its connection pool kept
 between listings, 8 threads) making the same requests. It reports the CPU time of this process (process
-time, not wall) per poll for each, and their ratio (target <= TARGET, 2.0). The machine's Redis holds the
-deployment-wide host limits, as in a worker.
+time, not wall) per poll for each, and their ratio (target <= TARGET, 2.0), and the registry's CPU per
+poll serving each (whether the watcher's requests cost the server more than the minimal client's). The
+machine's Redis holds the deployment-wide host limits, as in a worker.
 
 With `--profile FILE`, one more round of watcher polls runs under cProfile and the stats go to FILE.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from benchmarks.poll_speed import NAME, Digests, repo_name, seed, stored_digests, watcher_installation
+from benchmarks.poll_speed import NAME, Digests, process_cpu, repo_name, seed, stored_digests, watcher_installation
 from tests.support.registry import RegistryServer
 from watcher.cli.main import main as watcher_cli
 from watcher.polling.poll import poll
@@ -93,12 +94,14 @@ class MinimalClient:
         self.http.close()
 
 
-def cpu_of(action: Callable[[], object], times: int) -> float:
-    """CPU seconds (this process, all threads) that `times` calls of `action` took, per call."""
-    start = time.process_time()
+def cpu_of(action: Callable[[], object], times: int, server: int | None = None) -> tuple[float, float]:
+    """CPU seconds that `times` calls of `action` took per call: this process's (all threads), and the
+    `server` process's (a pid; 0.0 without one)."""
+    start, server_start = time.process_time(), process_cpu(server) if server else 0.0
     for _ in range(times):
         action()
-    return (time.process_time() - start) / times
+    served = (process_cpu(server) - server_start) / times if server else 0.0
+    return (time.process_time() - start) / times, served
 
 
 def steady_poll() -> None:
@@ -141,15 +144,28 @@ def main(argv: list[str] | None = None) -> int:
             watcher_cpu: list[float] = []
             minimal_cpu: list[float] = []
             requests = poll(NAME).requests
+            server = registry._proc.pid if registry._proc is not None else None
+            served: dict[str, list[float]] = {"watcher": [], "minimal": []}
             for _ in range(args.runs):
-                watcher_cpu.append(cpu_of(steady_poll, args.polls))
-                minimal_cpu.append(cpu_of(minimal.listing, args.polls))
+                for name, action, series in (
+                    ("watcher", steady_poll, watcher_cpu),
+                    ("minimal", minimal.listing, minimal_cpu),
+                ):
+                    own, by_server = cpu_of(action, args.polls, server)
+                    series.append(own)
+                    served[name].append(by_server)
             if args.profile:
                 with cProfile.Profile() as profile:
                     cpu_of(steady_poll, args.polls)
                 profile.dump_stats(args.profile)
             minimal.close()
-    return report(args, watcher_cpu, minimal_cpu, requests, len(expected) + args.repos * args.tags, command)
+    code = report(args, watcher_cpu, minimal_cpu, requests, len(expected) + args.repos * args.tags, command)
+    if server is not None:
+        print(
+            "the registry's CPU a poll, medians: "
+            + ", ".join(f"serving {name} {statistics.median(series) * 1000:.1f} ms" for name, series in served.items())
+        )
+    return code
 
 
 def report(
