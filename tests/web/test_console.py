@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -53,6 +55,31 @@ class Console:
             return next((e for e in self.all(css) if e.is_displayed()), False)
 
         found = wait_for(self.driver, shown)
+        assert isinstance(found, WebElement)
+        return found
+
+    def texts(self, css: str) -> list[str]:
+        """The texts of the elements matching `css` now (those replaced while read are left out)."""
+        texts = []
+        for element in self.all(css):
+            with contextlib.suppress(StaleElementReferenceException):
+                texts.append(element.text)
+        return texts
+
+    def shows(self, css: str, text: str, *, exact: bool = False) -> WebElement:
+        """The displayed element matching `css` once its text contains `text` (or, `exact`, is it): waited
+        for, so that the same element on the page being left (a flash, a heading) is not read instead."""
+
+        def showing(_: WebDriver) -> WebElement | bool:
+            return next(
+                (e for e in self.all(css) if e.is_displayed() and (e.text == text if exact else text in e.text)),
+                False,
+            )
+
+        try:
+            found = wait_for(self.driver, showing)
+        except TimeoutException:
+            raise AssertionError(f"{css} never showed {text!r} on {self.path()}: {self.texts(css)}") from None
         assert isinstance(found, WebElement)
         return found
 
@@ -100,7 +127,7 @@ def test_an_admin_adds_a_registry_sees_its_tags_and_new_events_live(
     assert console.path().startswith("/console/login?next=/console/events")
     console.find("#token").send_keys("wt_not-a-token")
     console.find("#login-form button[type=submit]").click()
-    assert "unknown, revoked or expired" in console.visible("#token-error").text
+    console.shows("#token-error", "unknown, revoked or expired")
     console.find("#token").send_keys(console.api.admin_token)
     console.find("#login-form button[type=submit]").click()
     wait_for(console.driver, lambda d: console.path() == "/console/events")
@@ -134,12 +161,12 @@ def test_an_admin_adds_a_registry_sees_its_tags_and_new_events_live(
     # "Test connection" with the right password answers in place; "Save" then saves.
     console.find("#oci-password").send_keys(PASSWORD)
     console.find("#test-connection").click()
-    assert "connection OK" in console.visible("#form-notice").text
+    console.shows("#form-notice", "connection OK")
     assert not console.find("#oci-password-error").is_displayed()
     assert registry_names() == []
     console.find("#save").click()
     wait_for(console.driver, lambda d: console.path() == "/console/registries/local")
-    assert "is saved" in console.visible("#flash").text
+    console.shows("#flash", "is saved")
     assert registry_names() == ["local"]
     assert PASSWORD not in console.driver.page_source
 
@@ -198,7 +225,7 @@ def test_readers_only_read_forged_posts_are_refused_and_logging_out_ends_the_ses
     console.open("/console/registries/r1")
     assert console.all(".poll-now") == []
     console.open("/console/add")
-    assert "is a reader" in console.visible("#error-message").text
+    console.shows("#error-message", "is a reader")
 
     server = console.api.server.url
     csrf = console.find('input[name="csrf"]').get_attribute("value")
@@ -225,7 +252,7 @@ def test_readers_only_read_forged_posts_are_refused_and_logging_out_ends_the_ses
     assert registry_names() == ["r1"]
 
     console.find(".poll-now").click()
-    assert "a poll of 'r1' is queued" in console.visible("#flash").text
+    console.shows("#flash", "a poll of 'r1' is queued")
 
     console.find("#logout").click()
     wait_for(console.driver, lambda d: console.path().startswith("/console/login"))
@@ -285,7 +312,7 @@ def test_the_console_shows_each_registrys_last_webhook_and_what_triggered_each_p
     console.shot("registries-webhook")
 
     console.open("/console/registries/hooked")
-    assert console.visible("#last-webhook").text == "4 min ago"
+    console.shows("#last-webhook", "4 min ago", exact=True)
     assert [c.text for c in console.all("#polls td.trigger")] == [f"webhook: {image}", "manual"]
     console.open("/console/registries/plain")
     assert console.all("#last-webhook") == []

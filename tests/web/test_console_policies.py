@@ -56,7 +56,7 @@ def test_a_reader_sees_each_policys_selection_and_its_history_after_real_polls(
 
     row.find_element(By.CSS_SELECTOR, 'a[href="/console/policies/app"]').click()
     wait_for(console.driver, lambda d: console.path() == "/console/policies/app")
-    assert console.visible("#selected-tag").text == "1.2.4"
+    console.shows("#selected-tag", "1.2.4", exact=True)
     assert console.find("#reference").text == f"{registry.host}/{unique_repo}:1.2.4@{newer}"
     assert console.find("#strategy").text == "semver ^1.2"
     assert console.find("#counts").text == "2 considered, 1 ignored"  # `nightly` is no version
@@ -69,7 +69,7 @@ def test_a_reader_sees_each_policys_selection_and_its_history_after_real_polls(
     console.shot("policy")
 
     console.open("/console/policies/nosuch")
-    assert "no policy named 'nosuch'" in console.visible("#error-message").text
+    console.shows("#error-message", "no policy named 'nosuch'")
 
 
 def test_an_admin_adds_and_removes_a_policy_with_the_console_and_a_reader_cannot(

@@ -53,12 +53,12 @@ def test_subscriptions_pages_show_state_and_dead_letters_and_redeliver_them(
     assert console.find("#dead").text == "1"
 
     console.find("#redeliver").click()
-    assert "1 dead letter of 'hook' pending again" in console.visible("#flash").text
+    console.shows("#flash", "1 dead letter of 'hook' pending again")
     assert console.find("#dead").text == "0" and console.find("#pending").text == "2"
     assert console.all("#dead-letters") == [] and console.all("#redeliver") == []
 
     console.open("/console/subscriptions/nothere")
-    assert "no subscription named 'nothere'" in console.visible("main").text
+    console.shows("main", "no subscription named 'nothere'")
 
 
 def test_an_admin_adds_tests_and_removes_a_subscription_in_the_console(
@@ -74,7 +74,7 @@ def test_an_admin_adds_tests_and_removes_a_subscription_in_the_console(
         console.find("#url").send_keys("http://169.254.169.254/latest")  # the cloud's metadata: refused
         console.find("#change-added").click()
         console.find("#save-subscription").click()
-        assert "refused by the network policy" in console.visible("#url-error").text
+        console.shows("#url-error", "refused by the network policy")
         assert console.find("#change-added").is_selected()  # what was typed stays, but the secret
         url = console.find("#url")
         url.clear()
@@ -87,7 +87,7 @@ def test_an_admin_adds_tests_and_removes_a_subscription_in_the_console(
         console.find("#go-subscription").click()
         assert secret not in console.driver.page_source
         console.find("#test-subscription").click()
-        assert "was accepted: HTTP 200: thanks" in console.visible("#flash").text
+        console.shows("#flash", "was accepted: HTTP 200: thanks")
         (sample,) = receiver.requests
         assert sample.path == "/hook" and sample.headers["webhook-id"].startswith("test-")
         assert Webhook(secret).verify(sample.body, sample.headers) is not None  # signed with the secret shown

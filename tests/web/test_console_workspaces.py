@@ -174,7 +174,8 @@ def test_a_reader_sees_only_its_workspace_and_anothers_registry_is_not_found(
     console.log_in(token_in(a.id, "reader-a", "reader"))
 
     # The header names the workspace, on every page; a reader has no switcher.
-    assert console.visible("#workspace").text == A and header_workspace(console) == A
+    console.shows("#workspace", A, exact=True)
+    assert header_workspace(console) == A
     assert console.all("#workspace-switch") == []
     assert registry_rows(console) == ["prod"]
     lag = console.find("#schedule-lag").text
@@ -208,7 +209,7 @@ def test_a_reader_sees_only_its_workspace_and_anothers_registry_is_not_found(
         assert page.text.replace(teams.b_only, MISSING) == missing.text, path
         assert_no_trace_of(page.text, b)
     console.open(f"/console/registries/{teams.b_only}")
-    assert console.visible("h1").text == "Not found"
+    console.shows("h1", "Not found", exact=True)
     assert console.find("#error-message").text == f"no registry named {teams.b_only!r}: see `watcher registry list`"
     assert console.find("#workspace").text == A
 
@@ -239,7 +240,7 @@ def test_an_operator_switches_workspaces_and_acts_in_the_one_shown(
     # Choosing A shows A's (the select submits itself); then B shows B's: its `prod`, not A's.
     choice.select_by_visible_text(A)
     wait_for(console.driver, lambda d: header_workspace(console) == A)
-    assert "now shows workspace 'team-a'" in console.visible("#flash").text
+    console.shows("#flash", "now shows workspace 'team-a'")
     assert registry_rows(console) == ["prod"]
     console.open("/console/registries/prod")
     assert [r.text for r in console.all("#repositories tbody td:first-child a")] == [a.repository]
@@ -275,17 +276,17 @@ def test_an_operator_switches_workspaces_and_acts_in_the_one_shown(
     # Poll now acts on B's `prod` (an operator may do what an admin may), and the add form saves into B.
     console.open("/console/registries/prod")
     console.find(".poll-now").click()
-    assert "a poll of 'prod' is queued" in console.visible("#flash").text
+    console.shows("#flash", "a poll of 'prod' is queued")
     assert header_workspace(console) == B
     console.find("#add-registry").click()
-    assert console.visible("#add-workspace").text == f"It is added to workspace {B}."
+    console.shows("#add-workspace", f"It is added to workspace {B}.", exact=True)
     console.find("#provider-oci").click()
     console.find("#name").send_keys("added")
     console.find("#oci-url").send_keys(registry.url)
     console.find("#repositories").send_keys(b.repository)
     console.find("#save").click()
     wait_for(console.driver, lambda d: console.path() == "/console/registries/added")
-    assert "is saved" in console.visible("#flash").text
+    console.shows("#flash", "is saved")
     with session_scope() as session:
         assert session.execute(select(Registry.workspace_id).where(Registry.name == "added")).scalars().all() == [b.id]
 
@@ -313,7 +314,8 @@ def test_the_switch_refuses_anyone_but_an_operator_and_a_form_without_the_sessio
             )
             assert_no_trace_of(refused.text, b)
         console.driver.refresh()
-        assert console.visible("#workspace").text == A and registry_rows(console) == ["prod"]
+        console.shows("#workspace", A, exact=True)
+        assert registry_rows(console) == ["prod"]
 
     console.driver.delete_all_cookies()
     console.log_in(token_in(a.id, "operator-a", "operator"))
