@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from watcher.cli.main import main
 from watcher.db import get_engine
+from watcher.registry import sharedlimits
 from watcher.settings import Settings, get_settings
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.workers"]
@@ -115,6 +116,13 @@ def postgres_url(postgres_template: str, _postgres_dropper: _Dropper) -> Iterato
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}" STRATEGY FILE_COPY')
     yield f"{PG_BASE}/{name}"
     _postgres_dropper.names.put(name)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis outage that one test causes (the shared limits then stand aside for 30 s, process-wide) is
+    not carried into the next test this process runs: a test of the limits found its slots free of charge."""
+    monkeypatch.setattr(sharedlimits, "OUTAGE", sharedlimits._Outage())
 
 
 @pytest.fixture(scope="session", autouse=True)

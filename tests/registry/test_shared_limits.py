@@ -27,7 +27,6 @@ from tests.fakes.crowded_sdk import CrowdedAcr, CrowdedEcrApi, InFlight
 from tests.support.processes import stop_process
 from tests.support.redis_server import RedisServer
 from watcher.polling.poll import poll
-from watcher.registry import sharedlimits
 from watcher.registry.hostlimits import HostLimits
 from watcher.registry.sharedlimits import SharedLimits, held_back
 from watcher.settings import get_settings
@@ -39,12 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def owners(count: int, repositories: int, tags: int) -> dict[str, list[str]]:
     """`count` owners (`p0`...), each with its repositories and tags."""
     return {f"p{i}/r{r}": [f"t{t}" for t in range(tags)] for i in range(count) for r in range(repositories)}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_outage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Redis outage one test causes is not carried into the next test of this process."""
-    monkeypatch.setattr(sharedlimits, "OUTAGE", sharedlimits._Outage())
 
 
 @pytest.fixture
