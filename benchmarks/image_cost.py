@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             poll(NAME)  # the baseline
             steady_poll()  # warm
             requests = poll(NAME).requests
-            cpu = [cpu_of(steady_poll, args.polls) for _ in range(args.runs)]
+            cpu = [cpu_of(steady_poll, args.polls)[0] for _ in range(args.runs)]
             again = poll(NAME).requests
             lines = [f"{'one poll':<44}{'requests':>9}{'extra':>7}", f"{'steady':<44}{requests:>9}{0:>7}"]
             with RegistryClient(registry.url) as client:
