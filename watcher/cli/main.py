@@ -89,8 +89,8 @@ for command in (
 
 def entry() -> NoReturn:
     """The `watcher` process (its console script, and `python -m watcher`): the command, then an exit without
-    the interpreter's teardown (`watcher.runtime.quick_exit`), which whoever calls `main` in a process of
-    their own (a test's CliRunner) must not get."""
+    the interpreter's teardown (`watcher.runtime.quick_exit`). A caller that runs `main` inside its own
+    process (a test's CliRunner) calls `main`, and goes on after it."""
     try:
         main()
     except SystemExit as exc:
