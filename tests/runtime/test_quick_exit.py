@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 
+from tests.support.sitecustom import sitecustomize_path
 from watcher import db
 
 #: a sitecustomize whose object says so when the interpreter's teardown clears the module holding it
@@ -28,8 +29,7 @@ witness = _Witness()
 
 
 def run_python(args: list[str], tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "sitecustomize.py").write_text(WITNESS)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": sitecustomize_path(tmp_path, WITNESS, os.environ.get("PYTHONPATH"))}
     return subprocess.run(
         [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
     )

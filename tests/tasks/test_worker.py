@@ -17,6 +17,7 @@ from tests.conftest import Watcher
 from tests.fakes.hostile_registry import HostileRegistry, Recorder
 from tests.support.polls import lease_of, runs_of, set_row, try_poll, wait_for
 from tests.support.signals import LOSE_A_SIGTERM
+from tests.support.sitecustom import sitecustomize_path
 from watcher.models import PollRun, utcnow
 from watcher.settings import get_settings
 
@@ -215,10 +216,7 @@ def test_a_sigterm_whose_exit_was_lost_during_the_start_still_stops_the_worker(
 ) -> None:
     """`watcher run` remembers a SIGTERM heard before Celery's handler was in place, and sends it again once
     it is (`watcher.runtime.early_stop`): the worker does a warm shutdown instead of running until killed."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(LOST_SIGTERM)
-    path = os.pathsep.join(path for path in (str(site), watcher.env().get("PYTHONPATH")) if path)
+    path = sitecustomize_path(tmp_path / "site", LOST_SIGTERM, watcher.env().get("PYTHONPATH"))
     worker = start_worker("w1", concurrency=1, env={"PYTHONPATH": path})
     log = tmp_path / "w1.log"
     try:
