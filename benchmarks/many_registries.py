@@ -314,16 +314,13 @@ class Workers:
         for pid in self.processes()[0]:
             with contextlib.suppress(OSError, ValueError):
                 parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                line = Path(f"/proc/{pid}/cmdline").read_bytes()
                 if pid in tops:
                     role = "worker main"
-                elif (
-                    parent in tops
-                    and Path(f"/proc/{parent}/cmdline").read_bytes() == Path(f"/proc/{pid}/cmdline").read_bytes()
-                ):
+                elif parent in tops and Path(f"/proc/{parent}/cmdline").read_bytes() == line:
                     role = "pool process"
                 else:
-                    role = line.strip()[-60:]
+                    role = line.replace(b"\0", b" ").decode(errors="replace").strip()[-60:]
                 roles[pid] = (role, _cpu(pid))
         return roles
 
