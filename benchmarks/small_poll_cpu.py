@@ -12,6 +12,11 @@ time, not wall) per poll for each, and their ratio (target <= TARGET, 2.0), and 
 poll serving each (whether the watcher's requests cost the server more than the minimal client's). The
 machine's Redis holds the deployment-wide host limits, as in a worker.
 
+A third client takes its turn in each round too: the same requests from `httpx.AsyncClient`, 8 tasks on an
+event loop kept between listings, as a worker's poll makes them. It is not the target's floor (the threaded
+client is cheaper), but it says how much of the gap to that floor is httpx's asynchronous stack itself,
+which the watcher's poll shares.
+
 With `--profile FILE`, one more round of watcher polls runs under cProfile and the stats go to FILE.
 
 Run from the repository root: `.venv/bin/python -m benchmarks.small_poll_cpu`.
@@ -20,6 +25,7 @@ Run from the repository root: `.venv/bin/python -m benchmarks.small_poll_cpu`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import cProfile
 import os
@@ -94,6 +100,49 @@ class MinimalClient:
         self.http.close()
 
 
+class AsyncMinimalClient:
+    """The same requests as `MinimalClient`, from CONCURRENCY tasks sharing one `httpx.AsyncClient`, on an
+    event loop of its own kept (with the client's pool) between listings."""
+
+    def __init__(self, base_url: str, repositories: list[str], concurrency: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        pool = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.http = httpx.AsyncClient(base_url=base_url, limits=pool)
+        self.concurrency = concurrency
+        self.repositories = repositories
+        self.accept = ", ".join(MANIFEST_TYPES)
+
+    async def _listing(self) -> Digests:
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def tags(repo: str) -> list[str]:
+            async with slots:
+                response = await self.http.get(f"/v2/{repo}/tags/list?n={PAGE_SIZE}")
+            response.raise_for_status()
+            return list(response.json().get("tags") or [])
+
+        async def digest(repo: str, tag: str) -> str:
+            async with slots:
+                response = await self.http.head(f"/v2/{repo}/manifests/{tag}", headers={"Accept": self.accept})
+            response.raise_for_status()
+            return response.headers["docker-content-digest"]
+
+        listed = await asyncio.gather(*(tags(repo) for repo in self.repositories))
+        pairs = [(repo, tag) for repo, names in zip(self.repositories, listed, strict=True) for tag in names]
+        digests = await asyncio.gather(*(digest(repo, tag) for repo, tag in pairs))
+        result: Digests = {}
+        for (repo, tag), found in zip(pairs, digests, strict=True):
+            result.setdefault(repo, {})[tag] = found
+        return result
+
+    def listing(self) -> Digests:
+        return self.loop.run_until_complete(self._listing())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.http.aclose())
+        self.loop.close()
+
+
 def cpu_of(action: Callable[[], object], times: int, server: int | None = None) -> tuple[float, float]:
     """CPU seconds that `times` calls of `action` took per call: this process's (all threads), and the
     `server` process's (a pid; 0.0 without one)."""
@@ -138,28 +187,27 @@ def main(argv: list[str] | None = None) -> int:
             if first.tags != args.repos * args.tags or stored_digests(engine) != expected:
                 raise RuntimeError(f"the baseline poll saw {first.tags} tags")
             minimal = MinimalClient(registry.url, sorted(expected), args.concurrency)
-            if minimal.listing() != expected:
-                raise RuntimeError("the minimal client listed something else than what was pushed")
+            asynchronous = AsyncMinimalClient(registry.url, sorted(expected), args.concurrency)
+            if minimal.listing() != expected or asynchronous.listing() != expected:
+                raise RuntimeError("a minimal client listed something else than what was pushed")
             steady_poll()  # warm, as a worker is after its first poll
-            watcher_cpu: list[float] = []
-            minimal_cpu: list[float] = []
             requests = poll(NAME).requests
             server = registry._proc.pid if registry._proc is not None else None
-            served: dict[str, list[float]] = {"watcher": [], "minimal": []}
+            clients = {"watcher": steady_poll, "minimal": minimal.listing, "async": asynchronous.listing}
+            own: dict[str, list[float]] = {name: [] for name in clients}
+            served: dict[str, list[float]] = {name: [] for name in clients}
             for _ in range(args.runs):
-                for name, action, series in (
-                    ("watcher", steady_poll, watcher_cpu),
-                    ("minimal", minimal.listing, minimal_cpu),
-                ):
-                    own, by_server = cpu_of(action, args.polls, server)
-                    series.append(own)
+                for name, action in clients.items():
+                    mine, by_server = cpu_of(action, args.polls, server)
+                    own[name].append(mine)
                     served[name].append(by_server)
             if args.profile:
                 with cProfile.Profile() as profile:
                     cpu_of(steady_poll, args.polls)
                 profile.dump_stats(args.profile)
             minimal.close()
-    code = report(args, watcher_cpu, minimal_cpu, requests, len(expected) + args.repos * args.tags, command)
+            asynchronous.close()
+    code = report(args, own, requests, len(expected) + args.repos * args.tags, command)
     if server is not None:
         print(
             "the registry's CPU a poll, medians: "
@@ -168,25 +216,30 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def report(
-    args: argparse.Namespace, watcher: list[float], minimal: list[float], requests: int, floor: int, command: str
-) -> int:
-    w, m = statistics.median(watcher), statistics.median(minimal)
+def report(args: argparse.Namespace, own: dict[str, list[float]], requests: int, floor: int, command: str) -> int:
+    """The table, the ratio to the threaded minimal client (the target's) and to the asynchronous one."""
+    w, m, a = (statistics.median(own[name]) for name in ("watcher", "minimal", "async"))
     print(
         f"\nsteady poll of {args.repos} repositories x {args.tags} tags (literal names), {args.runs} rounds of "
         f"{args.polls} polls each client, alternating; CPU time of this process per poll"
     )
-    print(f"{'client':<28}{'requests':>9}{'median ms':>10}{'min ms':>8}{'max ms':>8}{'ms/request':>11}")
+    print(f"{'client':<30}{'requests':>9}{'median ms':>10}{'min ms':>8}{'max ms':>8}{'ms/request':>11}")
     label = "watcher poll (cold)" if args.cold else "watcher poll (warm worker)"
-    for name, n, series in ((label, requests, watcher), ("httpx.Client, 8 threads", floor, minimal)):
+    rows = (
+        (label, requests, own["watcher"]),
+        (f"httpx.Client, {args.concurrency} threads", floor, own["minimal"]),
+        (f"httpx.AsyncClient, {args.concurrency} tasks", floor, own["async"]),
+    )
+    for name, n, series in rows:
         med = statistics.median(series)
         print(
-            f"{name:<28}{n:>9}{med * 1000:>10.1f}{min(series) * 1000:>8.1f}{max(series) * 1000:>8.1f}"
+            f"{name:<30}{n:>9}{med * 1000:>10.1f}{min(series) * 1000:>8.1f}{max(series) * 1000:>8.1f}"
             f"{med * 1000 / n:>11.2f}"
         )
     ratio = w / m
     verdict = "OK" if ratio <= args.target else "MISSED"
     print(f"\nratio watcher/minimal CPU, medians: {ratio:.2f} (target <= {args.target:g}: {verdict})")
+    print(f"ratio watcher/asynchronous minimal CPU, medians: {w / a:.2f} (asynchronous/threaded minimal: {a / m:.2f})")
     print(f"reproduce: {command}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}")
     return 0 if ratio <= args.target else 1
