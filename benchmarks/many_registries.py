@@ -12,15 +12,18 @@ all registered at once by one `watcher registry apply --no-verify`. Then `watche
 processes, each with its beat) runs on the embedded defaults: SQLite and the embedded Redis in a throw-away
 data dir (`--postgres`: a PostgreSQL database of its own instead, dropped afterwards).
 
-Once every registry has its baseline, and one more interval has passed (the steady state: every registry on
-its grid), `--minutes` are measured while a tag is pushed to a random registry every `--push-every`
-seconds:
+Once every registry has its baseline, the background fill has described every digest of those baselines
+(`watcher.polling.imagefill`: until then its reads share the pool with the polls, and at 1,000 registries
+they are 30,000 digests, ten minutes and more; `--fill-timeout 0` measures while it runs), and one more
+interval has passed (the steady state: every registry on its grid, nothing left to fill), `--minutes` are
+measured while a tag is pushed to a random registry every `--push-every` seconds:
 
 - polls completed a minute (scheduled polls finished in the window);
 - schedule lag p50/p95/max: each scheduled poll's `started_at` minus its slot (the registry's last grid point
   at or before it: `watcher.polling.scheduler`), and the `watcher_schedule_lag_seconds` gauge sampled every 2 s,
   with the broker's queue length; the slots of the window that a scheduled poll started for;
 - failed polls (every outcome but `ok` in the window);
+- the digests the fill described in the window (its reads are in the CPU figures);
 - CPU per poll: CPU seconds of the watcher processes (every `watcher run` with its beat and pool; the
   embedded Redis separately) in the window / polls completed; RSS summed over those processes at the end;
 - push to event: from a pushed tag's manifest PUT answered to its `added` entry on the stream;
@@ -441,6 +444,25 @@ def finished_polls() -> int:
         return session.scalar(select(func.count()).where(PollRun.finished_at.is_not(None))) or 0
 
 
+def described() -> tuple[int, int]:
+    """Digests the background fill has described (`images` rows), and the distinct digests the registries'
+    tags point at: the fill's work left is their difference."""
+    from sqlalchemy import func, select
+
+    from watcher import schema
+    from watcher.db import session_scope
+
+    with session_scope() as session:
+        stored = session.scalar(select(func.count()).select_from(schema.images)) or 0
+        wanted = session.scalar(select(func.count(func.distinct(schema.tags.c.digest)))) or 0
+    return stored, wanted
+
+
+def filled(counts: tuple[int, int]) -> bool:
+    stored, wanted = counts
+    return stored >= wanted
+
+
 @dataclass
 class Runs:
     completed: int
@@ -564,6 +586,10 @@ def measure(
             f"every registry has its baseline after {time.monotonic() - started:.0f} s: {warm_polls} polls, "
             f"{1000 * warm_cpu / max(1, warm_polls):.1f} ms CPU a poll (watcher processes, start-up included)"
         )
+        if args.fill_timeout > 0:  # the steady state: every baseline digest described, nothing left to fill
+            started = time.monotonic()
+            wait(lambda: filled(described()), args.fill_timeout, "the image metadata fill", workers)
+            print(f"every baseline digest described after {time.monotonic() - started:.0f} s more")
         time.sleep(args.interval)  # one more interval: every registry on its own grid
         steady_cpu, steady_polls = workers.cpu()[0] - warm_cpu, finished_polls() - warm_polls
         print(
@@ -581,12 +607,13 @@ def measure(
             since, cpu_before, by_process_before = utcnow(), workers.cpu(), workers.cpu_by_process()
             others_before = other_cpu(registry, forwarder_proc)
             requests_before = forwarded_counts(tmp)
-            polls_before = finished_polls()
+            polls_before, described_before = finished_polls(), described()
             for thread in threads:
                 thread.start()
             time.sleep(args.minutes * 60)
             until, cpu_after, rss = utcnow(), workers.cpu(), workers.rss_mb()
             print_by_process(by_process_before, workers.cpu_by_process(), finished_polls() - polls_before)
+            print_fill(described_before, described())
             others = tuple(a - b for a, b in zip(other_cpu(registry, forwarder_proc), others_before, strict=True))
             time.sleep(1.5)  # the forwarder's next write
             requests = forwarded_counts(tmp) - requests_before
@@ -610,6 +637,14 @@ def print_by_process(before: dict[int, tuple[str, float]], after: dict[int, tupl
         (role, 1000 * (cpu - before[pid][1]) / max(1, polls)) for pid, (role, cpu) in after.items() if pid in before
     ]
     print("CPU a poll by process, ms: " + ", ".join(f"{role} {ms:.1f}" for role, ms in sorted(shares)))
+
+
+def print_fill(before: tuple[int, int], after: tuple[int, int]) -> None:
+    """What the background fill described in the window: its reads share the pool with the polls."""
+    print(
+        f"image metadata fill: {after[0] - before[0]} digests described in the window; "
+        f"{before[0]} of {before[1]} described at its start, {after[0]} of {after[1]} at its end"
+    )
 
 
 def other_cpu(registry: RegistryServer, forwarder_proc: subprocess.Popen[bytes] | None) -> tuple[float, float, float]:
@@ -723,6 +758,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--push-every", type=float, default=15, help="seconds between pushes in the window")
     parser.add_argument("--seed-workers", type=int, default=16)
     parser.add_argument("--floor-seconds", type=float, default=60, help="the leanest client's run (0: none)")
+    parser.add_argument(
+        "--fill-timeout",
+        type=float,
+        default=1800,
+        help="seconds to wait, after the baselines, until the background fill has described every digest (0: measure"
+        " while it runs)",
+    )
     parser.add_argument("--floor-processes", type=int, default=2, help="as many as the worker's pool")
     parser.add_argument(
         "--forwarder", action="store_true", help="reach the registry through a forwarder that counts requests by path"
