@@ -137,6 +137,21 @@ def late(watcher: Watcher, seconds: float | None) -> None:
         conn.execute(update(schema.registries).values(due_since=since))
 
 
+def test_the_fill_yields_to_a_poll_a_few_seconds_late(
+    watcher: Watcher, registry: RegistryEnv, unique_repo: str
+) -> None:
+    """A due poll that has waited 3 s (short of the schedule's 5 s target, but a pool with room starts it
+    within a tick or two) holds the fill back; one due only now does not."""
+    registry.client.push_image(f"{unique_repo}/app", "v1")
+    add(watcher, "r1", registry.url, unique_repo)
+    polling.poll("r1")
+    late(watcher, seconds=3)
+    held_back = imagefill.fill(watcher.engine, watcher.redis)
+    assert held_back.skipped and held_back.requests == 0 and stored_digests(watcher) == set()
+    late(watcher, seconds=0.2)
+    assert imagefill.fill(watcher.engine, watcher.redis).stored == 1
+
+
 def test_the_baseline_is_filled_in_the_background(watcher: Watcher, registry: RegistryEnv, unique_repo: str) -> None:
     """A baseline of five digests (one tagged twice) is filled two digests a run, and not while a due poll
     waits; once filled, and after a steady poll, a run reads no registry and sends nothing; a poll that
