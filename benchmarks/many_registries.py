@@ -590,6 +590,7 @@ def measure(
             started = time.monotonic()
             wait(lambda: filled(described()), args.fill_timeout, "the image metadata fill", workers)
             print(f"every baseline digest described after {time.monotonic() - started:.0f} s more")
+            warm_cpu, warm_polls = workers.cpu()[0], finished_polls()
         time.sleep(args.interval)  # one more interval: every registry on its own grid
         steady_cpu, steady_polls = workers.cpu()[0] - warm_cpu, finished_polls() - warm_polls
         print(
