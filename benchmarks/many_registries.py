@@ -38,7 +38,7 @@ it, which compare across machines where the seconds do not.
 Targets (exit status 1 if one is missed): polls a minute >= 0.99 x registries x (60 / interval), lag p95 <= 5 s,
 no failed poll, every push reported within one interval + 10 s.
 
-Run from the repository root (the full size takes ~15 minutes; `--registries 100 --minutes 2` ~5):
+Run from the repository root (the full size takes ~25 minutes, ten of them the fill; `--registries 100 --minutes 2` ~5):
 `.venv/bin/python -m benchmarks.many_registries` (`--postgres` for PostgreSQL).
 """
 
