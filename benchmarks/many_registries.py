@@ -445,17 +445,20 @@ def finished_polls() -> int:
 
 
 def described() -> tuple[int, int]:
-    """Digests the background fill has described (`images` rows), and the distinct digests the registries'
-    tags point at: the fill's work left is their difference."""
+    """Of the distinct digests the registries' tags point at, how many the background fill has described (an
+    `images` row), and how many there are: the fill's work left is their difference."""
     from sqlalchemy import func, select
 
     from watcher import schema
     from watcher.db import session_scope
 
+    tags, images = schema.tags.c, schema.images.c
     with session_scope() as session:
-        stored = session.scalar(select(func.count()).select_from(schema.images)) or 0
-        wanted = session.scalar(select(func.count(func.distinct(schema.tags.c.digest)))) or 0
-    return stored, wanted
+        wanted = session.scalar(select(func.count(func.distinct(tags.digest)))) or 0
+        stored = session.scalar(
+            select(func.count(func.distinct(tags.digest))).join(schema.images, images.digest == tags.digest)
+        )
+    return stored or 0, wanted
 
 
 def filled(counts: tuple[int, int]) -> bool:
