@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,6 +56,14 @@ def register(registry_url: str, repos: int, concurrency: int) -> None:
     result = CliRunner().invoke(watcher_cli, [*args, *literal])
     if result.exit_code != 0:
         raise RuntimeError(f"registry add failed: {result.output}")
+
+
+def by_repository(pairs: list[tuple[str, str]], digests: Iterable[str]) -> Digests:
+    """Each (repository, tag) pair's digest, in the shape the watcher stores them: both minimal clients'."""
+    result: Digests = {}
+    for (repo, tag), found in zip(pairs, digests, strict=True):
+        result.setdefault(repo, {})[tag] = found
+    return result
 
 
 class MinimalClient:
@@ -89,10 +97,7 @@ class MinimalClient:
         pairs = [(repo, tag) for repo, names in listed.items() for tag in names]
         digests = self.threads.map(lambda pair: digest(*pair), pairs)
         self.requests += len(self.repositories) + len(pairs)
-        result: Digests = {}
-        for (repo, tag), found in zip(pairs, digests, strict=True):
-            result.setdefault(repo, {})[tag] = found
-        return result
+        return by_repository(pairs, digests)
 
     def close(self) -> None:
         if self._own_threads:
@@ -130,10 +135,7 @@ class AsyncMinimalClient:
         listed = await asyncio.gather(*(tags(repo) for repo in self.repositories))
         pairs = [(repo, tag) for repo, names in zip(self.repositories, listed, strict=True) for tag in names]
         digests = await asyncio.gather(*(digest(repo, tag) for repo, tag in pairs))
-        result: Digests = {}
-        for (repo, tag), found in zip(pairs, digests, strict=True):
-            result.setdefault(repo, {})[tag] = found
-        return result
+        return by_repository(pairs, digests)
 
     def listing(self) -> Digests:
         return self.loop.run_until_complete(self._listing())
