@@ -14,7 +14,8 @@ data dir (`--postgres`: a PostgreSQL database of its own instead, dropped afterw
 
 Once every registry has its baseline, the background fill has described every digest of those baselines
 (`watcher.polling.imagefill`: until then its reads share the pool with the polls, and at 1,000 registries
-they are 30,000 digests, ten minutes and more; `--fill-timeout 0` measures while it runs), and one more
+they are 30,000 digests, ten minutes and more; `--fill-timeout 0` measures while it runs; where the pool has
+no room to spare the fill reads nothing, and the wait ends after three minutes without progress), and one more
 interval has passed (the steady state: every registry on its grid, nothing left to fill), `--minutes` are
 measured while a tag is pushed to a random registry every `--push-every` seconds:
 
@@ -461,6 +462,10 @@ def described() -> tuple[int, int]:
     return stored or 0, wanted
 
 
+#: the fill's wait ends once it has described nothing for this long (`wait_for_fill`)
+FILL_STALL_SECONDS = 180
+
+
 def filled(counts: tuple[int, int]) -> bool:
     stored, wanted = counts
     return stored >= wanted
@@ -551,6 +556,23 @@ def wait(condition: Any, seconds: float, what: str, workers: Workers) -> None:
         time.sleep(1)
 
 
+def wait_for_fill(seconds: float, workers: Workers) -> tuple[int, int]:
+    """The fill's counts (`described`) once it is done, after `seconds`, or once it has described nothing for
+    FILL_STALL_SECONDS: it reads only while no poll is late, so a pool with no room to spare starves it, and
+    waiting longer would measure nothing else."""
+    deadline = time.monotonic() + seconds
+    counts, progressed = described(), time.monotonic()
+    while not filled(counts) and time.monotonic() < min(deadline, progressed + FILL_STALL_SECONDS):
+        if not workers.alive():
+            raise SystemExit("a `watcher run` exited while waiting for the image metadata fill")
+        time.sleep(1)
+        latest = described()
+        if latest[0] > counts[0]:
+            progressed = time.monotonic()
+        counts = latest
+    return counts
+
+
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="watcher-many-"))
     try:
@@ -591,8 +613,14 @@ def measure(
         )
         if args.fill_timeout > 0:  # the steady state: every baseline digest described, nothing left to fill
             started = time.monotonic()
-            wait(lambda: filled(described()), args.fill_timeout, "the image metadata fill", workers)
-            print(f"every baseline digest described after {time.monotonic() - started:.0f} s more")
+            stored, wanted = wait_for_fill(args.fill_timeout, workers)
+            if stored >= wanted:
+                print(f"every baseline digest described after {time.monotonic() - started:.0f} s more")
+            else:
+                print(
+                    f"the fill stopped short after {time.monotonic() - started:.0f} s ({stored} of {wanted} digests "
+                    "described): measuring while it waits for room in the pool"
+                )
             warm_cpu, warm_polls = workers.cpu()[0], finished_polls()
         time.sleep(args.interval)  # one more interval: every registry on its own grid
         steady_cpu, steady_polls = workers.cpu()[0] - warm_cpu, finished_polls() - warm_polls
