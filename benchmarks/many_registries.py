@@ -462,10 +462,6 @@ def described() -> tuple[int, int]:
     return stored or 0, wanted
 
 
-#: the fill's wait ends once it has described nothing for this long (`wait_for_fill`)
-FILL_STALL_SECONDS = 180
-
-
 def filled(counts: tuple[int, int]) -> bool:
     stored, wanted = counts
     return stored >= wanted
@@ -556,6 +552,10 @@ def wait(condition: Any, seconds: float, what: str, workers: Workers) -> None:
         time.sleep(1)
 
 
+#: the fill's wait ends once it has described nothing for this long (`wait_for_fill`)
+FILL_STALL_SECONDS = 180
+
+
 def wait_for_fill(seconds: float, workers: Workers) -> tuple[int, int]:
     """The fill's counts (`described`) once it is done, after `seconds`, or once it has described nothing for
     FILL_STALL_SECONDS: it reads only while no poll is late, so a pool with no room to spare starves it, and
@@ -613,8 +613,8 @@ def measure(
         )
         if args.fill_timeout > 0:  # the steady state: every baseline digest described, nothing left to fill
             started = time.monotonic()
-            stored, wanted = wait_for_fill(args.fill_timeout, workers)
-            if stored >= wanted:
+            stored, wanted = counts = wait_for_fill(args.fill_timeout, workers)
+            if filled(counts):
                 print(f"every baseline digest described after {time.monotonic() - started:.0f} s more")
             else:
                 print(
@@ -794,8 +794,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--fill-timeout",
         type=float,
         default=1800,
-        help="seconds to wait, after the baselines, until the background fill has described every digest (0: measure"
-        " while it runs)",
+        help="seconds to wait, after the baselines, until the background fill has described every digest; past"
+        f" them, or after {FILL_STALL_SECONDS} s without progress, the run measures while it runs (0: at once)",
     )
     parser.add_argument("--floor-processes", type=int, default=2, help="as many as the worker's pool")
     parser.add_argument(
